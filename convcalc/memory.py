@@ -1,0 +1,46 @@
+"""Memory accounting shared by the formula and the measurement: torchsummary's definition.
+
+torchsummary reports the input size, a "forward/backward pass size" that counts every layer's
+output twice (its value and its gradient), the parameter size, and their sum as the estimated
+total. This module only defines that bookkeeping; what goes in (element counts and the width of
+a dtype) comes either from closed forms (formulas.py) or from torch (measure.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes: total = input + forward_backward + params; output is the last layer's output."""
+
+    input: int
+    output: int
+    params: int
+    forward_backward: int
+    total: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "params": self.params,
+            "forward_backward": self.forward_backward,
+            "total": self.total,
+        }
+
+
+def summary_memory(
+    input_elements: int, output_elements: Sequence[int], param_count: int, width: int
+) -> Memory:
+    """Bytes of a chain as torchsummary counts them, for elements ``width`` bytes wide."""
+    forward_backward = 2 * sum(output_elements) * width
+    return Memory(
+        input=input_elements * width,
+        output=output_elements[-1] * width,
+        params=param_count * width,
+        forward_backward=forward_backward,
+        total=(input_elements + param_count) * width + forward_backward,
+    )

@@ -1,0 +1,155 @@
+"""Result objects: every figure measured and by formula, and ``to_dict()`` giving the stable JSON.
+
+No torch, no Rich: rendering lives in :mod:`convcalc.render`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from ._version import __version__
+from .memory import Memory
+from .spec import ConvSpec, InputSpec, Ints
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Pair(Generic[T]):
+    """A figure measured from torch beside the same figure by formula."""
+
+    measured: T | None
+    formula: T
+
+    @property
+    def agree(self) -> bool:
+        return self.measured == self.formula
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"measured": _plain(self.measured), "formula": _plain(self.formula)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Memory):
+        return value.to_dict()
+    return value
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    name: str
+    spec: ConvSpec
+    input_shape: Ints
+    output_shape: Pair[Ints]
+    params: Pair[int]
+    macs: Pair[int]
+    flops: Pair[int]
+    bias_adds: int
+    receptive_field: Pair[Ints]
+    memory: Pair[Memory]
+    formula_text: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def pairs(self) -> dict[str, Pair[Any]]:
+        return {
+            "output_shape": self.output_shape,
+            "params": self.params,
+            "macs": self.macs,
+            "flops": self.flops,
+            "receptive_field": self.receptive_field,
+            "memory_bytes": self.memory,
+        }
+
+    @property
+    def disagreements(self) -> list[str]:
+        return [name for name, pair in self.pairs.items() if not pair.agree]
+
+    @property
+    def agree(self) -> bool:
+        return not self.disagreements
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "spec": self.spec.to_dict(),
+            "input_shape": list(self.input_shape),
+            "output_shape": self.output_shape.to_dict(),
+            "params": self.params.to_dict(),
+            "macs": self.macs.to_dict(),
+            "flops": self.flops.to_dict(),
+            "bias_adds": self.bias_adds,
+            "receptive_field": self.receptive_field.to_dict(),
+            "memory_bytes": _plain(self.memory.measured),
+            "memory_bytes_formula": _plain(self.memory.formula),
+            "formula_text": dict(self.formula_text),
+            "notes": list(self.notes),
+            "agree": self.agree,
+        }
+
+
+@dataclass(frozen=True)
+class Total:
+    """Whole-chain figures; each a pair like the layers' (a single layer: its own figures)."""
+
+    params: Pair[int]
+    macs: Pair[int]
+    flops: Pair[int]
+    bias_adds: int
+    output_shape: Pair[Ints]
+    receptive_field: Pair[Ints]
+    memory: Pair[Memory]
+
+    def _values(self, side: str) -> dict[str, Any]:
+        def pick(pair: Pair[Any]) -> Any:
+            measured = pair.measured
+            return _plain(measured if side == "measured" and measured is not None else pair.formula)
+
+        return {
+            "params": pick(self.params),
+            "macs": pick(self.macs),
+            "flops": pick(self.flops),
+            "bias_adds": self.bias_adds,
+            "output_shape": pick(self.output_shape),
+            "receptive_field": pick(self.receptive_field),
+            "memory_bytes": pick(self.memory),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        measured = self._values("measured")
+        measured["formula"] = self._values("formula")
+        return measured
+
+
+@dataclass(frozen=True)
+class Report:
+    """What ``convcalc conv`` (and later presets and stacks) prints, as data."""
+
+    command: str
+    input: InputSpec
+    layers: tuple[LayerReport, ...]
+    total: Total
+    measured_on: str
+    sources: dict[str, str]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def agree(self) -> bool:
+        return all(layer.agree for layer in self.layers) and self.total.receptive_field.agree
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "convcalc_version": __version__,
+            "command": self.command,
+            "input_shape": list(self.input.shape),
+            "dtype": self.input.dtype,
+            "measured_on": self.measured_on,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "total": self.total.to_dict(),
+            "sources": dict(self.sources),
+            "notes": list(self.notes),
+            "agree": self.agree,
+        }
