@@ -63,8 +63,8 @@ def plan_run(
         return RunPlan(measure_on, estimated_bytes, seconds, f"--measure-on {measure_on}")
     if estimated_bytes > REAL_RUN_MAX_BYTES:
         reason = (
-            f"a real run needs about {formulas.mib(estimated_bytes)} of tensors "
-            f"(limit {formulas.mib(REAL_RUN_MAX_BYTES)})"
+            f"a real run needs about {formulas.human_bytes(estimated_bytes)} of tensors "
+            f"(limit {formulas.human_bytes(REAL_RUN_MAX_BYTES)})"
         )
         return RunPlan("meta", estimated_bytes, seconds, reason)
     if seconds > REAL_RUN_MAX_SECONDS:
@@ -73,7 +73,9 @@ def plan_run(
     return RunPlan("cpu", estimated_bytes, seconds, "small enough to run for real")
 
 
-def layer_inputs(specs: Sequence[ConvSpec], input_spec: InputSpec, labels: Labels) -> list[InputSpec]:
+def layer_inputs(
+    specs: Sequence[ConvSpec], input_spec: InputSpec, labels: Labels
+) -> list[InputSpec]:
     """Validate the chain and give each layer's input by formula (its predecessor's output)."""
     inputs = [input_spec]
     for index, spec in enumerate(specs):
@@ -135,7 +137,6 @@ def analyze_chain(
                     "flops": flop.shown,
                     "bias_adds": bias.shown,
                     "receptive_field": field.shown,
-                    "memory_bytes": memory.shown,
                     **{f"memory_{key}": text for key, text in memory.parts.items()},
                 },
                 notes=result.notes,

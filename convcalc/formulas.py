@@ -56,6 +56,16 @@ def mib(n_bytes: int) -> str:
     return f"{n_bytes / 2**20:,.2f} MiB"
 
 
+def human_bytes(n_bytes: int) -> str:
+    """Binary units, two decimals (torchsummary's "MB" are MiB): ``12845056`` -> ``12.25 MiB``."""
+    if n_bytes < 2**10:
+        return f"{n_bytes} B"
+    for power, unit in ((5, "PiB"), (4, "TiB"), (3, "GiB"), (2, "MiB"), (1, "KiB")):
+        if n_bytes >= 2 ** (10 * power):
+            return f"{n_bytes / 2 ** (10 * power):,.2f} {unit}"
+    raise AssertionError("unreachable")
+
+
 def _per_axis(dims: int, parts: Sequence[str]) -> str:
     """One formula per spatial dimension, or one for all when they are the same."""
     if len(set(parts)) == 1:
@@ -108,7 +118,8 @@ def params(spec: ConvSpec) -> Derived[int]:
     """Weights ``C_out·(C_in/g)·prod(k)`` (transposed: ``C_in·(C_out/g)·prod(k)``) + bias."""
     kernel = math.prod(spec.kernel_size)
     first, second = (
-        (spec.in_channels, spec.out_channels) if spec.transposed
+        (spec.in_channels, spec.out_channels)
+        if spec.transposed
         else (spec.out_channels, spec.in_channels)
     )
     weights = first * (second // spec.groups) * kernel

@@ -83,7 +83,7 @@ def build_layer(spec: ConvSpec, device: str = "cpu") -> nn.Module:
     return cls(spec.in_channels, spec.out_channels, spec.kernel_size, **kwargs)
 
 
-def _first_line(error: BaseException) -> str:
+def _first_line(error: BaseException | Warning) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
 
@@ -136,15 +136,23 @@ class _DispatchCounter(TorchDispatchMode):
 class _RunRecord:
     outputs: dict[int, Ints] = field(default_factory=dict)
     counter: _DispatchCounter = field(default_factory=_DispatchCounter)
+    #: what torch warned about while running each layer, first lines, in order
+    warnings: dict[int, list[str]] = field(default_factory=dict)
 
 
 def _run_counted(layers: Sequence[nn.Module], x: torch.Tensor) -> _RunRecord:
+    """One forward pass, layer by layer, counted; torch's warnings are kept as notes, not
+    printed (e.g. 'same' padding with an even kernel makes torch copy the input)."""
     record = _RunRecord()
     with torch.no_grad(), record.counter:
         for index, layer in enumerate(layers):
             record.counter.current = index
-            x = layer(x)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                x = layer(x)
             record.outputs[index] = tuple(x.shape)
+            messages = [_first_line(w.message) for w in caught]  # type: ignore[arg-type]
+            record.warnings[index] = list(dict.fromkeys(messages))
         record.counter.current = None
     return record
 
@@ -156,16 +164,35 @@ def _run_counted(layers: Sequence[nn.Module], x: torch.Tensor) -> _RunRecord:
 class _FvcoreResult:
     per_layer: dict[int, int]
     unsupported: dict[int, dict[str, int]]
+    #: operators fvcore has no handler for, counted with its conv rule by a handle convcalc adds
+    extended: dict[str, int]
+
+
+#: ``padding='same'`` or ``'valid'`` makes torch dispatch aten::_convolution_mode, which fvcore
+#: (0.1.5) has no handler for: it would count such a layer as 0 and say so only in a log line.
+FVCORE_EXTENSIONS = ("aten::_convolution_mode",)
 
 
 def _fvcore_trace(model: nn.Sequential, x: torch.Tensor) -> _FvcoreResult:
     """fvcore's count of the real run. Its torch.jit tracing warns on every call in torch 2.13
     (DeprecationWarning, TracerWarning) and logs unsupported operators: none of it is for users."""
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fvcore.nn's import runs torch.jit.script: deprecated
+        from fvcore.nn import FlopCountAnalysis
+        from fvcore.nn.jit_handles import conv_flop_count, get_shape
+
+    extended: dict[str, int] = {}
+
+    def convolution_mode(inputs: list[Any], outputs: list[Any]) -> int:
+        # aten::_convolution_mode(input, weight, bias, stride, padding: str, dilation, groups)
+        extended["aten::_convolution_mode"] = extended.get("aten::_convolution_mode", 0) + 1
+        x_shape, w_shape, out_shape = (get_shape(v) for v in (inputs[0], inputs[1], outputs[0]))
+        return int(conv_flop_count(x_shape, w_shape, out_shape, transposed=False))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         analysis = FlopCountAnalysis(model, x)
+        analysis.set_op_handle("aten::_convolution_mode", convolution_mode)
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")
@@ -174,11 +201,13 @@ def _fvcore_trace(model: nn.Sequential, x: torch.Tensor) -> _FvcoreResult:
         unsupported = {
             index: dict(analysis.unsupported_ops(str(index))) for index in range(len(model))
         }
-    return _FvcoreResult(per_layer, unsupported)
+    return _FvcoreResult(per_layer, unsupported, extended)
 
 
 def _fvcore_rule(calls: Sequence[_ConvCall]) -> int:
-    from fvcore.nn.jit_handles import conv_flop_count
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fvcore.nn's import runs torch.jit.script: deprecated
+        from fvcore.nn.jit_handles import conv_flop_count
 
     return sum(
         int(conv_flop_count(list(c.x_shape), list(c.w_shape), list(c.out_shape), c.transposed))
@@ -187,6 +216,13 @@ def _fvcore_rule(calls: Sequence[_ConvCall]) -> int:
 
 
 # --- receptive field probe ------------------------------------------------------------------
+
+
+def _gradient_extent(y: torch.Tensor, x: torch.Tensor, index: Sequence[int], axis: int) -> int:
+    """How many input positions along ``axis`` one output element depends on (0 if none)."""
+    (grad,) = torch.autograd.grad(y[(0, 0) + tuple(index)], x, retain_graph=True)
+    hit = torch.nonzero(grad[0, 0]).T[axis]
+    return int(hit.max() - hit.min()) + 1 if hit.numel() else 0
 
 
 def probe_receptive_field(spec: ConvSpec) -> Ints:
@@ -199,11 +235,17 @@ def probe_receptive_field(spec: ConvSpec) -> Ints:
     """
     cls = CONV_CLASSES[(spec.transposed, spec.dims)]
     layer = cls(
-        1, 1, spec.kernel_size, stride=spec.stride, padding=0, dilation=spec.dilation,
-        bias=False, dtype=torch.float64,
+        1,
+        1,
+        spec.kernel_size,
+        stride=spec.stride,
+        padding=0,
+        dilation=spec.dilation,
+        bias=False,
+        dtype=torch.float64,
     )
     with torch.no_grad():
-        layer.weight.fill_(1.0)
+        layer.weight.fill_(1.0)  # type: ignore[operator]
     spans = [d * (k - 1) + 1 for k, d in zip(spec.kernel_size, spec.dilation)]
     if spec.transposed:
         lengths = [-(-span // s) + 2 for span, s in zip(spans, spec.stride)]
@@ -212,19 +254,23 @@ def probe_receptive_field(spec: ConvSpec) -> Ints:
     x = torch.ones((1, 1, *lengths), dtype=torch.float64, requires_grad=True)
     y = layer(x)
     out_size = y.shape[2:]
+    # a transposed layer's outputs span-1 .. span-1+s-1 see only real inputs (output span-1
+    # always receives input 0 through the last tap); a plain conv on an unpadded input has every
+    # output inside it
+    if spec.transposed:
+        base = [span - 1 for span in spans]
+        counts = list(spec.stride)
+    else:
+        base = [n // 2 for n in out_size]
+        counts = list(out_size)
     extents: list[int] = []
-    for axis, (span, s) in enumerate(zip(spans, spec.stride)):
-        center = [n // 2 for n in out_size]
-        # a transposed layer's outputs from span-1 to span-1+s-1 see only real inputs; a plain
-        # conv on an unpadded input has every output inside it
-        first = span - 1 if spec.transposed else 0
-        count = s if spec.transposed else out_size[axis]
+    for axis in range(spec.dims):
+        first = base[axis] if spec.transposed else 0
         widest = 0
-        for position in range(first, first + count):
-            center[axis] = position
-            (grad,) = torch.autograd.grad(y[(0, 0, *center)], x, retain_graph=True)
-            hit = torch.nonzero(grad[0, 0]).T[axis]
-            widest = max(widest, int(hit.max() - hit.min()) + 1)
+        for position in range(first, first + counts[axis]):
+            index = list(base)
+            index[axis] = position
+            widest = max(widest, _gradient_extent(y, x, index, axis))
         extents.append(widest)
     return tuple(extents)
 
@@ -236,7 +282,13 @@ def probe_chain_receptive_field(specs: Sequence[ConvSpec]) -> Ints:
     dims = specs[0].dims
     modules = [
         CONV_CLASSES[(False, dims)](
-            1, 1, s.kernel_size, stride=s.stride, padding=0, dilation=s.dilation, bias=False,
+            1,
+            1,
+            s.kernel_size,
+            stride=s.stride,
+            padding=0,
+            dilation=s.dilation,
+            bias=False,
             dtype=torch.float64,
         )
         for s in specs
@@ -251,7 +303,7 @@ def probe_chain_receptive_field(specs: Sequence[ConvSpec]) -> Ints:
     model = nn.Sequential(*modules)
     with torch.no_grad():
         for module in modules:
-            module.weight.fill_(1.0)
+            module.weight.fill_(1.0)  # type: ignore[operator]
     x = torch.ones((1, 1, *lengths), dtype=torch.float64, requires_grad=True)
     y = model(x)
     extents = []
@@ -260,9 +312,7 @@ def probe_chain_receptive_field(specs: Sequence[ConvSpec]) -> Ints:
         widest = 0
         for position in range(y.shape[2 + axis]):
             center[axis] = position
-            (grad,) = torch.autograd.grad(y[(0, 0, *center)], x, retain_graph=True)
-            hit = torch.nonzero(grad[0, 0]).T[axis]
-            widest = max(widest, int(hit.max() - hit.min()) + 1)
+            widest = max(widest, _gradient_extent(y, x, center, axis))
         extents.append(widest)
     return tuple(extents)
 
@@ -274,7 +324,9 @@ def element_size(dtype: str) -> int:
     return torch.empty((), dtype=TORCH_DTYPES[dtype]).element_size()
 
 
-def measure_chain(specs: Sequence[ConvSpec], input_spec: InputSpec, device: str) -> ChainMeasurement:
+def measure_chain(
+    specs: Sequence[ConvSpec], input_spec: InputSpec, device: str
+) -> ChainMeasurement:
     """Build the real layers, run them once counted by torch and once traced by fvcore (CPU), or
     once on the meta device, and probe each receptive field by autograd."""
     if device not in ("cpu", "meta"):
@@ -289,6 +341,13 @@ def measure_chain(specs: Sequence[ConvSpec], input_spec: InputSpec, device: str)
             macs: dict[int, int | None] = dict(fv.per_layer)
             unsupported = fv.unsupported
             macs_source = "fvcore FlopCountAnalysis, tracing the real CPU run"
+            if fv.extended:
+                macs_source += (
+                    "; fvcore has no handler for "
+                    + ", ".join(sorted(fv.extended))
+                    + " (torch's op for padding='same'/'valid'): convcalc registers fvcore's "
+                    "own conv rule for it"
+                )
         else:
             macs = {
                 index: _fvcore_rule(record.counter.convs.get(index, []))
@@ -301,7 +360,11 @@ def measure_chain(specs: Sequence[ConvSpec], input_spec: InputSpec, device: str)
             )
         rf = [probe_receptive_field(spec) for spec in specs]
         chain_rf = rf[0] if len(specs) == 1 else _chain_rf_or_none(specs)
-    except RuntimeError as error:  # torch rejected what validation let through
+    except (
+        RuntimeError,
+        ValueError,
+        TypeError,
+    ) as error:  # torch rejected what validation let through
         raise MeasurementError(f"torch rejected the layer: {_first_line(error)}") from error
 
     width = element_size(input_spec.dtype)
@@ -312,8 +375,10 @@ def measure_chain(specs: Sequence[ConvSpec], input_spec: InputSpec, device: str)
         count = sum(p.numel() for p in layer.parameters())
         out_shape = record.outputs[index]
         out_elements = math.prod(out_shape)
-        notes = [
-            f"fvcore skipped {op} ({calls} call{'s' if calls > 1 else ''}): not counted"
+        notes = [f"torch warned: {message}" for message in record.warnings.get(index, [])]
+        notes += [
+            f"fvcore has no handler for {op} ({calls} call{'s' if calls > 1 else ''}): "
+            "it counted nothing for it"
             for op, calls in sorted(unsupported.get(index, {}).items())
         ]
         flops = record.counter.flops.get(index, 0)
@@ -342,14 +407,19 @@ def measure_chain(specs: Sequence[ConvSpec], input_spec: InputSpec, device: str)
         sum(r.params for r in results),
         width,
     )
-    where = "the real CPU run" if device == "cpu" else "a run on torch's meta device"
+    where = "the real CPU run" if device == "cpu" else "the run on torch's meta device"
     sources = {
         "output_shape": where,
         "params": "the real module's parameters",
         "macs": macs_source,
         "flops": f"torch.utils.flop_counter's formulas on {where}",
-        "receptive_field": "autograd on a one-channel probe with the same kernel, stride, dilation",
-        "memory": f"numel of {where}'s tensors × torch's element size for {input_spec.dtype}",
+        "receptive_field": (
+            "autograd on a one-channel probe with the same kernel, stride and dilation "
+            "(extent of the input gradient of one output)"
+        ),
+        "memory": (
+            f"numel of the tensors of {where} × torch's element size for {input_spec.dtype}"
+        ),
     }
     return ChainMeasurement(
         device=device,

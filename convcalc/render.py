@@ -16,7 +16,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from .formulas import group, mib, shape_text
+from .formulas import group, human_bytes, shape_text
 from .memory import Memory
 from .report import LayerReport, Pair, Report
 
@@ -45,7 +45,9 @@ def make_console(file: IO[str] | None = None, *, no_color: bool = False) -> Cons
     )
 
 
-def render(report: Report, fmt: str, file: IO[str] | None = None, *, no_color: bool = False) -> None:
+def render(
+    report: Report, fmt: str, file: IO[str] | None = None, *, no_color: bool = False
+) -> None:
     renderers: dict[str, Callable[[Report, IO[str], bool], None]] = {
         "table": _render_table,
         "json": _render_json,
@@ -61,7 +63,9 @@ def _render_json(report: Report, file: IO[str], no_color: bool) -> None:
 
 
 def _mark(agree: bool) -> Text:
-    return Text(AGREE, style="bold green") if agree else Text(f"{DISAGREE} differs", style="bold red")
+    return (
+        Text(AGREE, style="bold green") if agree else Text(f"{DISAGREE} differs", style="bold red")
+    )
 
 
 def _value(value: Any) -> str:
@@ -72,10 +76,6 @@ def _value(value: Any) -> str:
     if isinstance(value, int):
         return group(value)
     return str(value)
-
-
-def _size(n_bytes: int) -> str:
-    return mib(n_bytes) if n_bytes >= 2**20 else f"{group(n_bytes)} B"
 
 
 def _figure_table(layer: LayerReport, dtype: str) -> Table:
@@ -96,7 +96,10 @@ def _figure_table(layer: LayerReport, dtype: str) -> Table:
 
     def row(label: str, pair: Pair[Any], formula_key: str) -> None:
         table.add_row(
-            label, _value(pair.measured), _value(pair.formula), text.get(formula_key, ""),
+            label,
+            _value(pair.measured),
+            _value(pair.formula),
+            text.get(formula_key, ""),
             _mark(pair.agree),
         )
 
@@ -118,8 +121,8 @@ def _figure_table(layer: LayerReport, dtype: str) -> Table:
         formula = getattr(formula_memory, key)
         table.add_row(
             label,
-            _size(measured) if measured is not None else "not measured",
-            _size(formula),
+            human_bytes(measured) if measured is not None else "not measured",
+            human_bytes(formula),
             text.get(f"memory_{key}", ""),
             _mark(measured == formula),
         )

@@ -166,7 +166,8 @@ def parse_ints(text: str | int | Ints, dims: int, field_name: str, labels: Label
         shown = "x".join(map(str, values))
         raise SpecError(
             field_name,
-            f"{label} {shown} has {len(values)} values; --dims {dims} takes 1 or {dims}",
+            f"{label} {shown} has {len(values)} values; {labels['dims']} {dims} takes "
+            + ("1" if dims == 1 else f"1 or {dims}"),
         )
     return values
 
@@ -239,13 +240,11 @@ def build_conv(
         ("dilation", dilations),
     ):
         if min(values) < 1:
+            raise SpecError(field_name, f"{labels[field_name]} {_show(values)} must be positive")
+    for field_name, offsets in (("padding", pads), ("output_padding", out_pads)):
+        if not isinstance(offsets, str) and min(offsets) < 0:
             raise SpecError(
-                field_name, f"{labels[field_name]} {_show(values)} must be positive integers"
-            )
-    for field_name, values in (("padding", pads), ("output_padding", out_pads)):
-        if not isinstance(values, str) and min(values) < 0:
-            raise SpecError(
-                field_name, f"{labels[field_name]} {_show(values)} must not be negative"
+                field_name, f"{labels[field_name]} {_show(offsets)} must not be negative"
             )
     if groups < 1:
         raise SpecError("groups", f"{labels['groups']} {groups} must be a positive integer")
@@ -325,7 +324,7 @@ def build_input(
     labels = labels or Labels()
     sizes = parse_ints(size, dims, "size", labels)
     if min(sizes) < 1:
-        raise SpecError("size", f"{labels['size']} {_show(sizes)} must be positive integers")
+        raise SpecError("size", f"{labels['size']} {_show(sizes)} must be positive")
     if batch < 1:
         raise SpecError("batch", f"{labels['batch']} {batch} must be a positive integer")
     if dtype not in DTYPE_BYTES:

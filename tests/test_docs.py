@@ -1,0 +1,57 @@
+"""The README is part of the product: its set-up commands, options and examples must be true."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from convcalc.cli import app
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def bash_blocks() -> list[str]:
+    return [b.strip() for b in re.findall(r"^```bash\n(.*?)^```", README, re.S | re.M)]
+
+
+def test_first_two_bash_blocks_install_run_and_test() -> None:
+    install, test = bash_blocks()[:2]
+    assert "pip install -c constraints.txt" in install
+    assert install.endswith("convcalc conv --in 64 --out 256 -k 3 -p 1")
+    assert "pip install -c constraints.txt" in test and test.endswith("python -m pytest")
+    assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text()
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    script = ROOT / ".ci" / "run"
+    extracted = subprocess.run(
+        ["python3", "-c", script.read_text().split("<<'PY'\n")[1].split("\nPY\n")[0]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert extracted == bash_blocks()[1]
+
+
+def test_every_conv_option_is_documented() -> None:
+    group = typer.main.get_command(app)
+    for param in group.commands["conv"].params:  # type: ignore[attr-defined]
+        for opt in param.opts:
+            if opt.startswith("--"):
+                assert f"`{opt}" in README, f"{opt} is not in the README's option table"
+
+
+@pytest.mark.parametrize("status", ["0", "1", "2", "130"])
+def test_exit_statuses_are_documented(status: str) -> None:
+    assert f"| {status} |" in README
+
+
+def test_readme_python_example_runs() -> None:
+    (code,) = re.findall(r"^```python\n(.*?)^```", README, re.S | re.M)
+    exec(compile(code, "README.md", "exec"), {})

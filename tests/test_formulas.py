@@ -1,0 +1,94 @@
+"""The closed forms against hand-derived figures. No torch is imported by the formula code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from convcalc import formulas
+from convcalc.spec import build_conv, build_input
+
+from .cases import CASES, Case
+
+
+def _spec(case: Case):
+    spec = build_conv(dims=case.dims, **case.layer)
+    return spec, build_input(
+        dims=case.dims, channels=spec.in_channels, size=case.size, batch=case.batch
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_formulas_match_hand_derivation(case: Case) -> None:
+    spec, input_spec = _spec(case)
+    assert formulas.output_shape(spec, input_spec).value == case.output_shape
+    assert formulas.params(spec).value == case.params
+    assert formulas.macs(spec, input_spec).value == case.macs
+    assert formulas.flops(spec, input_spec).value == case.flops
+    assert formulas.bias_adds(spec, input_spec).value == case.bias_adds
+    assert formulas.receptive_field(spec).value == case.receptive_field
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_instantiated_formula_ends_in_its_value(case: Case) -> None:
+    spec, input_spec = _spec(case)
+    shown = formulas.params(spec).shown
+    assert shown.endswith(f"= {case.params:,}")
+    assert formulas.macs(spec, input_spec).shown.endswith(f"= {case.macs:,}")
+
+
+def test_standard_memory_matches_torchsummary() -> None:
+    # seed 002: torchsummary prints 12.25 / 98.00 / 0.56 / 110.81 MB for Conv2d(64, 256, k3, p1)
+    spec = build_conv(in_channels=64, out_channels=256, kernel="3", padding="1")
+    memory = formulas.memory(spec, build_input(dims=2, channels=64)).value
+    assert memory.input == 12_845_056  # 64*224*224*4
+    assert memory.output == 51_380_224  # 256*224*224*4
+    assert memory.params == 590_848  # 147,712*4
+    assert memory.forward_backward == 102_760_448
+    assert round(memory.total / 2**20, 2) == 110.81
+
+
+@pytest.mark.parametrize("dtype, width", [("float32", 4), ("float16", 2), ("bfloat16", 2)])
+def test_memory_follows_dtype(dtype: str, width: int) -> None:
+    spec = build_conv(in_channels=2, out_channels=4, kernel="3", padding="1")
+    memory = formulas.memory(spec, build_input(dims=2, channels=2, size="8", dtype=dtype)).value
+    assert memory.input == 2 * 64 * width
+    assert memory.output == 4 * 64 * width
+    assert memory.params == (4 * 2 * 9 + 4) * width
+
+
+@pytest.mark.parametrize(
+    "k, s, d, expected",
+    [
+        (4, 2, 1, 2),  # k4 s2: two taps reach each output
+        (3, 2, 1, 2),  # odd outputs get two inputs, even ones one
+        (2, 2, 1, 1),  # each output from exactly one input
+        (3, 1, 2, 5),  # stride 1: like a conv, d(k-1)+1
+        (3, 2, 2, 3),  # gcd 2: every tap of an even output lands on consecutive inputs
+        (5, 3, 2, 3),  # taps 0 and 3 share a residue mod 3: inputs i and i-2 -> extent 3
+        (1, 4, 1, 1),
+    ],
+)
+def test_transposed_receptive_length(k: int, s: int, d: int, expected: int) -> None:
+    assert formulas.conv_transpose_receptive_length(k, s, d) == expected
+
+
+def test_chain_receptive_field() -> None:
+    # k3 s2 then k3 s1 then k3 d2: 1 + 2*1 + 2*2 + 4*2 = 15
+    specs = [
+        build_conv(in_channels=1, out_channels=1, kernel="3", stride="2"),
+        build_conv(in_channels=1, out_channels=1, kernel="3"),
+        build_conv(in_channels=1, out_channels=1, kernel="3", dilation="2"),
+    ]
+    assert formulas.chain_receptive_field(specs).value == (15, 15)
+
+
+def test_formula_modules_import_no_torch() -> None:
+    code = (
+        "import sys, convcalc.formulas, convcalc.spec, convcalc.report, convcalc.cli;"
+        "print('torch' in sys.modules, 'fvcore' in sys.modules, 'rich' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "False"]
