@@ -11,12 +11,13 @@ from . import formulas
 from .errors import SpecError
 from .memory import summary_memory
 from .report import LayerReport, Pair, Report, Total
-from .spec import DTYPE_BYTES, ConvSpec, InputSpec, Labels, check_fits
+from .spec import DTYPE_BYTES, ConvSpec, InputSpec, Labels, LayerSpec, check_fits
 
 #: Real CPU runs are kept to this much float32 tensor data (input, outputs, parameters) ...
 REAL_RUN_MAX_BYTES = 256 * 2**20
-#: ... and to about this long per run, at the rates below (half of what this kind of machine
-#: measured with 2 threads: bench/throughput.py). Larger layers are measured on the meta device.
+#: ... and to about this long per run, at the rates below (about half of what this kind of
+#: machine measured with 2 threads; see docs/benchmarks.md). Larger layers are measured on the
+#: meta device.
 REAL_RUN_MAX_SECONDS = 0.4
 MAC_RATES = {
     "dense": 2.5e10,
@@ -36,7 +37,20 @@ class RunPlan:
     reason: str
 
 
-def _rate(spec: ConvSpec) -> float:
+@dataclass(frozen=True)
+class Options:
+    """How to measure: where (auto, cpu, meta), and what beyond the forward figures."""
+
+    measure_on: str = "auto"
+    train: bool = False
+    time: bool = False
+    device: str = "cpu"
+    min_run_time: float = 0.2
+
+
+def _rate(spec: LayerSpec) -> float:
+    if not isinstance(spec, ConvSpec):
+        return MAC_RATES["dense"]
     if spec.groups > 1 and spec.groups == spec.in_channels:
         return MAC_RATES["depthwise"]
     if spec.groups > 1:
@@ -49,15 +63,15 @@ def _rate(spec: ConvSpec) -> float:
 
 
 def plan_run(
-    specs: Sequence[ConvSpec], inputs: Sequence[InputSpec], measure_on: str = "auto"
+    specs: Sequence[LayerSpec], inputs: Sequence[InputSpec], measure_on: str = "auto"
 ) -> RunPlan:
     """Where to measure: a real CPU run when it fits in memory and time, else the meta device."""
     elements = math.prod(inputs[0].shape)
     seconds = 0.0
     for spec, layer_input in zip(specs, inputs):
-        out = formulas.output_shape(spec, layer_input).value
-        elements += math.prod(out) + formulas.params(spec).value
-        seconds += formulas.macs(spec, layer_input).value / _rate(spec)
+        figures = formulas.figures(spec, layer_input)
+        elements += math.prod(figures.output_shape.value) + figures.params.value
+        seconds += figures.macs.value / _rate(spec)
     estimated_bytes = 4 * elements
     if measure_on in ("cpu", "meta"):
         return RunPlan(measure_on, estimated_bytes, seconds, f"--measure-on {measure_on}")
@@ -74,13 +88,13 @@ def plan_run(
 
 
 def layer_inputs(
-    specs: Sequence[ConvSpec], input_spec: InputSpec, labels: Labels
+    specs: Sequence[LayerSpec], input_spec: InputSpec, labels: Labels
 ) -> list[InputSpec]:
     """Validate the chain and give each layer's input by formula (its predecessor's output)."""
     inputs = [input_spec]
     for index, spec in enumerate(specs):
         check_fits(spec, inputs[-1], labels)
-        out = formulas.output_shape(spec, inputs[-1]).value
+        out = formulas.figures(spec, inputs[-1]).output_shape.value
         if index + 1 < len(specs):
             inputs.append(
                 InputSpec(batch=out[0], channels=out[1], size=out[2:], dtype=input_spec.dtype)
@@ -89,57 +103,65 @@ def layer_inputs(
 
 
 def analyze_chain(
-    specs: Sequence[ConvSpec],
+    specs: Sequence[LayerSpec],
     input_spec: InputSpec,
     *,
     command: str = "conv",
-    measure_on: str = "auto",
+    title: str = "",
+    options: Options | None = None,
     labels: Labels | None = None,
 ) -> Report:
-    """Every figure of a chain of conv layers, measured and by formula."""
+    """Every figure of a chain of layers, measured and by formula."""
+    options = options or Options()
     if not specs:
         raise SpecError("layers", "no layers to analyze")
-    if measure_on not in MEASURE_ON:
-        raise SpecError("measure_on", f"--measure-on {measure_on!r} must be one of auto, cpu, meta")
+    if options.measure_on not in MEASURE_ON:
+        raise SpecError(
+            "measure_on", f"--measure-on {options.measure_on!r} must be one of auto, cpu, meta"
+        )
     labels = labels or Labels()
     inputs = layer_inputs(specs, input_spec, labels)
-    plan = plan_run(specs, inputs, measure_on)
+    plan = plan_run(specs, inputs, options.measure_on)
 
     from . import measure  # torch: only once a measurement is really wanted
 
-    measured = measure.measure_chain(specs, input_spec, plan.device)
+    measured = measure.measure_chain(
+        specs,
+        input_spec,
+        plan.device,
+        measure.Extras(
+            train=options.train,
+            time=options.time,
+            time_device=options.device,
+            min_run_time=options.min_run_time,
+        ),
+    )
 
     layers: list[LayerReport] = []
     for spec, layer_input, result, mem in zip(specs, inputs, measured.layers, measured.memory):
-        shape = formulas.output_shape(spec, layer_input)
-        count = formulas.params(spec)
-        mac = formulas.macs(spec, layer_input)
-        flop = formulas.flops(spec, layer_input)
-        bias = formulas.bias_adds(spec, layer_input)
-        field = formulas.receptive_field(spec)
-        memory = formulas.memory(spec, layer_input)
+        figures = formulas.figures(spec, layer_input)
         layers.append(
             LayerReport(
                 name=spec.name,
                 spec=spec,
                 input_shape=layer_input.shape,
-                output_shape=Pair(result.output_shape, shape.value),
-                params=Pair(result.params, count.value),
-                macs=Pair(result.macs, mac.value),
-                flops=Pair(result.flops, flop.value),
-                bias_adds=bias.value,
-                receptive_field=Pair(result.receptive_field, field.value),
-                memory=Pair(mem, memory.value),
-                formula_text={
-                    "output_shape": shape.shown,
-                    "params": count.shown,
-                    "macs": mac.shown,
-                    "flops": flop.shown,
-                    "bias_adds": bias.shown,
-                    "receptive_field": field.shown,
-                    **{f"memory_{key}": text for key, text in memory.parts.items()},
-                },
+                output_shape=Pair(result.output_shape, figures.output_shape.value),
+                params=Pair(result.params, figures.params.value),
+                macs=Pair(result.macs, figures.macs.value),
+                flops=Pair(result.flops, figures.flops.value),
+                bias_adds=figures.bias_adds.value,
+                receptive_field=Pair(result.receptive_field, figures.receptive_field.value),
+                memory=Pair(mem, figures.memory.value),
+                formula_text=figures.texts(),
                 notes=result.notes,
+                backward_flops=(
+                    Pair(result.backward_flops, figures.backward_flops.value)
+                    if options.train
+                    else None
+                ),
+                backward_flops_torch=result.backward_flops_torch,
+                latency_ms=result.latency_ms,
+                timed_runs=result.timed_runs,
             )
         )
 
@@ -149,19 +171,34 @@ def analyze_chain(
         sum(layer.params.formula for layer in layers),
         DTYPE_BYTES[input_spec.dtype],
     )
+    flops = _sum_pair([x.flops for x in layers])
+    train_flops = None
+    if options.train:
+        backward = _sum_pair([x.backward_flops for x in layers if x.backward_flops is not None])
+        train_flops = Pair(
+            None
+            if flops.measured is None or backward.measured is None
+            else flops.measured + backward.measured,
+            flops.formula + backward.formula,
+        )
+    latencies = [x.latency_ms for x in layers]
     total = Total(
         params=Pair(sum(r.params for r in measured.layers), sum(x.params.formula for x in layers)),
         macs=_sum_pair([x.macs for x in layers]),
-        flops=_sum_pair([x.flops for x in layers]),
+        flops=flops,
         bias_adds=sum(x.bias_adds for x in layers),
         output_shape=layers[-1].output_shape,
         receptive_field=Pair(
             measured.receptive_field,
-            layers[0].receptive_field.formula
-            if len(specs) == 1
-            else formulas.chain_receptive_field(specs).value,
+            formulas.chain_receptive_field(specs).value,
         ),
         memory=Pair(measured.total_memory, formula_memory),
+        train_flops=train_flops,
+        latency_ms=(
+            sum(x for x in latencies if x is not None)
+            if latencies and all(x is not None for x in latencies)
+            else None
+        ),
     )
     sources = dict(measured.sources)
     sources["measured_on"] = f"{plan.device}: {plan.reason}"
@@ -172,6 +209,8 @@ def analyze_chain(
         total=total,
         measured_on=plan.device,
         sources=sources,
+        title=title,
+        timing=measured.timing,
     )
 
 
@@ -188,7 +227,9 @@ def analyze(
     input_spec: InputSpec,
     *,
     measure_on: str = "auto",
+    options: Options | None = None,
     labels: Labels | None = None,
 ) -> Report:
     """One layer, measured and by formula (``convcalc conv``)."""
-    return analyze_chain([spec], input_spec, command="conv", measure_on=measure_on, labels=labels)
+    options = options or Options(measure_on=measure_on)
+    return analyze_chain([spec], input_spec, command="conv", options=options, labels=labels)

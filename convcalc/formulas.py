@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .memory import Memory, summary_memory
-from .spec import DTYPE_BYTES, ConvSpec, InputSpec, Ints, padding_pairs
+from .spec import (
+    DTYPE_BYTES,
+    ActSpec,
+    ConvSpec,
+    InputSpec,
+    Ints,
+    LayerSpec,
+    NormSpec,
+    padding_pairs,
+)
 
 AXIS_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
 MUL = "·"
@@ -224,22 +233,157 @@ def memory(spec: ConvSpec, input_spec: InputSpec) -> Derived[Memory]:
     return Derived(mem, parts["total"], parts)
 
 
-def chain_receptive_field(specs: Sequence[ConvSpec]) -> Derived[Ints]:
-    """Receptive field of a chain of plain convolutions: ``r += (r_layer - 1)·J``, ``J *= s``.
+def backward_flops(spec: ConvSpec, input_spec: InputSpec) -> Derived[int]:
+    """FLOPs of the backward pass: the input gradient and the weight gradient, 2 per MAC each.
 
-    (Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks",
-    Distill 2019, eq. 2, with J the product of the strides before the layer.)
+    The input gradient is a transposed convolution of the output gradient with the same weights:
+    every forward multiply-add has one partner, so it costs the forward MACs. The weight gradient
+    correlates the input with the output gradient within each group: again one multiply-add per
+    forward multiply-add, ``(C_in/g)`` input channels per output channel, not ``C_in``. Both are
+    counted, as for a layer inside a network; bias gradients (sums) are not.
+    """
+    mac = macs(spec, input_spec).value
+    total = 2 * mac + 2 * mac
+    shown = (
+        f"input grad 2{MUL}{group(mac)} + weight grad 2{MUL}{group(mac)} "
+        f"(groups {spec.groups}) = {group(total)}"
+    )
+    return Derived(total, shown)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Every figure of one layer by formula."""
+
+    output_shape: Derived[Ints]
+    params: Derived[int]
+    macs: Derived[int]
+    flops: Derived[int]
+    bias_adds: Derived[int]
+    receptive_field: Derived[Ints]
+    memory: Derived[Memory]
+    backward_flops: Derived[int]
+
+    def texts(self) -> dict[str, str]:
+        texts = {
+            "output_shape": self.output_shape.shown,
+            "params": self.params.shown,
+            "macs": self.macs.shown,
+            "flops": self.flops.shown,
+            "bias_adds": self.bias_adds.shown,
+            "receptive_field": self.receptive_field.shown,
+            "backward_flops": self.backward_flops.shown,
+        }
+        texts.update({f"memory_{key}": text for key, text in self.memory.parts.items()})
+        return texts
+
+
+NOT_COUNTED = "0 (convcalc counts the multiply-adds of convolutions only)"
+
+
+def _shape_preserving(spec: NormSpec | ActSpec, input_spec: InputSpec) -> Figures:
+    """Batch norm and activations: same shape out, no convolution MACs, receptive field 1."""
+    shape = input_spec.shape
+    if isinstance(spec, NormSpec):
+        count = 2 * spec.channels if spec.affine else 0
+        params_text = f"2{MUL}{spec.channels} (weight, bias) = {group(count)}"
+        macs_text = "0 (folds into the preceding conv at inference; convolutions only)"
+    else:
+        count = spec.params
+        params_text = f"{spec.channels} slopes" if count else "0"
+        macs_text = NOT_COUNTED
+    width = DTYPE_BYTES[input_spec.dtype]
+    elements = math.prod(shape)
+    mem = summary_memory(elements, [elements], count, width)
+    memory_parts = {
+        "input": f"{MUL.join(map(str, shape))}{MUL}{width} B = {group(mem.input)} B",
+        "output": f"same shape = {group(mem.output)} B",
+        "params": f"{group(count)}{MUL}{width} B = {group(mem.params)} B",
+        "forward_backward": f"2{MUL}output = {group(mem.forward_backward)} B",
+        "total": f"input + forward/backward + params = {group(mem.total)} B",
+    }
+    ones = tuple(1 for _ in input_spec.size)
+    return Figures(
+        output_shape=Derived(shape, "same as the input"),
+        params=Derived(count, params_text),
+        macs=Derived(0, macs_text),
+        flops=Derived(0, "0"),
+        bias_adds=Derived(0, "0"),
+        receptive_field=Derived(ones, "1 (elementwise)"),
+        memory=Derived(mem, memory_parts["total"], memory_parts),
+        backward_flops=Derived(0, "0"),
+    )
+
+
+def figures(spec: LayerSpec, input_spec: InputSpec) -> Figures:
+    """Every figure of a layer by formula, whatever its kind."""
+    if isinstance(spec, ConvSpec):
+        return Figures(
+            output_shape=output_shape(spec, input_spec),
+            params=params(spec),
+            macs=macs(spec, input_spec),
+            flops=flops(spec, input_spec),
+            bias_adds=bias_adds(spec, input_spec),
+            receptive_field=receptive_field(spec),
+            memory=memory(spec, input_spec),
+            backward_flops=backward_flops(spec, input_spec),
+        )
+    return _shape_preserving(spec, input_spec)
+
+
+def _inputs_of(spec: LayerSpec, axis: int, position: int) -> list[int]:
+    """Input positions (padding ignored: it only shifts) that output ``position`` depends on."""
+    if not isinstance(spec, ConvSpec):
+        return [position]
+    k, s, d = spec.kernel_size[axis], spec.stride[axis], spec.dilation[axis]
+    if spec.transposed:
+        return [(position - j * d) // s for j in range(k) if (position - j * d) % s == 0]
+    return [position * s + j * d for j in range(k)]
+
+
+def _traced_extent(specs: Sequence[LayerSpec], axis: int) -> tuple[int, int]:
+    """Largest extent over one period of output positions, tracing position sets back through
+    the chain (exact where transposed layers make the extent depend on the position), and the
+    period that was searched."""
+    period = math.prod(s.stride[axis] for s in specs if isinstance(s, ConvSpec))
+    widest = 0
+    for position in range(period):
+        positions = {position}
+        for spec in reversed(specs):
+            positions = {i for o in positions for i in _inputs_of(spec, axis, o)}
+            if not positions:
+                break
+        if positions:
+            widest = max(widest, max(positions) - min(positions) + 1)
+    return widest, period
+
+
+def chain_receptive_field(specs: Sequence[LayerSpec]) -> Derived[Ints]:
+    """Receptive field of a chain: ``r += (r_layer - 1)·J``, ``J *= s`` for plain convolutions
+    (Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks", Distill
+    2019, eq. 2, J the product of the strides before the layer). Elementwise layers (batch norm,
+    activations) contribute nothing. A chain with transposed layers has no such closed form (its
+    extent depends on the output position): it is traced exactly, position set by position set,
+    over one period of output positions, and the largest extent kept.
     """
     dims = specs[0].dims
+    spatial = [s for s in specs if isinstance(s, ConvSpec)]
+    if len(spatial) == 1 and len(specs) == 1:
+        return receptive_field(spatial[0])
     values: list[int] = []
     parts: list[str] = []
     for axis in range(dims):
+        if any(s.transposed for s in spatial):
+            field, period = _traced_extent(spatial, axis)
+            values.append(field)
+            parts.append(f"traced over {period} output positions = {field}")
+            continue
         field, jump = 1, 1
         terms = ["1"]
-        for spec in specs:
-            layer = conv_receptive_length(spec.kernel_size[axis], spec.dilation[axis])
-            field += (layer - 1) * jump
-            terms.append(f"({layer}−1){MUL}{jump}")
+        for spec in spatial:
+            span = conv_receptive_length(spec.kernel_size[axis], spec.dilation[axis])
+            field += (span - 1) * jump
+            terms.append(f"({span}−1){MUL}{jump}")
             jump *= spec.stride[axis]
         values.append(field)
         parts.append(f"{' + '.join(terms)} = {field}")

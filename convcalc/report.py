@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from ._version import __version__
 from .memory import Memory
-from .spec import ConvSpec, InputSpec, Ints
+from .spec import InputSpec, Ints, LayerSpec
 
 T = TypeVar("T")
 
@@ -24,7 +24,8 @@ class Pair(Generic[T]):
 
     @property
     def agree(self) -> bool:
-        return self.measured == self.formula
+        """Equal, or not measured (shown as such; not a disagreement)."""
+        return self.measured is None or self.measured == self.formula
 
     def to_dict(self) -> dict[str, Any]:
         return {"measured": _plain(self.measured), "formula": _plain(self.formula)}
@@ -41,7 +42,7 @@ def _plain(value: Any) -> Any:
 @dataclass(frozen=True)
 class LayerReport:
     name: str
-    spec: ConvSpec
+    spec: LayerSpec
     input_shape: Ints
     output_shape: Pair[Ints]
     params: Pair[int]
@@ -52,10 +53,22 @@ class LayerReport:
     memory: Pair[Memory]
     formula_text: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    #: --train: backward FLOPs (input and weight gradients), and torch's own raw count
+    backward_flops: Pair[int] | None = None
+    backward_flops_torch: int | None = None
+    #: --time: median forward latency and achieved throughput
+    latency_ms: float | None = None
+    timed_runs: int | None = None
+
+    @property
+    def gflops_per_s(self) -> float | None:
+        if self.latency_ms is None or self.flops.measured is None or self.latency_ms <= 0:
+            return None
+        return self.flops.measured / (self.latency_ms * 1e-3) / 1e9
 
     @property
     def pairs(self) -> dict[str, Pair[Any]]:
-        return {
+        pairs: dict[str, Pair[Any]] = {
             "output_shape": self.output_shape,
             "params": self.params,
             "macs": self.macs,
@@ -63,6 +76,9 @@ class LayerReport:
             "receptive_field": self.receptive_field,
             "memory_bytes": self.memory,
         }
+        if self.backward_flops is not None:
+            pairs["backward_flops"] = self.backward_flops
+        return pairs
 
     @property
     def disagreements(self) -> list[str]:
@@ -73,7 +89,7 @@ class LayerReport:
         return not self.disagreements
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "spec": self.spec.to_dict(),
             "input_shape": list(self.input_shape),
@@ -89,6 +105,15 @@ class LayerReport:
             "notes": list(self.notes),
             "agree": self.agree,
         }
+        if self.backward_flops is not None:
+            data["backward_flops"] = self.backward_flops.to_dict()
+            data["backward_flops_torch_counter"] = self.backward_flops_torch
+        if self.latency_ms is not None:
+            data["latency_ms"] = round(self.latency_ms, 4)
+            gflops = self.gflops_per_s
+            data["gflops_per_s"] = None if gflops is None else round(gflops, 3)
+            data["timed_runs"] = self.timed_runs
+        return data
 
 
 @dataclass(frozen=True)
@@ -102,13 +127,17 @@ class Total:
     output_shape: Pair[Ints]
     receptive_field: Pair[Ints]
     memory: Pair[Memory]
+    #: --train: forward + backward FLOPs
+    train_flops: Pair[int] | None = None
+    #: --time: sum of the layers' median latencies
+    latency_ms: float | None = None
 
     def _values(self, side: str) -> dict[str, Any]:
         def pick(pair: Pair[Any]) -> Any:
             measured = pair.measured
             return _plain(measured if side == "measured" and measured is not None else pair.formula)
 
-        return {
+        values = {
             "params": pick(self.params),
             "macs": pick(self.macs),
             "flops": pick(self.flops),
@@ -117,9 +146,20 @@ class Total:
             "receptive_field": pick(self.receptive_field),
             "memory_bytes": pick(self.memory),
         }
+        if self.train_flops is not None:
+            values["train_flops"] = pick(self.train_flops)
+        return values
 
     def to_dict(self) -> dict[str, Any]:
         measured = self._values("measured")
+        if self.latency_ms is not None:
+            measured["latency_ms"] = round(self.latency_ms, 4)
+            flops = self.flops.measured
+            measured["gflops_per_s"] = (
+                round(flops / (self.latency_ms * 1e-3) / 1e9, 3)
+                if flops is not None and self.latency_ms > 0
+                else None
+            )
         measured["formula"] = self._values("formula")
         return measured
 
@@ -135,6 +175,10 @@ class Report:
     measured_on: str
     sources: dict[str, str]
     notes: tuple[str, ...] = ()
+    title: str = ""
+    timing: dict[str, Any] | None = None
+    #: preset-specific figures (grouped: ratio to the standard conv; dilated: the undilated RF)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def agree(self) -> bool:
@@ -152,4 +196,6 @@ class Report:
             "sources": dict(self.sources),
             "notes": list(self.notes),
             "agree": self.agree,
+            **({"timing": self.timing} if self.timing else {}),
+            **self.extra,
         }

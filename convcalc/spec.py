@@ -129,6 +129,82 @@ class InputSpec:
         return len(self.size)
 
 
+ACTIVATIONS: dict[str, str] = {
+    "relu": "ReLU",
+    "relu6": "ReLU6",
+    "leakyrelu": "LeakyReLU",
+    "prelu": "PReLU",
+    "elu": "ELU",
+    "gelu": "GELU",
+    "silu": "SiLU",
+    "hardswish": "Hardswish",
+    "hardsigmoid": "Hardsigmoid",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+}
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """``nn.BatchNormNd(channels)``: affine, so two parameters per channel (the running mean and
+    variance are buffers, not parameters)."""
+
+    channels: int
+    dims: int
+    name: str = "bn"
+    affine: bool = True
+
+    @property
+    def op(self) -> str:
+        return "batchnorm"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "op": self.op,
+            "dims": self.dims,
+            "num_features": self.channels,
+            "affine": self.affine,
+        }
+
+    def describe(self) -> str:
+        return f"BatchNorm{self.dims}d({self.channels})"
+
+
+@dataclass(frozen=True)
+class ActSpec:
+    """An elementwise activation; PReLU has one learnable slope per channel."""
+
+    kind: str
+    dims: int
+    channels: int
+    negative_slope: float = 0.01
+    name: str = "act"
+
+    @property
+    def op(self) -> str:
+        return self.kind
+
+    @property
+    def params(self) -> int:
+        return self.channels if self.kind == "prelu" else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"op": self.op, "dims": self.dims}
+        if self.kind == "leakyrelu":
+            data["negative_slope"] = self.negative_slope
+        return data
+
+    def describe(self) -> str:
+        if self.kind == "leakyrelu":
+            return f"LeakyReLU({self.negative_slope:g})"
+        if self.kind == "prelu":
+            return f"PReLU({self.channels})"
+        return f"{ACTIVATIONS[self.kind]}()"
+
+
+LayerSpec = Union[ConvSpec, NormSpec, ActSpec]  # noqa: UP007
+
+
 @dataclass(frozen=True)
 class Labels:
     """Names to use for fields in error messages."""
@@ -341,9 +417,17 @@ def build_input(
     return spec
 
 
-def check_fits(spec: ConvSpec, input_spec: InputSpec, labels: Labels | None = None) -> None:
+def check_fits(spec: LayerSpec, input_spec: InputSpec, labels: Labels | None = None) -> None:
     """Rules that need both the layer and the input: the kernel fits, the output is not empty."""
     labels = labels or Labels()
+    if isinstance(spec, (NormSpec, ActSpec)):
+        if spec.channels != input_spec.channels:
+            raise SpecError(
+                "in_channels",
+                f"{spec.name}: {spec.describe()} expects {spec.channels} channels, the input has "
+                f"{input_spec.channels}",
+            )
+        return
     if input_spec.dims != spec.dims:
         raise SpecError(
             "size",
