@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any
 
-from . import formulas
+from . import formulas, presets
 from .errors import SpecError
 from .memory import summary_memory
 from .report import LayerReport, Pair, Report, Total
@@ -233,3 +235,257 @@ def analyze(
     """One layer, measured and by formula (``convcalc conv``)."""
     options = options or Options(measure_on=measure_on)
     return analyze_chain([spec], input_spec, command="conv", options=options, labels=labels)
+
+
+# --- the conv kinds of the source documents -------------------------------------------------------
+
+
+def _ratio_pair(
+    numerator: Pair[int], denominator: Pair[int], theory: Fraction | None
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "measured": presets.ratio(numerator.measured, denominator.measured),
+        "formula": presets.ratio(numerator.formula, denominator.formula),
+    }
+    if theory is not None:
+        entry["theory"] = float(theory)
+        entry["theory_text"] = f"{theory.numerator}/{theory.denominator}"
+    return entry
+
+
+def _latency_ratio(report: Report, baseline: Report) -> float | None:
+    if report.total.latency_ms is None or not baseline.total.latency_ms:
+        return None
+    return report.total.latency_ms / baseline.total.latency_ms
+
+
+def analyze_grouped(
+    specs: Sequence[LayerSpec],
+    input_spec: InputSpec,
+    *,
+    options: Options | None = None,
+    labels: Labels | None = None,
+) -> Report:
+    """A grouped conv (with its block), and its ratio to the same conv with groups = 1."""
+    conv = specs[0]
+    assert isinstance(conv, ConvSpec)
+    grouped = analyze_chain(
+        specs,
+        input_spec,
+        command="group",
+        options=options,
+        labels=labels,
+        title=f"grouped convolution, {conv.groups} groups",
+    )
+    standard = analyze_chain(
+        [presets.standard_like(conv)], input_spec, command="group", options=options, labels=labels
+    )
+    layer, base = grouped.layers[0], standard.layers[0]
+    theory = presets.grouped_theory(conv.groups)
+    comparison = {
+        "baseline": base.spec.describe(),
+        "baseline_params": base.params.to_dict(),
+        "baseline_macs": base.macs.to_dict(),
+        "params": _ratio_pair(layer.params, base.params, theory),
+        "macs": _ratio_pair(layer.macs, base.macs, theory),
+        "flops": _ratio_pair(layer.flops, base.flops, theory),
+        **presets.grouped_explanation(conv),
+    }
+    if options is not None and options.time:
+        comparison["latency"] = {
+            "measured": presets.ratio(layer.latency_ms, base.latency_ms),  # type: ignore[arg-type]
+            "baseline_ms": base.latency_ms,
+        }
+    return replace(grouped, extra={"vs_standard": comparison})
+
+
+def analyze_dilated(
+    specs: Sequence[LayerSpec],
+    input_spec: InputSpec,
+    *,
+    options: Options | None = None,
+    labels: Labels | None = None,
+) -> Report:
+    """A dilated conv, and how its receptive field grows against the same kernel undilated."""
+    conv = specs[0]
+    assert isinstance(conv, ConvSpec)
+    report = analyze_chain(
+        specs,
+        input_spec,
+        command="dilated",
+        options=options,
+        labels=labels,
+        title=f"dilated convolution, dilation {'x'.join(map(str, conv.dilation))}",
+    )
+    undilated = replace(
+        conv,
+        dilation=tuple(1 for _ in conv.dilation),
+        padding=conv.padding
+        if isinstance(conv.padding, str)
+        else tuple((k - 1) // 2 for k in conv.kernel_size),
+        name="undilated",
+    )
+    base = analyze_chain([undilated], input_spec, command="dilated", options=options, labels=labels)
+    layer, plain = report.layers[0], base.layers[0]
+    growth = {
+        "undilated": plain.spec.describe(),
+        "receptive_field": {
+            "dilated": layer.receptive_field.to_dict(),
+            "undilated": plain.receptive_field.to_dict(),
+        },
+        "params": {"dilated": layer.params.measured, "undilated": plain.params.measured},
+        "macs": {"dilated": layer.macs.measured, "undilated": plain.macs.measured},
+        "output_shape": {
+            "dilated": list(layer.output_shape.measured or ()),
+            "undilated": list(plain.output_shape.measured or ()),
+        },
+    }
+    return replace(report, extra={"vs_undilated": growth})
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Standard, grouped and depthwise-separable versions of one layer, side by side."""
+
+    input: InputSpec
+    versions: tuple[tuple[str, Report], ...]
+    ratios: dict[str, dict[str, Any]]
+    theory_text: dict[str, str]
+
+    @property
+    def agree(self) -> bool:
+        return all(report.agree for _, report in self.versions)
+
+    def to_dict(self) -> dict[str, Any]:
+        from ._version import __version__
+
+        return {
+            "convcalc_version": __version__,
+            "command": "compare",
+            "input_shape": list(self.input.shape),
+            "dtype": self.input.dtype,
+            "versions": [
+                {
+                    "name": name,
+                    **report.to_dict(),
+                    "ratio_to_standard": self.ratios[name],
+                    "theory": self.theory_text[name],
+                }
+                for name, report in self.versions
+            ],
+            "agree": self.agree,
+        }
+
+
+def compare(
+    *,
+    dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel: str,
+    groups: int,
+    input_spec: InputSpec,
+    bias: bool = True,
+    options: Options | None = None,
+    labels: Labels | None = None,
+) -> Comparison:
+    """The documents' argument settled by measurement: the same layer as a standard conv, a
+    grouped conv and a depthwise-separable pair; each one's ratio to the standard."""
+    from .spec import build_conv, parse_ints
+
+    labels = labels or Labels()
+    kernel_size = parse_ints(kernel, dims, "kernel_size", labels)
+    padding = "x".join(str((k - 1) // 2) for k in kernel_size)
+    standard = build_conv(
+        dims=dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel=kernel,
+        padding=padding,
+        bias=bias,
+        name="standard",
+        labels=labels,
+    )
+    grouped = replace(
+        build_conv(
+            dims=dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel=kernel,
+            padding=padding,
+            groups=groups,
+            bias=bias,
+            labels=labels,
+        ),
+        name="grouped",
+    )
+    separable = presets.depthwise_separable(
+        dims=dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel=kernel,
+        padding=padding,
+        bias=bias,
+        labels=labels,
+    )
+    reports = (
+        (
+            "standard",
+            analyze_chain(
+                [standard],
+                input_spec,
+                command="compare",
+                options=options,
+                labels=labels,
+                title=standard.describe(),
+            ),
+        ),
+        (
+            "grouped",
+            analyze_chain(
+                [grouped],
+                input_spec,
+                command="compare",
+                options=options,
+                labels=labels,
+                title=grouped.describe(),
+            ),
+        ),
+        (
+            "depthwise_separable",
+            analyze_chain(
+                separable,
+                input_spec,
+                command="compare",
+                options=options,
+                labels=labels,
+                title="depthwise + pointwise",
+            ),
+        ),
+    )
+    theories = {
+        "standard": Fraction(1),
+        "grouped": presets.grouped_theory(groups),
+        "depthwise_separable": presets.separable_theory(out_channels, kernel_size),
+    }
+    theory_text = {
+        "standard": "1",
+        "grouped": f"1/g = 1/{groups}",
+        "depthwise_separable": (f"1/N + 1/K² = 1/{out_channels} + 1/{math.prod(kernel_size)}"),
+    }
+    base = reports[0][1].total
+    ratios: dict[str, dict[str, Any]] = {}
+    for name, report in reports:
+        total = report.total
+        ratios[name] = {
+            "params": _ratio_pair(total.params, base.params, theories[name]),
+            "macs": _ratio_pair(total.macs, base.macs, theories[name]),
+            "flops": _ratio_pair(total.flops, base.flops, theories[name]),
+            "memory_total": presets.ratio(
+                total.memory.measured.total if total.memory.measured else None,
+                base.memory.measured.total if base.memory.measured else None,
+            ),
+        }
+        if options is not None and options.time:
+            ratios[name]["latency"] = _latency_ratio(report, reports[0][1])
+    return Comparison(input_spec, reports, ratios, theory_text)

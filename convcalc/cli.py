@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -108,51 +109,220 @@ def user_errors() -> Iterator[None]:
 # --- shared options ----------------------------------------------------------------------------
 
 FORMATS = ("table", "json")
+SHAPE = "N[xN...]"
+LAYER = "Layer"
+INPUT = "Input and output"
+MEASURE = "Measurement"
 
-In = Annotated[int, typer.Option("--in", help="Input channels.", show_default=False)]
-Out = Annotated[int, typer.Option("--out", help="Output channels.", show_default=False)]
+In = Annotated[
+    int, typer.Option("--in", help="Input channels.", show_default=False, rich_help_panel=LAYER)
+]
+Out = Annotated[
+    int,
+    typer.Option("--out", help="Output channels.", show_default=False, rich_help_panel=LAYER),
+]
 Kernel = Annotated[
-    str, typer.Option("-k", "--kernel", help="Kernel size: 3, or one per dimension (3x5).")
+    str,
+    typer.Option(
+        "-k",
+        "--kernel",
+        metavar=SHAPE,
+        rich_help_panel=LAYER,
+        help="Kernel size: 3, or one per dimension (3x5).",
+    ),
 ]
-Stride = Annotated[str, typer.Option("-s", "--stride", help="Stride: 2, or 2x1.")]
+Stride = Annotated[
+    str,
+    typer.Option("-s", "--stride", metavar=SHAPE, rich_help_panel=LAYER, help="Stride: 2, or 2x1."),
+]
 PaddingOpt = Annotated[
-    str, typer.Option("-p", "--padding", help="Padding: 1, 1x2, 'same' or 'valid'.")
+    str,
+    typer.Option(
+        "-p",
+        "--padding",
+        metavar="N[xN...]|same|valid",
+        rich_help_panel=LAYER,
+        help="Padding: 1, 1x2, 'same' or 'valid'.",
+    ),
 ]
-Dilation = Annotated[str, typer.Option("-d", "--dilation", help="Dilation: 2, or 2x1.")]
-Groups = Annotated[int, typer.Option("-g", "--groups", help="Groups (--groups = --in: depthwise).")]
-Bias = Annotated[bool, typer.Option("--bias/--no-bias", help="Learnable bias, as in torch.")]
+Dilation = Annotated[
+    str,
+    typer.Option(
+        "-d", "--dilation", metavar=SHAPE, rich_help_panel=LAYER, help="Dilation: 2, or 2x1."
+    ),
+]
+Groups = Annotated[
+    int,
+    typer.Option(
+        "-g", "--groups", rich_help_panel=LAYER, help="Groups (--groups = --in: depthwise)."
+    ),
+]
+Bias = Annotated[
+    bool,
+    typer.Option("--bias/--no-bias", rich_help_panel=LAYER, help="Learnable bias, as in torch."),
+]
 Transpose = Annotated[
-    bool, typer.Option("--transpose", help="A transposed convolution (nn.ConvTransposeNd).")
+    bool,
+    typer.Option(
+        "--transpose", rich_help_panel=LAYER, help="A transposed convolution (nn.ConvTransposeNd)."
+    ),
 ]
 OutputPadding = Annotated[
-    str, typer.Option("--output-padding", help="Extra output size of a transposed conv: 1, 1x0.")
+    str,
+    typer.Option(
+        "--output-padding",
+        metavar=SHAPE,
+        rich_help_panel=LAYER,
+        help="Extra output size of a transposed conv: 1, 1x0.",
+    ),
 ]
 PaddingMode = Annotated[
-    str, typer.Option("--padding-mode", help="zeros, reflect, replicate or circular.")
+    str,
+    typer.Option(
+        "--padding-mode", rich_help_panel=LAYER, help="zeros, reflect, replicate or circular."
+    ),
 ]
-Dims = Annotated[int, typer.Option("--dims", help="Spatial dimensions: 1, 2 or 3.")]
-Size = Annotated[str, typer.Option("--size", help="Spatial input size: 224, or 56x80.")]
-Batch = Annotated[int, typer.Option("--batch", help="Batch size.")]
+Bn = Annotated[bool, typer.Option("--bn", rich_help_panel=LAYER, help="BatchNorm after each conv.")]
+Act = Annotated[
+    str,
+    typer.Option(
+        "--act",
+        rich_help_panel=LAYER,
+        help="Activation after each conv: relu, relu6, leakyrelu, ..., or none.",
+    ),
+]
+Slope = Annotated[
+    float,
+    typer.Option(
+        "--slope",
+        rich_help_panel=LAYER,
+        help="Negative slope of --act leakyrelu (torch's default 0.01).",
+    ),
+]
+Dims = Annotated[
+    int, typer.Option("--dims", rich_help_panel=INPUT, help="Spatial dimensions: 1, 2 or 3.")
+]
+Size = Annotated[
+    str,
+    typer.Option(
+        "--size", metavar=SHAPE, rich_help_panel=INPUT, help="Spatial input size: 224, or 56x80."
+    ),
+]
+Batch = Annotated[int, typer.Option("--batch", rich_help_panel=INPUT, help="Batch size.")]
 Dtype = Annotated[
-    str, typer.Option("--dtype", help="float32, float16 or bfloat16 (memory figures).")
+    str,
+    typer.Option(
+        "--dtype", rich_help_panel=INPUT, help="float32, float16 or bfloat16 (memory figures)."
+    ),
 ]
-Format = Annotated[str, typer.Option("--format", "-f", help="Output: table or json.")]
-Json = Annotated[bool, typer.Option("--json", help="Short for --format json.")]
+Format = Annotated[
+    str, typer.Option("--format", "-f", rich_help_panel=INPUT, help="Output: table or json.")
+]
+Json = Annotated[
+    bool, typer.Option("--json", rich_help_panel=INPUT, help="Short for --format json.")
+]
+Detail = Annotated[
+    bool,
+    typer.Option(
+        "--detail",
+        rich_help_panel=INPUT,
+        help="Every figure of every layer, each beside its formula.",
+    ),
+]
+NoColor = Annotated[
+    bool, typer.Option("--no-color", rich_help_panel=INPUT, help="No colour (also: NO_COLOR).")
+]
 MeasureOn = Annotated[
     str,
     typer.Option(
         "--measure-on",
+        rich_help_panel=MEASURE,
         help="auto: a real CPU run when it fits here, else torch's meta device; or cpu, meta.",
     ),
 ]
-NoColor = Annotated[bool, typer.Option("--no-color", help="No colour (also: NO_COLOR).")]
+Train = Annotated[
+    bool,
+    typer.Option(
+        "--train",
+        rich_help_panel=MEASURE,
+        help="Also the backward pass: input and weight gradient FLOPs.",
+    ),
+]
+Time = Annotated[
+    bool,
+    typer.Option(
+        "--time",
+        rich_help_panel=MEASURE,
+        help="Also the measured forward latency (torch.utils.benchmark).",
+    ),
+]
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        rich_help_panel=MEASURE,
+        help="Device for --time: cpu, or cuda where one exists.",
+    ),
+]
 
 
-def _pick_format(fmt: str, as_json: bool) -> str:
+@dataclass(frozen=True)
+class Common:
+    """The options every command shares."""
+
+    dims: int
+    size: str
+    batch: int
+    dtype: str
+    fmt: str
+    measure_on: str
+    train: bool
+    time: bool
+    device: str
+    detail: bool
+    no_color: bool
+
+    def options(self) -> Any:
+        from .analyze import Options
+
+        return Options(
+            measure_on=self.measure_on, train=self.train, time=self.time, device=self.device
+        )
+
+    def input(self, channels: int) -> Any:
+        from .spec import build_input
+
+        return build_input(
+            dims=self.dims, channels=channels, size=self.size, batch=self.batch, dtype=self.dtype
+        )
+
+
+def _common(
+    dims: int,
+    size: str,
+    batch: int,
+    dtype: str,
+    fmt: str,
+    as_json: bool,
+    measure_on: str,
+    train: bool,
+    time: bool,
+    device: str,
+    detail: bool,
+    no_color: bool,
+) -> Common:
     chosen = "json" if as_json else fmt.lower()
     if chosen not in FORMATS:
         fail(f"--format {fmt!r} must be one of {', '.join(FORMATS)}")
-    return chosen
+    return Common(
+        dims, size, batch, dtype, chosen, measure_on, train, time, device, detail, no_color
+    )
+
+
+def _emit(report: Any, common: Common) -> None:
+    from .render import render
+
+    render(report, common.fmt, no_color=common.no_color, detail=common.detail)
 
 
 @app.command()
@@ -174,8 +344,12 @@ def conv(
     dtype: Dtype = "float32",
     fmt: Format = "table",
     as_json: Json = False,
-    measure_on: MeasureOn = "auto",
+    detail: Detail = False,
     no_color: NoColor = False,
+    measure_on: MeasureOn = "auto",
+    train: Train = False,
+    time: Time = False,
+    device: Device = "cpu",
 ) -> None:
     """Measure one conv layer with real torch and set every figure beside its formula.
 
@@ -187,10 +361,12 @@ def conv(
 
       convcalc conv --in 64 --out 64 -k 3 -p same -d 2 -g 64 --size 56x80 --batch 8 --json
     """
-    chosen = _pick_format(fmt, as_json)
+    common = _common(
+        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
+    )
     with user_errors():
         from .analyze import analyze
-        from .spec import build_conv, build_input
+        from .spec import build_conv
 
         spec = build_conv(
             dims=dims,
@@ -206,13 +382,425 @@ def conv(
             output_padding=output_padding,
             padding_mode=padding_mode,
         )
-        input_spec = build_input(
-            dims=dims, channels=in_channels, size=size, batch=batch, dtype=dtype
-        )
-        report = analyze(spec, input_spec, measure_on=measure_on)
-    from .render import render
+        report = analyze(spec, common.input(in_channels), options=common.options())
+    _emit(report, common)
 
-    render(report, chosen, no_color=no_color)
+
+def _block(bn: bool, act: str, slope: float) -> Any:
+    from .presets import Block, check_act
+    from .spec import Labels
+
+    check_act(act.lower(), Labels())
+    return Block(bn=bn, act=act.lower(), negative_slope=slope)
+
+
+def _chain(
+    command: str, title: str, build: Callable[[], list[Any]], channels: int, common: Common
+) -> None:
+    with user_errors():
+        from .analyze import analyze_chain
+
+        specs = build()
+        report = analyze_chain(
+            specs, common.input(channels), command=command, title=title, options=common.options()
+        )
+    _emit(report, common)
+
+
+@app.command()
+def dw(
+    in_channels: In,
+    out_channels: Out,
+    kernel: Kernel = "3",
+    stride: Stride = "1",
+    padding: PaddingOpt = "1",
+    dilation: Dilation = "1",
+    multiplier: Annotated[
+        int,
+        typer.Option(
+            "--multiplier",
+            "-m",
+            rich_help_panel=LAYER,
+            help="Depth multiplier: filters per input channel.",
+        ),
+    ] = 1,
+    bias: Bias = True,
+    bn: Bn = False,
+    act: Act = "none",
+    slope: Slope = 0.01,
+    dims: Dims = 2,
+    size: Size = "224",
+    batch: Batch = 1,
+    dtype: Dtype = "float32",
+    fmt: Format = "table",
+    as_json: Json = False,
+    detail: Detail = False,
+    no_color: NoColor = False,
+    measure_on: MeasureOn = "auto",
+    train: Train = False,
+    time: Time = False,
+    device: Device = "cpu",
+) -> None:
+    """Depthwise separable: a depthwise conv (groups = in) then a pointwise 1x1.
+
+    With no other option, the source documents' case: 640 + 16,640 = 17,280 parameters.
+    MobileNet / MobileFaceNet blocks: --no-bias --bn --act relu (or relu6).
+
+    Examples:
+
+      convcalc dw --in 64 --out 256
+
+      convcalc dw --in 64 --out 256 -p 0 --no-bias --bn --act relu
+    """
+    common = _common(
+        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
+    )
+
+    def build() -> list[Any]:
+        from .presets import depthwise_separable
+
+        return depthwise_separable(
+            dims=dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            multiplier=multiplier,
+            bias=bias,
+            block=_block(bn, act, slope),
+        )
+
+    _chain("dw", "depthwise separable: depthwise then pointwise", build, in_channels, common)
+
+
+@app.command()
+def pw(
+    in_channels: In,
+    out_channels: Out,
+    bias: Bias = True,
+    bn: Bn = False,
+    act: Act = "none",
+    slope: Slope = 0.01,
+    dims: Dims = 2,
+    size: Size = "224",
+    batch: Batch = 1,
+    dtype: Dtype = "float32",
+    fmt: Format = "table",
+    as_json: Json = False,
+    detail: Detail = False,
+    no_color: NoColor = False,
+    measure_on: MeasureOn = "auto",
+    train: Train = False,
+    time: Time = False,
+    device: Device = "cpu",
+) -> None:
+    """Pointwise: a 1x1 convolution that mixes channels only.
+
+    Example: convcalc pw --in 64 --out 256
+    """
+    common = _common(
+        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
+    )
+
+    def build() -> list[Any]:
+        from .presets import single
+        from .spec import build_conv
+
+        conv = build_conv(
+            dims=dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel="1",
+            bias=bias,
+            name="pointwise",
+        )
+        return single(conv, _block(bn, act, slope))
+
+    _chain("pw", "pointwise 1x1 convolution", build, in_channels, common)
+
+
+@app.command()
+def group(
+    in_channels: In,
+    out_channels: Out,
+    groups: Annotated[
+        int,
+        typer.Option(
+            "-g", "--groups", rich_help_panel=LAYER, help="Groups (the documents' case: 8)."
+        ),
+    ] = 8,
+    kernel: Kernel = "3",
+    stride: Stride = "1",
+    padding: PaddingOpt = "1",
+    dilation: Dilation = "1",
+    bias: Bias = True,
+    dims: Dims = 2,
+    size: Size = "224",
+    batch: Batch = 1,
+    dtype: Dtype = "float32",
+    fmt: Format = "table",
+    as_json: Json = False,
+    detail: Detail = False,
+    no_color: NoColor = False,
+    measure_on: MeasureOn = "auto",
+    train: Train = False,
+    time: Time = False,
+    device: Device = "cpu",
+) -> None:
+    """Grouped convolution, with its ratio to the standard conv: measured and by theory (1/g).
+
+    Example: convcalc group --in 64 --out 256 -g 8
+    """
+    common = _common(
+        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
+    )
+    with user_errors():
+        from .analyze import analyze_grouped
+        from .spec import build_conv
+
+        conv_spec = build_conv(
+            dims=dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            name="grouped",
+        )
+        report = analyze_grouped([conv_spec], common.input(in_channels), options=common.options())
+    _emit(report, common)
+
+
+@app.command()
+def dilated(
+    in_channels: In,
+    out_channels: Out,
+    dilation: Annotated[
+        str,
+        typer.Option(
+            "-d", "--dilation", metavar=SHAPE, rich_help_panel=LAYER, help="Dilation: 2, or 2x1."
+        ),
+    ] = "2",
+    kernel: Kernel = "3",
+    stride: Stride = "1",
+    padding: Annotated[
+        str | None,
+        typer.Option(
+            "-p",
+            "--padding",
+            metavar="N[xN...]|same|valid",
+            rich_help_panel=LAYER,
+            help="Padding [default: keeps the size when it can: d(k-1)/2].",
+            show_default=False,
+        ),
+    ] = None,
+    bias: Bias = True,
+    dims: Dims = 2,
+    size: Size = "224",
+    batch: Batch = 1,
+    dtype: Dtype = "float32",
+    fmt: Format = "table",
+    as_json: Json = False,
+    detail: Detail = False,
+    no_color: NoColor = False,
+    measure_on: MeasureOn = "auto",
+    train: Train = False,
+    time: Time = False,
+    device: Device = "cpu",
+) -> None:
+    """Dilated (atrous) convolution, and how its receptive field grows against the same kernel
+    undilated. Padding keeps the feature map size by default.
+
+    Example: convcalc dilated --in 64 --out 64 -d 2
+    """
+    common = _common(
+        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
+    )
+    with user_errors():
+        from .analyze import analyze_dilated
+        from .presets import dilated_padding
+        from .spec import Labels, build_conv, parse_ints
+
+        labels = Labels()
+        if padding is None:
+            padding = dilated_padding(
+                parse_ints(kernel, dims, "kernel_size", labels),
+                parse_ints(dilation, dims, "dilation", labels),
+                parse_ints(stride, dims, "stride", labels),
+            )
+        conv_spec = build_conv(
+            dims=dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            bias=bias,
+            name="dilated",
+        )
+        report = analyze_dilated([conv_spec], common.input(in_channels), options=common.options())
+    _emit(report, common)
+
+
+def transpose(
+    in_channels: In,
+    out_channels: Out,
+    kernel: Kernel = "4",
+    stride: Stride = "2",
+    padding: PaddingOpt = "1",
+    output_padding: OutputPadding = "0",
+    dilation: Dilation = "1",
+    groups: Groups = 1,
+    bias: Bias = True,
+    dims: Dims = 2,
+    size: Size = "224",
+    batch: Batch = 1,
+    dtype: Dtype = "float32",
+    fmt: Format = "table",
+    as_json: Json = False,
+    detail: Detail = False,
+    no_color: NoColor = False,
+    measure_on: MeasureOn = "auto",
+    train: Train = False,
+    time: Time = False,
+    device: Device = "cpu",
+) -> None:
+    """Transposed convolution; by default kernel 4, stride 2, padding 1: a 2x upsampling.
+
+    Example: convcalc transpose --in 64 --out 32 --size 56
+    """
+    common = _common(
+        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
+    )
+
+    def build() -> list[Any]:
+        from .spec import build_conv
+
+        return [
+            build_conv(
+                dims=dims,
+                in_channels=in_channels,
+                out_channels=out_channels,
+                kernel=kernel,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                bias=bias,
+                transpose=True,
+                output_padding=output_padding,
+                name="transposed",
+            )
+        ]
+
+    _chain("transpose", "transposed convolution", build, in_channels, common)
+
+
+app.command("transpose")(transpose)
+app.command("tconv", help="Alias of transpose.")(transpose)
+
+
+@app.command()
+def gdconv(
+    in_channels: In,
+    bias: Bias = True,
+    bn: Bn = False,
+    dims: Dims = 2,
+    size: Annotated[
+        str,
+        typer.Option(
+            "--size",
+            metavar=SHAPE,
+            rich_help_panel=INPUT,
+            help="Spatial input size, which is also the kernel: 7, or 7x5.",
+        ),
+    ] = "7",
+    batch: Batch = 1,
+    dtype: Dtype = "float32",
+    fmt: Format = "table",
+    as_json: Json = False,
+    detail: Detail = False,
+    no_color: NoColor = False,
+    measure_on: MeasureOn = "auto",
+    train: Train = False,
+    time: Time = False,
+    device: Device = "cpu",
+) -> None:
+    """Global depthwise convolution (GDConv, MobileFaceNet): kernel = input size, groups =
+    channels; one value per channel out.
+
+    Example: convcalc gdconv --in 512 --size 7 --no-bias --bn
+    """
+    common = _common(
+        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
+    )
+
+    def build() -> list[Any]:
+        from .presets import Block, global_depthwise
+        from .spec import Labels, parse_ints
+
+        sizes = parse_ints(size, dims, "size", Labels())
+        return global_depthwise(
+            dims=dims, channels=in_channels, size=sizes, bias=bias, block=Block(bn=bn)
+        )
+
+    _chain("gdconv", "global depthwise convolution", build, in_channels, common)
+
+
+@app.command()
+def compare(
+    in_channels: In,
+    out_channels: Out,
+    kernel: Kernel = "3",
+    groups: Annotated[
+        int,
+        typer.Option(
+            "-g", "--groups", rich_help_panel=LAYER, help="Groups of the grouped version."
+        ),
+    ] = 8,
+    bias: Bias = True,
+    dims: Dims = 2,
+    size: Size = "224",
+    batch: Batch = 1,
+    dtype: Dtype = "float32",
+    fmt: Format = "table",
+    as_json: Json = False,
+    detail: Detail = False,
+    no_color: NoColor = False,
+    measure_on: MeasureOn = "auto",
+    train: Train = False,
+    time: Time = False,
+    device: Device = "cpu",
+) -> None:
+    """Standard, grouped and depthwise-separable versions of the same layer side by side, each
+    with its ratio to the standard conv: measured, and by the documents' theory
+    (1/g; 1/N + 1/K²).
+
+    Example: convcalc compare --in 64 --out 256 -g 8 --time
+    """
+    common = _common(
+        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
+    )
+    with user_errors():
+        from .analyze import compare as run_compare
+
+        comparison = run_compare(
+            dims=dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel=kernel,
+            groups=groups,
+            bias=bias,
+            input_spec=common.input(in_channels),
+            options=common.options(),
+        )
+    _emit(comparison, common)
 
 
 def main() -> None:

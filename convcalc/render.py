@@ -1,4 +1,4 @@
-"""The one module that imports Rich: turns a :class:`Report` into a table or JSON on stdout.
+"""The one module that imports Rich: turns reports into a table or JSON on stdout.
 
 One function, :func:`render`, picks the renderer for ``--format``; data goes to stdout only.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
 from typing import IO, Any
 
 from rich import box
@@ -46,20 +45,26 @@ def make_console(file: IO[str] | None = None, *, no_color: bool = False) -> Cons
 
 
 def render(
-    report: Report, fmt: str, file: IO[str] | None = None, *, no_color: bool = False
+    report: Any,
+    fmt: str,
+    file: IO[str] | None = None,
+    *,
+    no_color: bool = False,
+    detail: bool = False,
 ) -> None:
-    renderers: dict[str, Callable[[Report, IO[str], bool], None]] = {
-        "table": _render_table,
-        "json": _render_json,
-    }
-    renderers[fmt](report, file or sys.stdout, no_color)
+    """Write ``report`` (a Report, or a Comparison) to ``file`` in format ``fmt``."""
+    stream = file or sys.stdout
+    if fmt == "json":
+        stream.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        return
+    console = make_console(stream, no_color=no_color)
+    if isinstance(report, Report):
+        console.print(_report(report, detail))
+    else:
+        console.print(_comparison(report, detail))
 
 
-def _render_json(report: Report, file: IO[str], no_color: bool) -> None:
-    file.write(json.dumps(report.to_dict(), indent=2) + "\n")
-
-
-# --- table ----------------------------------------------------------------------------------
+# --- pieces -------------------------------------------------------------------------------------
 
 
 def _mark(agree: bool) -> Text:
@@ -75,7 +80,16 @@ def _value(value: Any) -> str:
         return shape_text(value)
     if isinstance(value, int):
         return group(value)
+    if isinstance(value, float):
+        return f"{value:,.3f}"
     return str(value)
+
+
+def _cell(pair: Pair[Any]) -> Text:
+    """The measured value; where the formula differs, both, in red."""
+    if pair.agree:
+        return Text(_value(pair.measured if pair.measured is not None else pair.formula))
+    return Text(f"{_value(pair.measured)} ≠ {_value(pair.formula)}", style="bold red")
 
 
 def _figure_table(layer: LayerReport, dtype: str) -> Table:
@@ -91,7 +105,6 @@ def _figure_table(layer: LayerReport, dtype: str) -> Table:
     table.add_column("formula", justify="right", no_wrap=True)
     table.add_column("formula, instantiated", overflow="fold")
     table.add_column("", no_wrap=True)
-
     text = layer.formula_text
 
     def row(label: str, pair: Pair[Any], formula_key: str) -> None:
@@ -108,6 +121,8 @@ def _figure_table(layer: LayerReport, dtype: str) -> Table:
     row("MACs", layer.macs, "macs")
     row("FLOPs", layer.flops, "flops")
     table.add_row("bias additions", "—", group(layer.bias_adds), text.get("bias_adds", ""), "")
+    if layer.backward_flops is not None:
+        row("backward FLOPs", layer.backward_flops, "backward_flops")
     row("receptive field", layer.receptive_field, "receptive_field")
     measured_memory, formula_memory = layer.memory.measured, layer.memory.formula
     for key, label in (
@@ -124,9 +139,114 @@ def _figure_table(layer: LayerReport, dtype: str) -> Table:
             human_bytes(measured) if measured is not None else "not measured",
             human_bytes(formula),
             text.get(f"memory_{key}", ""),
-            _mark(measured == formula),
+            _mark(measured is None or measured == formula),
+        )
+    if layer.latency_ms is not None:
+        gflops = layer.gflops_per_s
+        table.add_row(
+            "latency",
+            f"{layer.latency_ms:,.3f} ms",
+            "—",
+            f"median of {layer.timed_runs} runs"
+            + (f"; {gflops:,.1f} GFLOP/s achieved" if gflops is not None else ""),
+            "",
         )
     return table
+
+
+def _summary_table(report: Report) -> Table:
+    """One row per layer and a total: measured values, both figures where they differ."""
+    train = any(layer.backward_flops is not None for layer in report.layers)
+    timed = any(layer.latency_ms is not None for layer in report.layers)
+    table = Table(
+        box=box.SIMPLE_HEAVY,
+        caption=CAPTION.format(dtype=report.input.dtype)
+        + " Receptive field: the layer's own; total: the whole chain's.",
+        caption_justify="left",
+        show_edge=False,
+        pad_edge=False,
+        show_footer=False,
+    )
+    for name, justify in (
+        ("layer", "left"),
+        ("output shape", "right"),
+        ("params", "right"),
+        ("MACs", "right"),
+        ("FLOPs", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    if train:
+        table.add_column("backward FLOPs", justify="right", no_wrap=True)
+    table.add_column("receptive field", justify="right", no_wrap=True)
+    table.add_column("memory out", justify="right", no_wrap=True)
+    if timed:
+        table.add_column("latency ms", justify="right", no_wrap=True)
+        table.add_column("GFLOP/s", justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    for layer in report.layers:
+        memory = layer.memory.measured or layer.memory.formula
+        cells: list[Any] = [
+            Text(f"{layer.name}  {layer.spec.describe()}"),
+            _cell(layer.output_shape),
+            _cell(layer.params),
+            _cell(layer.macs),
+            _cell(layer.flops),
+        ]
+        if train:
+            cells.append(_cell(layer.backward_flops) if layer.backward_flops else Text("—"))
+        cells += [_cell(layer.receptive_field), Text(human_bytes(memory.output))]
+        if timed:
+            gflops = layer.gflops_per_s
+            cells += [
+                Text(f"{layer.latency_ms:,.3f}" if layer.latency_ms is not None else "—"),
+                Text(f"{gflops:,.1f}" if gflops is not None else "—"),
+            ]
+        cells.append(_mark(layer.agree))
+        table.add_row(*cells)
+    total = report.total
+    memory = total.memory.measured or total.memory.formula
+    cells = [
+        Text("total", style="bold"),
+        _cell(total.output_shape),
+        _cell(total.params),
+        _cell(total.macs),
+        _cell(total.flops),
+    ]
+    if train:
+        cells.append(
+            Text(f"train {_value(total.train_flops.measured)}") if total.train_flops else Text("")
+        )
+    cells += [_cell(total.receptive_field), Text(f"{human_bytes(memory.total)} all")]
+    if timed:
+        cells += [
+            Text(f"{total.latency_ms:,.3f}" if total.latency_ms is not None else "—"),
+            Text(""),
+        ]
+    cells.append(_mark(report.agree))
+    table.add_section()
+    table.add_row(*cells, style="bold")
+    return table
+
+
+def _formula_lines(report: Report) -> Text:
+    """The formulas of each layer, instantiated, under the summary table."""
+    lines = Text()
+    lines.append("formulas, instantiated:\n", style="dim")
+    for layer in report.layers:
+        text = layer.formula_text
+        parts = [f"params {text.get('params', '')}"]
+        if layer.macs.formula:
+            parts.append(f"MACs {text.get('macs', '')}")
+        if layer.receptive_field.formula != tuple(1 for _ in layer.receptive_field.formula):
+            parts.append(f"receptive field {text.get('receptive_field', '')}")
+        lines.append(f"  {layer.name}: " + "; ".join(parts) + "\n", style="dim")
+    if len(report.layers) > 1:
+        lines.append(
+            f"  total receptive field: {_value(report.total.receptive_field.formula)}\n",
+            style="dim",
+        )
+    lines.rstrip()
+    return lines
 
 
 def _notes(report: Report) -> Text:
@@ -139,8 +259,23 @@ def _notes(report: Report) -> Text:
                 f"{DISAGREE} {layer.name}: {name} measured and formula differ; both are shown\n",
                 style="bold red",
             )
+    if not report.total.receptive_field.agree:
+        lines.append(
+            f"{DISAGREE} total receptive field: measured and formula differ; both are shown\n",
+            style="bold red",
+        )
     for note in report.notes:
         lines.append(f"note: {note}\n", style="yellow")
+    if report.timing:
+        timing = report.timing
+        if "skipped" in timing:
+            lines.append(f"timing: {timing['skipped']}\n", style="yellow")
+        else:
+            lines.append(
+                f"timing: {timing['tool']} on {timing['device']}, {timing['threads']} threads, "
+                f"at least {timing['min_run_time_s']} s per layer; took {timing['seconds']} s\n",
+                style="dim",
+            )
     lines.append("measured by:\n", style="dim")
     for key, source in report.sources.items():
         lines.append(f"  {key.replace('_', ' ')}: {source}\n", style="dim")
@@ -149,25 +284,170 @@ def _notes(report: Report) -> Text:
 
 
 def _title(report: Report) -> Text:
-    layers = " → ".join(layer.spec.describe() for layer in report.layers)
     title = Text()
     title.append(f"convcalc {report.command}", style="bold")
-    title.append(f"  {layers}  on input {shape_text(report.input.shape)} ({report.input.dtype})")
+    if report.title:
+        title.append(f"  {report.title}")
+    if len(report.layers) == 1:
+        title.append(f"  {report.layers[0].spec.describe()}")
+    title.append(f"  on input {shape_text(report.input.shape)} ({report.input.dtype})")
     return title
 
 
-def _render_table(report: Report, file: IO[str], no_color: bool) -> None:
-    console = make_console(file, no_color=no_color)
-    parts: list[Any] = [_title(report), Text()]
-    for layer in report.layers:
-        if len(report.layers) > 1:
-            parts.append(Text(f"{layer.name}: {layer.spec.describe()}", style="bold"))
-        parts.append(_figure_table(layer, report.input.dtype))
-        parts.append(Text())
-    verdict = (
-        Text(f"{AGREE} every measured figure agrees with its formula", style="bold green")
-        if report.agree
-        else Text(f"{DISAGREE} measured and formula disagree", style="bold red")
+def _verdict(agree: bool) -> Text:
+    if agree:
+        return Text(f"{AGREE} every measured figure agrees with its formula", style="bold green")
+    return Text(f"{DISAGREE} measured and formula disagree", style="bold red")
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def _vs_standard(extra: dict[str, Any]) -> Group:
+    table = Table(
+        box=box.SIMPLE_HEAVY,
+        show_edge=False,
+        pad_edge=False,
+        title=f"vs the standard conv {extra['baseline']}",
+        title_justify="left",
     )
-    parts.extend([verdict, _notes(report)])
-    console.print(Group(*parts))
+    for name in ("figure", "ratio measured", "ratio by formula", "theory"):
+        table.add_column(name, justify="left" if name == "figure" else "right", no_wrap=True)
+    for key, label in (("params", "parameters"), ("macs", "MACs"), ("flops", "FLOPs")):
+        entry = extra[key]
+        table.add_row(
+            label,
+            _ratio(entry["measured"]),
+            _ratio(entry["formula"]),
+            f"{entry['theory_text']} = {entry['theory']:.4f}",
+        )
+    table.add_row("weights only", "", _ratio(extra["weights_ratio"]), "")
+    if "latency" in extra and extra["latency"]["measured"] is not None:
+        table.add_row("latency", _ratio(extra["latency"]["measured"]), "—", "")
+    return Group(table, Text(f"why: {extra['why']}", style="italic"))
+
+
+def _vs_undilated(extra: dict[str, Any]) -> Table:
+    table = Table(
+        box=box.SIMPLE_HEAVY,
+        show_edge=False,
+        pad_edge=False,
+        title=f"vs the same kernel undilated, {extra['undilated']}",
+        title_justify="left",
+    )
+    for name in ("figure", "dilated", "undilated"):
+        table.add_column(name, justify="left" if name == "figure" else "right", no_wrap=True)
+    field = extra["receptive_field"]
+    table.add_row(
+        "receptive field (measured)",
+        shape_text(field["dilated"]["measured"] or field["dilated"]["formula"]),
+        shape_text(field["undilated"]["measured"] or field["undilated"]["formula"]),
+    )
+    table.add_row(
+        "output shape",
+        shape_text(extra["output_shape"]["dilated"]),
+        shape_text(extra["output_shape"]["undilated"]),
+    )
+    table.add_row(
+        "parameters", _value(extra["params"]["dilated"]), _value(extra["params"]["undilated"])
+    )
+    table.add_row("MACs", _value(extra["macs"]["dilated"]), _value(extra["macs"]["undilated"]))
+    return table
+
+
+def _report(report: Report, detail: bool) -> Group:
+    parts: list[Any] = [_title(report), Text()]
+    if len(report.layers) == 1:
+        parts.append(_figure_table(report.layers[0], report.input.dtype))
+    else:
+        parts.append(_summary_table(report))
+        parts.append(_formula_lines(report))
+        if detail:
+            for layer in report.layers:
+                parts += [
+                    Text(),
+                    Text(f"{layer.name}: {layer.spec.describe()}", style="bold"),
+                    _figure_table(layer, report.input.dtype),
+                ]
+    parts.append(Text())
+    if "vs_standard" in report.extra:
+        parts += [_vs_standard(report.extra["vs_standard"]), Text()]
+    if "vs_undilated" in report.extra:
+        parts += [_vs_undilated(report.extra["vs_undilated"]), Text()]
+    parts += [_verdict(report.agree), _notes(report)]
+    return Group(*parts)
+
+
+# --- compare ------------------------------------------------------------------------------------
+
+
+def _comparison(comparison: Any, detail: bool) -> Group:
+    timed = any(r.total.latency_ms is not None for _, r in comparison.versions)
+    train = any(r.total.train_flops is not None for _, r in comparison.versions)
+    table = Table(
+        box=box.SIMPLE_HEAVY,
+        show_edge=False,
+        pad_edge=False,
+        caption="ratio: to the standard conv, measured (theory: the documents' 1/g and "
+        "1/N + 1/K², for weights and compute; bias does not shrink). "
+        + CAPTION.format(dtype=comparison.input.dtype),
+        caption_justify="left",
+    )
+    columns = ["version", "params", "ratio", "theory", "MACs", "ratio", "FLOPs"]
+    if train:
+        columns.append("train FLOPs")
+    columns += ["receptive field", "memory", "ratio"]
+    if timed:
+        columns += ["latency ms", "ratio", "GFLOP/s"]
+    columns.append("")
+    for name in columns:
+        table.add_column(name, justify="left" if name == "version" else "right", no_wrap=True)
+    for name, report in comparison.versions:
+        total = report.total
+        ratios = comparison.ratios[name]
+        memory = total.memory.measured or total.memory.formula
+        row: list[Any] = [
+            Text(f"{name.replace('_', ' ')}  {report.title}"),
+            _cell(total.params),
+            _ratio(ratios["params"]["measured"]),
+            comparison.theory_text[name] + f" = {ratios['params']['theory']:.4f}",
+            _cell(total.macs),
+            _ratio(ratios["macs"]["measured"]),
+            _cell(total.flops),
+        ]
+        if train:
+            row.append(_value(total.train_flops.measured) if total.train_flops else "—")
+        row += [
+            _cell(total.receptive_field),
+            human_bytes(memory.total),
+            _ratio(ratios["memory_total"]),
+        ]
+        if timed:
+            latency = total.latency_ms
+            flops = total.flops.measured
+            row += [
+                f"{latency:,.3f}" if latency is not None else "—",
+                _ratio(ratios.get("latency")),
+                f"{flops / (latency * 1e-3) / 1e9:,.1f}" if latency and flops else "—",
+            ]
+        row.append(_mark(report.agree))
+        table.add_row(*row)
+    parts: list[Any] = [
+        Text(
+            f"convcalc compare  on input {shape_text(comparison.input.shape)} "
+            f"({comparison.input.dtype})",
+            style="bold",
+        ),
+        Text(),
+        table,
+        Text(),
+    ]
+    if detail:
+        for _, report in comparison.versions:
+            parts += [_report(report, detail), Text()]
+    parts.append(_verdict(comparison.agree))
+    first = comparison.versions[0][1]
+    if first.timing:
+        parts.append(_notes(first))
+    return Group(*parts)
