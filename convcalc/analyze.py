@@ -164,6 +164,7 @@ def analyze_chain(
                 backward_flops_torch=result.backward_flops_torch,
                 latency_ms=result.latency_ms,
                 timed_runs=result.timed_runs,
+                timing_requested=options.time,
             )
         )
 
@@ -201,6 +202,7 @@ def analyze_chain(
             if latencies and all(x is not None for x in latencies)
             else None
         ),
+        timing_requested=options.time,
     )
     sources = dict(measured.sources)
     sources["measured_on"] = f"{plan.device}: {plan.reason}"

@@ -400,9 +400,9 @@ def _chain(
     with user_errors():
         from .analyze import analyze_chain
 
-        specs = build()
+        input_spec = common.input(channels)  # the input's errors first: gdconv's kernel is it
         report = analyze_chain(
-            specs, common.input(channels), command=command, title=title, options=common.options()
+            build(), input_spec, command=command, title=title, options=common.options()
         )
     _emit(report, common)
 

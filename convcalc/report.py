@@ -59,6 +59,7 @@ class LayerReport:
     #: --time: median forward latency and achieved throughput
     latency_ms: float | None = None
     timed_runs: int | None = None
+    timing_requested: bool = False
 
     @property
     def gflops_per_s(self) -> float | None:
@@ -108,9 +109,9 @@ class LayerReport:
         if self.backward_flops is not None:
             data["backward_flops"] = self.backward_flops.to_dict()
             data["backward_flops_torch_counter"] = self.backward_flops_torch
-        if self.latency_ms is not None:
-            data["latency_ms"] = round(self.latency_ms, 4)
+        if self.timing_requested:
             gflops = self.gflops_per_s
+            data["latency_ms"] = None if self.latency_ms is None else round(self.latency_ms, 4)
             data["gflops_per_s"] = None if gflops is None else round(gflops, 3)
             data["timed_runs"] = self.timed_runs
         return data
@@ -131,6 +132,7 @@ class Total:
     train_flops: Pair[int] | None = None
     #: --time: sum of the layers' median latencies
     latency_ms: float | None = None
+    timing_requested: bool = False
 
     def _values(self, side: str) -> dict[str, Any]:
         def pick(pair: Pair[Any]) -> Any:
@@ -152,12 +154,13 @@ class Total:
 
     def to_dict(self) -> dict[str, Any]:
         measured = self._values("measured")
-        if self.latency_ms is not None:
-            measured["latency_ms"] = round(self.latency_ms, 4)
+        if self.timing_requested:
             flops = self.flops.measured
+            latency = self.latency_ms
+            measured["latency_ms"] = None if latency is None else round(latency, 4)
             measured["gflops_per_s"] = (
-                round(flops / (self.latency_ms * 1e-3) / 1e9, 3)
-                if flops is not None and self.latency_ms > 0
+                round(flops / (latency * 1e-3) / 1e9, 3)
+                if flops is not None and latency is not None and latency > 0
                 else None
             )
         measured["formula"] = self._values("formula")

@@ -39,12 +39,14 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert extracted == bash_blocks()[1]
 
 
-def test_every_conv_option_is_documented() -> None:
+def test_every_command_and_option_is_documented() -> None:
     group = typer.main.get_command(app)
-    for param in group.commands["conv"].params:  # type: ignore[attr-defined]
-        for opt in param.opts:
-            if opt.startswith("--"):
-                assert f"`{opt}" in README, f"{opt} is not in the README's option table"
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        assert f"convcalc {name}" in README, f"command {name} is not in the README"
+        for param in command.params:
+            for opt in [*param.opts, *getattr(param, "secondary_opts", [])]:
+                if opt.startswith("--"):
+                    assert f"`{opt}" in README, f"{name} {opt} is not in the README"
 
 
 @pytest.mark.parametrize("status", ["0", "1", "2", "130"])
