@@ -6,6 +6,8 @@ module level; ``--help`` and ``--version`` never load them.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -297,26 +299,56 @@ class Common:
         )
 
 
-def _common(
-    dims: int,
-    size: str,
-    batch: int,
-    dtype: str,
-    fmt: str,
-    as_json: bool,
-    measure_on: str,
-    train: bool,
-    time: bool,
-    device: str,
-    detail: bool,
-    no_color: bool,
-) -> Common:
-    chosen = "json" if as_json else fmt.lower()
-    if chosen not in FORMATS:
-        fail(f"--format {fmt!r} must be one of {', '.join(FORMATS)}")
-    return Common(
-        dims, size, batch, dtype, chosen, measure_on, train, time, device, detail, no_color
-    )
+#: the options every command takes, appended to each command's signature by @shared_options
+COMMON_PARAMS: list[tuple[str, Any, Any]] = [
+    ("dims", Dims, 2),
+    ("size", Size, "224"),
+    ("batch", Batch, 1),
+    ("dtype", Dtype, "float32"),
+    ("fmt", Format, "table"),
+    ("as_json", Json, False),
+    ("detail", Detail, False),
+    ("no_color", NoColor, False),
+    ("measure_on", MeasureOn, "auto"),
+    ("train", Train, False),
+    ("time", Time, False),
+    ("device", Device, "cpu"),
+]
+SHARED: Any = None  # placeholder default of a command's ``common`` parameter
+
+
+def shared_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the shared options (one definition, as sqlite-utils' output_options does
+    for click) and hand them to it as one ``common: Common``. A command that declares one of
+    them itself (gdconv's --size, whose help differs) keeps its own, and still gets it in
+    ``common``."""
+    signature = inspect.signature(func, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "common"]
+    own_names = {p.name for p in own}
+    added = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+        )
+        for name, annotation, default in COMMON_PARAMS
+        if name not in own_names
+    ]
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> None:
+        shared = {
+            name: kwargs[name] if name in own_names else kwargs.pop(name)
+            for name, _, _ in COMMON_PARAMS
+        }
+        fmt = shared.pop("fmt")
+        chosen = "json" if shared.pop("as_json") else fmt.lower()
+        if chosen not in FORMATS:
+            fail(f"--format {fmt!r} must be one of {', '.join(FORMATS)}")
+        func(common=Common(fmt=chosen, **shared), **kwargs)
+
+    parameters = [*own, *added]
+    command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    return command
 
 
 def _emit(report: Any, common: Common) -> None:
@@ -326,6 +358,7 @@ def _emit(report: Any, common: Common) -> None:
 
 
 @app.command()
+@shared_options
 def conv(
     in_channels: In,
     out_channels: Out,
@@ -338,18 +371,7 @@ def conv(
     transpose: Transpose = False,
     output_padding: OutputPadding = "0",
     padding_mode: PaddingMode = "zeros",
-    dims: Dims = 2,
-    size: Size = "224",
-    batch: Batch = 1,
-    dtype: Dtype = "float32",
-    fmt: Format = "table",
-    as_json: Json = False,
-    detail: Detail = False,
-    no_color: NoColor = False,
-    measure_on: MeasureOn = "auto",
-    train: Train = False,
-    time: Time = False,
-    device: Device = "cpu",
+    common: Common = SHARED,
 ) -> None:
     """Measure one conv layer with real torch and set every figure beside its formula.
 
@@ -361,15 +383,12 @@ def conv(
 
       convcalc conv --in 64 --out 64 -k 3 -p same -d 2 -g 64 --size 56x80 --batch 8 --json
     """
-    common = _common(
-        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
-    )
     with user_errors():
         from .analyze import analyze
         from .spec import build_conv
 
         spec = build_conv(
-            dims=dims,
+            dims=common.dims,
             in_channels=in_channels,
             out_channels=out_channels,
             kernel=kernel,
@@ -408,6 +427,7 @@ def _chain(
 
 
 @app.command()
+@shared_options
 def dw(
     in_channels: In,
     out_channels: Out,
@@ -428,18 +448,7 @@ def dw(
     bn: Bn = False,
     act: Act = "none",
     slope: Slope = 0.01,
-    dims: Dims = 2,
-    size: Size = "224",
-    batch: Batch = 1,
-    dtype: Dtype = "float32",
-    fmt: Format = "table",
-    as_json: Json = False,
-    detail: Detail = False,
-    no_color: NoColor = False,
-    measure_on: MeasureOn = "auto",
-    train: Train = False,
-    time: Time = False,
-    device: Device = "cpu",
+    common: Common = SHARED,
 ) -> None:
     """Depthwise separable: a depthwise conv (groups = in) then a pointwise 1x1.
 
@@ -452,15 +461,12 @@ def dw(
 
       convcalc dw --in 64 --out 256 -p 0 --no-bias --bn --act relu
     """
-    common = _common(
-        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
-    )
 
     def build() -> list[Any]:
         from .presets import depthwise_separable
 
         return depthwise_separable(
-            dims=dims,
+            dims=common.dims,
             in_channels=in_channels,
             out_channels=out_channels,
             kernel=kernel,
@@ -476,6 +482,7 @@ def dw(
 
 
 @app.command()
+@shared_options
 def pw(
     in_channels: In,
     out_channels: Out,
@@ -483,33 +490,19 @@ def pw(
     bn: Bn = False,
     act: Act = "none",
     slope: Slope = 0.01,
-    dims: Dims = 2,
-    size: Size = "224",
-    batch: Batch = 1,
-    dtype: Dtype = "float32",
-    fmt: Format = "table",
-    as_json: Json = False,
-    detail: Detail = False,
-    no_color: NoColor = False,
-    measure_on: MeasureOn = "auto",
-    train: Train = False,
-    time: Time = False,
-    device: Device = "cpu",
+    common: Common = SHARED,
 ) -> None:
     """Pointwise: a 1x1 convolution that mixes channels only.
 
     Example: convcalc pw --in 64 --out 256
     """
-    common = _common(
-        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
-    )
 
     def build() -> list[Any]:
         from .presets import single
         from .spec import build_conv
 
         conv = build_conv(
-            dims=dims,
+            dims=common.dims,
             in_channels=in_channels,
             out_channels=out_channels,
             kernel="1",
@@ -522,6 +515,7 @@ def pw(
 
 
 @app.command()
+@shared_options
 def group(
     in_channels: In,
     out_channels: Out,
@@ -536,32 +530,18 @@ def group(
     padding: PaddingOpt = "1",
     dilation: Dilation = "1",
     bias: Bias = True,
-    dims: Dims = 2,
-    size: Size = "224",
-    batch: Batch = 1,
-    dtype: Dtype = "float32",
-    fmt: Format = "table",
-    as_json: Json = False,
-    detail: Detail = False,
-    no_color: NoColor = False,
-    measure_on: MeasureOn = "auto",
-    train: Train = False,
-    time: Time = False,
-    device: Device = "cpu",
+    common: Common = SHARED,
 ) -> None:
     """Grouped convolution, with its ratio to the standard conv: measured and by theory (1/g).
 
     Example: convcalc group --in 64 --out 256 -g 8
     """
-    common = _common(
-        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
-    )
     with user_errors():
         from .analyze import analyze_grouped
         from .spec import build_conv
 
         conv_spec = build_conv(
-            dims=dims,
+            dims=common.dims,
             in_channels=in_channels,
             out_channels=out_channels,
             kernel=kernel,
@@ -577,6 +557,7 @@ def group(
 
 
 @app.command()
+@shared_options
 def dilated(
     in_channels: In,
     out_channels: Out,
@@ -600,27 +581,13 @@ def dilated(
         ),
     ] = None,
     bias: Bias = True,
-    dims: Dims = 2,
-    size: Size = "224",
-    batch: Batch = 1,
-    dtype: Dtype = "float32",
-    fmt: Format = "table",
-    as_json: Json = False,
-    detail: Detail = False,
-    no_color: NoColor = False,
-    measure_on: MeasureOn = "auto",
-    train: Train = False,
-    time: Time = False,
-    device: Device = "cpu",
+    common: Common = SHARED,
 ) -> None:
     """Dilated (atrous) convolution, and how its receptive field grows against the same kernel
     undilated. Padding keeps the feature map size by default.
 
     Example: convcalc dilated --in 64 --out 64 -d 2
     """
-    common = _common(
-        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
-    )
     with user_errors():
         from .analyze import analyze_dilated
         from .presets import dilated_padding
@@ -629,12 +596,12 @@ def dilated(
         labels = Labels()
         if padding is None:
             padding = dilated_padding(
-                parse_ints(kernel, dims, "kernel_size", labels),
-                parse_ints(dilation, dims, "dilation", labels),
-                parse_ints(stride, dims, "stride", labels),
+                parse_ints(kernel, common.dims, "kernel_size", labels),
+                parse_ints(dilation, common.dims, "dilation", labels),
+                parse_ints(stride, common.dims, "stride", labels),
             )
         conv_spec = build_conv(
-            dims=dims,
+            dims=common.dims,
             in_channels=in_channels,
             out_channels=out_channels,
             kernel=kernel,
@@ -648,6 +615,7 @@ def dilated(
     _emit(report, common)
 
 
+@shared_options
 def transpose(
     in_channels: In,
     out_channels: Out,
@@ -658,33 +626,19 @@ def transpose(
     dilation: Dilation = "1",
     groups: Groups = 1,
     bias: Bias = True,
-    dims: Dims = 2,
-    size: Size = "224",
-    batch: Batch = 1,
-    dtype: Dtype = "float32",
-    fmt: Format = "table",
-    as_json: Json = False,
-    detail: Detail = False,
-    no_color: NoColor = False,
-    measure_on: MeasureOn = "auto",
-    train: Train = False,
-    time: Time = False,
-    device: Device = "cpu",
+    common: Common = SHARED,
 ) -> None:
     """Transposed convolution; by default kernel 4, stride 2, padding 1: a 2x upsampling.
 
     Example: convcalc transpose --in 64 --out 32 --size 56
     """
-    common = _common(
-        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
-    )
 
     def build() -> list[Any]:
         from .spec import build_conv
 
         return [
             build_conv(
-                dims=dims,
+                dims=common.dims,
                 in_channels=in_channels,
                 out_channels=out_channels,
                 kernel=kernel,
@@ -707,11 +661,11 @@ app.command("tconv", help="Alias of transpose.")(transpose)
 
 
 @app.command()
+@shared_options
 def gdconv(
     in_channels: In,
     bias: Bias = True,
     bn: Bn = False,
-    dims: Dims = 2,
     size: Annotated[
         str,
         typer.Option(
@@ -721,39 +675,28 @@ def gdconv(
             help="Spatial input size, which is also the kernel: 7, or 7x5.",
         ),
     ] = "7",
-    batch: Batch = 1,
-    dtype: Dtype = "float32",
-    fmt: Format = "table",
-    as_json: Json = False,
-    detail: Detail = False,
-    no_color: NoColor = False,
-    measure_on: MeasureOn = "auto",
-    train: Train = False,
-    time: Time = False,
-    device: Device = "cpu",
+    common: Common = SHARED,
 ) -> None:
     """Global depthwise convolution (GDConv, MobileFaceNet): kernel = input size, groups =
     channels; one value per channel out.
 
     Example: convcalc gdconv --in 512 --size 7 --no-bias --bn
     """
-    common = _common(
-        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
-    )
 
     def build() -> list[Any]:
         from .presets import Block, global_depthwise
         from .spec import Labels, parse_ints
 
-        sizes = parse_ints(size, dims, "size", Labels())
+        sizes = parse_ints(size, common.dims, "size", Labels())
         return global_depthwise(
-            dims=dims, channels=in_channels, size=sizes, bias=bias, block=Block(bn=bn)
+            dims=common.dims, channels=in_channels, size=sizes, bias=bias, block=Block(bn=bn)
         )
 
     _chain("gdconv", "global depthwise convolution", build, in_channels, common)
 
 
 @app.command()
+@shared_options
 def compare(
     in_channels: In,
     out_channels: Out,
@@ -765,18 +708,7 @@ def compare(
         ),
     ] = 8,
     bias: Bias = True,
-    dims: Dims = 2,
-    size: Size = "224",
-    batch: Batch = 1,
-    dtype: Dtype = "float32",
-    fmt: Format = "table",
-    as_json: Json = False,
-    detail: Detail = False,
-    no_color: NoColor = False,
-    measure_on: MeasureOn = "auto",
-    train: Train = False,
-    time: Time = False,
-    device: Device = "cpu",
+    common: Common = SHARED,
 ) -> None:
     """Standard, grouped and depthwise-separable versions of the same layer side by side, each
     with its ratio to the standard conv: measured, and by the documents' theory
@@ -784,14 +716,11 @@ def compare(
 
     Example: convcalc compare --in 64 --out 256 -g 8 --time
     """
-    common = _common(
-        dims, size, batch, dtype, fmt, as_json, measure_on, train, time, device, detail, no_color
-    )
     with user_errors():
         from .analyze import compare as run_compare
 
         comparison = run_compare(
-            dims=dims,
+            dims=common.dims,
             in_channels=in_channels,
             out_channels=out_channels,
             kernel=kernel,
