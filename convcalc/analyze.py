@@ -4,16 +4,17 @@ set the two side by side. Never prints, never exits; raises :mod:`convcalc.error
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
 from . import formulas, presets
+from .cumulative import cumulative as cumulative_figures
 from .errors import SpecError
 from .memory import summary_memory
 from .report import LayerReport, Pair, Report, Total
-from .spec import DTYPE_BYTES, ConvSpec, InputSpec, Labels, LayerSpec, check_fits
+from .spec import DTYPE_BYTES, ConvSpec, InputSpec, Labels, LayerSpec, Node, chain, check_fits
 
 #: Real CPU runs are kept to this much float32 tensor data (input, outputs, parameters) ...
 REAL_RUN_MAX_BYTES = 256 * 2**20
@@ -89,19 +90,47 @@ def plan_run(
     return RunPlan("cpu", estimated_bytes, seconds, "small enough to run for real")
 
 
+def graph_inputs(
+    nodes: Sequence[Node],
+    input_spec: InputSpec,
+    labels: Callable[[int], Labels] | Labels | None = None,
+) -> list[InputSpec]:
+    """Validate the network and give each node's input tensor by formula (what feeds it)."""
+
+    def labels_for(index: int) -> Labels:
+        if callable(labels):
+            return labels(index)
+        return labels or Labels()
+
+    outputs: list[InputSpec] = []
+    inputs: list[InputSpec] = []
+    for index, node in enumerate(nodes):
+        feeds = [input_spec if i < 0 else outputs[i] for i in node.inputs]
+        if len({f.shape for f in feeds}) > 1:
+            shown = ", ".join(
+                f"{path} {'x'.join(map(str, f.shape))}"
+                for path, f in zip(("main path", "shortcut", "input 3", "input 4"), feeds)
+            )
+            raise SpecError(
+                "inputs", f"{labels_for(index)['op']}: {shown}: they must match to be added"
+            )
+        check_fits(node.spec, feeds[0], labels_for(index))
+        inputs.append(feeds[0])
+        outputs.append(formulas.output_spec(node.spec, feeds[0]))
+        if min(outputs[-1].shape, default=1) < 1:
+            raise SpecError(
+                "size",
+                f"{labels_for(index)['op']}: the output "
+                f"{'x'.join(map(str, outputs[-1].shape))} is empty",
+            )
+    return inputs
+
+
 def layer_inputs(
     specs: Sequence[LayerSpec], input_spec: InputSpec, labels: Labels
 ) -> list[InputSpec]:
-    """Validate the chain and give each layer's input by formula (its predecessor's output)."""
-    inputs = [input_spec]
-    for index, spec in enumerate(specs):
-        check_fits(spec, inputs[-1], labels)
-        out = formulas.figures(spec, inputs[-1]).output_shape.value
-        if index + 1 < len(specs):
-            inputs.append(
-                InputSpec(batch=out[0], channels=out[1], size=out[2:], dtype=input_spec.dtype)
-            )
-    return inputs
+    """Validate a chain and give each layer's input by formula (its predecessor's output)."""
+    return graph_inputs(chain(specs), input_spec, labels)
 
 
 def analyze_chain(
@@ -114,21 +143,43 @@ def analyze_chain(
     labels: Labels | None = None,
 ) -> Report:
     """Every figure of a chain of layers, measured and by formula."""
-    options = options or Options()
     if not specs:
+        raise SpecError("layers", "no layers to analyze")
+    return analyze_graph(
+        chain(specs), input_spec, command=command, title=title, options=options, labels=labels
+    )
+
+
+def analyze_graph(
+    nodes: Sequence[Node],
+    input_spec: InputSpec,
+    *,
+    command: str = "stack",
+    title: str = "",
+    options: Options | None = None,
+    labels: Callable[[int], Labels] | Labels | None = None,
+    names: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
+) -> Report:
+    """Every figure of every layer of a network, measured and by formula, and the cumulative
+    figures relative to the network input."""
+    options = options or Options()
+    if not nodes:
         raise SpecError("layers", "no layers to analyze")
     if options.measure_on not in MEASURE_ON:
         raise SpecError(
             "measure_on", f"--measure-on {options.measure_on!r} must be one of auto, cpu, meta"
         )
-    labels = labels or Labels()
-    inputs = layer_inputs(specs, input_spec, labels)
+    nodes = tuple(nodes)
+    inputs = graph_inputs(nodes, input_spec, labels)
+    specs = [node.spec for node in nodes]
     plan = plan_run(specs, inputs, options.measure_on)
+    cumulative = cumulative_figures(nodes, inputs, input_spec)
 
     from . import measure  # torch: only once a measurement is really wanted
 
-    measured = measure.measure_chain(
-        specs,
+    measured = measure.measure_graph(
+        nodes,
         input_spec,
         plan.device,
         measure.Extras(
@@ -140,11 +191,23 @@ def analyze_chain(
     )
 
     layers: list[LayerReport] = []
-    for spec, layer_input, result, mem in zip(specs, inputs, measured.layers, measured.memory):
+    for index, (node, layer_input, result, mem) in enumerate(
+        zip(nodes, inputs, measured.layers, measured.memory)
+    ):
+        spec = node.spec
         figures = formulas.figures(spec, layer_input)
+        memory = figures.memory.value
+        if len(node.inputs) > 1:  # an add reads all its inputs
+            memory = summary_memory(
+                math.prod(layer_input.shape) * len(node.inputs),
+                [math.prod(figures.output_shape.value)],
+                figures.params.value,
+                DTYPE_BYTES[input_spec.dtype],
+            )
+        cumul = cumulative[index]
         layers.append(
             LayerReport(
-                name=spec.name,
+                name=names[index] if names else spec.name,
                 spec=spec,
                 input_shape=layer_input.shape,
                 output_shape=Pair(result.output_shape, figures.output_shape.value),
@@ -153,7 +216,7 @@ def analyze_chain(
                 flops=Pair(result.flops, figures.flops.value),
                 bias_adds=figures.bias_adds.value,
                 receptive_field=Pair(result.receptive_field, figures.receptive_field.value),
-                memory=Pair(mem, figures.memory.value),
+                memory=Pair(mem, memory),
                 formula_text=figures.texts(),
                 notes=result.notes,
                 backward_flops=(
@@ -165,6 +228,14 @@ def analyze_chain(
                 latency_ms=result.latency_ms,
                 timed_runs=result.timed_runs,
                 timing_requested=options.time,
+                cumulative=cumul,
+                cumulative_receptive_field=(
+                    None
+                    if cumul.whole_input or not cumul.effective_stride
+                    else Pair(result.cumulative_receptive_field, cumul.receptive_field)
+                ),
+                inputs=node.inputs,
+                path=node.path,
             )
         )
 
@@ -185,16 +256,15 @@ def analyze_chain(
             flops.formula + backward.formula,
         )
     latencies = [x.latency_ms for x in layers]
+    spatial = [x for x in layers if x.cumulative_receptive_field is not None]
+    last = spatial[-1] if spatial else layers[-1]
     total = Total(
         params=Pair(sum(r.params for r in measured.layers), sum(x.params.formula for x in layers)),
         macs=_sum_pair([x.macs for x in layers]),
         flops=flops,
         bias_adds=sum(x.bias_adds for x in layers),
         output_shape=layers[-1].output_shape,
-        receptive_field=Pair(
-            measured.receptive_field,
-            formulas.chain_receptive_field(specs).value,
-        ),
+        receptive_field=last.cumulative_receptive_field or Pair(None, ()),
         memory=Pair(measured.total_memory, formula_memory),
         train_flops=train_flops,
         latency_ms=(
@@ -203,6 +273,8 @@ def analyze_chain(
             else None
         ),
         timing_requested=options.time,
+        cumulative=last.cumulative,
+        receptive_field_of=last.name if spatial and last is not layers[-1] else "",
     )
     sources = dict(measured.sources)
     sources["measured_on"] = f"{plan.device}: {plan.reason}"
@@ -215,6 +287,7 @@ def analyze_chain(
         sources=sources,
         title=title,
         timing=measured.timing,
+        notes=tuple(notes),
     )
 
 

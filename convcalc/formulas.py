@@ -27,12 +27,16 @@ from .memory import Memory, summary_memory
 from .spec import (
     DTYPE_BYTES,
     ActSpec,
+    AdaptivePoolSpec,
     ConvSpec,
     InputSpec,
     Ints,
     LayerSpec,
+    LinearSpec,
     NormSpec,
+    PoolSpec,
     padding_pairs,
+    pool_output_length,
 )
 
 AXIS_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
@@ -278,45 +282,72 @@ class Figures:
         return texts
 
 
-NOT_COUNTED = "0 (convcalc counts the multiply-adds of convolutions only)"
+NOT_COUNTED = "0 (convcalc counts the multiply-adds of convolutions and linear layers only)"
 
 
-def _shape_preserving(spec: NormSpec | ActSpec, input_spec: InputSpec) -> Figures:
-    """Batch norm and activations: same shape out, no convolution MACs, receptive field 1."""
-    shape = input_spec.shape
-    if isinstance(spec, NormSpec):
-        count = 2 * spec.channels if spec.affine else 0
-        params_text = f"2{MUL}{spec.channels} (weight, bias) = {group(count)}"
-        macs_text = "0 (folds into the preceding conv at inference; convolutions only)"
-    else:
-        count = spec.params
-        params_text = f"{spec.channels} slopes" if count else "0"
-        macs_text = NOT_COUNTED
+def _simple(
+    input_spec: InputSpec,
+    shape: Derived[Ints],
+    params: Derived[int],
+    field: Derived[Ints],
+    macs: Derived[int] | None = None,
+    bias: int = 0,
+) -> Figures:
+    """Figures of a layer that is not a convolution: everything but MACs is bookkeeping."""
+    macs = macs or Derived(0, NOT_COUNTED)
     width = DTYPE_BYTES[input_spec.dtype]
-    elements = math.prod(shape)
-    mem = summary_memory(elements, [elements], count, width)
+    in_elements = math.prod(input_spec.shape)
+    out_elements = math.prod(shape.value)
+    mem = summary_memory(in_elements, [out_elements], params.value, width)
     memory_parts = {
-        "input": f"{MUL.join(map(str, shape))}{MUL}{width} B = {group(mem.input)} B",
-        "output": f"same shape = {group(mem.output)} B",
-        "params": f"{group(count)}{MUL}{width} B = {group(mem.params)} B",
+        "input": f"{MUL.join(map(str, input_spec.shape))}{MUL}{width} B = {group(mem.input)} B",
+        "output": f"{MUL.join(map(str, shape.value))}{MUL}{width} B = {group(mem.output)} B",
+        "params": f"{group(params.value)}{MUL}{width} B = {group(mem.params)} B",
         "forward_backward": f"2{MUL}output = {group(mem.forward_backward)} B",
         "total": f"input + forward/backward + params = {group(mem.total)} B",
     }
-    ones = tuple(1 for _ in input_spec.size)
     return Figures(
-        output_shape=Derived(shape, "same as the input"),
-        params=Derived(count, params_text),
-        macs=Derived(0, macs_text),
-        flops=Derived(0, "0"),
-        bias_adds=Derived(0, "0"),
-        receptive_field=Derived(ones, "1 (elementwise)"),
+        output_shape=shape,
+        params=params,
+        macs=macs,
+        flops=Derived(2 * macs.value, f"2{MUL}{group(macs.value)} = {group(2 * macs.value)}"),
+        bias_adds=Derived(bias, f"{group(bias)}" if bias else "0"),
+        receptive_field=field,
         memory=Derived(mem, memory_parts["total"], memory_parts),
-        backward_flops=Derived(0, "0"),
+        backward_flops=Derived(
+            4 * macs.value,
+            f"input grad 2{MUL}{group(macs.value)} + weight grad 2{MUL}{group(macs.value)} = "
+            f"{group(4 * macs.value)}"
+            if macs.value
+            else "0",
+        ),
     )
+
+
+def adaptive_window(n: int, out: int) -> int:
+    """Widest window of adaptive pooling from n to out: ``ceil((i+1)n/out) - floor(i·n/out)``."""
+    return max(-(-((i + 1) * n) // out) - (i * n) // out for i in range(out))
+
+
+def pool_output_size(spec: PoolSpec, input_spec: InputSpec) -> Derived[Ints]:
+    values: list[int] = []
+    parts: list[str] = []
+    for n, k, s, p, d in zip(
+        input_spec.size, spec.kernel_size, spec.stride, spec.padding, spec.dilation
+    ):
+        value = pool_output_length(n, k, s, p, d, spec.ceil_mode)
+        bracket = ("⌈", "⌉") if spec.ceil_mode else ("⌊", "⌋")
+        parts.append(
+            f"{bracket[0]}({n} + 2{MUL}{p} − {d}{MUL}({k}−1) − 1)/{s}{bracket[1]} + 1 = {value}"
+        )
+        values.append(value)
+    return Derived(tuple(values), _per_axis(spec.dims, parts))
 
 
 def figures(spec: LayerSpec, input_spec: InputSpec) -> Figures:
     """Every figure of a layer by formula, whatever its kind."""
+    n, channels, size = input_spec.batch, input_spec.channels, input_spec.size
+    ones = tuple(1 for _ in size)
     if isinstance(spec, ConvSpec):
         return Figures(
             output_shape=output_shape(spec, input_spec),
@@ -328,7 +359,90 @@ def figures(spec: LayerSpec, input_spec: InputSpec) -> Figures:
             memory=memory(spec, input_spec),
             backward_flops=backward_flops(spec, input_spec),
         )
-    return _shape_preserving(spec, input_spec)
+    same = Derived(input_spec.shape, "same as the input")
+    if isinstance(spec, NormSpec):
+        count = 2 * spec.channels if spec.affine else 0
+        return _simple(
+            input_spec,
+            same,
+            Derived(count, f"2{MUL}{spec.channels} (weight, bias) = {count:,}"),
+            Derived(ones, "1 (elementwise)"),
+            Derived(0, "0 (folds into the preceding conv at inference; not counted)"),
+        )
+    if isinstance(spec, ActSpec):
+        count = spec.params
+        return _simple(
+            input_spec,
+            same,
+            Derived(count, f"{spec.channels} slopes = {count}" if count else "0"),
+            Derived(ones, "1 (elementwise)"),
+        )
+    if isinstance(spec, PoolSpec):
+        out = pool_output_size(spec, input_spec)
+        field = tuple(d * (k - 1) + 1 for k, d in zip(spec.kernel_size, spec.dilation))
+        field_text = _per_axis(
+            spec.dims,
+            [
+                f"{d}{MUL}({k}−1) + 1 = {d * (k - 1) + 1}"
+                for k, d in zip(spec.kernel_size, spec.dilation)
+            ],
+        )
+        return _simple(
+            input_spec,
+            Derived((n, channels, *out.value), out.shown),
+            Derived(0, "0"),
+            Derived(field, field_text),
+        )
+    if isinstance(spec, AdaptivePoolSpec):
+        windows = tuple(adaptive_window(i, o) for i, o in zip(size, spec.output_size))
+        field_text = _per_axis(
+            spec.dims,
+            [
+                f"widest window of {i} → {o} = {w}"
+                for i, o, w in zip(size, spec.output_size, windows)
+            ],
+        )
+        return _simple(
+            input_spec,
+            Derived((n, channels, *spec.output_size), "fixed output"),
+            Derived(0, "0"),
+            Derived(windows, field_text),
+        )
+    if isinstance(spec, LinearSpec):
+        weights = spec.in_features * spec.out_features
+        bias = spec.out_features if spec.bias else 0
+        mac = n * spec.in_features * spec.out_features
+        return _simple(
+            input_spec,
+            Derived((n, spec.out_features), f"({n}, {spec.out_features})"),
+            Derived(
+                weights + bias,
+                f"{spec.out_features}{MUL}{spec.in_features}"
+                + (f" + {bias}" if bias else " (no bias)")
+                + f" = {weights + bias:,}",
+            ),
+            Derived((), "— (flat)"),
+            Derived(mac, f"{n}{MUL}{spec.in_features}{MUL}{spec.out_features} = {mac:,}"),
+            bias=n * bias,
+        )
+    if spec.kind == "flatten":
+        features = channels * math.prod(size)
+        return _simple(
+            input_spec,
+            Derived(
+                (n, features),
+                f"({n}, {channels}{MUL}{MUL.join(map(str, size)) or '1'}) = ({n}, {features:,})",
+            ),
+            Derived(0, "0"),
+            Derived(ones, "1 (a reshape)"),
+        )
+    return _simple(input_spec, same, Derived(0, "0"), Derived(ones, "1 (elementwise)"))
+
+
+def output_spec(spec: LayerSpec, input_spec: InputSpec) -> InputSpec:
+    """The tensor a layer produces, as the next layer's input."""
+    shape = figures(spec, input_spec).output_shape.value
+    return InputSpec(batch=shape[0], channels=shape[1], size=shape[2:], dtype=input_spec.dtype)
 
 
 def _inputs_of(spec: LayerSpec, axis: int, position: int) -> list[int]:

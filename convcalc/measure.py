@@ -20,6 +20,7 @@ a real run (on the CPU, or on torch's ``meta`` device for layers too big to run 
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -35,7 +36,20 @@ from torch.utils.flop_counter import flop_registry
 
 from .errors import MeasurementError, SpecError
 from .memory import Memory, summary_memory
-from .spec import ActSpec, ConvSpec, InputSpec, Ints, LayerSpec, NormSpec
+from .spec import (
+    ActSpec,
+    AdaptivePoolSpec,
+    ConvSpec,
+    InputSpec,
+    Ints,
+    LayerSpec,
+    LinearSpec,
+    Node,
+    NormSpec,
+    PoolSpec,
+    chain,
+    padding_pairs,
+)
 
 CONV_CLASSES: dict[tuple[bool, int], type[nn.Module]] = {
     (False, 1): nn.Conv1d,
@@ -64,6 +78,8 @@ class LayerMeasurement:
     #: --time: median latency of the forward pass, and the number of timed runs
     latency_ms: float | None = None
     timed_runs: int | None = None
+    #: receptive field of one output relative to the network input (None: flat output)
+    cumulative_receptive_field: Ints | None = None
 
 
 @dataclass(frozen=True)
@@ -94,14 +110,98 @@ ACTIVATION_CLASSES: dict[str, Callable[[ActSpec], nn.Module]] = {
 NORM_CLASSES = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
+class Add(nn.Module):
+    """A residual join: the sum of its inputs."""
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        total = inputs[0]
+        for other in inputs[1:]:
+            total = total + other
+        return total
+
+
+POOL_CLASSES = {
+    ("max", 1): nn.MaxPool1d,
+    ("max", 2): nn.MaxPool2d,
+    ("max", 3): nn.MaxPool3d,
+    ("avg", 1): nn.AvgPool1d,
+    ("avg", 2): nn.AvgPool2d,
+    ("avg", 3): nn.AvgPool3d,
+}
+ADAPTIVE_CLASSES = {
+    ("max", 1): nn.AdaptiveMaxPool1d,
+    ("max", 2): nn.AdaptiveMaxPool2d,
+    ("max", 3): nn.AdaptiveMaxPool3d,
+    ("avg", 1): nn.AdaptiveAvgPool1d,
+    ("avg", 2): nn.AdaptiveAvgPool2d,
+    ("avg", 3): nn.AdaptiveAvgPool3d,
+}
+
+
 def build_layer(spec: LayerSpec, device: str = "cpu") -> nn.Module:
     """The torch module a spec describes, in eval mode (inference: batch norm uses its running
-    statistics)."""
+    statistics, dropout is the identity)."""
+    if isinstance(spec, ConvSpec):
+        return _build_conv(spec, device)
     if isinstance(spec, NormSpec):
-        return NORM_CLASSES[spec.dims](spec.channels, affine=spec.affine, device=device).eval()
-    if isinstance(spec, ActSpec):
-        return ACTIVATION_CLASSES[spec.kind](spec).to(device).eval()
-    return _build_conv(spec, device)
+        module: nn.Module = NORM_CLASSES[max(spec.dims, 1)](spec.channels, affine=spec.affine)
+    elif isinstance(spec, ActSpec):
+        module = ACTIVATION_CLASSES[spec.kind](spec)
+    elif isinstance(spec, PoolSpec):
+        if spec.kind == "max":
+            module = POOL_CLASSES[("max", spec.dims)](
+                spec.kernel_size,
+                spec.stride,
+                spec.padding,
+                spec.dilation,
+                ceil_mode=spec.ceil_mode,
+            )
+        else:
+            module = POOL_CLASSES[("avg", spec.dims)](
+                spec.kernel_size, spec.stride, spec.padding, ceil_mode=spec.ceil_mode
+            )
+    elif isinstance(spec, AdaptivePoolSpec):
+        module = ADAPTIVE_CLASSES[(spec.kind, spec.dims)](spec.output_size)
+    elif isinstance(spec, LinearSpec):
+        module = nn.Linear(spec.in_features, spec.out_features, bias=spec.bias)
+    elif spec.kind == "flatten":
+        module = nn.Flatten()
+    elif spec.kind == "dropout":
+        module = nn.Dropout()
+    elif spec.kind == "add":
+        module = Add()
+    else:
+        module = nn.Identity()
+    return module.to(device).eval()
+
+
+class GraphModule(nn.Module):
+    """A network of nodes run in order; node i reads the outputs of ``inputs[i]`` (-1: the
+    network input). Its modules are ``nodes.0``, ``nodes.1``, ... (fvcore reports them so)."""
+
+    def __init__(self, modules: Sequence[nn.Module], inputs: Sequence[tuple[int, ...]]) -> None:
+        super().__init__()
+        self.nodes = nn.ModuleList(modules)
+        self.sources = [tuple(i) for i in inputs]
+        #: called before and after each node (convcalc's counter attributes ops to nodes)
+        self.before: Callable[[int], None] | None = None
+        self.after: Callable[[int, torch.Tensor], None] | None = None
+
+    def run(self, x: torch.Tensor, last: int | None = None) -> list[torch.Tensor]:
+        outputs: list[torch.Tensor] = []
+        for index, (module, sources) in enumerate(zip(self.nodes, self.sources)):
+            if last is not None and index > last:
+                break
+            if self.before:
+                self.before(index)
+            out = module(*[x if i < 0 else outputs[i] for i in sources])
+            if self.after:
+                self.after(index, out)
+            outputs.append(out)
+        return outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)[-1]
 
 
 def _build_conv(spec: ConvSpec, device: str) -> nn.Module:
@@ -169,6 +269,8 @@ class _DispatchCounter(TorchDispatchMode):
         self.current: int | None = None
         self.flops: dict[int, int] = {}
         self.convs: dict[int, list[_ConvCall]] = {}
+        #: (rows, inner, columns) of each matrix multiply (linear layers)
+        self.matmuls: dict[int, list[tuple[int, int, int]]] = {}
         self.ops: dict[int, list[str]] = {}
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -185,6 +287,11 @@ class _DispatchCounter(TorchDispatchMode):
             self.convs.setdefault(self.current, []).append(
                 _ConvCall(tuple(args[0].shape), tuple(args[1].shape), tuple(out.shape), args[6])
             )
+        elif packet is torch.ops.aten.addmm or packet is torch.ops.aten.mm:
+            a, b = (args[1], args[2]) if packet is torch.ops.aten.addmm else (args[0], args[1])
+            self.matmuls.setdefault(self.current, []).append(
+                (int(a.shape[0]), int(a.shape[1]), int(b.shape[1]))
+            )
         return out
 
 
@@ -196,20 +303,30 @@ class _RunRecord:
     warnings: dict[int, list[str]] = field(default_factory=dict)
 
 
-def _run_counted(layers: Sequence[nn.Module], x: torch.Tensor) -> _RunRecord:
-    """One forward pass, layer by layer, counted; torch's warnings are kept as notes, not
+def _run_counted(graph: GraphModule, x: torch.Tensor) -> _RunRecord:
+    """One forward pass, node by node, counted; torch's warnings are kept as notes, not
     printed (e.g. 'same' padding with an even kernel makes torch copy the input)."""
     record = _RunRecord()
-    with torch.no_grad(), record.counter:
-        for index, layer in enumerate(layers):
+    with torch.no_grad(), record.counter, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seen = 0
+
+        def before(index: int) -> None:
+            nonlocal seen
             record.counter.current = index
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                x = layer(x)
-            record.outputs[index] = tuple(x.shape)
-            messages = [_first_line(w.message) for w in caught]  # type: ignore[arg-type]
+            seen = len(caught)
+
+        def after(index: int, out: torch.Tensor) -> None:
+            record.outputs[index] = tuple(out.shape)
+            messages = [_first_line(w.message) for w in caught[seen:]]  # type: ignore[arg-type]
             record.warnings[index] = list(dict.fromkeys(messages))
-        record.counter.current = None
+
+        graph.before, graph.after = before, after
+        try:
+            graph.run(x)
+        finally:
+            graph.before = graph.after = None
+            record.counter.current = None
     return record
 
 
@@ -227,12 +344,12 @@ class _FvcoreResult:
     extended: dict[str, int]
 
 
-#: the key fvcore's conv handle files its counts under (and convcalc's handle for
-#: aten::_convolution_mode too)
-FVCORE_CONV_OPS = ("conv",)
+#: the keys fvcore files the multiply-adds of convolutions (and convcalc's handle for
+#: aten::_convolution_mode) and of linear layers under
+FVCORE_MAC_OPS = ("conv", "linear", "addmm", "matmul", "mm")
 
 
-def _fvcore_trace(model: nn.Sequential, x: torch.Tensor) -> _FvcoreResult:
+def _fvcore_trace(model: GraphModule, x: torch.Tensor) -> _FvcoreResult:
     """fvcore's count of the real run, per layer. Its torch.jit tracing warns on every call in
     torch 2.13 (DeprecationWarning, TracerWarning) and logs unsupported operators: none of that
     is for users; what matters is reported as notes.
@@ -262,19 +379,23 @@ def _fvcore_trace(model: nn.Sequential, x: torch.Tensor) -> _FvcoreResult:
         analysis.uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")
         by_module = analysis.by_module_and_operator()
+        count = len(model.nodes)
         unsupported = {
-            index: dict(analysis.unsupported_ops(str(index))) for index in range(len(model))
+            index: dict(analysis.unsupported_ops(f"nodes.{index}")) for index in range(count)
         }
     per_layer: dict[int, int] = {}
     others: dict[int, dict[str, int]] = {}
-    for index in range(len(model)):
-        counts = by_module.get(str(index), {})
-        per_layer[index] = sum(int(v) for op, v in counts.items() if op in FVCORE_CONV_OPS)
-        others[index] = {op: int(v) for op, v in counts.items() if op not in FVCORE_CONV_OPS and v}
+    for index in range(count):
+        counts = by_module.get(f"nodes.{index}", {})
+        per_layer[index] = sum(int(v) for op, v in counts.items() if op in FVCORE_MAC_OPS)
+        others[index] = {op: int(v) for op, v in counts.items() if op not in FVCORE_MAC_OPS and v}
     return _FvcoreResult(per_layer, others, unsupported, extended)
 
 
-def _fvcore_rule(calls: Sequence[_ConvCall]) -> int:
+def _fvcore_rule(calls: Sequence[_ConvCall], matmuls: Sequence[tuple[int, int, int]]) -> int:
+    """fvcore's rules on shapes a meta run dispatched: its conv rule (a pure function in
+    fvcore.nn.jit_handles) and its linear rule, rows × inner × columns (linear_flop_jit takes
+    traced values, so it is restated here)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fvcore.nn's import runs torch.jit.script: deprecated
         from fvcore.nn.jit_handles import conv_flop_count
@@ -282,20 +403,24 @@ def _fvcore_rule(calls: Sequence[_ConvCall]) -> int:
     return sum(
         int(conv_flop_count(list(c.x_shape), list(c.w_shape), list(c.out_shape), c.transposed))
         for c in calls
-    )
+    ) + sum(rows * inner * columns for rows, inner, columns in matmuls)
 
 
 # --- receptive field probe ------------------------------------------------------------------
 
 
-def _gradient_extent(y: torch.Tensor, x: torch.Tensor, index: Sequence[int], axis: int) -> int:
-    """How many input positions along ``axis`` one output element depends on (0 if none)."""
+def _gradient_extents(y: torch.Tensor, x: torch.Tensor, index: Sequence[int]) -> list[int]:
+    """How many input positions along each axis one output element depends on (0 if none)."""
     (grad,) = torch.autograd.grad(y[(0, 0) + tuple(index)], x, retain_graph=True)
-    hit = torch.nonzero(grad[0, 0]).T[axis]
-    return int(hit.max() - hit.min()) + 1 if hit.numel() else 0
+    hits = torch.nonzero(grad[0, 0]).T
+    return [int(h.max() - h.min()) + 1 if h.numel() else 0 for h in hits]
 
 
-def probe_receptive_field(spec: LayerSpec) -> Ints:
+def _gradient_extent(y: torch.Tensor, x: torch.Tensor, index: Sequence[int], axis: int) -> int:
+    return _gradient_extents(y, x, index)[axis]
+
+
+def probe_receptive_field(spec: LayerSpec, input_size: Ints | None = None) -> Ints:
     """Extent of the nonzero input gradient of one output element, per spatial dimension.
 
     The probe has one channel, no bias, all weights 1, padding 0 (padding moves where outputs
@@ -304,6 +429,14 @@ def probe_receptive_field(spec: LayerSpec) -> Ints:
     stride period, and the largest extent is kept. Elementwise layers (batch norm, activations)
     connect each position to itself only: 1.
     """
+    if isinstance(spec, LinearSpec) or getattr(spec, "kind", "") == "flatten":
+        return ()
+    if isinstance(spec, PoolSpec):
+        # the window's geometry, as a conv of ones: max pooling's gradient would reach only the
+        # maximum of each window
+        spec = ConvSpec(1, 1, spec.kernel_size, spec.stride, (0,) * spec.dims, spec.dilation)
+    if isinstance(spec, AdaptivePoolSpec) and input_size is not None:
+        return _probe_adaptive(spec, input_size)
     if not isinstance(spec, ConvSpec):
         return tuple(1 for _ in range(spec.dims))
     cls = CONV_CLASSES[(spec.transposed, spec.dims)]
@@ -348,61 +481,186 @@ def probe_receptive_field(spec: LayerSpec) -> Ints:
     return tuple(extents)
 
 
-def probe_chain_receptive_field(chain: Sequence[LayerSpec]) -> Ints:
-    """Receptive field of one output of a chain of (non-transposed) layers, by autograd through a
-    one-channel probe of the chain's convolutions (elementwise layers change no geometry)."""
-    specs = [s for s in chain if isinstance(s, ConvSpec)]
-    if not specs:
-        return tuple(1 for _ in range(chain[0].dims))
-    if len(specs) == 1:
-        return probe_receptive_field(specs[0])
-    dims = specs[0].dims
-    modules = [
-        CONV_CLASSES[(False, dims)](
+def _probe_adaptive(spec: AdaptivePoolSpec, input_size: Ints) -> Ints:
+    """Widest window of adaptive average pooling, by autograd at every output position."""
+    x = torch.ones((1, 1, *input_size), dtype=torch.float64, requires_grad=True)
+    y = ADAPTIVE_CLASSES[("avg", spec.dims)](spec.output_size)(x)
+    extents = [0] * spec.dims
+    for position in itertools.product(*(range(n) for n in y.shape[2:])):
+        extents = [max(e, g) for e, g in zip(extents, _gradient_extents(y, x, position))]
+    return tuple(extents)
+
+
+def _probe_module(spec: LayerSpec) -> nn.Module | None:
+    """The one-channel stand-in of a layer in the receptive-field probe: its geometry, all
+    weights 1, float64; None where the probe stops (flat layers)."""
+    if isinstance(spec, ConvSpec):
+        cls = CONV_CLASSES[(spec.transposed, spec.dims)]
+        kwargs: dict[str, Any] = {
+            "stride": spec.stride,
+            "padding": spec.padding,
+            "dilation": spec.dilation,
+            "bias": False,
+            "dtype": torch.float64,
+        }
+        if spec.transposed:
+            kwargs["output_padding"] = spec.output_padding
+        module = cls(1, 1, spec.kernel_size, **kwargs)
+        with torch.no_grad():
+            module.weight.fill_(1.0)  # type: ignore[operator]
+        return module
+    if isinstance(spec, PoolSpec):
+        # max pooling routes the gradient to one input per window: the probe averages instead,
+        # which reaches every input of the window (its geometry is what is measured)
+        if all(d == 1 for d in spec.dilation):
+            return POOL_CLASSES[("avg", spec.dims)](
+                spec.kernel_size, spec.stride, spec.padding, ceil_mode=spec.ceil_mode
+            )
+        module = CONV_CLASSES[(False, spec.dims)](
             1,
             1,
-            s.kernel_size,
-            stride=s.stride,
-            padding=0,
-            dilation=s.dilation,
+            spec.kernel_size,
+            stride=spec.stride,
+            padding=spec.padding,
+            dilation=spec.dilation,
             bias=False,
             dtype=torch.float64,
         )
-        for s in specs
-    ]
-    bound = [1] * dims
-    jump = [1] * dims
-    for s in specs:
-        for axis in range(dims):
-            bound[axis] += s.dilation[axis] * (s.kernel_size[axis] - 1) * jump[axis]
-            jump[axis] *= s.stride[axis]
-    lengths = [b + 2 * j for b, j in zip(bound, jump)]
-    model = nn.Sequential(*modules)
-    with torch.no_grad():
-        for module in modules:
+        with torch.no_grad():
             module.weight.fill_(1.0)  # type: ignore[operator]
+        return module
+    if isinstance(spec, AdaptivePoolSpec):
+        return ADAPTIVE_CLASSES[("avg", spec.dims)](spec.output_size)
+    if isinstance(spec, LinearSpec) or getattr(spec, "kind", "") == "flatten":
+        return None
+    if getattr(spec, "kind", "") == "add":
+        return Add()
+    return nn.Identity()  # batch norm, activations, identity, dropout: no geometry
+
+
+def _geometry_bound(nodes: Sequence[Node], last: int, dims: int) -> tuple[list[int], list[int]]:
+    """Upper bounds, per axis, of the receptive field and stride of node ``last``'s output, from
+    kernel extents and strides alone (transposed layers counted as stride 1)."""
+    fields: dict[int, list[int]] = {-1: [1] * dims}
+    jumps: dict[int, list[int]] = {-1: [1] * dims}
+    for index, node in enumerate(nodes[: last + 1]):
+        source = max(node.inputs, key=lambda i: sum(fields[i]))
+        field, jump = list(fields[source]), list(jumps[source])
+        spec = node.spec
+        if isinstance(spec, ConvSpec | PoolSpec):
+            for axis in range(dims):
+                field[axis] += spec.dilation[axis] * (spec.kernel_size[axis] - 1) * jump[axis]
+                transposed = isinstance(spec, ConvSpec) and spec.transposed
+                jump[axis] *= 1 if transposed else spec.stride[axis]
+        elif isinstance(spec, AdaptivePoolSpec):
+            field = [f * 4 for f in field]  # windows are small; generous
+        fields[index], jumps[index] = field, jump
+    return fields[last], jumps[last]
+
+
+def _asymmetry(nodes: Sequence[Node], axis: int) -> int:
+    """How far uneven padding ('same' with an even kernel) can shift a central output, in
+    network-input positions: the probe input is made this much longer."""
+    shift, jump = 0, 1
+    for node in nodes:
+        spec = node.spec
+        if isinstance(spec, ConvSpec) and not spec.transposed:
+            left, right = padding_pairs(spec)[axis]
+            shift += abs(right - left) * jump
+        if isinstance(spec, ConvSpec | PoolSpec):
+            jump *= spec.stride[axis]
+    return 2 * shift
+
+
+def probe_cumulative_receptive_field(
+    nodes: Sequence[Node], input_spec: InputSpec
+) -> list[Ints | None]:
+    """Receptive field of one output of every node, relative to the network input, by autograd
+    through a one-channel stand-in of the whole network (None for flat nodes).
+
+    For node i the probe input is larger than any receptive field node i could have, by a
+    multiple of the network's total stride (so every node's output size, and every residual
+    join, behaves as at the real size); the gradient of the central output element (of one
+    stride period of them, where transposed layers make positions differ) is taken, and the
+    extent of its nonzero entries per axis is the measurement.
+    """
+    dims = input_spec.dims
+    modules = [_probe_module(node.spec) for node in nodes]
+    spatial = []
+    for index, module in enumerate(modules):
+        if module is None:
+            break
+        spatial.append(index)
+    has_transposed = any(isinstance(n.spec, ConvSpec) and n.spec.transposed for n in nodes)
+    graph = GraphModule([m or nn.Identity() for m in modules], [n.inputs for n in nodes])
+    total_jump = [1] * dims
+    for node in nodes:
+        if isinstance(node.spec, ConvSpec | PoolSpec) and not (
+            isinstance(node.spec, ConvSpec) and node.spec.transposed
+        ):
+            total_jump = [j * s for j, s in zip(total_jump, node.spec.stride)]
+    results: list[Ints | None] = [None] * len(nodes)
+    measured = [
+        index
+        for index in spatial
+        if not (
+            isinstance(nodes[index].spec, AdaptivePoolSpec)
+            and all(o == 1 for o in nodes[index].spec.output_size)
+        )  # type: ignore[union-attr]
+    ]
+    if not measured:
+        return results
+    # one probe input for all nodes, a little larger than any of their fields could be: the
+    # central output of a node then sees only real input positions. Its length is congruent to
+    # the real input's modulo the network's total stride, so that every node's output size
+    # rounds as at the real size (and residual joins still match).
+    need = [8] * dims
+    for index in measured:
+        bound, jump = _geometry_bound(nodes, index, dims)
+        need = [max(n, b + 2 * j + 4) for n, b, j in zip(need, bound, jump)]
+    need = [n + _asymmetry(nodes, axis) for axis, n in enumerate(need)]
+    lengths = [n + (real - n) % step for real, n, step in zip(input_spec.size, need, total_jump)]
     x = torch.ones((1, 1, *lengths), dtype=torch.float64, requires_grad=True)
-    y = model(x)
-    extents = []
-    for axis in range(dims):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outputs = graph.run(x, last=measured[-1])
+    for index in measured:
+        y = outputs[index]
         center = [n // 2 for n in y.shape[2:]]
-        widest = 0
-        for position in range(y.shape[2 + axis]):
-            center[axis] = position
-            widest = max(widest, _gradient_extent(y, x, center, axis))
-        extents.append(widest)
-    return tuple(extents)
+        if not has_transposed:  # every position alike: one gradient gives every axis
+            results[index] = tuple(_gradient_extents(y, x, center))
+            continue
+        # transposed layers: positions differ; every combination of one period per axis
+        periods = [
+            min(
+                math.prod(
+                    n.spec.stride[axis]
+                    for n in nodes[: index + 1]
+                    if isinstance(n.spec, ConvSpec | PoolSpec)
+                ),
+                8,
+            )
+            for axis in range(dims)
+        ]
+        extents = [0] * dims
+        for offsets in itertools.product(*(range(p) for p in periods)):
+            position = [min(c + o, n - 1) for c, o, n in zip(center, offsets, y.shape[2:])]
+            extents = [max(e, g) for e, g in zip(extents, _gradient_extents(y, x, position))]
+        results[index] = tuple(extents)
+    return results
 
 
 # --- backward pass and latency ------------------------------------------------------------------
 
 
-def _backward_flops(module: nn.Module, x_shape: Ints, device: str) -> int:
+def _backward_flops(
+    module: nn.Module, node: Node, shapes: Sequence[Ints], input_shape: Ints, device: str
+) -> int:
     """torch's counter on one backward pass (input and weight gradients) of ``module``."""
-    x = torch.zeros(x_shape, device=device, requires_grad=True)
+    inputs = _inputs_for(node, shapes, input_shape, device, requires_grad=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        y = module(x)
+        y = module(*inputs)
     counter = _DispatchCounter()
     counter.current = 0
     with counter:
@@ -410,13 +668,15 @@ def _backward_flops(module: nn.Module, x_shape: Ints, device: str) -> int:
     return counter.flops.get(0, 0)
 
 
-def _time_forward(module: nn.Module, x: torch.Tensor, min_run_time: float) -> tuple[float, int]:
+def _time_forward(
+    module: nn.Module, inputs: Sequence[torch.Tensor], min_run_time: float
+) -> tuple[float, int]:
     """Median seconds of one forward pass, and how many runs, with torch.utils.benchmark."""
     from torch.utils import benchmark
 
     timer = benchmark.Timer(
-        stmt="module(x)",
-        globals={"module": module, "x": x},
+        stmt="module(*inputs)",
+        globals={"module": module, "inputs": inputs},
         num_threads=torch.get_num_threads(),
     )
     with torch.no_grad(), warnings.catch_warnings():
@@ -464,20 +724,41 @@ def measure_chain(
     device: str,
     extras: Extras | None = None,
 ) -> ChainMeasurement:
+    """A plain chain of layers: see :func:`measure_graph`."""
+    return measure_graph(chain(specs), input_spec, device, extras)
+
+
+def _inputs_for(
+    node: Node, shapes: Sequence[Ints], input_shape: Ints, device: str, requires_grad: bool = False
+) -> list[torch.Tensor]:
+    return [
+        torch.zeros(input_shape if i < 0 else shapes[i], device=device, requires_grad=requires_grad)
+        for i in node.inputs
+    ]
+
+
+def measure_graph(
+    nodes: Sequence[Node],
+    input_spec: InputSpec,
+    device: str,
+    extras: Extras | None = None,
+) -> ChainMeasurement:
     """Build the real layers, run them once counted by torch and once traced by fvcore (CPU), or
-    once on the meta device; probe each receptive field by autograd; with ``extras``, run the
-    backward pass and time the forward pass."""
+    once on the meta device; probe every receptive field by autograd; with ``extras``, run each
+    layer's backward pass and time its forward pass."""
     extras = extras or Extras()
     if device not in ("cpu", "meta"):
         raise ValueError(f"device must be 'cpu' or 'meta', not {device!r}")
     time_device = check_device(extras.time_device) if extras.time else "cpu"
+    specs = [node.spec for node in nodes]
     try:
         layers = [build_layer(spec, device) for spec in specs]
-        model = nn.Sequential(*layers)
+        graph = GraphModule(layers, [node.inputs for node in nodes])
         x = torch.zeros(input_spec.shape, device=device)
-        record = _run_counted(layers, x)
+        record = _run_counted(graph, x)
+        shapes = [record.outputs[i] for i in range(len(nodes))]
         if device == "cpu":
-            fv = _fvcore_trace(model, x)
+            fv = _fvcore_trace(graph, x)
             macs: dict[int, int | None] = dict(fv.per_layer)
             others, unsupported = fv.others, fv.unsupported
             macs_source = "fvcore FlopCountAnalysis, tracing the real CPU run"
@@ -490,33 +771,41 @@ def measure_chain(
                 )
         else:
             macs = {
-                index: _fvcore_rule(record.counter.convs.get(index, []))
+                index: _fvcore_rule(
+                    record.counter.convs.get(index, []), record.counter.matmuls.get(index, [])
+                )
                 for index in range(len(layers))
             }
             others, unsupported = {}, {}
             macs_source = (
-                "fvcore's conv rule (jit_handles.conv_flop_count) on the meta run's shapes: "
-                "fvcore cannot trace meta tensors"
+                "fvcore's conv and linear rules on the meta run's shapes: fvcore cannot trace "
+                "meta tensors"
             )
-        rf = [probe_receptive_field(spec) for spec in specs]
-        chain_rf = rf[0] if len(specs) == 1 else _chain_rf_or_none(specs)
-        shapes = [input_spec.shape] + [record.outputs[i] for i in range(len(layers) - 1)]
+        rf = [
+            probe_receptive_field(
+                node.spec, input_spec.size if node.inputs[0] < 0 else shapes[node.inputs[0]][2:]
+            )
+            for node in nodes
+        ]
+        cumulative = probe_cumulative_receptive_field(nodes, input_spec)
         backward: list[tuple[int, int] | None] = [None] * len(layers)
         if extras.train:
-            for index, (spec, layer) in enumerate(zip(specs, layers)):
-                raw = _backward_flops(layer, shapes[index], device)
+            for index, (node, layer) in enumerate(zip(nodes, layers)):
+                raw = _backward_flops(layer, node, shapes, input_spec.shape, device)
                 split = raw
-                if isinstance(spec, ConvSpec) and spec.groups > 1:
-                    split = _backward_flops(GroupSplit(spec, device), shapes[index], device)
+                if isinstance(node.spec, ConvSpec) and node.spec.groups > 1:
+                    split = _backward_flops(
+                        GroupSplit(node.spec, device), node, shapes, input_spec.shape, device
+                    )
                 backward[index] = (split, raw)
         latency: list[tuple[float, int] | None] = [None] * len(layers)
         timing: dict[str, Any] | None = None
         if extras.time and device == "cpu":
             started = time.perf_counter()
-            for index, layer in enumerate(layers):
+            for index, (node, layer) in enumerate(zip(nodes, layers)):
                 moved = layer.to(time_device)
-                sample = torch.zeros(shapes[index], device=time_device)
-                latency[index] = _time_forward(moved, sample, extras.min_run_time)
+                samples = _inputs_for(node, shapes, input_spec.shape, time_device)
+                latency[index] = _time_forward(moved, samples, extras.min_run_time)
             timing = {
                 "device": time_device,
                 "threads": torch.get_num_threads(),
@@ -536,11 +825,10 @@ def measure_chain(
     width = element_size(input_spec.dtype)
     results: list[LayerMeasurement] = []
     memories: list[Memory] = []
-    previous_elements = math.prod(input_spec.shape)
-    for index, layer in enumerate(layers):
+    for index, (node, layer) in enumerate(zip(nodes, layers)):
         count = sum(p.numel() for p in layer.parameters())
-        out_shape = record.outputs[index]
-        out_elements = math.prod(out_shape)
+        out_elements = math.prod(shapes[index])
+        in_elements = sum(math.prod(input_spec.shape if i < 0 else shapes[i]) for i in node.inputs)
         notes = [f"torch warned: {message}" for message in record.warnings.get(index, [])]
         notes += [
             f"fvcore has no handler for {op} ({calls} call{'s' if calls > 1 else ''}): "
@@ -549,7 +837,7 @@ def measure_chain(
         ]
         notes += [
             f"fvcore also counts {op}: {n:,} (its convention; convcalc's MACs are convolutions "
-            "only)"
+            "and linear layers only)"
             for op, n in sorted(others.get(index, {}).items())
         ]
         flops = record.counter.flops.get(index, 0)
@@ -561,7 +849,7 @@ def measure_chain(
             )
         split_raw = backward[index]
         if split_raw is not None and split_raw[0] != split_raw[1]:
-            groups = getattr(specs[index], "groups", 1)
+            groups = getattr(node.spec, "groups", 1)
             notes.append(
                 f"torch.utils.flop_counter counts this layer's backward as {split_raw[1]:,} "
                 f"FLOPs: it ignores groups in the weight gradient (counting it {groups}x). "
@@ -571,7 +859,7 @@ def measure_chain(
         timed = latency[index]
         results.append(
             LayerMeasurement(
-                output_shape=out_shape,
+                output_shape=shapes[index],
                 params=count,
                 flops=flops,
                 macs=fv_macs,
@@ -582,25 +870,26 @@ def measure_chain(
                 backward_flops_torch=None if split_raw is None else split_raw[1],
                 latency_ms=None if timed is None else timed[0] * 1e3,
                 timed_runs=None if timed is None else timed[1],
+                cumulative_receptive_field=cumulative[index],
             )
         )
-        memories.append(summary_memory(previous_elements, [out_elements], count, width))
-        previous_elements = out_elements
+        memories.append(summary_memory(in_elements, [out_elements], count, width))
     total_memory = summary_memory(
         math.prod(input_spec.shape),
         [r.output_elements for r in results],
-        sum(r.params for r in results),
+        sum(p.numel() for p in graph.parameters()),
         width,
     )
     where = "the real CPU run" if device == "cpu" else "the run on torch's meta device"
     sources = {
         "output_shape": where,
-        "params": "the real module's parameters",
+        "params": "the real modules' parameters",
         "macs": macs_source,
         "flops": f"torch.utils.flop_counter's formulas on {where}",
         "receptive_field": (
-            "autograd on a one-channel probe with the same kernel, stride and dilation "
-            "(extent of the input gradient of one output)"
+            "autograd on a one-channel stand-in of the layers with the same geometry, all "
+            "weights 1 (extent of the input gradient of one output; max pooling probed as "
+            "averaging, which reaches every input of its window)"
         ),
         "memory": (
             f"numel of the tensors of {where} × torch's element size for {input_spec.dtype}"
@@ -611,18 +900,13 @@ def measure_chain(
             "torch.utils.flop_counter's formulas on a real backward pass (input and weight "
             "gradients); grouped layers split into dense convolutions, where torch counts right"
         )
+    last_spatial = [r for r in cumulative if r is not None]
     return ChainMeasurement(
         device=device,
         layers=tuple(results),
-        receptive_field=chain_rf,
+        receptive_field=last_spatial[-1] if last_spatial else None,
         memory=tuple(memories),
         total_memory=total_memory,
         sources=sources,
         timing=timing,
     )
-
-
-def _chain_rf_or_none(specs: Sequence[LayerSpec]) -> Ints | None:
-    if any(isinstance(s, ConvSpec) and s.transposed for s in specs):
-        return None
-    return probe_chain_receptive_field(specs)

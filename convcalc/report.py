@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ._version import __version__
+from .cumulative import Cumulative, fraction_text
 from .memory import Memory
 from .spec import InputSpec, Ints, LayerSpec
 
@@ -60,6 +61,12 @@ class LayerReport:
     latency_ms: float | None = None
     timed_runs: int | None = None
     timing_requested: bool = False
+    #: figures relative to the network input (formula), and the measured receptive field
+    cumulative: Cumulative | None = None
+    cumulative_receptive_field: Pair[Ints] | None = None
+    #: the nodes feeding this one (-1: the network input), and "main"/"shortcut" in a block
+    inputs: tuple[int, ...] = ()
+    path: str = ""
 
     @property
     def gflops_per_s(self) -> float | None:
@@ -79,6 +86,8 @@ class LayerReport:
         }
         if self.backward_flops is not None:
             pairs["backward_flops"] = self.backward_flops
+        if self.cumulative_receptive_field is not None:
+            pairs["cumulative_receptive_field"] = self.cumulative_receptive_field
         return pairs
 
     @property
@@ -106,6 +115,16 @@ class LayerReport:
             "notes": list(self.notes),
             "agree": self.agree,
         }
+        if self.cumulative is not None:
+            cumulative = self.cumulative.to_dict()
+            if self.cumulative_receptive_field is not None:
+                cumulative["receptive_field_measured"] = _plain(
+                    self.cumulative_receptive_field.measured
+                )
+            data["cumulative"] = cumulative
+        if self.inputs and self.inputs != (-1,) and len(self.inputs) > 1 or self.path:
+            data["inputs"] = list(self.inputs)
+            data["path"] = self.path
         if self.backward_flops is not None:
             data["backward_flops"] = self.backward_flops.to_dict()
             data["backward_flops_torch_counter"] = self.backward_flops_torch
@@ -133,6 +152,10 @@ class Total:
     #: --time: sum of the layers' median latencies
     latency_ms: float | None = None
     timing_requested: bool = False
+    cumulative: Cumulative | None = None
+    #: the layer whose output the total receptive field is of, when not the last (a network
+    #: that ends in global pooling or linear layers: its last spatial layer)
+    receptive_field_of: str = ""
 
     def _values(self, side: str) -> dict[str, Any]:
         def pick(pair: Pair[Any]) -> Any:
@@ -154,6 +177,14 @@ class Total:
 
     def to_dict(self) -> dict[str, Any]:
         measured = self._values("measured")
+        if self.cumulative is not None and self.cumulative.effective_stride:
+            measured["effective_stride"] = self.cumulative.to_dict()["effective_stride"]
+            measured["effective_padding"] = self.cumulative.to_dict()["effective_padding"]
+            measured["effective_stride_text"] = [
+                fraction_text(v) for v in self.cumulative.effective_stride
+            ]
+        if self.receptive_field_of:
+            measured["receptive_field_of"] = self.receptive_field_of
         if self.timing_requested:
             flops = self.flops.measured
             latency = self.latency_ms

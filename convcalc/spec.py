@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
@@ -202,7 +202,143 @@ class ActSpec:
         return f"{ACTIVATIONS[self.kind]}()"
 
 
-LayerSpec = Union[ConvSpec, NormSpec, ActSpec]  # noqa: UP007
+@dataclass(frozen=True)
+class PoolSpec:
+    """``nn.MaxPoolNd`` (with dilation) or ``nn.AvgPoolNd``; the stride defaults to the kernel."""
+
+    kind: str  # "max" or "avg"
+    dims: int
+    channels: int
+    kernel_size: Ints
+    stride: Ints
+    padding: Ints
+    dilation: Ints
+    ceil_mode: bool = False
+    name: str = "pool"
+
+    @property
+    def op(self) -> str:
+        return f"{self.kind}pool"
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "op": self.op,
+            "dims": self.dims,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "ceil_mode": self.ceil_mode,
+        }
+        if self.kind == "max":
+            data["dilation"] = list(self.dilation)
+        return data
+
+    def describe(self) -> str:
+        parts = [f"k={_compact(self.kernel_size)}", f"s={_compact(self.stride)}"]
+        if any(self.padding):
+            parts.append(f"p={_compact(self.padding)}")
+        if any(d != 1 for d in self.dilation):
+            parts.append(f"d={_compact(self.dilation)}")
+        if self.ceil_mode:
+            parts.append("ceil_mode=True")
+        return f"{self.kind.capitalize()}Pool{self.dims}d({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class AdaptivePoolSpec:
+    """``nn.AdaptiveAvgPoolNd`` / ``nn.AdaptiveMaxPoolNd``: a fixed output size."""
+
+    kind: str
+    dims: int
+    channels: int
+    output_size: Ints
+    name: str = "pool"
+
+    @property
+    def op(self) -> str:
+        return f"adaptive{self.kind}pool"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "dims": self.dims, "output_size": list(self.output_size)}
+
+    def describe(self) -> str:
+        return f"Adaptive{self.kind.capitalize()}Pool{self.dims}d({_compact(self.output_size)})"
+
+
+@dataclass(frozen=True)
+class LinearSpec:
+    """``nn.Linear`` on a flat input."""
+
+    in_features: int
+    out_features: int
+    bias: bool = True
+    name: str = "fc"
+    dims: int = 0
+
+    @property
+    def op(self) -> str:
+        return "linear"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "op": self.op,
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias,
+        }
+
+    def describe(self) -> str:
+        bias = "" if self.bias else ", bias=False"
+        return f"Linear({self.in_features}, {self.out_features}{bias})"
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """Layers with nothing to count: ``identity``, ``dropout`` (inference: identity), ``flatten``
+    (N, C, *size) -> (N, C·∏size), and ``add`` (the sum of its inputs, as a residual join)."""
+
+    kind: str  # identity, dropout, flatten, add
+    dims: int
+    channels: int
+    name: str = ""
+
+    @property
+    def op(self) -> str:
+        return self.kind
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "dims": self.dims}
+
+    def describe(self) -> str:
+        return {
+            "identity": "Identity()",
+            "dropout": "Dropout()",
+            "flatten": "Flatten()",
+            "add": "add",
+        }[self.kind]
+
+
+LayerSpec = Union[  # noqa: UP007
+    ConvSpec, NormSpec, ActSpec, PoolSpec, AdaptivePoolSpec, LinearSpec, ShapeSpec
+]
+#: layers that slide a window over the input (a receptive field, a stride, a padding)
+WindowSpec = Union[ConvSpec, PoolSpec]  # noqa: UP007
+
+
+@dataclass(frozen=True)
+class Node:
+    """One layer of a network and where its input comes from: earlier nodes' indices, -1 for
+    the network input. A plain chain has inputs (i-1,); a residual join (``add``) has two."""
+
+    spec: LayerSpec
+    inputs: tuple[int, ...]
+    #: where the layer sits: "" in a chain; "main" or "shortcut" inside a residual block
+    path: str = ""
+
+
+def chain(specs: Sequence[LayerSpec]) -> tuple[Node, ...]:
+    """A plain chain of layers as a graph."""
+    return tuple(Node(spec, (index - 1,)) for index, spec in enumerate(specs))
 
 
 @dataclass(frozen=True)
@@ -417,16 +553,106 @@ def build_input(
     return spec
 
 
-def check_fits(spec: LayerSpec, input_spec: InputSpec, labels: Labels | None = None) -> None:
-    """Rules that need both the layer and the input: the kernel fits, the output is not empty."""
+def pool_output_length(n: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """torch's pooling_output_shape: floor (or ceil) of the conv formula, and with ceil_mode the
+    last window must start inside the input or its left padding."""
+    out = (n + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
+def build_pool(
+    *,
+    kind: str,
+    dims: int,
+    channels: int,
+    kernel: str | int | Ints = 2,
+    stride: str | int | Ints | None = None,
+    padding: str | int | Ints = 0,
+    dilation: str | int | Ints = 1,
+    ceil_mode: bool = False,
+    name: str = "pool",
+    labels: Labels | None = None,
+) -> PoolSpec:
     labels = labels or Labels()
-    if isinstance(spec, (NormSpec, ActSpec)):
-        if spec.channels != input_spec.channels:
+    kernel_size = parse_ints(kernel, dims, "kernel_size", labels)
+    strides = kernel_size if stride is None else parse_ints(stride, dims, "stride", labels)
+    pads = parse_ints(padding, dims, "padding", labels)
+    dilations = parse_ints(dilation, dims, "dilation", labels)
+    if kind == "avg" and any(d != 1 for d in dilations):
+        raise SpecError(
+            "dilation",
+            f"{labels['dilation']} {_show(dilations)}: avgpool has no "
+            "dilation in torch (maxpool has)",
+        )
+    for field_name, values in (
+        ("kernel_size", kernel_size),
+        ("stride", strides),
+        ("dilation", dilations),
+    ):
+        if min(values) < 1:
+            raise SpecError(field_name, f"{labels[field_name]} {_show(values)} must be positive")
+    if min(pads) < 0:
+        raise SpecError("padding", f"{labels['padding']} {_show(pads)} must not be negative")
+    for axis, (k, p) in enumerate(zip(kernel_size, pads)):
+        if p > k // 2:
+            raise SpecError(
+                "padding",
+                f"{labels['padding']} {p} must be at most half of {labels['kernel_size']} {k} "
+                f"(torch's pooling rule){_axis_note(axis, dims)}",
+            )
+    return PoolSpec(kind, dims, channels, kernel_size, strides, pads, dilations, ceil_mode, name)
+
+
+def check_fits(spec: LayerSpec, input_spec: InputSpec, labels: Labels | None = None) -> None:
+    """Rules that need both the layer and its input: channels match, the kernel fits, the output
+    is not empty."""
+    labels = labels or Labels()
+    if isinstance(spec, (NormSpec, ActSpec, PoolSpec, AdaptivePoolSpec)) and (
+        spec.channels != input_spec.channels
+    ):
+        raise SpecError(
+            "in_channels",
+            f"{labels['in_channels']}: {spec.describe()} expects {spec.channels} channels, the "
+            f"input has {input_spec.channels}",
+        )
+    if isinstance(spec, LinearSpec):
+        if input_spec.dims:
+            raise SpecError(
+                "op",
+                f"{labels['op']}: linear needs a flat input, not "
+                f"{'x'.join(map(str, input_spec.shape))}: flatten it first",
+            )
+        if spec.in_features != input_spec.channels:
             raise SpecError(
                 "in_channels",
-                f"{spec.name}: {spec.describe()} expects {spec.channels} channels, the input has "
-                f"{input_spec.channels}",
+                f"{labels['in_channels']}: {spec.describe()} expects {spec.in_features} features, "
+                f"the input has {input_spec.channels}",
             )
+        return
+    if isinstance(spec, (NormSpec, ActSpec, ShapeSpec)):
+        return
+    if input_spec.dims != spec.dims:
+        raise SpecError(
+            "size",
+            f"{labels['size']} {_show(input_spec.size) if input_spec.size else '(flat)'} has "
+            f"{input_spec.dims} spatial dimensions; the layer has {spec.dims}",
+        )
+    if isinstance(spec, AdaptivePoolSpec):
+        if min(spec.output_size) < 1:
+            raise SpecError("output_size", f"{labels['output_size']} must be positive")
+        return
+    if isinstance(spec, PoolSpec):
+        for axis, (n, k, st, p, d) in enumerate(
+            zip(input_spec.size, spec.kernel_size, spec.stride, spec.padding, spec.dilation)
+        ):
+            if pool_output_length(n, k, st, p, d, spec.ceil_mode) < 1:
+                raise SpecError(
+                    "kernel_size",
+                    f"{labels['kernel_size']} {k} (dilation {d}) does not fit the input {n} "
+                    f"padded by {p}: no output{_axis_note(axis, spec.dims)}",
+                )
         return
     if input_spec.dims != spec.dims:
         raise SpecError(

@@ -311,7 +311,7 @@ def test_disagreement_is_shown_not_hidden(cli, monkeypatch) -> None:
     """If torch ever measured something else than the formula, both figures stay visible."""
     real = measure.probe_receptive_field
     monkeypatch.setattr(
-        measure, "probe_receptive_field", lambda spec: tuple(v + 1 for v in real(spec))
+        measure, "probe_receptive_field", lambda spec, size=None: tuple(v + 1 for v in real(spec))
     )
     result = cli("conv", "--in", "3", "--out", "4", "--size", "8")
     assert result.exit_code == 0
