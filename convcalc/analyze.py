@@ -564,3 +564,18 @@ def compare(
         if options is not None and options.time:
             ratios[name]["latency"] = _latency_ratio(report, reports[0][1])
     return Comparison(input_spec, reports, ratios, theory_text)
+
+
+def analyze_network(
+    network: Any, *, command: str = "stack", title: str = "", options: Options | None = None
+) -> Report:
+    """A parsed stack (:class:`convcalc.stack.Network`): every layer, measured and by formula."""
+    return analyze_graph(
+        network.nodes,
+        network.input,
+        command=command,
+        title=title,
+        options=options,
+        names=network.names,
+        notes=network.notes,
+    )

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -61,6 +62,15 @@ class ConvcalcGroup(TyperGroup):
         except BrokenPipeError:
             sys.stderr.close()  # the reader went away (`| head`): nothing more to say
             sys.exit(int(ExitStatus.OK))
+        except Exception as error:  # a bug: one line, never a traceback (unless asked for)
+            if os.environ.get("CONVCALC_DEBUG"):
+                raise
+            sys.stderr.write(
+                f"error: convcalc failed unexpectedly ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}); please report it, "
+                "with CONVCALC_DEBUG=1 for the traceback\n"
+            )
+            sys.exit(int(ExitStatus.INTERNAL_ERROR))
         sys.exit(result if isinstance(result, int) else int(ExitStatus.OK))
 
 
@@ -730,6 +740,129 @@ def compare(
             options=common.options(),
         )
     _emit(comparison, common)
+
+
+@app.command()
+@shared_options
+def stack(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="A stack file (YAML, JSON or TOML; - for stdin), or layers inline: "
+            '"conv k7 s2 p3 out64; maxpool k3 s2 p1; dw k3; pw out128".',
+            show_default=False,
+        ),
+    ] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            "--arch",
+            rich_help_panel=LAYER,
+            help="A built-in architecture (see --list-archs).",
+            show_default=False,
+        ),
+    ] = None,
+    list_archs: Annotated[
+        bool,
+        typer.Option(
+            "--list-archs", rich_help_panel=LAYER, help="List the built-in architectures and exit."
+        ),
+    ] = False,
+    export: Annotated[
+        bool,
+        typer.Option(
+            "--export",
+            rich_help_panel=LAYER,
+            help="Print the stack (or --arch) as a YAML spec file and exit.",
+        ),
+    ] = False,
+    input_shape: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            metavar="N,C,H[,W...]",
+            rich_help_panel=INPUT,
+            help="The network input, like 1,3,224,224 [default: the file's input; "
+            "inline: --batch, --in, --size, --dims].",
+            show_default=False,
+        ),
+    ] = None,
+    in_channels: Annotated[
+        int,
+        typer.Option(
+            "--in", rich_help_panel=INPUT, help="Input channels of an inline stack without --input."
+        ),
+    ] = 3,
+    common: Common = SHARED,
+) -> None:
+    """A stack of layers or a whole network: every layer measured and by formula, and the
+    cumulative receptive field, effective stride and effective padding relative to the input.
+
+    Examples:
+
+      convcalc stack "conv k7 s2 p3 out64; maxpool k3 s2 p1; dw k3; pw out128"
+
+      convcalc stack net.yaml
+
+      convcalc stack --arch resnet18
+    """
+    if list_archs:
+        from .archs import DESCRIPTIONS
+
+        for name, description in DESCRIPTIONS.items():
+            sys.stdout.write(f"{name:14s} {description}\n")
+        return
+    with user_errors():
+        from .analyze import analyze_network
+        from .stack import build_network, parse_inline, parse_input
+
+        data, label = _stack_source(source, arch)
+        shape = parse_input(input_shape, "--input") if input_shape else None
+        if data is None:  # inline
+            data = {"layers": parse_inline(source or "")}
+            if shape is None:
+                size = common.input(in_channels)
+                shape = size.shape
+        if export:
+            _export(data, shape)
+            return
+        network = build_network(data, shape, common.dtype, label)
+        report = analyze_network(network, command="stack", title=label, options=common.options())
+    _emit(report, common)
+
+
+def _stack_source(source: str | None, arch: str | None) -> tuple[dict[str, Any] | None, str]:
+    """The stack's data and a label for it; None for an inline stack."""
+    from .errors import SpecError
+    from .stack import load_text
+
+    if arch is not None:
+        from .archs import ARCHITECTURES
+
+        if source is not None:
+            raise SpecError("arch", "give either --arch or a stack, not both")
+        if arch.lower() not in ARCHITECTURES:
+            raise SpecError("arch", f"--arch {arch!r} must be one of {', '.join(ARCHITECTURES)}")
+        return ARCHITECTURES[arch.lower()](), arch.lower()
+    if source is None:
+        raise SpecError("source", "give a stack file, - for stdin, layers inline, or --arch")
+    if source == "-":
+        return load_text(sys.stdin.read(), "<stdin>"), "<stdin>"
+    path = Path(source)
+    if path.suffix.lower() in (".yaml", ".yml", ".json", ".toml") or path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise SpecError("source", f"{source}: {error.strerror or error}") from None
+        return load_text(text, source), path.name
+    return None, "inline"
+
+
+def _export(data: dict[str, Any], shape: tuple[int, ...] | None) -> None:
+    import yaml
+
+    document = {"input": list(shape) if shape else data.get("input"), "layers": data["layers"]}
+    sys.stdout.write(yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100))
 
 
 def main() -> None:

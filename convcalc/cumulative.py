@@ -149,7 +149,10 @@ def cumulative(
     for index, node in enumerate(nodes):
         spec = node.spec
         before = state(node.inputs[0])
-        if before.whole_input or isinstance(spec, LinearSpec):
+        if before.whole_input:
+            results.append(before)
+            continue
+        if isinstance(spec, LinearSpec):
             results.append(
                 Cumulative(
                     network_input.size,

@@ -434,7 +434,7 @@ def figures(spec: LayerSpec, input_spec: InputSpec) -> Figures:
                 f"({n}, {channels}{MUL}{MUL.join(map(str, size)) or '1'}) = ({n}, {features:,})",
             ),
             Derived(0, "0"),
-            Derived(ones, "1 (a reshape)"),
+            Derived((), "— (flat)"),
         )
     return _simple(input_spec, same, Derived(0, "0"), Derived(ones, "1 (elementwise)"))
 

@@ -491,9 +491,31 @@ def _probe_adaptive(spec: AdaptivePoolSpec, input_size: Ints) -> Ints:
     return tuple(extents)
 
 
-def _probe_module(spec: LayerSpec) -> nn.Module | None:
-    """The one-channel stand-in of a layer in the receptive-field probe: its geometry, all
-    weights 1, float64; None where the probe stops (flat layers)."""
+def _averaging(module: nn.Module, kernel: Ints) -> nn.Module:
+    """Every weight 1/taps, frozen: the probe only differentiates with respect to its input."""
+    with torch.no_grad():
+        module.weight.fill_(1.0 / math.prod(kernel))  # type: ignore[operator]
+    module.weight.requires_grad_(False)  # type: ignore[operator]
+    return module
+
+
+def _probe_dtype(nodes: Sequence[Node]) -> torch.dtype:
+    """float32 (six times faster here) unless the smallest gradient the probe can produce, the
+    product of 1/taps along the longest path, could underflow it: then float64."""
+    depth: dict[int, float] = {-1: 0.0}
+    for index, node in enumerate(nodes):
+        spec = node.spec
+        taps = math.prod(spec.kernel_size) if isinstance(spec, ConvSpec | PoolSpec) else 1
+        depth[index] = max(depth[i] for i in node.inputs) + math.log10(taps)
+    return torch.float32 if max(depth.values()) < 30 else torch.float64
+
+
+def _probe_module(
+    spec: LayerSpec, real_size: Ints, dtype: torch.dtype = torch.float64
+) -> nn.Module | None:
+    """The one-channel stand-in of a layer in the receptive-field probe: its geometry, every
+    weight 1/taps (an average: values stay at most 1); None where the probe stops (flat
+    layers)."""
     if isinstance(spec, ConvSpec):
         cls = CONV_CLASSES[(spec.transposed, spec.dims)]
         kwargs: dict[str, Any] = {
@@ -501,14 +523,12 @@ def _probe_module(spec: LayerSpec) -> nn.Module | None:
             "padding": spec.padding,
             "dilation": spec.dilation,
             "bias": False,
-            "dtype": torch.float64,
+            "dtype": dtype,
         }
         if spec.transposed:
             kwargs["output_padding"] = spec.output_padding
         module = cls(1, 1, spec.kernel_size, **kwargs)
-        with torch.no_grad():
-            module.weight.fill_(1.0)  # type: ignore[operator]
-        return module
+        return _averaging(module, spec.kernel_size)
     if isinstance(spec, PoolSpec):
         # max pooling routes the gradient to one input per window: the probe averages instead,
         # which reaches every input of the window (its geometry is what is measured)
@@ -524,13 +544,20 @@ def _probe_module(spec: LayerSpec) -> nn.Module | None:
             padding=spec.padding,
             dilation=spec.dilation,
             bias=False,
-            dtype=torch.float64,
+            dtype=dtype,
         )
-        with torch.no_grad():
-            module.weight.fill_(1.0)  # type: ignore[operator]
-        return module
+        return _averaging(module, spec.kernel_size)
     if isinstance(spec, AdaptivePoolSpec):
-        return ADAPTIVE_CLASSES[("avg", spec.dims)](spec.output_size)
+        # its windows depend on the input size, which the probe changes: stand in with the
+        # windows it has at the real size (the identity, or uniform windows); otherwise stop
+        if spec.output_size == real_size:
+            return nn.Identity()
+        if all(n % o == 0 for n, o in zip(real_size, spec.output_size)) and any(
+            o > 1 for o in spec.output_size
+        ):
+            window = tuple(n // o for n, o in zip(real_size, spec.output_size))
+            return POOL_CLASSES[("avg", spec.dims)](window, window)
+        return None
     if isinstance(spec, LinearSpec) or getattr(spec, "kind", "") == "flatten":
         return None
     if getattr(spec, "kind", "") == "add":
@@ -538,7 +565,9 @@ def _probe_module(spec: LayerSpec) -> nn.Module | None:
     return nn.Identity()  # batch norm, activations, identity, dropout: no geometry
 
 
-def _geometry_bound(nodes: Sequence[Node], last: int, dims: int) -> tuple[list[int], list[int]]:
+def _geometry_bound(
+    nodes: Sequence[Node], last: int, dims: int, modules: Sequence[nn.Module | None]
+) -> tuple[list[int], list[int]]:
     """Upper bounds, per axis, of the receptive field and stride of node ``last``'s output, from
     kernel extents and strides alone (transposed layers counted as stride 1)."""
     fields: dict[int, list[int]] = {-1: [1] * dims}
@@ -552,10 +581,16 @@ def _geometry_bound(nodes: Sequence[Node], last: int, dims: int) -> tuple[list[i
                 field[axis] += spec.dilation[axis] * (spec.kernel_size[axis] - 1) * jump[axis]
                 transposed = isinstance(spec, ConvSpec) and spec.transposed
                 jump[axis] *= 1 if transposed else spec.stride[axis]
-        elif isinstance(spec, AdaptivePoolSpec):
-            field = [f * 4 for f in field]  # windows are small; generous
+        elif isinstance(spec, AdaptivePoolSpec) and not isinstance(modules[index], nn.Identity):
+            window = _ints(getattr(modules[index], "kernel_size", 1), dims)
+            field = [f + (w - 1) * j for f, w, j in zip(field, window, jump)]
+            jump = [j * w for j, w in zip(jump, window)]
         fields[index], jumps[index] = field, jump
     return fields[last], jumps[last]
+
+
+def _ints(value: Any, dims: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, tuple | list) else (int(value),) * dims
 
 
 def _asymmetry(nodes: Sequence[Node], axis: int) -> int:
@@ -573,7 +608,7 @@ def _asymmetry(nodes: Sequence[Node], axis: int) -> int:
 
 
 def probe_cumulative_receptive_field(
-    nodes: Sequence[Node], input_spec: InputSpec
+    nodes: Sequence[Node], input_spec: InputSpec, input_sizes: Sequence[Ints] | None = None
 ) -> list[Ints | None]:
     """Receptive field of one output of every node, relative to the network input, by autograd
     through a one-channel stand-in of the whole network (None for flat nodes).
@@ -585,7 +620,9 @@ def probe_cumulative_receptive_field(
     extent of its nonzero entries per axis is the measurement.
     """
     dims = input_spec.dims
-    modules = [_probe_module(node.spec) for node in nodes]
+    sizes = input_sizes or [input_spec.size] * len(nodes)
+    dtype = _probe_dtype(nodes)
+    modules = [_probe_module(node.spec, size, dtype) for node, size in zip(nodes, sizes)]
     spatial = []
     for index, module in enumerate(modules):
         if module is None:
@@ -594,7 +631,11 @@ def probe_cumulative_receptive_field(
     has_transposed = any(isinstance(n.spec, ConvSpec) and n.spec.transposed for n in nodes)
     graph = GraphModule([m or nn.Identity() for m in modules], [n.inputs for n in nodes])
     total_jump = [1] * dims
-    for node in nodes:
+    for node, module in zip(nodes, modules):
+        if isinstance(module, nn.AvgPool1d | nn.AvgPool2d | nn.AvgPool3d) and isinstance(
+            node.spec, AdaptivePoolSpec
+        ):
+            total_jump = [j * s for j, s in zip(total_jump, _ints(module.stride, dims))]
         if isinstance(node.spec, ConvSpec | PoolSpec) and not (
             isinstance(node.spec, ConvSpec) and node.spec.transposed
         ):
@@ -616,15 +657,20 @@ def probe_cumulative_receptive_field(
     # rounds as at the real size (and residual joins still match).
     need = [8] * dims
     for index in measured:
-        bound, jump = _geometry_bound(nodes, index, dims)
+        bound, jump = _geometry_bound(nodes, index, dims, modules)
         need = [max(n, b + 2 * j + 4) for n, b, j in zip(need, bound, jump)]
     need = [n + _asymmetry(nodes, axis) for axis, n in enumerate(need)]
     lengths = [n + (real - n) % step for real, n, step in zip(input_spec.size, need, total_jump)]
-    x = torch.ones((1, 1, *lengths), dtype=torch.float64, requires_grad=True)
+    x = torch.ones((1, 1, *lengths), dtype=dtype, requires_grad=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         outputs = graph.run(x, last=measured[-1])
     for index in measured:
+        source = nodes[index].inputs[0]
+        if isinstance(modules[index], nn.Identity) and source >= 0 and results[source]:
+            # batch norm, activations: the probe's output here is its input's, unchanged
+            results[index] = results[source]
+            continue
         y = outputs[index]
         center = [n // 2 for n in y.shape[2:]]
         if not has_transposed:  # every position alike: one gradient gives every axis
@@ -787,7 +833,11 @@ def measure_graph(
             )
             for node in nodes
         ]
-        cumulative = probe_cumulative_receptive_field(nodes, input_spec)
+        cumulative = probe_cumulative_receptive_field(
+            nodes,
+            input_spec,
+            [input_spec.size if n.inputs[0] < 0 else shapes[n.inputs[0]][2:] for n in nodes],
+        )
         backward: list[tuple[int, int] | None] = [None] * len(layers)
         if extras.train:
             for index, (node, layer) in enumerate(zip(nodes, layers)):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import IO, Any
 
@@ -15,6 +16,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from .cumulative import fraction_text
 from .formulas import group, human_bytes, shape_text
 from .memory import Memory
 from .report import LayerReport, Pair, Report
@@ -161,7 +163,8 @@ def _summary_table(report: Report) -> Table:
     table = Table(
         box=box.SIMPLE_HEAVY,
         caption=CAPTION.format(dtype=report.input.dtype)
-        + " Receptive field: the layer's own; total: the whole chain's.",
+        + " Receptive field: the layer's own; cumulative RF, effective stride and padding: "
+        "relative to the network input (Araujo et al., Distill 2019).",
         caption_justify="left",
         show_edge=False,
         pad_edge=False,
@@ -178,6 +181,9 @@ def _summary_table(report: Report) -> Table:
     if train:
         table.add_column("backward FLOPs", justify="right", no_wrap=True)
     table.add_column("receptive field", justify="right", no_wrap=True)
+    table.add_column("cumulative RF", justify="right", no_wrap=True)
+    table.add_column("eff. stride", justify="right", no_wrap=True)
+    table.add_column("eff. padding", justify="right", no_wrap=True)
     table.add_column("memory out", justify="right", no_wrap=True)
     if timed:
         table.add_column("latency ms", justify="right", no_wrap=True)
@@ -194,7 +200,11 @@ def _summary_table(report: Report) -> Table:
         ]
         if train:
             cells.append(_cell(layer.backward_flops) if layer.backward_flops else Text("—"))
-        cells += [_cell(layer.receptive_field), Text(human_bytes(memory.output))]
+        cells += [
+            _cell(layer.receptive_field),
+            *_cumulative_cells(layer),
+            Text(human_bytes(memory.output)),
+        ]
         if timed:
             gflops = layer.gflops_per_s
             cells += [
@@ -216,7 +226,14 @@ def _summary_table(report: Report) -> Table:
         cells.append(
             Text(f"train {_value(total.train_flops.measured)}") if total.train_flops else Text("")
         )
-    cells += [_cell(total.receptive_field), Text(f"{human_bytes(memory.total)} all")]
+    cumulative = total.cumulative
+    cells += [
+        Text(""),
+        _cell(total.receptive_field),
+        Text(_fractions(cumulative.effective_stride) if cumulative else ""),
+        Text(_fractions(cumulative.effective_padding) if cumulative else ""),
+        Text(f"{human_bytes(memory.total)} all"),
+    ]
     if timed:
         cells += [
             Text(f"{total.latency_ms:,.3f}" if total.latency_ms is not None else "—"),
@@ -226,6 +243,27 @@ def _summary_table(report: Report) -> Table:
     table.add_section()
     table.add_row(*cells, style="bold")
     return table
+
+
+def _fractions(values: tuple[Any, ...]) -> str:
+    texts = [fraction_text(v) for v in values]
+    if not texts:
+        return "—"
+    return texts[0] if len(set(texts)) == 1 and len(texts) > 1 else "×".join(texts)
+
+
+def _cumulative_cells(layer: LayerReport) -> list[Text]:
+    cumulative = layer.cumulative
+    if cumulative is None:
+        return [Text("")] * 3
+    if cumulative.whole_input:
+        return [Text("whole input"), Text("—"), Text("—")]
+    field = layer.cumulative_receptive_field
+    return [
+        _cell(field) if field is not None else Text("—"),
+        Text(_fractions(cumulative.effective_stride)),
+        Text(_fractions(cumulative.effective_padding)),
+    ]
 
 
 def _formula_lines(report: Report) -> Text:
@@ -249,16 +287,47 @@ def _formula_lines(report: Report) -> Text:
     return lines
 
 
-def _notes(report: Report) -> Text:
-    lines = Text()
+def _grouped_notes(report: Report) -> list[tuple[list[str], str]]:
+    """Each distinct note once, with the layers it applies to (numbers aside: a network's 50
+    batch norms give one line, not 50)."""
+    groups: dict[str, tuple[list[str], str]] = {}
     for layer in report.layers:
         for note in layer.notes:
-            lines.append(f"note ({layer.name}): {note}\n", style="yellow")
+            key = re.sub(r"[\d,]+", "#", note)
+            names, first = groups.setdefault(key, ([], note))
+            names.append(layer.name)
+    return list(groups.values())
+
+
+def _notes(report: Report) -> Text:
+    lines = Text()
+    for names, note in _grouped_notes(report):
+        if len(names) == 1:
+            lines.append(f"note ({names[0]}): {note}\n", style="yellow")
+        else:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            lines.append(
+                f"note ({len(names)} layers: {shown}): {note} (first of them)\n", style="yellow"
+            )
+    for layer in report.layers:
         for name in layer.disagreements:
             lines.append(
                 f"{DISAGREE} {layer.name}: {name} measured and formula differ; both are shown\n",
                 style="bold red",
             )
+    seen: set[str] = set()
+    for layer in report.layers:
+        note = layer.cumulative.note if layer.cumulative else ""
+        key = note.split("(")[0]
+        if note and key not in seen and "residual add" not in note:
+            seen.add(key)
+            lines.append(f"note ({layer.name}): {note}\n", style="yellow")
+    if report.total.receptive_field_of:
+        lines.append(
+            f"note: the total receptive field is that of {report.total.receptive_field_of}, the "
+            "last layer with a spatial output; after it every output sees the whole input\n",
+            style="yellow",
+        )
     if not report.total.receptive_field.agree:
         lines.append(
             f"{DISAGREE} total receptive field: measured and formula differ; both are shown\n",

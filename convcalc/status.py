@@ -11,5 +11,7 @@ class ExitStatus(IntEnum):
     CHECK_FAILED = 1
     #: invalid input: a bad option, spec or file (one line on stderr, nothing on stdout)
     INVALID_INPUT = 2
+    #: convcalc itself failed: a bug (one line on stderr; CONVCALC_DEBUG=1 shows the traceback)
+    INTERNAL_ERROR = 3
     #: interrupted (Ctrl-C)
     INTERRUPTED = 130
