@@ -579,3 +579,89 @@ def analyze_network(
         names=network.names,
         notes=network.notes,
     )
+
+
+def analyze_model(target: str, input_shape: tuple[int, ...], *, dtype: str = "float32") -> Report:
+    """A user's own nn.Module (``MODULE:ATTR``), run for real with hooks on every conv, pool,
+    linear and batch-norm layer: the same per-layer figures, and the model's totals."""
+    from . import measure
+
+    if len(input_shape) < 2:
+        raise SpecError("input", "--input needs at least N,C (like 1,3,224,224)")
+    model = measure.load_model(target)
+    measured = measure.measure_model(model, input_shape, dtype)
+    input_spec = InputSpec(input_shape[0], input_shape[1], tuple(input_shape[2:]), dtype)
+    layers: list[LayerReport] = []
+    for layer in measured.layers:
+        shape = layer.input_shape
+        layer_input = InputSpec(shape[0], shape[1], tuple(shape[2:]), dtype)
+        figures = formulas.figures(layer.spec, layer_input)
+        result = layer.measurement
+        width = DTYPE_BYTES[dtype]
+        layers.append(
+            LayerReport(
+                name=layer.name,
+                spec=layer.spec,
+                input_shape=shape,
+                output_shape=Pair(result.output_shape, figures.output_shape.value),
+                params=Pair(result.params, figures.params.value),
+                macs=Pair(result.macs, figures.macs.value),
+                flops=Pair(result.flops, figures.flops.value),
+                bias_adds=figures.bias_adds.value,
+                receptive_field=Pair(result.receptive_field, figures.receptive_field.value),
+                memory=Pair(
+                    summary_memory(
+                        math.prod(shape), [result.output_elements], result.params, width
+                    ),
+                    figures.memory.value,
+                ),
+                formula_text=figures.texts(),
+            )
+        )
+    notes = []
+    if measured.uncovered:
+        listed = ", ".join(
+            f"{name or '(model)'} ({count:,})"
+            for name, count in list(measured.uncovered.items())[:5]
+        )
+        notes.append(
+            f"{sum(measured.uncovered.values()):,} parameters sit in modules convcalc has no "
+            f"formula for: {listed}; the total parameter formula leaves them out"
+        )
+    if not layers:
+        notes.append("the model has no conv, pool, linear or batch-norm layer")
+    width = DTYPE_BYTES[dtype]
+    formula_params = sum(x.params.formula for x in layers)
+    total = Total(
+        params=Pair(measured.params, formula_params),
+        macs=_sum_pair([x.macs for x in layers]),
+        flops=_sum_pair([x.flops for x in layers]),
+        bias_adds=sum(x.bias_adds for x in layers),
+        output_shape=Pair(measured.output_shape, None),  # type: ignore[arg-type]
+        receptive_field=Pair(measured.receptive_field, None),  # type: ignore[arg-type]
+        memory=Pair(
+            summary_memory(
+                math.prod(input_shape),
+                [math.prod(x.output_shape.measured or ()) for x in layers] or [0],
+                measured.params,
+                width,
+            ),
+            summary_memory(
+                math.prod(input_shape),
+                [math.prod(x.output_shape.formula) for x in layers] or [0],
+                formula_params,
+                width,
+            ),
+        ),
+        receptive_field_of=measured.receptive_field_of,
+    )
+    return Report(
+        command="model",
+        input=input_spec,
+        layers=tuple(layers),
+        total=total,
+        measured_on="cpu",
+        sources={**measured.sources, "measured_on": "cpu: the model runs for real"},
+        title=target,
+        notes=tuple(notes),
+    )

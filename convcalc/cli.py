@@ -865,6 +865,50 @@ def _export(data: dict[str, Any], shape: tuple[int, ...] | None) -> None:
     sys.stdout.write(yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100))
 
 
+@app.command()
+@shared_options
+def model(
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE:ATTR",
+            help="Your nn.Module: an instance, a class or a factory taking no arguments, as "
+            "package.module:Attr or path/to/file.py:Attr.",
+            show_default=False,
+        ),
+    ],
+    input_shape: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            metavar="N,C,H[,W...]",
+            rich_help_panel=INPUT,
+            help="The input to run the model on.",
+            show_default=True,
+        ),
+    ] = "1,3,224,224",
+    common: Common = SHARED,
+) -> None:
+    """Your own model: runs it for real with hooks on every conv, pool, linear and batch-norm
+    layer and prints the same per-layer figures and the totals; the receptive field of its
+    output by autograd.
+
+    Example: convcalc model torchvision.models:resnet18 --input 1,3,224,224
+    """
+    for flag, value in (("--train", common.train), ("--time", common.time)):
+        if value:
+            fail(f"{flag} is not available for model yet (use stack or conv)")
+    if common.measure_on not in ("auto", "cpu"):
+        fail("--measure-on meta is not available for model: it runs the model for real")
+    with user_errors():
+        from .analyze import analyze_model
+        from .stack import parse_input
+
+        shape = parse_input(input_shape, "--input")
+        report = analyze_model(target, shape, dtype=common.dtype)
+    _emit(report, common)
+
+
 def main() -> None:
     """Console-script entry point (also ``python -m convcalc``).
 

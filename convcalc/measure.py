@@ -120,7 +120,7 @@ class Add(nn.Module):
         return total
 
 
-POOL_CLASSES = {
+POOL_CLASSES: dict[tuple[str, int], Callable[..., nn.Module]] = {
     ("max", 1): nn.MaxPool1d,
     ("max", 2): nn.MaxPool2d,
     ("max", 3): nn.MaxPool3d,
@@ -128,7 +128,7 @@ POOL_CLASSES = {
     ("avg", 2): nn.AvgPool2d,
     ("avg", 3): nn.AvgPool3d,
 }
-ADAPTIVE_CLASSES = {
+ADAPTIVE_CLASSES: dict[tuple[str, int], Callable[..., nn.Module]] = {
     ("max", 1): nn.AdaptiveMaxPool1d,
     ("max", 2): nn.AdaptiveMaxPool2d,
     ("max", 3): nn.AdaptiveMaxPool3d,
@@ -495,7 +495,7 @@ def _averaging(module: nn.Module, kernel: Ints) -> nn.Module:
     """Every weight 1/taps, frozen: the probe only differentiates with respect to its input."""
     with torch.no_grad():
         module.weight.fill_(1.0 / math.prod(kernel))  # type: ignore[operator]
-    module.weight.requires_grad_(False)  # type: ignore[operator]
+    module.weight.requires_grad_(False)
     return module
 
 
@@ -589,6 +589,11 @@ def _geometry_bound(
     return fields[last], jumps[last]
 
 
+def _global_pool(spec: LayerSpec) -> bool:
+    """Adaptive pooling to size 1: every output sees the whole input, by definition."""
+    return isinstance(spec, AdaptivePoolSpec) and all(o == 1 for o in spec.output_size)
+
+
 def _ints(value: Any, dims: int) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, tuple | list) else (int(value),) * dims
 
@@ -641,14 +646,7 @@ def probe_cumulative_receptive_field(
         ):
             total_jump = [j * s for j, s in zip(total_jump, node.spec.stride)]
     results: list[Ints | None] = [None] * len(nodes)
-    measured = [
-        index
-        for index in spatial
-        if not (
-            isinstance(nodes[index].spec, AdaptivePoolSpec)
-            and all(o == 1 for o in nodes[index].spec.output_size)
-        )  # type: ignore[union-attr]
-    ]
+    measured = [index for index in spatial if not _global_pool(nodes[index].spec)]
     if not measured:
         return results
     # one probe input for all nodes, a little larger than any of their fields could be: the
@@ -960,3 +958,286 @@ def measure_graph(
         sources=sources,
         timing=timing,
     )
+
+
+# --- users' own models ----------------------------------------------------------------------------
+
+
+def load_model(target: str) -> nn.Module:
+    """``package.module:attr`` or ``path/to/file.py:attr``: an nn.Module, or a class or factory
+    called with no arguments. Import errors become :class:`SpecError` (bad input)."""
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if ":" not in target:
+        raise SpecError("model", f"{target!r} must be MODULE:ATTR, like mypkg.nets:ResNet")
+    module_name, _, attr = target.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            if spec is None or spec.loader is None or not path.exists():
+                raise SpecError("model", f"cannot import {module_name}: no such file")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and "." not in sys.path:
+                sys.path.insert(0, "")
+            module = importlib.import_module(module_name)
+    except SpecError:
+        raise
+    except Exception as error:  # whatever the user's module raises while importing
+        raise SpecError(
+            "model", f"cannot import {module_name}: {type(error).__name__}: {_first_line(error)}"
+        ) from None
+    try:
+        found = module
+        for part in attr.split("."):
+            found = getattr(found, part)
+    except AttributeError:
+        raise SpecError("model", f"{module_name} has no attribute {attr!r}") from None
+    if isinstance(found, nn.Module):
+        return found.eval()
+    if not callable(found):
+        raise SpecError("model", f"{target} is neither an nn.Module nor a class or factory")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            built = found()
+    except Exception as error:
+        raise SpecError(
+            "model", f"{target}() failed: {type(error).__name__}: {_first_line(error)}"
+        ) from None
+    if not isinstance(built, nn.Module):
+        raise SpecError("model", f"{target}() returned {type(built).__name__}, not an nn.Module")
+    return built.eval()
+
+
+def spec_of(name: str, module: nn.Module) -> LayerSpec | None:
+    """The spec of a conv, pool, linear or batch-norm module (None for anything else)."""
+
+    def ints(value: Any, dims: int) -> Ints:
+        return tuple(value) if isinstance(value, tuple | list) else (int(value),) * dims
+
+    if isinstance(module, nn.modules.conv._ConvNd):
+        dims = len(module.kernel_size)
+        padding: Any = module.padding if isinstance(module.padding, str) else tuple(module.padding)
+        return ConvSpec(
+            module.in_channels,
+            module.out_channels,
+            tuple(module.kernel_size),
+            tuple(module.stride),
+            padding,
+            tuple(module.dilation),
+            module.groups,
+            module.bias is not None,
+            module.transposed,
+            tuple(module.output_padding),
+            module.padding_mode,
+            name,
+        )
+    pools = {
+        nn.MaxPool1d: ("max", 1),
+        nn.MaxPool2d: ("max", 2),
+        nn.MaxPool3d: ("max", 3),
+        nn.AvgPool1d: ("avg", 1),
+        nn.AvgPool2d: ("avg", 2),
+        nn.AvgPool3d: ("avg", 3),
+    }
+    for cls, (kind, dims) in pools.items():
+        if type(module) is cls:
+            kernel = ints(module.kernel_size, dims)
+            stride = ints(module.stride or module.kernel_size, dims)
+            dilation = ints(getattr(module, "dilation", 1), dims)
+            return PoolSpec(
+                kind,
+                dims,
+                0,
+                kernel,
+                stride,
+                ints(module.padding, dims),
+                dilation,
+                bool(module.ceil_mode),
+                name,
+            )
+    for cls, (kind, dims) in {
+        nn.AdaptiveAvgPool1d: ("avg", 1),
+        nn.AdaptiveAvgPool2d: ("avg", 2),
+        nn.AdaptiveAvgPool3d: ("avg", 3),
+        nn.AdaptiveMaxPool1d: ("max", 1),
+        nn.AdaptiveMaxPool2d: ("max", 2),
+        nn.AdaptiveMaxPool3d: ("max", 3),
+    }.items():
+        if type(module) is cls:
+            size = module.output_size
+            if size is None or (isinstance(size, tuple) and None in size):
+                return None
+            return AdaptivePoolSpec(kind, dims, 0, ints(size, dims), name)
+    if isinstance(module, nn.Linear):
+        return LinearSpec(module.in_features, module.out_features, module.bias is not None, name)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return NormSpec(module.num_features, 0, name, module.affine)
+    return None
+
+
+@dataclass(frozen=True)
+class ModelLayer:
+    name: str
+    spec: LayerSpec
+    input_shape: Ints
+    measurement: LayerMeasurement
+
+
+@dataclass(frozen=True)
+class ModelMeasurement:
+    layers: tuple[ModelLayer, ...]
+    params: int
+    output_shape: Ints
+    #: autograd on the real model: extent of the input gradient of one output element
+    receptive_field: Ints | None
+    receptive_field_of: str
+    #: modules with parameters that no formula covers: name -> parameter count
+    uncovered: dict[str, int]
+    sources: dict[str, str]
+
+
+def measure_model(model: nn.Module, input_shape: Ints, dtype: str = "float32") -> ModelMeasurement:
+    """Run a user's model for real with hooks on every conv, pool, linear and batch-norm module:
+    per layer its input and output shapes, torch's FLOPs and fvcore's MACs; the model's own
+    parameter count; and the receptive field of its output by autograd."""
+    named = [(name, module, spec_of(name, module)) for name, module in model.named_modules()]
+    hooked = [(name, module, spec) for name, module, spec in named if spec is not None]
+    counter = _DispatchCounter()
+    shapes_in: dict[int, Ints] = {}
+    shapes_out: dict[int, Ints] = {}
+    handles = []
+    for index, (_, module, _) in enumerate(hooked):
+
+        def before(mod: nn.Module, args: Any, index: int = index) -> None:
+            counter.current = index
+            shapes_in[index] = tuple(args[0].shape)
+
+        def after(mod: nn.Module, args: Any, out: Any, index: int = index) -> None:
+            shapes_out.setdefault(index, tuple(out.shape) if hasattr(out, "shape") else ())
+            counter.current = None
+
+        handles.append(module.register_forward_pre_hook(before))
+        handles.append(module.register_forward_hook(after))
+    x = torch.zeros(input_shape)
+    shown = "x".join(map(str, input_shape))
+    try:
+        with torch.no_grad(), counter, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            output = model(x)
+    except Exception as error:
+        raise SpecError(
+            "input",
+            f"the model failed on input {shown}: {type(error).__name__}: {_first_line(error)}",
+        ) from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not isinstance(output, torch.Tensor):
+        raise SpecError("model", f"the model returned {type(output).__name__}, not a tensor")
+    fv = _fvcore_module(model, x)
+    layers = []
+    for index, (name, module, spec) in enumerate(hooked):
+        if index not in shapes_in:
+            continue  # not called in this forward pass
+        spec = _with_channels(spec, shapes_in[index])
+        counts = fv.get(name, {})
+        macs = sum(int(v) for op, v in counts.items() if op in FVCORE_MAC_OPS)
+        layers.append(
+            ModelLayer(
+                name,
+                spec,
+                shapes_in[index],
+                LayerMeasurement(
+                    output_shape=shapes_out[index],
+                    params=sum(p.numel() for p in module.parameters(recurse=False)),
+                    flops=counter.flops.get(index, 0),
+                    macs=macs,
+                    receptive_field=probe_receptive_field(spec, shapes_in[index][2:]),
+                    output_elements=math.prod(shapes_out[index]),
+                ),
+            )
+        )
+    covered = {name for name, _, _ in hooked}
+    uncovered = {
+        name: sum(p.numel() for p in module.parameters(recurse=False))
+        for name, module in model.named_modules()
+        if name not in covered and any(True for _ in module.parameters(recurse=False))
+    }
+    field, of = _model_receptive_field(model, input_shape)
+    return ModelMeasurement(
+        layers=tuple(layers),
+        params=sum(p.numel() for p in model.parameters()),
+        output_shape=tuple(output.shape),
+        receptive_field=field,
+        receptive_field_of=of,
+        uncovered=uncovered,
+        sources={
+            "output_shape": "the real CPU run, hooks on each layer",
+            "params": "the model's own parameters (each layer's: its module's)",
+            "macs": "fvcore FlopCountAnalysis of the whole model, per module",
+            "flops": "torch.utils.flop_counter's formulas on the real CPU run, per module",
+            "receptive_field": (
+                "each layer's: a one-channel probe of its geometry; the model's: autograd on the "
+                "real model (real weights), extent of the input gradient of one output element"
+            ),
+        },
+    )
+
+
+def _with_channels(spec: LayerSpec, input_shape: Ints) -> LayerSpec:
+    """Pools and 1-D batch norms learn their channel count and dims from their input."""
+    if isinstance(spec, PoolSpec | AdaptivePoolSpec):
+        return replace(spec, channels=input_shape[1])
+    if isinstance(spec, NormSpec):
+        return replace(spec, dims=len(input_shape) - 2)
+    return spec
+
+
+def _fvcore_module(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+        from fvcore.nn.jit_handles import conv_flop_count, get_shape
+
+        def convolution_mode(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
+            shapes = (get_shape(v) for v in (inputs[0], inputs[1], outputs[0]))
+            return Counter({"conv": int(conv_flop_count(*shapes, False))})
+
+        analysis = FlopCountAnalysis(model, x)
+        analysis.set_op_handle("aten::_convolution_mode", convolution_mode)
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        analysis.tracer_warnings("none")
+        try:
+            return dict(analysis.by_module_and_operator())
+        except Exception:  # fvcore could not trace this model
+            return {}
+
+
+def _model_receptive_field(model: nn.Module, input_shape: Ints) -> tuple[Ints | None, str]:
+    """Extent of the nonzero input gradient of the output's central element (its first, for a
+    flat output), on the real model in float64 with a random positive input."""
+    if len(input_shape) < 3:
+        return None, ""
+    import copy
+
+    probe = copy.deepcopy(model).double().eval()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(input_shape, generator=generator, dtype=torch.float64) + 0.5
+    x.requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y = probe(x)
+    index = (0, 0, *(n // 2 for n in y.shape[2:])) if y.dim() > 2 else (0,) * y.dim()
+    (grad,) = torch.autograd.grad(y[index], x)
+    hits = torch.nonzero(grad[0].abs().sum(0)).T
+    extents = tuple(int(h.max() - h.min()) + 1 if h.numel() else 0 for h in hits)
+    return extents, "output[" + ", ".join(map(str, index)) + "]"

@@ -181,9 +181,11 @@ def _summary_table(report: Report) -> Table:
     if train:
         table.add_column("backward FLOPs", justify="right", no_wrap=True)
     table.add_column("receptive field", justify="right", no_wrap=True)
-    table.add_column("cumulative RF", justify="right", no_wrap=True)
-    table.add_column("eff. stride", justify="right", no_wrap=True)
-    table.add_column("eff. padding", justify="right", no_wrap=True)
+    cumulative_columns = any(layer.cumulative is not None for layer in report.layers)
+    if cumulative_columns:
+        table.add_column("cumulative RF", justify="right", no_wrap=True)
+        table.add_column("eff. stride", justify="right", no_wrap=True)
+        table.add_column("eff. padding", justify="right", no_wrap=True)
     table.add_column("memory out", justify="right", no_wrap=True)
     if timed:
         table.add_column("latency ms", justify="right", no_wrap=True)
@@ -202,7 +204,7 @@ def _summary_table(report: Report) -> Table:
             cells.append(_cell(layer.backward_flops) if layer.backward_flops else Text("—"))
         cells += [
             _cell(layer.receptive_field),
-            *_cumulative_cells(layer),
+            *(_cumulative_cells(layer) if cumulative_columns else []),
             Text(human_bytes(memory.output)),
         ]
         if timed:
@@ -227,13 +229,16 @@ def _summary_table(report: Report) -> Table:
             Text(f"train {_value(total.train_flops.measured)}") if total.train_flops else Text("")
         )
     cumulative = total.cumulative
-    cells += [
-        Text(""),
-        _cell(total.receptive_field),
-        Text(_fractions(cumulative.effective_stride) if cumulative else ""),
-        Text(_fractions(cumulative.effective_padding) if cumulative else ""),
-        Text(f"{human_bytes(memory.total)} all"),
-    ]
+    if cumulative_columns:
+        cells += [
+            Text(""),
+            _cell(total.receptive_field),
+            Text(_fractions(cumulative.effective_stride) if cumulative else ""),
+            Text(_fractions(cumulative.effective_padding) if cumulative else ""),
+        ]
+    else:
+        cells.append(_cell(total.receptive_field))
+    cells.append(Text(f"{human_bytes(memory.total)} all"))
     if timed:
         cells += [
             Text(f"{total.latency_ms:,.3f}" if total.latency_ms is not None else "—"),
@@ -278,7 +283,7 @@ def _formula_lines(report: Report) -> Text:
         if layer.receptive_field.formula != tuple(1 for _ in layer.receptive_field.formula):
             parts.append(f"receptive field {text.get('receptive_field', '')}")
         lines.append(f"  {layer.name}: " + "; ".join(parts) + "\n", style="dim")
-    if len(report.layers) > 1:
+    if len(report.layers) > 1 and report.total.receptive_field.formula is not None:
         lines.append(
             f"  total receptive field: {_value(report.total.receptive_field.formula)}\n",
             style="dim",
@@ -322,7 +327,14 @@ def _notes(report: Report) -> Text:
         if note and key not in seen and "residual add" not in note:
             seen.add(key)
             lines.append(f"note ({layer.name}): {note}\n", style="yellow")
-    if report.total.receptive_field_of:
+    if report.command == "model":
+        lines.append(
+            f"note: the model's receptive field, {_value(report.total.receptive_field.measured)}"
+            f", is measured by autograd from {report.total.receptive_field_of}; convcalc has no "
+            "formula for an arbitrary model's graph\n",
+            style="yellow",
+        )
+    elif report.total.receptive_field_of:
         lines.append(
             f"note: the total receptive field is that of {report.total.receptive_field_of}, the "
             "last layer with a spatial output; after it every output sees the whole input\n",
@@ -357,7 +369,7 @@ def _title(report: Report) -> Text:
     title.append(f"convcalc {report.command}", style="bold")
     if report.title:
         title.append(f"  {report.title}")
-    if len(report.layers) == 1:
+    if len(report.layers) == 1 and report.command not in ("stack", "model"):
         title.append(f"  {report.layers[0].spec.describe()}")
     title.append(f"  on input {shape_text(report.input.shape)} ({report.input.dtype})")
     return title
@@ -427,7 +439,7 @@ def _vs_undilated(extra: dict[str, Any]) -> Table:
 
 def _report(report: Report, detail: bool) -> Group:
     parts: list[Any] = [_title(report), Text()]
-    if len(report.layers) == 1:
+    if len(report.layers) == 1 and report.command not in ("stack", "model"):
         parts.append(_figure_table(report.layers[0], report.input.dtype))
     else:
         parts.append(_summary_table(report))

@@ -25,8 +25,9 @@ class Pair(Generic[T]):
 
     @property
     def agree(self) -> bool:
-        """Equal, or not measured (shown as such; not a disagreement)."""
-        return self.measured is None or self.measured == self.formula
+        """Equal, or one side missing: not measured, or no formula (a user's model's output),
+        shown as such; not a disagreement."""
+        return self.measured is None or self.formula is None or self.measured == self.formula
 
     def to_dict(self) -> dict[str, Any]:
         return {"measured": _plain(self.measured), "formula": _plain(self.formula)}

@@ -181,7 +181,7 @@ def _toml() -> Any:
     try:
         import tomllib
     except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli as tomllib
     return tomllib
 
 
@@ -400,7 +400,7 @@ class _Builder:
         labels = Labels(STACK_LABELS)
         get = layer.get
         bias = bool(get("bias", True))
-        common = {"dims": here.dims, "in_channels": here.channels, "labels": labels}
+        common: dict[str, Any] = {"dims": here.dims, "in_channels": here.channels, "labels": labels}
         if op == "dw":
             multiplier = _positive(get("multiplier", 1), "multiplier")
             kernel = parse_ints(get("kernel", 3), here.dims, "kernel_size", labels)
