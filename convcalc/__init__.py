@@ -1,8 +1,35 @@
 """convcalc: the convolution cost calculator. Every figure measured from the real PyTorch layer
-and set beside its closed-form formula."""
+and set beside its closed-form formula.
+
+    from convcalc import analyze, analyze_stack, analyze_module
+    report = analyze(64, 256, kernel=3, padding=1)
+    report["total.params"]      # 147712, as in `convcalc conv ... --get total.params`
+    report.to_dict()            # the JSON of `--format json`
+
+The API is imported lazily: ``import convcalc`` loads neither torch nor Rich.
+"""
 
 from __future__ import annotations
 
-from ._version import __version__
+from typing import Any
 
-__all__ = ["__version__"]
+from ._version import __version__
+from .errors import ConvcalcError, MeasurementError, SpecError
+
+__all__ = [
+    "ConvcalcError",
+    "MeasurementError",
+    "SpecError",
+    "__version__",
+    "analyze",
+    "analyze_module",
+    "analyze_stack",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("analyze", "analyze_stack", "analyze_module"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'convcalc' has no attribute {name!r}")

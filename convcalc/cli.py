@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -120,7 +121,7 @@ def user_errors() -> Iterator[None]:
 
 # --- shared options ----------------------------------------------------------------------------
 
-FORMATS = ("table", "json")
+FORMATS = ("table", "json", "jsonl", "csv", "markdown")  # convcalc.formats.FORMATS
 SHAPE = "N[xN...]"
 LAYER = "Layer"
 INPUT = "Input and output"
@@ -228,7 +229,48 @@ Dtype = Annotated[
     ),
 ]
 Format = Annotated[
-    str, typer.Option("--format", "-f", rich_help_panel=INPUT, help="Output: table or json.")
+    str,
+    typer.Option(
+        "--format", "-f", rich_help_panel=INPUT, help="Output: table, json, jsonl, csv or markdown."
+    ),
+]
+Get = Annotated[
+    str | None,
+    typer.Option(
+        "--get",
+        metavar="PATH",
+        rich_help_panel=INPUT,
+        show_default=False,
+        help="Print only the value at PATH of the JSON, like total.params.",
+    ),
+]
+Expect = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--expect",
+        metavar="PATH[OP]VALUE",
+        rich_help_panel=MEASURE,
+        show_default=False,
+        help="Fail (exit 1) unless it holds: total.params=17280, 'total.macs<=1e9', "
+        "total.output_shape=1x256x224x224, agree=true. Repeatable.",
+    ),
+]
+Conventions = Annotated[
+    bool,
+    typer.Option(
+        "--conventions",
+        rich_help_panel=INPUT,
+        help="Also the figure fvcore, torchinfo, ptflops, thop, torch and "
+        "calflops/DeepSpeed would print, each with its rule.",
+    ),
+]
+Strict = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        rich_help_panel=MEASURE,
+        help="Exit 1 when a measured figure and its formula disagree.",
+    ),
 ]
 Json = Annotated[
     bool, typer.Option("--json", rich_help_panel=INPUT, help="Short for --format json.")
@@ -293,9 +335,13 @@ class Common:
     device: str
     detail: bool
     no_color: bool
+    get: str | None = None
+    expect: tuple[str, ...] = ()
+    strict: bool = False
+    conventions: bool = False
 
     def options(self) -> Any:
-        from .analyze import Options
+        from .engine import Options
 
         return Options(
             measure_on=self.measure_on, train=self.train, time=self.time, device=self.device
@@ -319,6 +365,10 @@ COMMON_PARAMS: list[tuple[str, Any, Any]] = [
     ("as_json", Json, False),
     ("detail", Detail, False),
     ("no_color", NoColor, False),
+    ("get", Get, None),
+    ("expect", Expect, None),
+    ("strict", Strict, False),
+    ("conventions", Conventions, False),
     ("measure_on", MeasureOn, "auto"),
     ("train", Train, False),
     ("time", Time, False),
@@ -353,6 +403,12 @@ def shared_options(func: Callable[..., None]) -> Callable[..., None]:
         chosen = "json" if shared.pop("as_json") else fmt.lower()
         if chosen not in FORMATS:
             fail(f"--format {fmt!r} must be one of {', '.join(FORMATS)}")
+        shared["expect"] = tuple(shared["expect"] or ())
+        with user_errors():
+            from .query import parse_expectation
+
+            for text in shared["expect"]:
+                parse_expectation(text)  # a malformed expectation fails before any work
         func(common=Common(fmt=chosen, **shared), **kwargs)
 
     parameters = [*own, *added]
@@ -362,9 +418,54 @@ def shared_options(func: Callable[..., None]) -> Callable[..., None]:
 
 
 def _emit(report: Any, common: Common) -> None:
-    from .render import render
+    """Write the report; then --expect and --strict decide the exit status. A bad --get or
+    --expect path is invalid input: it fails before anything is written."""
+    from .formats import write
+    from .query import check_all, format_value, get_path, parse_expectation
 
-    render(report, common.fmt, no_color=common.no_color, detail=common.detail)
+    if common.conventions:
+        report = _with_conventions(report)
+    data = report.to_dict() if (common.get or common.expect) else None
+    with user_errors():
+        failures = check_all(data, [parse_expectation(text) for text in common.expect])
+        value = get_path(data, common.get) if common.get else None
+    if common.get:
+        sys.stdout.write(format_value(value) + "\n")
+    else:
+        write(report, common.fmt, no_color=common.no_color, detail=common.detail)
+    sys.stdout.flush()
+    if common.strict and not report.agree:
+        failures.append(
+            "measured and formula disagree (--strict): " + ", ".join(_disagreements(report))
+        )
+    if failures:
+        for line in failures:
+            sys.stderr.write(f"{line}\n")
+        raise typer.Exit(int(ExitStatus.CHECK_FAILED))
+
+
+def _with_conventions(report: Any) -> Any:
+    from dataclasses import replace
+
+    from .conventions import conventions
+
+    if hasattr(report, "versions"):
+        return replace(
+            report,
+            versions=tuple((name, _with_conventions(version)) for name, version in report.versions),
+        )
+    return replace(report, extra={**report.extra, "conventions": conventions(report.to_dict())})
+
+
+def _disagreements(report: Any) -> list[str]:
+    reports = [r for _, r in report.versions] if hasattr(report, "versions") else [report]
+    found = [
+        f"{layer.name}: {name}"
+        for r in reports
+        for layer in r.layers
+        for name in layer.disagreements
+    ]
+    return found or ["total receptive field"]
 
 
 @app.command()
@@ -394,7 +495,7 @@ def conv(
       convcalc conv --in 64 --out 64 -k 3 -p same -d 2 -g 64 --size 56x80 --batch 8 --json
     """
     with user_errors():
-        from .analyze import analyze
+        from .engine import analyze
         from .spec import build_conv
 
         spec = build_conv(
@@ -427,7 +528,7 @@ def _chain(
     command: str, title: str, build: Callable[[], list[Any]], channels: int, common: Common
 ) -> None:
     with user_errors():
-        from .analyze import analyze_chain
+        from .engine import analyze_chain
 
         input_spec = common.input(channels)  # the input's errors first: gdconv's kernel is it
         report = analyze_chain(
@@ -547,7 +648,7 @@ def group(
     Example: convcalc group --in 64 --out 256 -g 8
     """
     with user_errors():
-        from .analyze import analyze_grouped
+        from .engine import analyze_grouped
         from .spec import build_conv
 
         conv_spec = build_conv(
@@ -599,7 +700,7 @@ def dilated(
     Example: convcalc dilated --in 64 --out 64 -d 2
     """
     with user_errors():
-        from .analyze import analyze_dilated
+        from .engine import analyze_dilated
         from .presets import dilated_padding
         from .spec import Labels, build_conv, parse_ints
 
@@ -727,7 +828,7 @@ def compare(
     Example: convcalc compare --in 64 --out 256 -g 8 --time
     """
     with user_errors():
-        from .analyze import compare as run_compare
+        from .engine import compare as run_compare
 
         comparison = run_compare(
             dims=common.dims,
@@ -813,7 +914,7 @@ def stack(
             sys.stdout.write(f"{name:14s} {description}\n")
         return
     with user_errors():
-        from .analyze import analyze_network
+        from .engine import analyze_network
         from .stack import build_network, parse_inline, parse_input
 
         data, label = _stack_source(source, arch)
@@ -901,12 +1002,99 @@ def model(
     if common.measure_on not in ("auto", "cpu"):
         fail("--measure-on meta is not available for model: it runs the model for real")
     with user_errors():
-        from .analyze import analyze_model
+        from .engine import analyze_model
         from .stack import parse_input
 
         shape = parse_input(input_shape, "--input")
         report = analyze_model(target, shape, dtype=common.dtype)
     _emit(report, common)
+
+
+@app.command()
+def batch(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE|-",
+            help="Specs, one layer each: JSONL objects or CSV rows with a header. Keys: those "
+            "of a stack layer (op, out, kernel, stride, padding, ...) and in, size, dims, batch "
+            "or input.",
+            show_default=False,
+        ),
+    ],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Results: jsonl or csv.")] = "jsonl",
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first spec that fails.")
+    ] = False,
+    dtype: Dtype = "float32",
+    measure_on: MeasureOn = "auto",
+    train: Train = False,
+    time: Time = False,
+    device: Device = "cpu",
+) -> None:
+    """Sweep many specs in one process: one result per spec, in input order, each written and
+    flushed as soon as it is done. A bad spec gives an error record (its line and message) and
+    the others go on; the exit status is then 2.
+
+    Example: convcalc batch sweep.jsonl > results.jsonl
+    """
+    chosen = fmt.lower()
+    if chosen not in ("jsonl", "csv"):
+        fail(f"--format {fmt!r} must be jsonl or csv for batch")
+    with user_errors():
+        from .batch import read_specs, run
+        from .engine import Options
+
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            try:
+                text = Path(source).read_text(encoding="utf-8")
+            except OSError as error:
+                fail(f"{source}: {error.strerror or error}")
+        specs = read_specs(text, source)
+        options = Options(measure_on=measure_on, train=train, time=time, device=device)
+    from .formats import CSV_COLUMNS, csv_text, flat_rows
+
+    columns = ("line", "error", *CSV_COLUMNS)
+    if chosen == "csv":
+        sys.stdout.write(csv_text([], header=True, columns=columns))
+    failed = 0
+    with _progress(len(specs)) as advance:
+        for spec, report, error in run(specs, dtype, options):
+            if error is not None:
+                failed += 1
+                record: dict[str, Any] = {"line": spec.line, "error": error, "spec": spec.data}
+                if chosen == "jsonl":
+                    sys.stdout.write(json.dumps(record) + "\n")
+                else:
+                    sys.stdout.write(csv_text([record], header=False, columns=columns))
+            elif chosen == "jsonl":
+                sys.stdout.write(json.dumps({"line": spec.line, **report.to_dict()}) + "\n")
+            else:
+                total = flat_rows(report.to_dict())[-1]
+                sys.stdout.write(
+                    csv_text([{"line": spec.line, **total}], header=False, columns=columns)
+                )
+            sys.stdout.flush()
+            advance()
+            if error is not None and fail_fast:
+                break
+    if failed:
+        sys.stderr.write(f"{failed} of {len(specs)} specs failed; see their error records\n")
+        raise typer.Exit(int(ExitStatus.INVALID_INPUT))
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[], None]]:
+    """A Rich progress bar on stderr, only on a terminal; elsewhere nothing."""
+    if not sys.stderr.isatty() or total < 2:
+        yield lambda: None
+        return
+    from .render import progress
+
+    with progress(total) as advance:
+        yield advance
 
 
 def main() -> None:

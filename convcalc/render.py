@@ -1,14 +1,15 @@
-"""The one module that imports Rich: turns reports into a table or JSON on stdout.
+"""The one module that imports Rich: reports as tables (``--format table``, the default).
 
-One function, :func:`render`, picks the renderer for ``--format``; data goes to stdout only.
+convcalc.formats picks the renderer for every format; this one is loaded only for tables.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 from rich import box
@@ -20,8 +21,6 @@ from .cumulative import fraction_text
 from .formulas import group, human_bytes, shape_text
 from .memory import Memory
 from .report import LayerReport, Pair, Report
-
-FORMATS = ("table", "json")
 
 CAPTION = (
     "MACs: fvcore's count (one multiply-add = one flop). FLOPs: torch.utils.flop_counter's "
@@ -46,19 +45,10 @@ def make_console(file: IO[str] | None = None, *, no_color: bool = False) -> Cons
     )
 
 
-def render(
-    report: Any,
-    fmt: str,
-    file: IO[str] | None = None,
-    *,
-    no_color: bool = False,
-    detail: bool = False,
+def render_table(
+    report: Any, stream: IO[str], *, no_color: bool = False, detail: bool = False
 ) -> None:
-    """Write ``report`` (a Report, or a Comparison) to ``file`` in format ``fmt``."""
-    stream = file or sys.stdout
-    if fmt == "json":
-        stream.write(json.dumps(report.to_dict(), indent=2) + "\n")
-        return
+    """Print a Report (or a Comparison) as Rich tables."""
     console = make_console(stream, no_color=no_color)
     if isinstance(report, Report):
         console.print(_report(report, detail))
@@ -437,6 +427,23 @@ def _vs_undilated(extra: dict[str, Any]) -> Table:
     return table
 
 
+def _conventions(tools: dict[str, Any]) -> Table:
+    table = Table(
+        box=box.SIMPLE_HEAVY,
+        show_edge=False,
+        pad_edge=False,
+        title="what other tools would print (convolutions and linear layers)",
+        title_justify="left",
+        caption="Rules checked against each tool's source: see convcalc/conventions.py.",
+        caption_justify="left",
+    )
+    for name in ("tool", "prints", "rule", "total"):
+        table.add_column(name, justify="right" if name == "total" else "left", no_wrap=True)
+    for tool, entry in tools.items():
+        table.add_row(tool, entry["label"], entry["rule"], group(entry["total"]))
+    return table
+
+
 def _report(report: Report, detail: bool) -> Group:
     parts: list[Any] = [_title(report), Text()]
     if len(report.layers) == 1 and report.command not in ("stack", "model"):
@@ -456,6 +463,8 @@ def _report(report: Report, detail: bool) -> Group:
         parts += [_vs_standard(report.extra["vs_standard"]), Text()]
     if "vs_undilated" in report.extra:
         parts += [_vs_undilated(report.extra["vs_undilated"]), Text()]
+    if "conventions" in report.extra:
+        parts += [_conventions(report.extra["conventions"]), Text()]
     parts += [_verdict(report.agree), _notes(report)]
     return Group(*parts)
 
@@ -532,3 +541,34 @@ def _comparison(comparison: Any, detail: bool) -> Group:
     if first.timing:
         parts.append(_notes(first))
     return Group(*parts)
+
+
+@contextmanager
+def progress(total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar with rate and time left, on stderr."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.speed
+            return Text(f"{speed:,.1f} specs/s" if speed else "", style="progress.data.speed")
+
+    with Progress(
+        TextColumn("specs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        Rate(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("batch", total=total)
+        yield lambda: bar.advance(task)

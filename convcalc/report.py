@@ -219,6 +219,15 @@ class Report:
     def agree(self) -> bool:
         return all(layer.agree for layer in self.layers) and self.total.receptive_field.agree
 
+    def get(self, path: str) -> Any:
+        """The value at a dotted path of the JSON, as ``--get``: ``"total.params"``."""
+        from .query import get_path
+
+        return get_path(self.to_dict(), path, "path")
+
+    def __getitem__(self, path: str) -> Any:
+        return self.get(path)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "convcalc_version": __version__,

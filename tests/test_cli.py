@@ -251,7 +251,10 @@ VALIDATION = [
         ["--in", "3", "--out", "3", "--dtype", "float64"],
         "--dtype 'float64' must be one of float32, float16, bfloat16",
     ),
-    (["--in", "3", "--out", "3", "--format", "yaml"], "--format 'yaml' must be one of table, json"),
+    (
+        ["--in", "3", "--out", "3", "--format", "yaml"],
+        "--format 'yaml' must be one of table, json, jsonl, csv, markdown",
+    ),
     (
         ["--in", "3", "--out", "3", "--measure-on", "gpu"],
         "--measure-on 'gpu' must be one of auto, cpu, meta",

@@ -54,6 +54,20 @@ def test_exit_statuses_are_documented(status: str) -> None:
     assert f"| {status} |" in README
 
 
-def test_readme_python_example_runs() -> None:
-    (code,) = re.findall(r"^```python\n(.*?)^```", README, re.S | re.M)
-    exec(compile(code, "README.md", "exec"), {})
+@pytest.mark.parametrize(
+    "code", re.findall(r"^```python\n(.*?)^```", README, re.S | re.M), ids=lambda c: c[:40]
+)
+def test_readme_python_examples_run(code: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    for name, value in namespace.items():
+        if name.startswith("test_") and callable(value):
+            value()  # the README's pytest example, run as pytest would
+
+
+def test_readme_stack_file_example_builds() -> None:
+    from convcalc.stack import build_network, load_text
+
+    (text,) = re.findall(r"^```yaml\n(input:.*?)^```", README, re.S | re.M)
+    network = build_network(load_text(text, "README.yaml"), None, "float32", "README")
+    assert [n.spec.op for n in network.nodes][:2] == ["conv", "maxpool"]

@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from convcalc.analyze import analyze
+from convcalc.engine import analyze
 from convcalc.errors import SpecError
 from convcalc.measure import build_layer
 from convcalc.spec import build_conv, build_input, check_fits

@@ -581,14 +581,16 @@ def analyze_network(
     )
 
 
-def analyze_model(target: str, input_shape: tuple[int, ...], *, dtype: str = "float32") -> Report:
+def analyze_model(target: Any, input_shape: tuple[int, ...], *, dtype: str = "float32") -> Report:
     """A user's own nn.Module (``MODULE:ATTR``), run for real with hooks on every conv, pool,
     linear and batch-norm layer: the same per-layer figures, and the model's totals."""
     from . import measure
 
     if len(input_shape) < 2:
         raise SpecError("input", "--input needs at least N,C (like 1,3,224,224)")
-    model = measure.load_model(target)
+    model = measure.load_model(target) if isinstance(target, str) else target.eval()
+    if not isinstance(target, str):
+        target = type(target).__name__
     measured = measure.measure_model(model, input_shape, dtype)
     input_spec = InputSpec(input_shape[0], input_shape[1], tuple(input_shape[2:]), dtype)
     layers: list[LayerReport] = []

@@ -1,0 +1,274 @@
+"""Every output format, chosen in one place: ``write(report, fmt)``. Machine formats (json, jsonl,
+csv, markdown) need only the standard library; ``table`` loads Rich (convcalc.render) on use."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterable
+from typing import IO, Any
+
+FORMATS = ("table", "json", "jsonl", "csv", "markdown")
+
+#: CSV columns, in order: stable from this version on (later versions may append)
+CSV_COLUMNS = (
+    "kind",
+    "version",
+    "index",
+    "name",
+    "op",
+    "input_shape",
+    "output_shape",
+    "output_shape_formula",
+    "params",
+    "params_formula",
+    "macs",
+    "macs_formula",
+    "flops",
+    "flops_formula",
+    "bias_adds",
+    "receptive_field",
+    "receptive_field_formula",
+    "cumulative_receptive_field",
+    "effective_stride",
+    "effective_padding",
+    "memory_output_bytes",
+    "memory_total_bytes",
+    "backward_flops",
+    "backward_flops_formula",
+    "train_flops",
+    "latency_ms",
+    "gflops_per_s",
+    "agree",
+)
+
+
+def write(
+    report: Any,
+    fmt: str,
+    file: IO[str] | None = None,
+    *,
+    no_color: bool = False,
+    detail: bool = False,
+) -> None:
+    """Write a report (or a comparison) to ``file`` (stdout) in ``fmt``."""
+    stream = file or sys.stdout
+    if fmt == "table":
+        from .render import render_table
+
+        render_table(report, stream, no_color=no_color, detail=detail)
+        return
+    data = report.to_dict()
+    if fmt == "json":
+        stream.write(json.dumps(data, indent=2) + "\n")
+    elif fmt == "jsonl":
+        for row in jsonl_rows(data):
+            stream.write(json.dumps(row) + "\n")
+    elif fmt == "csv":
+        stream.write(csv_text(flat_rows(data)))
+    elif fmt == "markdown":
+        stream.write(markdown(data))
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+
+
+def _reports(data: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
+    """The report dicts in a payload: itself, or each version of a comparison."""
+    if "versions" in data:
+        for version in data["versions"]:
+            yield version["name"], version
+    else:
+        yield "", data
+
+
+def jsonl_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One object per layer, then the total (per version of a comparison)."""
+    rows: list[dict[str, Any]] = []
+    for version, report in _reports(data):
+        extra = {"version": version} if version else {}
+        for index, layer in enumerate(report["layers"]):
+            rows.append({"kind": "layer", **extra, "index": index, **layer})
+        rows.append({"kind": "total", **extra, **report["total"], "agree": report["agree"]})
+    return rows
+
+
+def _shape(value: Any) -> Any:
+    if isinstance(value, list) and all(isinstance(v, int | float) for v in value):
+        return "x".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return value
+
+
+def _pair(value: Any, side: str) -> Any:
+    return value.get(side) if isinstance(value, dict) else value
+
+
+def flat_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flat rows for CSV: measured and formula side by side, shapes as 1x256x224x224."""
+    rows: list[dict[str, Any]] = []
+    for version, report in _reports(data):
+        for index, layer in enumerate(report["layers"]):
+            cumulative = layer.get("cumulative", {})
+            backward = layer.get("backward_flops")
+            rows.append(
+                {
+                    "kind": "layer",
+                    "version": version,
+                    "index": index,
+                    "name": layer["name"],
+                    "op": layer["spec"]["op"],
+                    "input_shape": _shape(layer["input_shape"]),
+                    "output_shape": _shape(_pair(layer["output_shape"], "measured")),
+                    "output_shape_formula": _shape(_pair(layer["output_shape"], "formula")),
+                    "params": _pair(layer["params"], "measured"),
+                    "params_formula": _pair(layer["params"], "formula"),
+                    "macs": _pair(layer["macs"], "measured"),
+                    "macs_formula": _pair(layer["macs"], "formula"),
+                    "flops": _pair(layer["flops"], "measured"),
+                    "flops_formula": _pair(layer["flops"], "formula"),
+                    "bias_adds": layer["bias_adds"],
+                    "receptive_field": _shape(_pair(layer["receptive_field"], "measured")),
+                    "receptive_field_formula": _shape(_pair(layer["receptive_field"], "formula")),
+                    "cumulative_receptive_field": _shape(cumulative.get("receptive_field")),
+                    "effective_stride": _shape(cumulative.get("effective_stride")),
+                    "effective_padding": _shape(cumulative.get("effective_padding")),
+                    "memory_output_bytes": layer["memory_bytes"]["output"],
+                    "memory_total_bytes": layer["memory_bytes"]["total"],
+                    "backward_flops": _pair(backward, "measured"),
+                    "backward_flops_formula": _pair(backward, "formula"),
+                    "latency_ms": layer.get("latency_ms"),
+                    "gflops_per_s": layer.get("gflops_per_s"),
+                    "agree": layer["agree"],
+                }
+            )
+        total = report["total"]
+        formula = total.get("formula", {})
+        rows.append(
+            {
+                "kind": "total",
+                "version": version,
+                "name": "total",
+                "input_shape": _shape(report["input_shape"]),
+                "output_shape": _shape(total["output_shape"]),
+                "output_shape_formula": _shape(formula.get("output_shape")),
+                "params": total["params"],
+                "params_formula": formula.get("params"),
+                "macs": total["macs"],
+                "macs_formula": formula.get("macs"),
+                "flops": total["flops"],
+                "flops_formula": formula.get("flops"),
+                "bias_adds": total["bias_adds"],
+                "cumulative_receptive_field": _shape(total["receptive_field"]),
+                "effective_stride": _shape(total.get("effective_stride")),
+                "effective_padding": _shape(total.get("effective_padding")),
+                "memory_total_bytes": total["memory_bytes"]["total"],
+                "train_flops": total.get("train_flops"),
+                "latency_ms": total.get("latency_ms"),
+                "gflops_per_s": total.get("gflops_per_s"),
+                "agree": report["agree"],
+            }
+        )
+    return rows
+
+
+def csv_text(
+    rows: list[dict[str, Any]], header: bool = True, columns: tuple[str, ...] = CSV_COLUMNS
+) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    if header:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return value
+
+
+def _md_figure(value: Any) -> str:
+    measured, formula = _pair(value, "measured"), _pair(value, "formula")
+    if (
+        isinstance(value, dict)
+        and measured != formula
+        and measured is not None
+        and (formula is not None)
+    ):
+        return f"**{_md(measured)} ≠ {_md(formula)}**"
+    return _md(measured if measured is not None else formula)
+
+
+def _md(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "✓" if value else "✗"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, list):
+        return "×".join(str(v) for v in value)
+    return str(value).replace("|", "\\|")
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """A Markdown table per report (per version of a comparison), fit for a README or a PR."""
+    parts: list[str] = []
+    for version, report in _reports(data):
+        title = f"convcalc {report['command']}"
+        if version:
+            title += f" — {version}"
+        shape = "×".join(map(str, report["input_shape"]))
+        parts.append(f"**{title}** on input {shape} ({report['dtype']})\n")
+        head = [
+            "layer",
+            "op",
+            "output shape",
+            "params",
+            "MACs",
+            "FLOPs",
+            "receptive field",
+            "cumulative RF",
+            "agree",
+        ]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for layer in report["layers"]:
+            cumulative = layer.get("cumulative", {})
+            cells = [
+                f"`{layer['name']}`",
+                layer["spec"]["op"],
+                _md_figure(layer["output_shape"]),
+                _md_figure(layer["params"]),
+                _md_figure(layer["macs"]),
+                _md_figure(layer["flops"]),
+                _md_figure(layer["receptive_field"]),
+                _md(cumulative.get("receptive_field")),
+                _md(layer["agree"]),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        total = report["total"]
+        cells = [
+            "**total**",
+            "",
+            _md(total["output_shape"]),
+            _md(total["params"]),
+            _md(total["macs"]),
+            _md(total["flops"]),
+            "",
+            _md(total["receptive_field"]),
+            _md(report["agree"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+        parts.append(
+            "MACs: fvcore's count (1 per multiply-add); FLOPs: torch's (2 per "
+            "multiply-add); neither counts bias.\n"
+        )
+    return "\n".join(parts)

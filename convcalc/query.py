@@ -1,0 +1,134 @@
+"""Paths into a report's JSON (``total.params``, ``layers.0.macs.measured``) for ``--get``, and
+expectations on them (``total.macs<=1e9``) for ``--expect``. Pure: no torch, no Rich."""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import SpecError
+
+OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "!=": operator.ne,
+    "==": operator.eq,
+    "<": operator.lt,
+    ">": operator.gt,
+    "=": operator.eq,
+}
+_EXPECTATION = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(<=|>=|!=|==|<|>|=)\s*(.+?)\s*$")
+
+
+def get_path(data: Any, path: str, option: str = "--get") -> Any:
+    """The value at a dotted path; a missing step is an error that lists the valid ones."""
+    current = data
+    walked: list[str] = []
+    for step in path.split("."):
+        if isinstance(current, dict) and step in current:
+            current = current[step]
+        elif (
+            isinstance(current, list)
+            and re.fullmatch(r"-?\d+", step)
+            and (-len(current) <= int(step) < len(current))
+        ):
+            current = current[int(step)]
+        else:
+            where = ".".join(walked) or "the report"
+            if isinstance(current, dict):
+                valid = ", ".join(current) or "(none)"
+                raise SpecError("path", f"{option} {path}: {where} has no {step!r}; valid: {valid}")
+            if isinstance(current, list):
+                raise SpecError(
+                    "path",
+                    f"{option} {path}: {where} is a list of {len(current)}; use an index "
+                    f"0..{len(current) - 1}",
+                )
+            raise SpecError(
+                "path", f"{option} {path}: {where} is a value ({current!r}), it has no {step!r}"
+            )
+        walked.append(step)
+    return current
+
+
+def format_value(value: Any) -> str:
+    """A value as ``--get`` prints it: plain numbers and words, JSON for anything composite."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float | str):
+        return str(value)
+    return json.dumps(value)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    path: str
+    op: str
+    expected: Any
+    text: str
+
+    def check(self, data: Any) -> str | None:
+        """None when met; else the line that says what was expected and what was found."""
+        actual = get_path(data, self.path, "--expect")
+        try:
+            met = OPERATORS[self.op](_comparable(actual), self.expected)
+        except TypeError:
+            met = False
+        if met:
+            return None
+        return (
+            f"expectation failed: {self.path} {self.op} {format_value(self.expected)}, "
+            f"got {format_value(actual)}"
+        )
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, list) and all(isinstance(v, int) for v in value):
+        return tuple(value)
+    return value
+
+
+def parse_value(text: str) -> Any:
+    """``17280``, ``1e9``, ``true``, ``1x256x224x224`` (a shape) or ``[1, 2]`` (JSON)."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "none"):
+        return None
+    if re.fullmatch(r"\d+(x\d+)+", lowered):
+        return tuple(int(v) for v in lowered.split("x"))
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        return int(number) if number.is_integer() and math.isfinite(number) else number
+    if text.startswith(("[", "{")):
+        try:
+            return _comparable(json.loads(text))
+        except json.JSONDecodeError:
+            pass
+    return text
+
+
+def parse_expectation(text: str) -> Expectation:
+    match = _EXPECTATION.match(text)
+    if not match:
+        raise SpecError(
+            "expect",
+            f"--expect {text!r} must be PATH OP VALUE, like total.params=17280 or "
+            "'total.macs<=1e9' (OP: = == != < <= > >=)",
+        )
+    path, op, value = match.groups()
+    return Expectation(path, op, parse_value(value), text)
+
+
+def check_all(data: Any, expectations: Sequence[Expectation]) -> list[str]:
+    return [message for e in expectations if (message := e.check(data)) is not None]
