@@ -1061,10 +1061,10 @@ def batch(
         sys.stdout.write(csv_text([], header=True, columns=columns))
     failed = 0
     with _progress(len(specs)) as advance:
-        for spec, report, error in run(specs, dtype, options):
-            if error is not None:
+        for spec, report, problem in run(specs, dtype, options):
+            if problem is not None:
                 failed += 1
-                record: dict[str, Any] = {"line": spec.line, "error": error, "spec": spec.data}
+                record: dict[str, Any] = {"line": spec.line, "error": problem, "spec": spec.data}
                 if chosen == "jsonl":
                     sys.stdout.write(json.dumps(record) + "\n")
                 else:
@@ -1078,7 +1078,7 @@ def batch(
                 )
             sys.stdout.flush()
             advance()
-            if error is not None and fail_fast:
+            if problem is not None and fail_fast:
                 break
     if failed:
         sys.stderr.write(f"{failed} of {len(specs)} specs failed; see their error records\n")

@@ -147,7 +147,7 @@ def test_no_colour_when_piped_or_asked(cli) -> None:
     )
 
 
-# --- conventions ----------------------------------------------------------------------------------
+# --- conventions ---------------------------------------------------------------------------
 
 
 def test_conventions_by_hand(cli) -> None:
@@ -192,7 +192,7 @@ def test_conventions_for_a_transposed_conv(cli) -> None:
     assert tools["torchinfo"]["total"] == tools["ptflops"]["total"] == 8_421_376
 
 
-# --- batch ----------------------------------------------------------------------------------------
+# --- batch ---------------------------------------------------------------------------------
 
 SWEEP = (
     "\n".join(
@@ -255,7 +255,7 @@ def test_interrupted_batch_keeps_its_finished_rows(cli, monkeypatch) -> None:
     assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == [1, 2]
 
 
-# --- the Python API ---------------------------------------------------------------------------------
+# --- the Python API ------------------------------------------------------------------------
 
 
 def test_python_api() -> None:
