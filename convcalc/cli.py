@@ -1027,7 +1027,15 @@ def batch(
         bool, typer.Option("--fail-fast", help="Stop at the first spec that fails.")
     ] = False,
     dtype: Dtype = "float32",
-    measure_on: MeasureOn = "auto",
+    measure_on: Annotated[
+        str,
+        typer.Option(
+            "--measure-on", rich_help_panel=MEASURE,
+            help="meta: every layer on torch's meta device (shapes, parameters and torch's FLOP "
+            "count from torch, fvcore's rules on the shapes it dispatched; no arithmetic run), "
+            "fast enough for big sweeps; auto or cpu: run each layer for real as conv does.",
+        ),
+    ] = "meta",
     train: Train = False,
     time: Time = False,
     device: Device = "cpu",

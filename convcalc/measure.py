@@ -20,6 +20,7 @@ a real run (on the CPU, or on torch's ``meta`` device for layers too big to run 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -439,6 +440,14 @@ def probe_receptive_field(spec: LayerSpec, input_size: Ints | None = None) -> In
         return _probe_adaptive(spec, input_size)
     if not isinstance(spec, ConvSpec):
         return tuple(1 for _ in range(spec.dims))
+    return _probe_window(spec.transposed, spec.kernel_size, spec.stride, spec.dilation)
+
+
+@functools.lru_cache(maxsize=4096)
+def _probe_window(transposed: bool, kernel: Ints, stride: Ints, dilation: Ints) -> Ints:
+    """The probe of one window geometry (kernel, stride, dilation), measured once per process:
+    a sweep repeats geometries, and the probe depends on nothing else."""
+    spec = ConvSpec(1, 1, kernel, stride, (0,) * len(kernel), dilation, transposed=transposed)
     cls = CONV_CLASSES[(spec.transposed, spec.dims)]
     layer = cls(
         1,
@@ -613,7 +622,10 @@ def _asymmetry(nodes: Sequence[Node], axis: int) -> int:
 
 
 def probe_cumulative_receptive_field(
-    nodes: Sequence[Node], input_spec: InputSpec, input_sizes: Sequence[Ints] | None = None
+    nodes: Sequence[Node],
+    input_spec: InputSpec,
+    input_sizes: Sequence[Ints] | None = None,
+    layer_fields: Sequence[Ints] | None = None,
 ) -> list[Ints | None]:
     """Receptive field of one output of every node, relative to the network input, by autograd
     through a one-channel stand-in of the whole network (None for flat nodes).
@@ -647,6 +659,13 @@ def probe_cumulative_receptive_field(
             total_jump = [j * s for j, s in zip(total_jump, node.spec.stride)]
     results: list[Ints | None] = [None] * len(nodes)
     measured = [index for index in spatial if not _global_pool(nodes[index].spec)]
+    if layer_fields is not None:
+        # a layer fed by the network input: its field relative to the network input is its own,
+        # already measured by its probe (the same gradient, on a smaller input)
+        for index in list(measured):
+            if nodes[index].inputs == (-1,) and len(layer_fields[index]) == dims:
+                results[index] = layer_fields[index]
+                measured.remove(index)
     if not measured:
         return results
     # one probe input for all nodes, a little larger than any of their fields could be: the
@@ -835,6 +854,7 @@ def measure_graph(
             nodes,
             input_spec,
             [input_spec.size if n.inputs[0] < 0 else shapes[n.inputs[0]][2:] for n in nodes],
+            rf,
         )
         backward: list[tuple[int, int] | None] = [None] * len(layers)
         if extras.train:
