@@ -132,7 +132,10 @@ def test_strict_fails_on_a_disagreement(cli, monkeypatch) -> None:
     assert relaxed.exit_code == 0
     strict = cli("conv", "--in", "3", "--out", "4", "--size", "8", "--json", "--strict")
     assert strict.exit_code == 1
-    assert strict.stderr == ("measured and formula disagree (--strict): conv: receptive_field\n")
+    assert strict.stderr == (
+        "measured and formula disagree (--strict): conv: receptive_field, "
+        "conv: cumulative_receptive_field\n"
+    )
 
 
 def test_no_colour_when_piped_or_asked(cli) -> None:
