@@ -80,10 +80,18 @@ app = typer.Typer(
     name="convcalc",
     help=(
         "Convolution cost calculator: builds the real PyTorch layer, measures it, and sets "
-        "every figure beside its formula."
+        "every figure beside its formula.\n\n\b\nExit statuses:\n"
+        "  0    all good\n"
+        "  1    an --expect failed, or --strict found a disagreement\n"
+        "  2    invalid input (one line on stderr)\n"
+        "  3    convcalc itself failed (a bug)\n"
+        "  130  interrupted"
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # plain help, formatted by click: Typer's Rich help loads rich.markdown and friends, which
+    # more than doubles the time `convcalc --help` takes (docs/benchmarks.md)
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -294,6 +302,15 @@ MeasureOn = Annotated[
         help="auto: a real CPU run when it fits here, else torch's meta device; or cpu, meta.",
     ),
 ]
+FormulaOnly = Annotated[
+    bool,
+    typer.Option(
+        "--formula-only",
+        rich_help_panel=MEASURE,
+        help="Every figure by formula alone, without loading torch: instant, for "
+        "loops that need no measurement.",
+    ),
+]
 Train = Annotated[
     bool,
     typer.Option(
@@ -339,12 +356,19 @@ class Common:
     expect: tuple[str, ...] = ()
     strict: bool = False
     conventions: bool = False
+    formula_only: bool = False
 
     def options(self) -> Any:
         from .engine import Options
 
+        if self.formula_only and self.time:
+            fail("--time measures the real layer: it does not go with --formula-only")
         return Options(
-            measure_on=self.measure_on, train=self.train, time=self.time, device=self.device
+            measure_on=self.measure_on,
+            train=self.train,
+            time=self.time,
+            device=self.device,
+            formula_only=self.formula_only,
         )
 
     def input(self, channels: int) -> Any:
@@ -370,6 +394,7 @@ COMMON_PARAMS: list[tuple[str, Any, Any]] = [
     ("strict", Strict, False),
     ("conventions", Conventions, False),
     ("measure_on", MeasureOn, "auto"),
+    ("formula_only", FormulaOnly, False),
     ("train", Train, False),
     ("time", Time, False),
     ("device", Device, "cpu"),
@@ -486,12 +511,10 @@ def conv(
 ) -> None:
     """Measure one conv layer with real torch and set every figure beside its formula.
 
+    \b
     Examples:
-
       convcalc conv --in 3 --out 16 -k 5 --size 28
-
       convcalc conv --in 16 --out 8 -k 4 -s 2 -p 1 --transpose --size 32
-
       convcalc conv --in 64 --out 64 -k 3 -p same -d 2 -g 64 --size 56x80 --batch 8 --json
     """
     with user_errors():
@@ -566,10 +589,9 @@ def dw(
     With no other option, the source documents' case: 640 + 16,640 = 17,280 parameters.
     MobileNet / MobileFaceNet blocks: --no-bias --bn --act relu (or relu6).
 
+    \b
     Examples:
-
       convcalc dw --in 64 --out 256
-
       convcalc dw --in 64 --out 256 -p 0 --no-bias --bn --act relu
     """
 
@@ -899,12 +921,10 @@ def stack(
     """A stack of layers or a whole network: every layer measured and by formula, and the
     cumulative receptive field, effective stride and effective padding relative to the input.
 
+    \b
     Examples:
-
       convcalc stack "conv k7 s2 p3 out64; maxpool k3 s2 p1; dw k3; pw out128"
-
       convcalc stack net.yaml
-
       convcalc stack --arch resnet18
     """
     if list_archs:
@@ -996,7 +1016,11 @@ def model(
 
     Example: convcalc model torchvision.models:resnet18 --input 1,3,224,224
     """
-    for flag, value in (("--train", common.train), ("--time", common.time)):
+    for flag, value in (
+        ("--train", common.train),
+        ("--time", common.time),
+        ("--formula-only", common.formula_only),
+    ):
         if value:
             fail(f"{flag} is not available for model yet (use stack or conv)")
     if common.measure_on not in ("auto", "cpu"):
@@ -1030,7 +1054,8 @@ def batch(
     measure_on: Annotated[
         str,
         typer.Option(
-            "--measure-on", rich_help_panel=MEASURE,
+            "--measure-on",
+            rich_help_panel=MEASURE,
             help="meta: every layer on torch's meta device (shapes, parameters and torch's FLOP "
             "count from torch, fvcore's rules on the shapes it dispatched; no arithmetic run), "
             "fast enough for big sweeps; auto or cpu: run each layer for real as conv does.",

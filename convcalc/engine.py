@@ -12,6 +12,7 @@ from typing import Any
 from . import formulas, presets
 from .cumulative import cumulative as cumulative_figures
 from .errors import SpecError
+from .measured import nothing_measured
 from .memory import summary_memory
 from .report import LayerReport, Pair, Report, Total
 from .spec import DTYPE_BYTES, ConvSpec, InputSpec, Labels, LayerSpec, Node, chain, check_fits
@@ -49,6 +50,8 @@ class Options:
     time: bool = False
     device: str = "cpu"
     min_run_time: float = 0.2
+    #: every figure by formula alone: torch is not even imported
+    formula_only: bool = False
 
 
 def _rate(spec: LayerSpec) -> float:
@@ -175,20 +178,23 @@ def analyze_graph(
     specs = [node.spec for node in nodes]
     plan = plan_run(specs, inputs, options.measure_on)
     cumulative = cumulative_figures(nodes, inputs, input_spec)
+    if options.formula_only:
+        measured = nothing_measured(len(nodes))
+        plan = RunPlan("none", plan.estimated_bytes, plan.estimated_seconds, "--formula-only")
+    else:
+        from . import measure  # torch: only once a measurement is really wanted
 
-    from . import measure  # torch: only once a measurement is really wanted
-
-    measured = measure.measure_graph(
-        nodes,
-        input_spec,
-        plan.device,
-        measure.Extras(
-            train=options.train,
-            time=options.time,
-            time_device=options.device,
-            min_run_time=options.min_run_time,
-        ),
-    )
+        measured = measure.measure_graph(
+            nodes,
+            input_spec,
+            plan.device,
+            measure.Extras(
+                train=options.train,
+                time=options.time,
+                time_device=options.device,
+                min_run_time=options.min_run_time,
+            ),
+        )
 
     layers: list[LayerReport] = []
     for index, (node, layer_input, result, mem) in enumerate(
@@ -259,7 +265,7 @@ def analyze_graph(
     spatial = [x for x in layers if x.cumulative_receptive_field is not None]
     last = spatial[-1] if spatial else layers[-1]
     total = Total(
-        params=Pair(sum(r.params for r in measured.layers), sum(x.params.formula for x in layers)),
+        params=_sum_pair([x.params for x in layers]),
         macs=_sum_pair([x.macs for x in layers]),
         flops=flops,
         bias_adds=sum(x.bias_adds for x in layers),
@@ -613,7 +619,7 @@ def analyze_model(target: Any, input_shape: tuple[int, ...], *, dtype: str = "fl
                 receptive_field=Pair(result.receptive_field, figures.receptive_field.value),
                 memory=Pair(
                     summary_memory(
-                        math.prod(shape), [result.output_elements], result.params, width
+                        math.prod(shape), [result.output_elements or 0], result.params or 0, width
                     ),
                     figures.memory.value,
                 ),

@@ -36,6 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from .errors import MeasurementError, SpecError
+from .measured import ChainMeasurement, LayerMeasurement
 from .memory import Memory, summary_memory
 from .spec import (
     ActSpec,
@@ -61,38 +62,6 @@ CONV_CLASSES: dict[tuple[bool, int], type[nn.Module]] = {
     (True, 3): nn.ConvTranspose3d,
 }
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class LayerMeasurement:
-    output_shape: Ints
-    params: int
-    flops: int
-    macs: int | None
-    receptive_field: Ints
-    output_elements: int
-    notes: tuple[str, ...] = ()
-    #: --train: torch's counter on the backward pass of the layer split into ``groups`` dense
-    #: convolutions (where its formula is right), and on the real layer itself
-    backward_flops: int | None = None
-    backward_flops_torch: int | None = None
-    #: --time: median latency of the forward pass, and the number of timed runs
-    latency_ms: float | None = None
-    timed_runs: int | None = None
-    #: receptive field of one output relative to the network input (None: flat output)
-    cumulative_receptive_field: Ints | None = None
-
-
-@dataclass(frozen=True)
-class ChainMeasurement:
-    device: str
-    layers: tuple[LayerMeasurement, ...]
-    receptive_field: Ints | None  # of the whole chain; None where no probe exists yet
-    memory: tuple[Memory, ...]  # one per layer: its input, output and params
-    total_memory: Memory
-    sources: dict[str, str]
-    #: --time: what was timed, how, and how long the timing took
-    timing: dict[str, Any] | None = None
 
 
 ACTIVATION_CLASSES: dict[str, Callable[[ActSpec], nn.Module]] = {
@@ -944,7 +913,7 @@ def measure_graph(
         memories.append(summary_memory(in_elements, [out_elements], count, width))
     total_memory = summary_memory(
         math.prod(input_spec.shape),
-        [r.output_elements for r in results],
+        [r.output_elements or 0 for r in results],
         sum(p.numel() for p in graph.parameters()),
         width,
     )

@@ -105,7 +105,7 @@ def _figure_table(layer: LayerReport, dtype: str) -> Table:
             _value(pair.measured),
             _value(pair.formula),
             text.get(formula_key, ""),
-            _mark(pair.agree),
+            _mark(pair.agree) if pair.measured is not None else Text(""),
         )
 
     row("output shape", layer.output_shape, "output_shape")
@@ -131,7 +131,7 @@ def _figure_table(layer: LayerReport, dtype: str) -> Table:
             human_bytes(measured) if measured is not None else "not measured",
             human_bytes(formula),
             text.get(f"memory_{key}", ""),
-            _mark(measured is None or measured == formula),
+            _mark(measured == formula) if measured is not None else Text(""),
         )
     if layer.latency_ms is not None:
         gflops = layer.gflops_per_s
@@ -203,7 +203,7 @@ def _summary_table(report: Report) -> Table:
                 Text(f"{layer.latency_ms:,.3f}" if layer.latency_ms is not None else "—"),
                 Text(f"{gflops:,.1f}" if gflops is not None else "—"),
             ]
-        cells.append(_mark(layer.agree))
+        cells.append(_mark(layer.agree) if report.measured_on != "none" else Text(""))
         table.add_row(*cells)
     total = report.total
     memory = total.memory.measured or total.memory.formula
@@ -234,7 +234,7 @@ def _summary_table(report: Report) -> Table:
             Text(f"{total.latency_ms:,.3f}" if total.latency_ms is not None else "—"),
             Text(""),
         ]
-    cells.append(_mark(report.agree))
+    cells.append(_mark(report.agree) if report.measured_on != "none" else Text(""))
     table.add_section()
     table.add_row(*cells, style="bold")
     return table
@@ -465,7 +465,13 @@ def _report(report: Report, detail: bool) -> Group:
         parts += [_vs_undilated(report.extra["vs_undilated"]), Text()]
     if "conventions" in report.extra:
         parts += [_conventions(report.extra["conventions"]), Text()]
-    parts += [_verdict(report.agree), _notes(report)]
+    if report.measured_on == "none":
+        parts += [
+            Text("formulas only (--formula-only): nothing was measured", style="bold"),
+            _notes(report),
+        ]
+    else:
+        parts += [_verdict(report.agree), _notes(report)]
     return Group(*parts)
 
 

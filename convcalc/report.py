@@ -239,7 +239,8 @@ class Report:
             "total": self.total.to_dict(),
             "sources": dict(self.sources),
             "notes": list(self.notes),
-            "agree": self.agree,
+            # nothing measured (--formula-only): nothing to agree or disagree
+            "agree": self.agree if self.measured_on != "none" else None,
             **({"timing": self.timing} if self.timing else {}),
             **self.extra,
         }

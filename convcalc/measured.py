@@ -1,0 +1,55 @@
+"""What a measurement found, as plain data (no torch): convcalc.measure fills it in; with
+``--formula-only`` nothing is measured and every field is None."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .memory import Memory
+from .spec import Ints
+
+
+@dataclass(frozen=True)
+class LayerMeasurement:
+    output_shape: Ints | None
+    params: int | None
+    flops: int | None
+    macs: int | None
+    receptive_field: Ints | None
+    output_elements: int | None
+    notes: tuple[str, ...] = ()
+    #: --train: torch's counter on the backward pass of the layer split into ``groups`` dense
+    #: convolutions (where its formula is right), and on the real layer itself
+    backward_flops: int | None = None
+    backward_flops_torch: int | None = None
+    #: --time: median latency of the forward pass, and the number of timed runs
+    latency_ms: float | None = None
+    timed_runs: int | None = None
+    #: receptive field of one output relative to the network input (None: flat output)
+    cumulative_receptive_field: Ints | None = None
+
+
+@dataclass(frozen=True)
+class ChainMeasurement:
+    device: str
+    layers: tuple[LayerMeasurement, ...]
+    receptive_field: Ints | None  # of the whole chain
+    memory: tuple[Memory | None, ...]  # one per layer: its input, output and params
+    total_memory: Memory | None
+    sources: dict[str, str]
+    #: --time: what was timed, how, and how long the timing took
+    timing: dict[str, Any] | None = None
+
+
+def nothing_measured(count: int) -> ChainMeasurement:
+    """``--formula-only``: every figure by formula, none measured."""
+    blank = LayerMeasurement(None, None, None, None, None, None)
+    return ChainMeasurement(
+        device="none",
+        layers=(blank,) * count,
+        receptive_field=None,
+        memory=(None,) * count,
+        total_memory=None,
+        sources={"everything": "formulas only (--formula-only): torch was not loaded"},
+    )
