@@ -30,10 +30,27 @@ def mixed_specs(count: int, seed: int) -> list[dict[str, object]]:
         size = min(size, size_cap)
         channels = rng.choice([1, 3, 8, 16, 32, 64, 128])
         out = rng.choice([8, 16, 32, 64, 128, 256])
-        kind = rng.choice(["conv", "grouped", "depthwise", "dilated", "transposed", "dw",
-                           "same", "valid", "reflect", "pool"])
-        spec: dict[str, object] = {"in": channels, "dims": dims, "size": size, "out": out,
-                                   "kernel": rng.choice([1, 3, 3, 5])}
+        kind = rng.choice(
+            [
+                "conv",
+                "grouped",
+                "depthwise",
+                "dilated",
+                "transposed",
+                "dw",
+                "same",
+                "valid",
+                "reflect",
+                "pool",
+            ]
+        )
+        spec: dict[str, object] = {
+            "in": channels,
+            "dims": dims,
+            "size": size,
+            "out": out,
+            "kernel": rng.choice([1, 3, 3, 5]),
+        }
         if kind == "grouped":
             groups = rng.choice([g for g in (2, 4, 8) if channels % g == 0] or [1])
             spec.update(groups=groups, out=groups * rng.choice([2, 4, 8]), padding=1, kernel=3)
@@ -42,8 +59,13 @@ def mixed_specs(count: int, seed: int) -> list[dict[str, object]]:
         elif kind == "dilated":
             spec.update(dilation=2, padding=2, kernel=3)
         elif kind == "transposed":
-            spec.update(op="conv_transpose", kernel=4, stride=2, padding=1,
-                        output_padding=rng.choice([0, 1]))
+            spec.update(
+                op="conv_transpose",
+                kernel=4,
+                stride=2,
+                padding=1,
+                output_padding=rng.choice([0, 1]),
+            )
             spec["size"] = min(size, 128 if dims < 3 else 16)
         elif kind == "dw":
             spec.update(op="dw", kernel=3)
@@ -53,8 +75,14 @@ def mixed_specs(count: int, seed: int) -> list[dict[str, object]]:
         elif kind == "reflect":
             spec.update(padding=1, padding_mode=rng.choice(["reflect", "replicate", "circular"]))
         elif kind == "pool":
-            spec = {"op": rng.choice(["maxpool", "avgpool"]), "in": channels, "dims": dims,
-                    "size": size, "kernel": 2, "stride": 2}
+            spec = {
+                "op": rng.choice(["maxpool", "avgpool"]),
+                "in": channels,
+                "dims": dims,
+                "size": size,
+                "kernel": 2,
+                "stride": 2,
+            }
         else:
             spec["stride"] = rng.choice([1, 1, 2])
         if index % 100 == 7:  # a few huge ones: the meta device
@@ -79,7 +107,9 @@ def main() -> None:
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "convcalc", "batch", handle.name],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert process.stdout is not None
     stamps: list[float] = []

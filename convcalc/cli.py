@@ -4,8 +4,6 @@ Start-up matters (convcalc runs in shell loops): this module imports neither tor
 module level; ``--help`` and ``--version`` never load them.
 """
 
-from __future__ import annotations
-
 import functools
 import inspect
 import json

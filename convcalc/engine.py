@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
-from . import formulas, presets
+from . import formulas
 from .cumulative import cumulative as cumulative_figures
 from .errors import SpecError
 from .measured import nothing_measured
@@ -321,12 +321,18 @@ def analyze(
 # --- the conv kinds of the source documents -------------------------------------------------------
 
 
+def _presets() -> Any:
+    from . import presets  # only the grouped, dilated and compare analyses need it
+
+    return presets
+
+
 def _ratio_pair(
     numerator: Pair[int], denominator: Pair[int], theory: Fraction | None
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        "measured": presets.ratio(numerator.measured, denominator.measured),
-        "formula": presets.ratio(numerator.formula, denominator.formula),
+        "measured": _presets().ratio(numerator.measured, denominator.measured),
+        "formula": _presets().ratio(numerator.formula, denominator.formula),
     }
     if theory is not None:
         entry["theory"] = float(theory)
@@ -359,10 +365,14 @@ def analyze_grouped(
         title=f"grouped convolution, {conv.groups} groups",
     )
     standard = analyze_chain(
-        [presets.standard_like(conv)], input_spec, command="group", options=options, labels=labels
+        [_presets().standard_like(conv)],
+        input_spec,
+        command="group",
+        options=options,
+        labels=labels,
     )
     layer, base = grouped.layers[0], standard.layers[0]
-    theory = presets.grouped_theory(conv.groups)
+    theory = _presets().grouped_theory(conv.groups)
     comparison = {
         "baseline": base.spec.describe(),
         "baseline_params": base.params.to_dict(),
@@ -370,11 +380,11 @@ def analyze_grouped(
         "params": _ratio_pair(layer.params, base.params, theory),
         "macs": _ratio_pair(layer.macs, base.macs, theory),
         "flops": _ratio_pair(layer.flops, base.flops, theory),
-        **presets.grouped_explanation(conv),
+        **_presets().grouped_explanation(conv),
     }
     if options is not None and options.time:
         comparison["latency"] = {
-            "measured": presets.ratio(layer.latency_ms, base.latency_ms),  # type: ignore[arg-type]
+            "measured": _presets().ratio(layer.latency_ms, base.latency_ms),
             "baseline_ms": base.latency_ms,
         }
     return replace(grouped, extra={"vs_standard": comparison})
@@ -500,7 +510,7 @@ def compare(
         ),
         name="grouped",
     )
-    separable = presets.depthwise_separable(
+    separable = _presets().depthwise_separable(
         dims=dims,
         in_channels=in_channels,
         out_channels=out_channels,
@@ -546,8 +556,8 @@ def compare(
     )
     theories = {
         "standard": Fraction(1),
-        "grouped": presets.grouped_theory(groups),
-        "depthwise_separable": presets.separable_theory(out_channels, kernel_size),
+        "grouped": _presets().grouped_theory(groups),
+        "depthwise_separable": _presets().separable_theory(out_channels, kernel_size),
     }
     theory_text = {
         "standard": "1",
@@ -562,7 +572,7 @@ def compare(
             "params": _ratio_pair(total.params, base.params, theories[name]),
             "macs": _ratio_pair(total.macs, base.macs, theories[name]),
             "flops": _ratio_pair(total.flops, base.flops, theories[name]),
-            "memory_total": presets.ratio(
+            "memory_total": _presets().ratio(
                 total.memory.measured.total if total.memory.measured else None,
                 base.memory.measured.total if base.memory.measured else None,
             ),
