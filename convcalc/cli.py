@@ -457,6 +457,9 @@ def _emit(report: Any, common: Common) -> None:
     else:
         write(report, common.fmt, no_color=common.no_color, detail=common.detail)
     sys.stdout.flush()
+    if common.fmt != "json" or common.get:  # JSON carries them in its "warnings" list
+        for line in _warnings(report):
+            sys.stderr.write(f"warning: {line}\n")
     if common.strict and not report.agree:
         failures.append(
             "measured and formula disagree (--strict): " + ", ".join(_disagreements(report))
@@ -478,6 +481,11 @@ def _with_conventions(report: Any) -> Any:
             versions=tuple((name, _with_conventions(version)) for name, version in report.versions),
         )
     return replace(report, extra={**report.extra, "conventions": conventions(report.to_dict())})
+
+
+def _warnings(report: Any) -> list[str]:
+    reports = [r for _, r in report.versions] if hasattr(report, "versions") else [report]
+    return list(dict.fromkeys(w for r in reports for w in r.warnings))
 
 
 def _disagreements(report: Any) -> list[str]:

@@ -10,6 +10,7 @@ from fractions import Fraction
 from typing import Any
 
 from . import formulas
+from .advice import network_warnings
 from .cumulative import cumulative as cumulative_figures
 from .errors import SpecError
 from .measured import nothing_measured
@@ -284,6 +285,9 @@ def analyze_graph(
     )
     sources = dict(measured.sources)
     sources["measured_on"] = f"{plan.device}: {plan.reason}"
+    warnings = network_warnings(
+        [layer.name for layer in layers], nodes, inputs, cumulative, input_spec
+    )
     return Report(
         command=command,
         input=input_spec,
@@ -294,6 +298,7 @@ def analyze_graph(
         title=title,
         timing=measured.timing,
         notes=tuple(notes),
+        warnings=tuple(warnings),
     )
 
 

@@ -214,6 +214,8 @@ class Report:
     timing: dict[str, Any] | None = None
     #: preset-specific figures (grouped: ratio to the standard conv; dilated: the undilated RF)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the traps of conv arithmetic this network falls into (convcalc.advice)
+    warnings: tuple[str, ...] = ()
 
     @property
     def agree(self) -> bool:
@@ -239,6 +241,7 @@ class Report:
             "total": self.total.to_dict(),
             "sources": dict(self.sources),
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
             # nothing measured (--formula-only): nothing to agree or disagree
             "agree": self.agree if self.measured_on != "none" else None,
             **({"timing": self.timing} if self.timing else {}),
