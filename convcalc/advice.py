@@ -57,8 +57,9 @@ def layer_warnings(name: str, spec: object, layer_input: InputSpec) -> list[str]
         and any(spec.padding)
     ):
         grown = "x".join(str(n + 2 * p) for n, p in zip(layer_input.size, spec.padding))
+        shown = "x".join(map(str, dict.fromkeys(spec.padding)))
         found.append(
-            f"{name}: a 1x1 convolution with padding {'x'.join(map(str, spec.padding))} only "
+            f"{name}: a 1x1 convolution with padding {shown} only "
             f"adds a border of {'bias values' if spec.bias else 'zeros'}: the output grows to "
             f"{grown}"
         )

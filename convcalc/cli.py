@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -1134,6 +1134,156 @@ def _progress(total: int) -> Iterator[Callable[[], None]]:
 
     with progress(total) as advance:
         yield advance
+
+
+@app.command()
+def solve(
+    size: Annotated[
+        str, typer.Option("--size", metavar=SHAPE, help="Input size: 224, or 224x112.")
+    ] = "224",
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            metavar=SHAPE,
+            show_default=False,
+            help="The output size wanted: 112, or 112x56. Not needed with --inverse-of.",
+        ),
+    ] = "",
+    kernel: Kernel = "3",
+    stride: Annotated[
+        str | None,
+        typer.Option(
+            "-s",
+            "--stride",
+            metavar=SHAPE,
+            show_default=False,
+            help="Stride [default: 1, or searched with --vary stride].",
+        ),
+    ] = None,
+    padding: Annotated[
+        str | None,
+        typer.Option(
+            "-p",
+            "--padding",
+            metavar=SHAPE,
+            show_default=False,
+            help="Padding [default: searched].",
+        ),
+    ] = None,
+    dilation: Annotated[
+        str | None,
+        typer.Option(
+            "-d",
+            "--dilation",
+            metavar=SHAPE,
+            show_default=False,
+            help="Dilation [default: 1, or searched with --vary dilation].",
+        ),
+    ] = None,
+    output_padding: Annotated[
+        str | None,
+        typer.Option(
+            "--output-padding",
+            metavar=SHAPE,
+            show_default=False,
+            help="Output padding of --transpose [default: searched].",
+        ),
+    ] = None,
+    vary: Annotated[
+        str,
+        typer.Option(
+            "--vary",
+            metavar="WHAT[,WHAT]",
+            help="What to search besides padding: stride, dilation (comma list).",
+        ),
+    ] = "padding",
+    transpose: Transpose = False,
+    inverse_of: Annotated[
+        str | None,
+        typer.Option(
+            "--inverse-of",
+            metavar="'k3 s2 p1'",
+            show_default=False,
+            help="Find the transposed conv that maps this conv's output back to --size.",
+        ),
+    ] = None,
+    dims: Dims = 2,
+    limit: Annotated[int, typer.Option("--limit", help="Answers to list, at most.")] = 10,
+    fmt: Format = "table",
+    as_json: Json = False,
+    no_color: NoColor = False,
+    get: Get = None,
+    expect: Expect = None,
+) -> None:
+    """Solve for the padding (and, with --vary, the stride or dilation; with --transpose the
+    output padding) that takes --size to --target. Smallest first, each with the layer it gives
+    and its receptive field, each checked on the real layer. Exit 1 when none reaches the
+    target (the nearest sizes reachable are listed).
+
+    \b
+    Examples:
+      convcalc solve --size 224 --target 112 -k 3 -s 2
+      convcalc solve --size 224 --target 224 -k 3 -d 2
+      convcalc solve --size 112 --target 224 -k 4 -s 2 --transpose
+      convcalc solve --size 224 --inverse-of "k3 s2 p1"
+    """
+    chosen = "json" if as_json else fmt.lower()
+    if chosen not in FORMATS:
+        fail(f"--format {fmt!r} must be one of {', '.join(FORMATS)}")
+    with user_errors():
+        from .solve import run_solve
+
+        solution = run_solve(
+            size=size,
+            target=target,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            output_padding=output_padding,
+            vary=vary,
+            transpose=transpose,
+            inverse_of=inverse_of,
+            dims=dims,
+            limit=limit,
+        )
+        from . import measure
+
+        for axis, (question, answers) in enumerate(zip(solution.questions, solution.answers)):
+            checks = measure.verify_answers(
+                solution.transposed, solution.dims, axis, question.size, answers
+            )
+            solution.answers[axis] = [
+                replace(answer, verified=ok) for answer, ok in zip(answers, checks)
+            ]
+            if not all(checks):
+                raise ConvcalcError(
+                    "torch gave another size than the formula for "
+                    + ", ".join(
+                        a.layer(solution.transposed, solution.dims)
+                        for a, ok in zip(answers, checks)
+                        if not ok
+                    )
+                )
+    common = Common(
+        dims,
+        "",
+        1,
+        "float32",
+        chosen,
+        "auto",
+        False,
+        False,
+        "cpu",
+        False,
+        no_color,
+        get,
+        tuple(expect or ()),
+    )
+    _emit(solution, common)
+    if not solution.solved:
+        raise typer.Exit(int(ExitStatus.CHECK_FAILED))
 
 
 def main() -> None:

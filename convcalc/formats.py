@@ -61,6 +61,9 @@ def write(
         render_table(report, stream, no_color=no_color, detail=detail)
         return
     data = report.to_dict()
+    if data.get("command") == "solve":
+        _write_solution(data, fmt, stream)
+        return
     if fmt == "json":
         stream.write(json.dumps(data, indent=2) + "\n")
     elif fmt == "jsonl":
@@ -272,3 +275,81 @@ def markdown(data: dict[str, Any]) -> str:
             "multiply-add); neither counts bias.\n"
         )
     return "\n".join(parts)
+
+
+def solution_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """``convcalc solve``: a row per answer (per spatial dimension when they differ)."""
+    rows = []
+    for axis in data["axes"]:
+        for rank, answer in enumerate(axis["answers"], start=1):
+            rows.append(
+                {
+                    "axis": axis["axis"],
+                    "rank": rank,
+                    "size": axis["size"],
+                    "target": axis["target"],
+                    **answer,
+                }
+            )
+    return rows
+
+
+SOLUTION_COLUMNS = (
+    "axis",
+    "rank",
+    "size",
+    "target",
+    "padding",
+    "stride",
+    "dilation",
+    "output_padding",
+    "kernel",
+    "output_size",
+    "receptive_field",
+    "layer",
+    "verified",
+)
+
+
+def _write_solution(data: dict[str, Any], fmt: str, stream: IO[str]) -> None:
+    rows = solution_rows(data)
+    if fmt == "json":
+        stream.write(json.dumps(data, indent=2) + "\n")
+    elif fmt == "jsonl":
+        for row in rows:
+            stream.write(json.dumps(row) + "\n")
+    elif fmt == "csv":
+        stream.write(csv_text(rows, columns=SOLUTION_COLUMNS))
+    else:  # markdown
+        head = [
+            "axis",
+            "padding",
+            "stride",
+            "dilation",
+            "output size",
+            "receptive field",
+            "layer",
+            "verified",
+        ]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in rows:
+            lines.append(
+                "| "
+                + " | ".join(
+                    _md(row.get(k))
+                    for k in (
+                        "axis",
+                        "padding",
+                        "stride",
+                        "dilation",
+                        "output_size",
+                        "receptive_field",
+                        "layer",
+                        "verified",
+                    )
+                )
+                + " |"
+            )
+        stream.write("\n".join(lines) + "\n")
+        for note in data["notes"]:
+            stream.write(f"\n{note}\n")

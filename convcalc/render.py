@@ -52,6 +52,8 @@ def render_table(
     console = make_console(stream, no_color=no_color)
     if isinstance(report, Report):
         console.print(_report(report, detail))
+    elif hasattr(report, "questions"):
+        console.print(_solution(report))
     else:
         console.print(_comparison(report, detail))
 
@@ -578,3 +580,52 @@ def progress(total: int) -> Iterator[Callable[[], None]]:
     ) as bar:
         task = bar.add_task("batch", total=total)
         yield lambda: bar.advance(task)
+
+
+# --- solve --------------------------------------------------------------------------------------
+
+
+def _solution(solution: Any) -> Group:
+    data = solution.to_dict()
+    parts: list[Any] = []
+    if data.get("inverse_of"):
+        for info in data["inverse_of"]["axes"][: 1 if solution.same_axes else None]:
+            others = [n for n in info["inputs_with_that_output"] if n != info["input_size"]]
+            parts.append(
+                Text(
+                    f"the conv k{info['kernel']} s{info['stride']} p{info['padding']}"
+                    f"{' d' + str(info['dilation']) if info['dilation'] != 1 else ''} maps "
+                    f"{info['input_size']} to {info['output_size']}"
+                    + (
+                        f", and so does {', '.join(map(str, others))}: a transposed conv must pick "
+                        "one with its output padding"
+                        if others
+                        else ""
+                    )
+                )
+            )
+    for axis in data["axes"]:
+        if not axis["answers"]:
+            continue  # the note below says so, with the nearest sizes
+        where = "" if axis["axis"] == "all" else f" (spatial dimension {axis['axis'] + 1})"
+        title = f"convcalc solve  {axis['size']} → {axis['target']}{where}"
+        table = Table(
+            box=box.SIMPLE_HEAVY, show_edge=False, pad_edge=False, title=title, title_justify="left"
+        )
+        columns = ["padding", "stride", "dilation"]
+        if data["transposed"]:
+            columns.append("output padding")
+        columns += ["output size", "receptive field", "layer", "checked on torch"]
+        for name in columns:
+            table.add_column(name, justify="left" if name == "layer" else "right", no_wrap=True)
+        for answer in axis["answers"]:
+            row = [str(answer["padding"]), str(answer["stride"]), str(answer["dilation"])]
+            if data["transposed"]:
+                row.append(str(answer["output_padding"]))
+            row += [str(answer["output_size"]), str(answer["receptive_field"]), answer["layer"]]
+            row.append(AGREE if answer["verified"] else DISAGREE)
+            table.add_row(*row)
+        parts += [table, Text()]
+    for note in data["notes"]:
+        parts.append(Text(note, style="bold yellow"))
+    return Group(*parts)

@@ -1,0 +1,192 @@
+"""`convcalc solve` and the warnings: answers checked against torch (Hypothesis over random
+sizes), and each warning with a case that triggers it and one that does not."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convcalc.solve import Question, solve
+
+
+def answers(cli, *args: str) -> list[dict]:
+    result = cli("solve", *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)["answers"]
+
+
+def test_padding_for_a_stride_2_halving(cli) -> None:
+    # floor((224 + 2p - 3)/2) + 1 = 112 only for p = 1 (p = 0: 111, p = 2: 113)
+    (answer,) = answers(cli, "--size", "224", "--target", "112", "-k", "3", "-s", "2")
+    assert (answer["padding"], answer["output_size"], answer["verified"]) == (1, 112, True)
+    assert answer["layer"] == "Conv2d(k=3, s=2, p=1)"
+
+
+def test_padding_that_keeps_the_size_with_dilation(cli) -> None:
+    # seed 000's question: a dilated conv keeps the size with padding d(k-1)/2 at stride 1
+    result = answers(cli, "--size", "224", "--target", "224", "-k", "3", "-d", "2")
+    assert [(a["padding"], a["receptive_field"]) for a in result] == [(2, 5)]
+
+
+def test_transposed_padding_and_output_padding_for_exactly_2x(cli) -> None:
+    result = answers(cli, "--size", "112", "--target", "224", "-k", "3", "-s", "2", "--transpose")
+    # (112-1)·2 - 2p + 2 + op + 1 = 224: p = 0 needs op = -1; p = 1 needs op = 1
+    assert [(a["padding"], a["output_padding"]) for a in result] == [(1, 1)]
+    result = answers(cli, "--size", "112", "--target", "224", "-k", "4", "-s", "2", "--transpose")
+    assert [(a["padding"], a["output_padding"]) for a in result] == [(1, 0)]
+
+
+def test_inverse_of_a_conv(cli) -> None:
+    result = cli("solve", "--size", "224", "--inverse-of", "k3 s2 p1", "--json")
+    data = json.loads(result.stdout)
+    info = data["inverse_of"]["axes"][0]
+    assert info["output_size"] == 112 and info["inputs_with_that_output"] == [223, 224]
+    assert [(a["padding"], a["output_padding"], a["output_size"]) for a in data["answers"]] == [
+        (1, 1, 224)
+    ]
+    table = cli("solve", "--size", "224", "--inverse-of", "k3 s2 p1").stdout
+    assert "maps 224 to 112, and so does 223" in table
+
+
+def test_no_answer_says_the_nearest_sizes(cli) -> None:
+    result = cli("solve", "--size", "224", "--target", "100", "-k", "3", "-s", "2")
+    assert result.exit_code == 1
+    assert "no setting takes 224 to 100; the nearest sizes reachable: 111 " in result.stdout
+
+
+def test_vary_stride_lists_smallest_padding_first(cli) -> None:
+    result = answers(
+        cli, "--size", "224", "--target", "112", "-k", "3", "--vary", "stride", "--limit", "3"
+    )
+    assert [(a["padding"], a["stride"]) for a in result] == [(1, 2), (56, 3), (57, 3)]
+
+
+def test_per_dimension_questions(cli) -> None:
+    data = json.loads(
+        cli(
+            "solve", "--size", "224x100", "--target", "112x50", "-k", "3", "-s", "2", "--json"
+        ).stdout
+    )
+    assert [axis["axis"] for axis in data["axes"]] == [0, 1]
+    assert [axis["answers"][0]["padding"] for axis in data["axes"]] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--size", "224", "-k", "3"], "error: --target is needed (or --inverse-of)\n"),
+        (
+            ["--size", "224", "--target", "1", "--vary", "bogus"],
+            "error: --vary 'bogus' must be padding, stride, dilation or output_padding\n",
+        ),
+        (["--size", "224", "--target", "0"], "error: --target 0 must be positive\n"),
+        (
+            ["--size", "224", "--target", "9", "--output-padding", "1"],
+            "error: --output-padding applies only with --transpose\n",
+        ),
+    ],
+)
+def test_solve_errors(cli, args: list[str], message: str) -> None:
+    result = cli("solve", *args)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", message)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    size=st.integers(1, 300),
+    target=st.integers(1, 300),
+    kernel=st.integers(1, 7),
+    stride=st.integers(1, 4),
+    dilation=st.integers(1, 3),
+    transposed=st.booleans(),
+)
+def test_every_answer_really_gives_the_target(
+    size, target, kernel, stride, dilation, transposed
+) -> None:
+    question = Question(
+        size, target, kernel, stride, None, dilation, transposed, None if transposed else 0
+    )
+    found, nearest = solve(question, limit=5)
+    for answer in found:
+        cls = torch.nn.ConvTranspose1d if transposed else torch.nn.Conv1d
+        kwargs = dict(stride=stride, padding=answer.padding, dilation=dilation)
+        if transposed:
+            kwargs["output_padding"] = answer.output_padding
+        out = cls(1, 1, kernel, **kwargs)(torch.zeros(1, 1, size))
+        assert out.shape[-1] == target
+    if not found:  # then no padding in a generous range reaches it either
+        assert nearest and all(a.output != target for a in nearest)
+
+
+# --- warnings ------------------------------------------------------------------------------------
+
+WARNINGS = [
+    # (name, args that trigger it, args that do not, a phrase of the warning)
+    (
+        "dropped rows",
+        ["conv", "--in", "3", "--out", "4", "-s", "2", "--size", "224"],
+        ["conv", "--in", "3", "--out", "4", "-s", "2", "-p", "1", "--size", "224"],
+        "stride 2 leaves the last 1 input row and column of 224x224 unused",
+    ),
+    (
+        "asymmetric same",
+        ["conv", "--in", "2", "--out", "2", "-k", "4", "-p", "same", "--size", "10"],
+        ["conv", "--in", "2", "--out", "2", "-k", "3", "-p", "same", "--size", "10"],
+        "torch pads 1 before and 2 after",
+    ),
+    (
+        "not depthwise",
+        ["conv", "--in", "64", "--out", "32", "-g", "32", "--size", "8"],
+        ["conv", "--in", "32", "--out", "64", "-g", "32", "--size", "8"],
+        "not a depthwise layer (its depth multiplier would be 32/64, not an integer)",
+    ),
+    (
+        "1x1 with padding",
+        ["conv", "--in", "2", "--out", "2", "-k", "1", "-p", "1", "--size", "8"],
+        ["conv", "--in", "2", "--out", "2", "-k", "1", "--size", "8"],
+        "a 1x1 convolution with padding 1 only adds a border of bias values",
+    ),
+    (
+        "ambiguous transposed",
+        [
+            "conv",
+            "--in",
+            "2",
+            "--out",
+            "2",
+            "-k",
+            "3",
+            "-s",
+            "2",
+            "-p",
+            "1",
+            "--transpose",
+            "--size",
+            "8",
+        ],
+        ["conv", "--in", "2", "--out", "2", "-k", "3", "-p", "1", "--transpose", "--size", "8"],
+        "output padding picks one: 15 (--output-padding 0), 16",
+    ),
+    (
+        "field larger than the input",
+        ["stack", "conv k7 s2 p3; conv k7 s2 p3; conv k7 p3", "--input", "1,1,32,32"],
+        ["stack", "conv k3; conv k3", "--input", "1,1,32,32"],
+        "is larger than the input (32)",
+    ),
+]
+
+
+@pytest.mark.parametrize("name, triggers, quiet, phrase", WARNINGS, ids=[w[0] for w in WARNINGS])
+def test_warning(cli, name: str, triggers: list[str], quiet: list[str], phrase: str) -> None:
+    loud = cli(*triggers, "--formula-only")
+    assert loud.exit_code == 0
+    assert phrase in loud.stderr and loud.stderr.startswith("warning: ")
+    as_json = json.loads(cli(*triggers, "--formula-only", "--json").stdout)
+    assert any(phrase in w for w in as_json["warnings"])
+    assert cli(*triggers, "--formula-only", "--json").stderr == ""  # JSON carries them
+    calm = cli(*quiet, "--formula-only")
+    assert calm.exit_code == 0 and calm.stderr == "", calm.stderr
