@@ -1286,6 +1286,393 @@ def solve(
         raise typer.Exit(int(ExitStatus.CHECK_FAILED))
 
 
+# --- convcalc draw --------------------------------------------------------------------------------
+
+draw_app = typer.Typer(
+    name="draw",
+    help="Pictures: the kernel's taps on the padded input, dilation's holes, the stride, the "
+    "output grid, a transposed conv's spread, and a stack's receptive field.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(draw_app, name="draw")
+
+At = Annotated[
+    str | None,
+    typer.Option(
+        "--at",
+        metavar="Y,X",
+        show_default=False,
+        help="The output position drawn (for --transpose: the input position) "
+        "[default: the first].",
+    ),
+]
+Steps = Annotated[
+    int, typer.Option("--steps", help="Draw this many positions, one frame each, in order.")
+]
+Svg = Annotated[
+    str | None,
+    typer.Option(
+        "--svg",
+        metavar="FILE",
+        show_default=False,
+        help="Also save the picture (every frame) as SVG.",
+    ),
+]
+Html = Annotated[
+    str | None,
+    typer.Option(
+        "--html",
+        metavar="FILE",
+        show_default=False,
+        help="Also save the picture (every frame) as HTML.",
+    ),
+]
+DrawIn = Annotated[int, typer.Option("--in", help="Input channels (not drawn).")]
+DrawOut = Annotated[int, typer.Option("--out", help="Output channels (not drawn).")]
+DrawSize = Annotated[
+    str,
+    typer.Option(
+        "--size", metavar=SHAPE, help="Input size; drawn smaller (and said so) when above 16."
+    ),
+]
+
+
+def _draw_conv(
+    title: str,
+    build: Callable[[], Any],
+    dims: int,
+    size: str,
+    at: str | None,
+    steps: int,
+    svg: str | None,
+    html: str | None,
+    no_color: bool,
+    note: str = "",
+) -> None:
+    with user_errors():
+        from .errors import SpecError
+        from .picture import conv_picture
+        from .spec import build_input, check_fits
+
+        spec = build()
+        input_spec = build_input(dims=dims, channels=spec.in_channels, size=size)
+        check_fits(spec, input_spec)
+        if steps < 1:
+            raise SpecError("steps", f"--steps {steps} must be a positive integer")
+        position = None
+        if at is not None:
+            parts = [p for p in at.replace("x", ",").split(",") if p.strip()]
+            if len(parts) != dims or not all(p.strip().isdigit() for p in parts):
+                raise SpecError(
+                    "at", f"--at {at!r} must be {dims} indices, like {','.join(['0'] * dims)}"
+                )
+            position = [int(p) for p in parts]
+        picture = conv_picture(spec, input_spec.size, steps=steps, at=position)
+        if (
+            at is not None
+            and picture.frames
+            and picture.frames[0].title.split("(")[1].split(")")[0].replace(" ", "")
+            != ",".join(map(str, position or []))
+        ):
+            raise SpecError("at", f"--at {at}: no such position in this layer")
+        if note:
+            picture.notes.insert(0, note)
+    from .render import picture_renderable, show
+
+    show(
+        picture_renderable(f"convcalc draw  {title}  {spec.describe()}", picture),
+        sys.stdout,
+        no_color=no_color,
+        svg=svg,
+        html=html,
+        title=title,
+    )
+
+
+@draw_app.command("conv")
+def draw_conv(
+    in_channels: DrawIn = 1,
+    out_channels: DrawOut = 1,
+    kernel: Kernel = "3",
+    stride: Stride = "1",
+    padding: PaddingOpt = "0",
+    dilation: Dilation = "1",
+    groups: Groups = 1,
+    transpose: Transpose = False,
+    output_padding: OutputPadding = "0",
+    dims: Dims = 2,
+    size: DrawSize = "7",
+    at: At = None,
+    steps: Steps = 1,
+    svg: Svg = None,
+    html: Html = None,
+    no_color: NoColor = False,
+) -> None:
+    """Draw one conv layer: the padded input with the taps of one output, the holes of its
+    dilation, where the next windows start, the rows the stride drops, and the output grid.
+
+    \b
+    Example:
+      convcalc draw conv -k 3 -d 2 -s 2 -p 1 --size 7 --steps 3
+    """
+    from .spec import build_conv
+
+    _draw_conv(
+        "conv",
+        lambda: build_conv(
+            dims=dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            transpose=transpose,
+            output_padding=output_padding,
+        ),
+        dims,
+        size,
+        at,
+        steps,
+        svg,
+        html,
+        no_color,
+    )
+
+
+@draw_app.command("dw")
+def draw_dw(
+    in_channels: DrawIn = 4,
+    out_channels: DrawOut = 8,
+    kernel: Kernel = "3",
+    stride: Stride = "1",
+    padding: PaddingOpt = "1",
+    dilation: Dilation = "1",
+    dims: Dims = 2,
+    size: DrawSize = "7",
+    at: At = None,
+    steps: Steps = 1,
+    svg: Svg = None,
+    html: Html = None,
+    no_color: NoColor = False,
+) -> None:
+    """Draw a depthwise-separable pair: the depthwise conv's taps (each channel alone); the
+    pointwise 1x1 that follows reads one position of every channel."""
+    from .spec import build_conv
+
+    _draw_conv(
+        "dw (depthwise)",
+        lambda: build_conv(
+            dims=dims,
+            in_channels=in_channels,
+            out_channels=in_channels,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=in_channels,
+        ),
+        dims,
+        size,
+        at,
+        steps,
+        svg,
+        html,
+        no_color,
+        note=f"then a pointwise 1x1 conv {in_channels} → {out_channels}: each output reads "
+        "one position, across all channels",
+    )
+
+
+@draw_app.command("dilated")
+def draw_dilated(
+    kernel: Kernel = "3",
+    dilation: Annotated[
+        str, typer.Option("-d", "--dilation", metavar=SHAPE, help="Dilation.")
+    ] = "2",
+    stride: Stride = "1",
+    padding: Annotated[
+        str | None,
+        typer.Option("-p", "--padding", show_default=False, help="[default: keeps the size]"),
+    ] = None,
+    dims: Dims = 2,
+    size: DrawSize = "7",
+    at: At = None,
+    steps: Steps = 1,
+    svg: Svg = None,
+    html: Html = None,
+    no_color: NoColor = False,
+) -> None:
+    """Draw a dilated conv: its taps and the holes between them."""
+    from .presets import dilated_padding
+    from .spec import Labels, build_conv, parse_ints
+
+    def build() -> Any:
+        labels = Labels()
+        chosen = padding or dilated_padding(
+            parse_ints(kernel, dims, "kernel_size", labels),
+            parse_ints(dilation, dims, "dilation", labels),
+            parse_ints(stride, dims, "stride", labels),
+        )
+        return build_conv(
+            dims=dims,
+            in_channels=1,
+            out_channels=1,
+            kernel=kernel,
+            stride=stride,
+            padding=chosen,
+            dilation=dilation,
+        )
+
+    _draw_conv("dilated", build, dims, size, at, steps, svg, html, no_color)
+
+
+def draw_transpose(
+    kernel: Kernel = "4",
+    stride: Stride = "2",
+    padding: PaddingOpt = "1",
+    output_padding: OutputPadding = "0",
+    dilation: Dilation = "1",
+    dims: Dims = 2,
+    size: DrawSize = "4",
+    at: At = None,
+    steps: Steps = 1,
+    svg: Svg = None,
+    html: Html = None,
+    no_color: NoColor = False,
+) -> None:
+    """Draw a transposed conv: how one input cell spreads over the output, and which of those
+    outputs the padding crops.
+
+    \b
+    Example:
+      convcalc draw transpose -k 3 -s 2 -p 1 --size 4 --steps 2
+    """
+    from .spec import build_conv
+
+    _draw_conv(
+        "transpose",
+        lambda: build_conv(
+            dims=dims,
+            in_channels=1,
+            out_channels=1,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            transpose=True,
+            output_padding=output_padding,
+        ),
+        dims,
+        size,
+        at,
+        steps,
+        svg,
+        html,
+        no_color,
+    )
+
+
+draw_app.command("transpose")(draw_transpose)
+draw_app.command("tconv", help="Alias of draw transpose.")(draw_transpose)
+
+
+@draw_app.command("stack")
+def draw_stack(
+    source: Annotated[
+        str | None, typer.Argument(show_default=False, help="A stack file, - or layers inline.")
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", show_default=False, help="A built-in architecture.")
+    ] = None,
+    input_shape: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            metavar="N,C,H[,W...]",
+            show_default=False,
+            help="The network input [default: the file's; inline: 1,3,224,224].",
+        ),
+    ] = None,
+    svg: Svg = None,
+    html: Html = None,
+    no_color: NoColor = False,
+) -> None:
+    """Draw a stack's receptive field: its growth layer by layer as bars, and the field of the
+    central output of its last spatial layer on the input.
+
+    \b
+    Example:
+      convcalc draw stack --arch resnet18
+    """
+    with user_errors():
+        from .cumulative import cumulative as cumulative_figures
+        from .engine import graph_inputs
+        from .picture import field_on_input
+        from .stack import build_network, parse_inline, parse_input
+
+        data, label = _stack_source(source, arch)
+        shape = parse_input(input_shape, "--input") if input_shape else None
+        if data is None:
+            data = {"layers": parse_inline(source or "")}
+            shape = shape or (1, 3, 224, 224)
+        network = build_network(data, shape, "float32", label)
+        inputs = graph_inputs(network.nodes, network.input)
+        figures = cumulative_figures(tuple(network.nodes), inputs, network.input)
+        rows = []
+        last = None
+        previous: tuple[int, ...] = ()
+        for name, figure in zip(network.names, figures):
+            spatial = figure.effective_stride and not figure.whole_input
+            if not spatial or figure.receptive_field == previous:
+                continue
+            previous = figure.receptive_field
+            rows.append(
+                (name, max(figure.receptive_field), "x".join(map(str, figure.receptive_field)))
+            )
+            last = (name, figure)
+        notes = [
+            "receptive fields by formula (Araujo et al. 2019); `convcalc stack` also measures "
+            "them by autograd"
+        ]
+        if last is None:
+            raise ConvcalcError("the stack has no layer with a spatial output to draw")
+        name, figure = last
+        index = network.names.index(name)
+        output_size = formulas_output(network.nodes[index].spec, inputs[index])
+        centre = [n // 2 for n in output_size]
+        start = [
+            int(c * j - p)
+            for c, j, p in zip(centre, figure.effective_stride, figure.effective_padding)
+        ]
+        field_rows, scale = field_on_input(network.input.size, start, figure.receptive_field)
+        caption = (
+            f"the field of {name}'s central output {tuple(centre)} on the "
+            f"{'x'.join(map(str, network.input.size))} input"
+            + (f" (a cell is {scale}x{scale} input positions)" if scale > 1 else "")
+        )
+        if any(j.denominator != 1 for j in figure.effective_stride):
+            notes.append("a fractional effective stride: the field drawn is the widest one")
+    from .render import field_renderable, show
+
+    show(
+        field_renderable(f"convcalc draw stack  {label}", rows, field_rows, caption, notes),
+        sys.stdout,
+        no_color=no_color,
+        svg=svg,
+        html=html,
+        title=label,
+    )
+
+
+def formulas_output(spec: Any, layer_input: Any) -> tuple[int, ...]:
+    from .formulas import figures
+
+    return tuple(figures(spec, layer_input).output_shape.value[2:])
+
+
 def main() -> None:
     """Console-script entry point (also ``python -m convcalc``).
 

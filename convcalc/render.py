@@ -629,3 +629,125 @@ def _solution(solution: Any) -> Group:
     for note in data["notes"]:
         parts.append(Text(note, style="bold yellow"))
     return Group(*parts)
+
+
+# --- pictures -----------------------------------------------------------------------------------
+
+CELL_STYLES = {
+    ".": "grey50",
+    "-": "grey35",
+    "#": "bold red",
+    "+": "bold magenta",
+    "o": "cyan",
+    ">": "bold yellow",
+    "x": "bold bright_red",
+    "@": "bold green",
+    " ": "",
+}
+
+
+def _cells(rows: list[str]) -> Text:
+    text = Text()
+    for row in rows:
+        for char in row:
+            text.append(char, style=CELL_STYLES.get(char, ""))
+            text.append(" ")
+        text.rstrip()
+        text.append("\n")
+    text.rstrip()
+    return text
+
+
+def _frame(frame: Any) -> Group:
+    grid = Table.grid(padding=(0, 4))
+    grid.add_column()
+    grid.add_column()
+    grid.add_row(Text(frame.input_label, style="bold"), Text(frame.output_label, style="bold"))
+    grid.add_row(_cells(frame.input_rows), _cells(frame.output_rows))
+    return Group(Text(frame.title, style="bold underline"), grid, Text())
+
+
+def _legend(legend: dict[str, str]) -> Text:
+    text = Text("legend: ")
+    for char, meaning in legend.items():
+        text.append(char, style=CELL_STYLES.get(char, ""))
+        text.append(f" {meaning}   ")
+    text.rstrip()
+    return text
+
+
+def picture_renderable(title: str, picture: Any) -> Group:
+    parts: list[Any] = [Text(title, style="bold"), Text()]
+    parts += [_frame(frame) for frame in picture.frames]
+    parts.append(_legend(picture.legend))
+    parts += [Text(f"note: {note}", style="yellow") for note in picture.notes]
+    return Group(*parts)
+
+
+def field_chart(rows: list[tuple[str, int, str]], width: int = 40) -> Table:
+    """The cumulative receptive field, layer by layer, as bars."""
+    table = Table(
+        box=box.SIMPLE_HEAVY,
+        show_edge=False,
+        pad_edge=False,
+        title="receptive field, layer by layer",
+        title_justify="left",
+    )
+    table.add_column("layer", no_wrap=True)
+    table.add_column("receptive field", justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    top = max((value for _, value, _ in rows), default=1) or 1
+    for name, value, shown in rows:
+        bar = "█" * max(1, round(width * value / top))
+        table.add_row(name, shown, Text(bar, style="bold blue"))
+    return table
+
+
+def field_renderable(
+    title: str,
+    rows: list[tuple[str, int, str]],
+    field_rows: list[str],
+    caption: str,
+    notes: list[str],
+) -> Group:
+    parts: list[Any] = [
+        Text(title, style="bold"),
+        Text(),
+        field_chart(rows),
+        Text(),
+        Text(caption, style="bold"),
+        _cells(field_rows),
+        Text(),
+        _legend({"#": "receptive field", "+": "receptive field on padding", ".": "input"}),
+    ]
+    parts += [Text(f"note: {note}", style="yellow") for note in notes]
+    return Group(*parts)
+
+
+def show(
+    renderable: Any,
+    stream: IO[str],
+    *,
+    no_color: bool = False,
+    svg: str | None = None,
+    html: str | None = None,
+    title: str = "convcalc",
+) -> None:
+    """Print to the terminal; with ``svg``/``html``, also save everything drawn (Rich's export,
+    in colour whatever the terminal)."""
+    make_console(stream, no_color=no_color).print(renderable)
+    if svg or html:
+        import io
+
+        recorder = Console(
+            file=io.StringIO(),
+            record=True,
+            force_terminal=True,
+            width=160,
+            color_system="truecolor",
+        )
+        recorder.print(renderable)
+        if svg:
+            recorder.save_svg(svg, title=title, clear=False)
+        if html:
+            recorder.save_html(html, clear=False)
