@@ -547,9 +547,8 @@ def conv(
 
 def _block(bn: bool, act: str, slope: float) -> Any:
     from .presets import Block, check_act
-    from .spec import Labels
 
-    check_act(act.lower(), Labels())
+    check_act(act.lower())
     return Block(bn=bn, act=act.lower(), negative_slope=slope)
 
 

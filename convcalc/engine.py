@@ -130,13 +130,6 @@ def graph_inputs(
     return inputs
 
 
-def layer_inputs(
-    specs: Sequence[LayerSpec], input_spec: InputSpec, labels: Labels
-) -> list[InputSpec]:
-    """Validate a chain and give each layer's input by formula (its predecessor's output)."""
-    return graph_inputs(chain(specs), input_spec, labels)
-
-
 def analyze_chain(
     specs: Sequence[LayerSpec],
     input_spec: InputSpec,

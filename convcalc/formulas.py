@@ -65,10 +65,6 @@ def shape_text(shape: Sequence[int]) -> str:
     return "×".join(str(v) for v in shape)
 
 
-def mib(n_bytes: int) -> str:
-    return f"{n_bytes / 2**20:,.2f} MiB"
-
-
 def human_bytes(n_bytes: int) -> str:
     """Binary units, two decimals (torchsummary's "MB" are MiB): ``12845056`` -> ``12.25 MiB``."""
     if n_bytes < 2**10:
@@ -443,62 +439,3 @@ def output_spec(spec: LayerSpec, input_spec: InputSpec) -> InputSpec:
     """The tensor a layer produces, as the next layer's input."""
     shape = figures(spec, input_spec).output_shape.value
     return InputSpec(batch=shape[0], channels=shape[1], size=shape[2:], dtype=input_spec.dtype)
-
-
-def _inputs_of(spec: LayerSpec, axis: int, position: int) -> list[int]:
-    """Input positions (padding ignored: it only shifts) that output ``position`` depends on."""
-    if not isinstance(spec, ConvSpec):
-        return [position]
-    k, s, d = spec.kernel_size[axis], spec.stride[axis], spec.dilation[axis]
-    if spec.transposed:
-        return [(position - j * d) // s for j in range(k) if (position - j * d) % s == 0]
-    return [position * s + j * d for j in range(k)]
-
-
-def _traced_extent(specs: Sequence[LayerSpec], axis: int) -> tuple[int, int]:
-    """Largest extent over one period of output positions, tracing position sets back through
-    the chain (exact where transposed layers make the extent depend on the position), and the
-    period that was searched."""
-    period = math.prod(s.stride[axis] for s in specs if isinstance(s, ConvSpec))
-    widest = 0
-    for position in range(period):
-        positions = {position}
-        for spec in reversed(specs):
-            positions = {i for o in positions for i in _inputs_of(spec, axis, o)}
-            if not positions:
-                break
-        if positions:
-            widest = max(widest, max(positions) - min(positions) + 1)
-    return widest, period
-
-
-def chain_receptive_field(specs: Sequence[LayerSpec]) -> Derived[Ints]:
-    """Receptive field of a chain: ``r += (r_layer - 1)·J``, ``J *= s`` for plain convolutions
-    (Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks", Distill
-    2019, eq. 2, J the product of the strides before the layer). Elementwise layers (batch norm,
-    activations) contribute nothing. A chain with transposed layers has no such closed form (its
-    extent depends on the output position): it is traced exactly, position set by position set,
-    over one period of output positions, and the largest extent kept.
-    """
-    dims = specs[0].dims
-    spatial = [s for s in specs if isinstance(s, ConvSpec)]
-    if len(spatial) == 1 and len(specs) == 1:
-        return receptive_field(spatial[0])
-    values: list[int] = []
-    parts: list[str] = []
-    for axis in range(dims):
-        if any(s.transposed for s in spatial):
-            field, period = _traced_extent(spatial, axis)
-            values.append(field)
-            parts.append(f"traced over {period} output positions = {field}")
-            continue
-        field, jump = 1, 1
-        terms = ["1"]
-        for spec in spatial:
-            span = conv_receptive_length(spec.kernel_size[axis], spec.dilation[axis])
-            field += (span - 1) * jump
-            terms.append(f"({span}−1){MUL}{jump}")
-            jump *= spec.stride[axis]
-        values.append(field)
-        parts.append(f"{' + '.join(terms)} = {field}")
-    return Derived(tuple(values), _per_axis(dims, parts))

@@ -31,7 +31,7 @@ class Block:
     negative_slope: float = 0.01
 
 
-def check_act(act: str, labels: Labels) -> None:
+def check_act(act: str) -> None:
     if act not in ACT_CHOICES:
         raise SpecError("act", f"--act {act!r} must be one of {', '.join(ACT_CHOICES)}")
 

@@ -321,8 +321,6 @@ class ShapeSpec:
 LayerSpec = Union[  # noqa: UP007
     ConvSpec, NormSpec, ActSpec, PoolSpec, AdaptivePoolSpec, LinearSpec, ShapeSpec
 ]
-#: layers that slide a window over the input (a receptive field, a stride, a padding)
-WindowSpec = Union[ConvSpec, PoolSpec]  # noqa: UP007
 
 
 @dataclass(frozen=True)

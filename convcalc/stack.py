@@ -461,16 +461,23 @@ class _Builder:
                 where,
                 path,
             )
+        return self._activation(layer, name, where, source, path)
+
+    def _activation(
+        self, layer: dict[str, Any], name: str, where: str, source: int, path: str
+    ) -> int:
+        """``act: relu`` on a conv or a residual block: the activation after it."""
         act = layer.get("act")
-        if act and str(act).lower() != "none":
-            source = self.add(
-                self._act(str(act), layer, f"{name}.{act}", here),
-                (source,),
-                f"{name}.{str(act).lower()}",
-                where,
-                path,
-            )
-        return source
+        if not act or str(act).lower() == "none":
+            return source
+        here = self.tensor(source)
+        return self.add(
+            self._act(str(act), layer, f"{name}.{act}", here),
+            (source,),
+            f"{name}.{str(act).lower()}",
+            where,
+            path,
+        )
 
     def _act(self, act: str, layer: dict[str, Any], name: str, here: InputSpec) -> ActSpec:
         if act.lower() not in ACTIVATIONS:
@@ -495,16 +502,7 @@ class _Builder:
             where,
             path,
         )
-        act = layer.get("act")
-        if act and str(act).lower() != "none":
-            joined = self.add(
-                self._act(str(act), layer, f"{name}.{act}", here),
-                (joined,),
-                f"{name}.{str(act).lower()}",
-                where,
-                path,
-            )
-        return joined
+        return self._activation(layer, name, where, joined, path)
 
 
 def _positive(value: Any, key: str) -> int:

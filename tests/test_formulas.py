@@ -76,13 +76,21 @@ def test_transposed_receptive_length(k: int, s: int, d: int, expected: int) -> N
 
 
 def test_chain_receptive_field() -> None:
-    # k3 s2 then k3 s1 then k3 d2: 1 + 2*1 + 2*2 + 4*2 = 15
+    # k3 s2 then k3 s1 then k3 d2: r = 1 + 2·1 + 2·2 + 4·2 = 15; J = 2; P = 0 + 0 + 2·2 = 4
+    from convcalc.cumulative import cumulative
+    from convcalc.engine import graph_inputs
+    from convcalc.spec import chain
+
     specs = [
         build_conv(in_channels=1, out_channels=1, kernel="3", stride="2"),
         build_conv(in_channels=1, out_channels=1, kernel="3"),
-        build_conv(in_channels=1, out_channels=1, kernel="3", dilation="2"),
+        build_conv(in_channels=1, out_channels=1, kernel="3", dilation="2", padding="2"),
     ]
-    assert formulas.chain_receptive_field(specs).value == (15, 15)
+    network_input = build_input(dims=2, channels=1, size="32")
+    nodes = chain(specs)
+    last = cumulative(nodes, graph_inputs(nodes, network_input), network_input)[-1]
+    assert last.receptive_field == (15, 15)
+    assert last.effective_stride == (2, 2) and last.effective_padding == (4, 4)
 
 
 def test_formula_modules_import_no_torch() -> None:
