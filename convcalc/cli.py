@@ -1368,11 +1368,8 @@ def _draw_conv(
                 )
             position = [int(p) for p in parts]
         picture = conv_picture(spec, input_spec.size, steps=steps, at=position)
-        if (
-            at is not None
-            and picture.frames
-            and picture.frames[0].title.split("(")[1].split(")")[0].replace(" ", "")
-            != ",".join(map(str, position or []))
+        if position is not None and (
+            not picture.frames or picture.frames[0].position != tuple(position)
         ):
             raise SpecError("at", f"--at {at}: no such position in this layer")
         if note:

@@ -46,6 +46,8 @@ MAX_CELLS = 16
 
 @dataclass(frozen=True)
 class Frame:
+    #: the output position drawn (for a transposed conv: the input position)
+    position: tuple[int, ...]
     title: str
     input_rows: list[str]
     output_rows: list[str]
@@ -146,6 +148,7 @@ def conv_picture(
         output_rows = _grid(outs, out_fixed, functools.partial(_marked, position=position))
         frames.append(
             Frame(
+                position=position,
                 title=f"output {_coords(position)}: its {len(taps)} taps",
                 input_rows=input_rows,
                 output_rows=output_rows,
@@ -208,6 +211,7 @@ def _transposed(
         cropped_size = [f - 2 * p for f, p in zip(full, pads)]
         frames.append(
             Frame(
+                position=position,
                 title=f"input {_coords(position)} spreads over {len(targets)} outputs",
                 input_rows=input_rows,
                 output_rows=output_rows,
