@@ -22,7 +22,7 @@ def bash_blocks() -> list[str]:
 def test_first_two_bash_blocks_install_run_and_test() -> None:
     install, test = bash_blocks()[:2]
     assert "pip install -c constraints.txt" in install
-    assert install.endswith("convcalc conv --in 64 --out 256 -k 3 -p 1")
+    assert install.endswith("convcalc dw --in 64 --out 256")
     assert "pip install -c constraints.txt" in test and test.endswith("python -m pytest")
     assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text()
 
