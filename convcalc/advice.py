@@ -134,8 +134,11 @@ def network_warnings(
     found: list[str] = []
     for name, node, layer_input in zip(names, nodes, inputs):
         found += layer_warnings(name, node.spec, layer_input)
-    # the receptive field: once, for the first layer whose field outgrows the input
-    for name, figures in zip(names, cumulative):
+    # the receptive field: once, for the first layer whose field outgrows the input (not after
+    # a transposed layer: upsampling networks see past their input by design)
+    for name, node, figures in zip(names, nodes, cumulative):
+        if isinstance(node.spec, ConvSpec) and node.spec.transposed:
+            break
         if figures.whole_input or not figures.effective_stride:
             continue
         over = [

@@ -44,8 +44,42 @@ API_LABELS = Labels(
 Value = int | str | Sequence[int]
 
 
-def _text(value: Value) -> int | str:
-    return value if isinstance(value, int | str) else "x".join(str(v) for v in value)
+def _text(value: Value, name: str) -> int | str:
+    """3, "3x5", (3, 5) -> what the spec parser takes; anything else is a SpecError."""
+    if isinstance(value, bool):
+        raise SpecError(
+            name,
+            f"{name} {value!r} must be an integer, a string like '3x5', or a sequence of integers",
+        )
+    if isinstance(value, int | str):
+        return value
+    if (
+        isinstance(value, list | tuple)
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        return "x".join(str(v) for v in value)
+    raise SpecError(
+        name, f"{name} {value!r} must be an integer, a string like '3x5', or a sequence of integers"
+    )
+
+
+def _integer(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(name, f"{name} {value!r} must be an integer")
+    return value
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(name, f"{name} {value!r} must be True or False")
+    return value
+
+
+def _choice(value: Any, name: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise SpecError(name, f"{name} {value!r} must be one of {', '.join(choices)}")
+    return str(value)
 
 
 def analyze(
@@ -73,29 +107,34 @@ def analyze(
     """One conv layer, as ``convcalc conv`` measures it. Per-dimension values as 3, (3, 5) or
     "3x5"; ``padding`` also "same" or "valid"."""
     spec = build_conv(
-        dims=dims,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        kernel=_text(kernel),
-        stride=_text(stride),
-        padding=_text(padding),
-        dilation=_text(dilation),
-        groups=groups,
-        bias=bias,
-        transpose=transpose,
-        output_padding=_text(output_padding),
-        padding_mode=padding_mode,
+        dims=_integer(dims, "dims"),
+        in_channels=_integer(in_channels, "in_channels"),
+        out_channels=_integer(out_channels, "out_channels"),
+        kernel=_text(kernel, "kernel"),
+        stride=_text(stride, "stride"),
+        padding=_text(padding, "padding"),
+        dilation=_text(dilation, "dilation"),
+        groups=_integer(groups, "groups"),
+        bias=_flag(bias, "bias"),
+        transpose=_flag(transpose, "transpose"),
+        output_padding=_text(output_padding, "output_padding"),
+        padding_mode=str(padding_mode),
         labels=API_LABELS,
     )
     input_spec = build_input(
         dims=dims,
         channels=in_channels,
-        size=_text(size),
-        batch=batch,
-        dtype=dtype,
+        size=_text(size, "size"),
+        batch=_integer(batch, "batch"),
+        dtype=str(dtype),
         labels=API_LABELS,
     )
-    options = Options(measure_on=measure_on, train=train, time=time, device=device)
+    options = Options(
+        measure_on=_choice(measure_on, "measure_on", ("auto", "cpu", "meta")),
+        train=_flag(train, "train"),
+        time=_flag(time, "time"),
+        device=str(device),
+    )
     return _analyze_spec(spec, input_spec, options=options, labels=API_LABELS)
 
 
@@ -124,15 +163,26 @@ def analyze_stack(
         isinstance(stack, str) and Path(stack).suffix.lower() in (".yaml", ".yml", ".json", ".toml")
     ):
         path = Path(stack)
-        data, label = load_text(path.read_text(encoding="utf-8"), str(path)), path.name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            raise SpecError("stack", f"{path}: {reason}") from None
+        data, label = load_text(text, str(path)), path.name
     elif isinstance(stack, str):
         if input is None:
             raise SpecError("input", "an inline stack needs input=(N, C, size...)")
         data, label = {"layers": parse_inline(stack)}, "inline"
     else:
         raise SpecError("stack", "give a stack (path, dict or inline string) or arch=")
+    if input is not None and (isinstance(input, str) or not all(isinstance(v, int) for v in input)):
+        raise SpecError("input", f"input {input!r} must be a sequence of integers (N, C, ...)")
     network = build_network(data, tuple(input) if input else None, dtype, label)
-    options = Options(measure_on=measure_on, train=train, time=time)
+    options = Options(
+        measure_on=_choice(measure_on, "measure_on", ("auto", "cpu", "meta")),
+        train=_flag(train, "train"),
+        time=_flag(time, "time"),
+    )
     return analyze_network(network, title=label, options=options)
 
 
@@ -140,4 +190,10 @@ def analyze_module(
     module: Any, input: Sequence[int] = (1, 3, 224, 224), *, dtype: str = "float32"
 ) -> Report:
     """A model, as ``convcalc model`` measures it: an ``nn.Module`` or ``"package.mod:Attr"``."""
+    if isinstance(input, str) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input
+    ):
+        raise SpecError("input", f"input {input!r} must be positive integers (N, C, ...)")
+    if not isinstance(module, str) and not hasattr(module, "named_modules"):
+        raise SpecError("module", f"module {module!r} must be an nn.Module or 'package.mod:Attr'")
     return analyze_model(module, tuple(input), dtype=dtype)

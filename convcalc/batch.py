@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -65,23 +66,32 @@ def spec_network(data: dict[str, Any], dtype: str) -> Any:
     layer = {k: v for k, v in data.items() if k not in INPUT_KEYS}
     layer.setdefault("op", "conv")
     if "input" in data:
+        if any(key in data for key in ("in", "size", "dims", "batch")):
+            raise SpecError("input", "give either 'input' or in/size/dims/batch, not both")
         shape = parse_input(data["input"], "input")
     else:
         if "in" not in data:
             raise SpecError("in", "a spec needs 'in' (input channels) or 'input' (N,C,size...)")
-        dims = int(data.get("dims", 2))
+        dims = _whole(data.get("dims", 2), "dims")
         size = data.get("size", 224)
-        sizes = (
-            [int(v) for v in str(size).replace(",", "x").split("x")]
-            if not isinstance(size, int)
-            else [size]
-        )
+        text = str(size).replace(",", "x")
+        if isinstance(size, bool) or not re.fullmatch(r"\d+(x\d+)*", text):
+            raise SpecError(
+                "size", f"size {size!r} must be a number, or one per dimension like 56x80"
+            )
+        sizes = [int(v) for v in text.split("x")]
         if len(sizes) == 1:
             sizes *= dims
-        shape = (int(data.get("batch", 1)), int(data["in"]), *sizes)
+        shape = (_whole(data.get("batch", 1), "batch"), _whole(data["in"], "in"), *sizes)
     if isinstance(layer.get("layers"), str):  # a whole inline stack in one spec
         return build_network({"layers": parse_inline(layer["layers"])}, shape, dtype, "spec")
     return build_network({"layers": [layer]}, shape, str(data.get("dtype", dtype)), "spec")
+
+
+def _whole(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not re.fullmatch(r"-?\d+", str(value).strip()):
+        raise SpecError(key, f"{key} {value!r} must be a whole number")
+    return int(value)
 
 
 def run(specs: list[Spec], dtype: str, options: Any) -> Iterator[tuple[Spec, Any, str | None]]:
@@ -94,5 +104,7 @@ def run(specs: list[Spec], dtype: str, options: Any) -> Iterator[tuple[Spec, Any
             report = analyze_network(network, command="batch", options=options)
         except ConvcalcError as error:
             yield spec, None, str(error)
+        except (ValueError, TypeError) as error:  # a value of a type nothing expected
+            yield spec, None, f"invalid spec: {error}"
         else:
             yield spec, report, None

@@ -427,6 +427,12 @@ def shared_options(func: Callable[..., None]) -> Callable[..., None]:
         if chosen not in FORMATS:
             fail(f"--format {fmt!r} must be one of {', '.join(FORMATS)}")
         shared["expect"] = tuple(shared["expect"] or ())
+        if shared["get"] is not None and not shared["get"].strip():
+            fail("--get needs a path, like total.params")
+        if shared["formula_only"] and shared["measure_on"] != "auto":
+            fail(
+                f"--measure-on {shared['measure_on']} measures: it does not go with --formula-only"
+            )
         with user_errors():
             from .query import parse_expectation
 
@@ -974,14 +980,24 @@ def _stack_source(source: str | None, arch: str | None) -> tuple[dict[str, Any] 
         raise SpecError("source", "give a stack file, - for stdin, layers inline, or --arch")
     if source == "-":
         return load_text(sys.stdin.read(), "<stdin>"), "<stdin>"
+    if not source.strip():
+        raise SpecError("source", "the stack is empty: give a file, - for stdin, or layers")
     path = Path(source)
     if path.suffix.lower() in (".yaml", ".yml", ".json", ".toml") or path.exists():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise SpecError("source", f"{source}: {error.strerror or error}") from None
-        return load_text(text, source), path.name
+        return load_text(read_text(path, source), source), path.name
     return None, "inline"
+
+
+def read_text(path: Path, source: str) -> str:
+    """A file's text; unreadable or not UTF-8 is invalid input, not a crash."""
+    from .errors import SpecError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError("source", f"{source}: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise SpecError("source", f"{source}: {error.strerror or error}") from None
 
 
 def _export(data: dict[str, Any], shape: tuple[int, ...] | None) -> None:
@@ -1083,13 +1099,7 @@ def batch(
         from .batch import read_specs, run
         from .engine import Options
 
-        if source == "-":
-            text = sys.stdin.read()
-        else:
-            try:
-                text = Path(source).read_text(encoding="utf-8")
-            except OSError as error:
-                fail(f"{source}: {error.strerror or error}")
+        text = sys.stdin.read() if source == "-" else read_text(Path(source), source)
         specs = read_specs(text, source)
         options = Options(measure_on=measure_on, train=train, time=time, device=device)
     from .formats import CSV_COLUMNS, csv_text, flat_rows
@@ -1337,6 +1347,20 @@ DrawSize = Annotated[
 ]
 
 
+def _check_writable(svg: str | None, html: str | None) -> None:
+    """--svg and --html must be writable before anything is drawn (stdout stays clean)."""
+    from .errors import SpecError
+
+    for option, target in (("--svg", svg), ("--html", html)):
+        if target is None:
+            continue
+        parent = Path(target).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise SpecError(option, f"{option} {target}: no such directory {parent}")
+        if not os.access(parent, os.W_OK) or Path(target).is_dir():
+            raise SpecError(option, f"{option} {target}: cannot write there")
+
+
 def _draw_conv(
     title: str,
     build: Callable[[], Any],
@@ -1354,6 +1378,7 @@ def _draw_conv(
         from .picture import conv_picture
         from .spec import build_input, check_fits
 
+        _check_writable(svg, html)
         spec = build()
         input_spec = build_input(dims=dims, channels=spec.in_channels, size=size)
         check_fits(spec, input_spec)
@@ -1609,6 +1634,7 @@ def draw_stack(
         from .picture import field_on_input
         from .stack import build_network, parse_inline, parse_input
 
+        _check_writable(svg, html)
         data, label = _stack_source(source, arch)
         shape = parse_input(input_shape, "--input") if input_shape else None
         if data is None:

@@ -360,7 +360,7 @@ def analyze_grouped(
         command="group",
         options=options,
         labels=labels,
-        title=f"grouped convolution, {conv.groups} groups",
+        title=f"grouped convolution, {conv.groups} group{'s' if conv.groups != 1 else ''}",
     )
     standard = analyze_chain(
         [_presets().standard_like(conv)],
@@ -608,22 +608,42 @@ def analyze_model(target: Any, input_shape: tuple[int, ...], *, dtype: str = "fl
     measured = measure.measure_model(model, input_shape, dtype)
     input_spec = InputSpec(input_shape[0], input_shape[1], tuple(input_shape[2:]), dtype)
     layers: list[LayerReport] = []
+    calls_note = False
     for layer in measured.layers:
         shape = layer.input_shape
         layer_input = InputSpec(shape[0], shape[1], tuple(shape[2:]), dtype)
         figures = formulas.figures(layer.spec, layer_input)
+        calls = layer.calls or (shape,)
+        if len(calls) > 1:
+            # a module run more than once: its measured MACs and FLOPs add up every call
+            calls_note = True
+            per_call = [
+                formulas.figures(layer.spec, InputSpec(c[0], c[1], tuple(c[2:]), dtype))
+                for c in calls
+            ]
+            mac = sum(f.macs.value for f in per_call)
+            flop = sum(f.flops.value for f in per_call)
+            bias = sum(f.bias_adds.value for f in per_call)
+            out_formula = per_call[-1].output_shape.value
+        else:
+            mac, flop, bias = figures.macs.value, figures.flops.value, figures.bias_adds.value
+            out_formula = figures.output_shape.value
         result = layer.measurement
         width = DTYPE_BYTES[dtype]
+        texts = figures.texts()
+        if len(calls) > 1:
+            texts["macs"] = f"{len(calls)} calls: {mac:,}"
+            texts["flops"] = f"{len(calls)} calls: {flop:,}"
         layers.append(
             LayerReport(
-                name=layer.name,
+                name=layer.name if len(calls) == 1 else f"{layer.name} (×{len(calls)})",
                 spec=layer.spec,
                 input_shape=shape,
-                output_shape=Pair(result.output_shape, figures.output_shape.value),
+                output_shape=Pair(result.output_shape, out_formula),
                 params=Pair(result.params, figures.params.value),
-                macs=Pair(result.macs, figures.macs.value),
-                flops=Pair(result.flops, figures.flops.value),
-                bias_adds=figures.bias_adds.value,
+                macs=Pair(result.macs, mac),
+                flops=Pair(result.flops, flop),
+                bias_adds=bias,
                 receptive_field=Pair(result.receptive_field, figures.receptive_field.value),
                 memory=Pair(
                     summary_memory(
@@ -631,10 +651,15 @@ def analyze_model(target: Any, input_shape: tuple[int, ...], *, dtype: str = "fl
                     ),
                     figures.memory.value,
                 ),
-                formula_text=figures.texts(),
+                formula_text=texts,
             )
         )
     notes = []
+    if calls_note:
+        notes.append(
+            "a layer marked ×N runs N times in one forward pass: its MACs and FLOPs, measured "
+            "and by formula, add up every call; its output shape is the last call's"
+        )
     if measured.uncovered:
         listed = ", ".join(
             f"{name or '(model)'} ({count:,})"

@@ -20,13 +20,15 @@ a real run (on the CPU, or on torch's ``meta`` device for layers too big to run 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
+import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -853,7 +855,8 @@ def measure_graph(
         elif extras.time:
             timing = {
                 "device": time_device,
-                "skipped": "measured on the meta device: too big to run here, so not timed",
+                "skipped": "measured on the meta device (too big to run here, or "
+                "--measure-on meta): nothing ran, so nothing was timed",
             }
     except (RuntimeError, ValueError, TypeError) as error:
         # torch rejected what validation let through
@@ -924,9 +927,9 @@ def measure_graph(
         "macs": macs_source,
         "flops": f"torch.utils.flop_counter's formulas on {where}",
         "receptive_field": (
-            "autograd on a one-channel stand-in of the layers with the same geometry, all "
-            "weights 1 (extent of the input gradient of one output; max pooling probed as "
-            "averaging, which reaches every input of its window)"
+            "autograd on a one-channel stand-in of the layers with the same geometry and "
+            "positive weights (extent of the input gradient of one output; max pooling probed "
+            "as averaging, which reaches every input of its window)"
         ),
         "memory": (
             f"numel of the tensors of {where} × torch's element size for {input_spec.dtype}"
@@ -955,15 +958,39 @@ def measure_graph(
 def load_model(target: str) -> nn.Module:
     """``package.module:attr`` or ``path/to/file.py:attr``: an nn.Module, or a class or factory
     called with no arguments. Import errors become :class:`SpecError` (bad input)."""
-    import importlib
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     if ":" not in target:
         raise SpecError("model", f"{target!r} must be MODULE:ATTR, like mypkg.nets:ResNet")
     module_name, _, attr = target.rpartition(":")
     try:
+        with _user_code():
+            module = _import(module_name)
+    except SpecError:
+        raise
+    except SystemExit as leaving:
+        raise SpecError(
+            "model", f"importing {module_name} called sys.exit({leaving.code!r})"
+        ) from None
+    except Exception as error:  # whatever the user's module raises while importing
+        raise SpecError(
+            "model", f"cannot import {module_name}: {type(error).__name__}: {_first_line(error)}"
+        ) from None
+    return _instantiate(module, module_name, attr, target)
+
+
+@contextlib.contextmanager
+def _user_code() -> Iterator[None]:
+    """The user's code may print: its output goes to stderr, stdout carries convcalc's data."""
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _import(module_name: str) -> Any:
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    if True:
         if module_name.endswith(".py"):
             path = Path(module_name)
             spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -976,12 +1003,10 @@ def load_model(target: str) -> nn.Module:
             if "" not in sys.path and "." not in sys.path:
                 sys.path.insert(0, "")
             module = importlib.import_module(module_name)
-    except SpecError:
-        raise
-    except Exception as error:  # whatever the user's module raises while importing
-        raise SpecError(
-            "model", f"cannot import {module_name}: {type(error).__name__}: {_first_line(error)}"
-        ) from None
+    return module
+
+
+def _instantiate(module: Any, module_name: str, attr: str, target: str) -> nn.Module:
     try:
         found = module
         for part in attr.split("."):
@@ -993,9 +1018,10 @@ def load_model(target: str) -> nn.Module:
     if not callable(found):
         raise SpecError("model", f"{target} is neither an nn.Module nor a class or factory")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _user_code():
             built = found()
+    except SystemExit as leaving:
+        raise SpecError("model", f"{target}() called sys.exit({leaving.code!r})") from None
     except Exception as error:
         raise SpecError(
             "model", f"{target}() failed: {type(error).__name__}: {_first_line(error)}"
@@ -1078,6 +1104,8 @@ class ModelLayer:
     spec: LayerSpec
     input_shape: Ints
     measurement: LayerMeasurement
+    #: the input shape of every call, in order (a module can run more than once)
+    calls: tuple[Ints, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1100,17 +1128,17 @@ def measure_model(model: nn.Module, input_shape: Ints, dtype: str = "float32") -
     named = [(name, module, spec_of(name, module)) for name, module in model.named_modules()]
     hooked = [(name, module, spec) for name, module, spec in named if spec is not None]
     counter = _DispatchCounter()
-    shapes_in: dict[int, Ints] = {}
+    shapes_in: dict[int, list[Ints]] = {}
     shapes_out: dict[int, Ints] = {}
     handles = []
     for index, (_, module, _) in enumerate(hooked):
 
-        def before(mod: nn.Module, args: Any, index: int = index) -> None:
+        def before(_module: nn.Module, args: Any, index: int = index) -> None:
             counter.current = index
-            shapes_in[index] = tuple(args[0].shape)
+            shapes_in.setdefault(index, []).append(tuple(args[0].shape))
 
-        def after(mod: nn.Module, args: Any, out: Any, index: int = index) -> None:
-            shapes_out.setdefault(index, tuple(out.shape) if hasattr(out, "shape") else ())
+        def after(_module: nn.Module, args: Any, out: Any, index: int = index) -> None:
+            shapes_out[index] = tuple(out.shape) if hasattr(out, "shape") else ()
             counter.current = None
 
         handles.append(module.register_forward_pre_hook(before))
@@ -1118,9 +1146,10 @@ def measure_model(model: nn.Module, input_shape: Ints, dtype: str = "float32") -
     x = torch.zeros(input_shape)
     shown = "x".join(map(str, input_shape))
     try:
-        with torch.no_grad(), counter, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with torch.no_grad(), counter, _user_code():
             output = model(x)
+    except SystemExit as leaving:
+        raise SpecError("model", f"the model called sys.exit({leaving.code!r})") from None
     except Exception as error:
         raise SpecError(
             "input",
@@ -1131,27 +1160,30 @@ def measure_model(model: nn.Module, input_shape: Ints, dtype: str = "float32") -
             handle.remove()
     if not isinstance(output, torch.Tensor):
         raise SpecError("model", f"the model returned {type(output).__name__}, not a tensor")
-    fv = _fvcore_module(model, x)
+    with _user_code():
+        fv = _fvcore_module(model, x)
     layers = []
     for index, (name, module, spec) in enumerate(hooked):
         if index not in shapes_in:
             continue  # not called in this forward pass
-        spec = _with_channels(spec, shapes_in[index])
+        calls = shapes_in[index]
+        spec = _with_channels(spec, calls[0])
         counts = fv.get(name, {})
         macs = sum(int(v) for op, v in counts.items() if op in FVCORE_MAC_OPS)
         layers.append(
             ModelLayer(
                 name,
                 spec,
-                shapes_in[index],
+                calls[0],
                 LayerMeasurement(
                     output_shape=shapes_out[index],
                     params=sum(p.numel() for p in module.parameters(recurse=False)),
                     flops=counter.flops.get(index, 0),
                     macs=macs,
-                    receptive_field=probe_receptive_field(spec, shapes_in[index][2:]),
+                    receptive_field=probe_receptive_field(spec, calls[0][2:]),
                     output_elements=math.prod(shapes_out[index]),
                 ),
+                tuple(calls),
             )
         )
     covered = {name for name, _, _ in hooked}
@@ -1222,8 +1254,7 @@ def _model_receptive_field(model: nn.Module, input_shape: Ints) -> tuple[Ints | 
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(input_shape, generator=generator, dtype=torch.float64) + 0.5
     x.requires_grad_(True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _user_code():
         y = probe(x)
     index = (0, 0, *(n // 2 for n in y.shape[2:])) if y.dim() > 2 else (0,) * y.dim()
     (grad,) = torch.autograd.grad(y[index], x)

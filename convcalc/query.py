@@ -22,7 +22,7 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     "=": operator.eq,
 }
-_EXPECTATION = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(<=|>=|!=|==|<|>|=)\s*(.+?)\s*$")
+_EXPECTATION = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(<=|>=|!=|==|<|>|=)\s*([^<>=!\s].*?)\s*$")
 
 
 def get_path(data: Any, path: str, option: str = "--get") -> Any:
@@ -75,18 +75,40 @@ class Expectation:
     text: str
 
     def check(self, data: Any) -> str | None:
-        """None when met; else the line that says what was expected and what was found."""
-        actual = get_path(data, self.path, "--expect")
-        try:
-            met = OPERATORS[self.op](_comparable(actual), self.expected)
-        except TypeError:
-            met = False
+        """None when met; else the line that says what was expected and what was found. A
+        value of another kind than the one at the path (a word for a number) is a malformed
+        expectation, not a failed one."""
+        actual = _comparable(get_path(data, self.path, "--expect"))
+        if not _same_kind(actual, self.expected, self.op):
+            raise SpecError(
+                "expect",
+                f"--expect {self.text}: {self.path} is {format_value(actual)}, which cannot be "
+                f"compared with {format_value(self.expected)} by {self.op}",
+            )
+        met = OPERATORS[self.op](actual, self.expected)
         if met:
             return None
         return (
             f"expectation failed: {self.path} {self.op} {format_value(self.expected)}, "
             f"got {format_value(actual)}"
         )
+
+
+def _same_kind(actual: Any, expected: Any, op: str) -> bool:
+    def kind(value: Any) -> str:
+        if isinstance(value, bool) or value is None:
+            return "flag"
+        if isinstance(value, int | float):
+            return "number"
+        if isinstance(value, tuple):
+            return "list"
+        return type(value).__name__
+
+    if op in ("=", "==", "!=") and (actual is None or expected is None):
+        return True
+    if kind(actual) != kind(expected):
+        return False
+    return op in ("=", "==", "!=") or kind(actual) in ("number", "list")
 
 
 def _comparable(value: Any) -> Any:
@@ -110,11 +132,11 @@ def parse_value(text: str) -> Any:
         pass
     else:
         return int(number) if number.is_integer() and math.isfinite(number) else number
-    if text.startswith(("[", "{")):
+    if text.startswith(("[", "{", '"')):
         try:
             return _comparable(json.loads(text))
         except json.JSONDecodeError:
-            pass
+            raise SpecError("expect", f"--expect value {text!r} is not valid JSON") from None
     return text
 
 

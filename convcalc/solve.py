@@ -5,6 +5,7 @@ then checked by building the real layer (convcalc.measure) before it is printed.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -276,7 +277,45 @@ def run_solve(
     if inverse_of is not None:
         from .stack import parse_inline
 
-        layers = parse_inline(f"conv {inverse_of}")
+        if target:
+            raise SpecError(
+                "target",
+                "--target does not go with --inverse-of: the target is --size, the conv's input",
+            )
+        text = inverse_of.strip()
+        if not text:
+            raise SpecError("inverse_of", "--inverse-of needs a conv, like 'k3 s2 p1'")
+        if (
+            not text.split()[0][0].isdigit()
+            and text.split()[0].lower() != "conv"
+            and not (re.match(r"^(k|s|p|d)\d", text.split()[0], re.IGNORECASE))
+        ):
+            raise SpecError(
+                "inverse_of",
+                f"--inverse-of {inverse_of!r}: one conv, like "
+                "'k3 s2 p1' (a transposed conv is what solve finds)",
+            )
+        if not text.lower().startswith("conv"):
+            text = f"conv {text}"
+        try:
+            layers = parse_inline(text)
+        except SpecError as error:
+            raise SpecError("inverse_of", f"--inverse-of {inverse_of!r}: {error}") from None
+        unknown = set(layers[0]) - {"op", "kernel", "stride", "padding", "dilation"}
+        if len(layers) != 1 or layers[0]["op"] != "conv" or unknown:
+            raise SpecError(
+                "inverse_of",
+                f"--inverse-of {inverse_of!r}: one conv with k, s, p and d only, like 'k3 s2 p1'",
+            )
+        if any(
+            isinstance(layers[0].get(key), str)
+            for key in ("kernel", "stride", "padding", "dilation")
+        ):
+            raise SpecError(
+                "inverse_of",
+                f"--inverse-of {inverse_of!r}: one number each for "
+                "k, s, p and d (the conv's arithmetic is solved per dimension)",
+            )
         questions, infos = zip(*(inverse_question(layers[0], n) for n in sizes))
         solution = Solution(
             dims,

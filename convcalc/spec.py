@@ -545,8 +545,9 @@ def build_input(
     if math.prod(spec.shape) > MAX_ELEMENTS:
         raise SpecError(
             "size",
-            f"{labels['size']} {_show(sizes)} with {labels['batch']} {batch}: the input has more "
-            "than 2**63 elements, beyond what torch can index",
+            f"{labels['in_channels']} {channels}, {labels['size']} {_show(sizes)} and "
+            f"{labels['batch']} {batch}: the input has more than 2**63 elements, beyond what "
+            "torch can index",
         )
     return spec
 

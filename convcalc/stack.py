@@ -185,7 +185,7 @@ def _toml() -> Any:
     return tomllib
 
 
-_TOKEN = re.compile(r"^(out|op|k|s|p|d|g|m)(\S+)$")
+_TOKEN = re.compile(r"^(out|op|k|s|p|d|g|m)(\d+(?:x\d+)*|same|valid)$", re.IGNORECASE)
 _SHORT = {
     "out": "out",
     "op": "output_padding",
@@ -342,6 +342,15 @@ class _Builder:
                 raise
             raise SpecError(error.field, f"{where}: {error.message}") from None
 
+    def _spatial(self, op: str, here: InputSpec) -> None:
+        if here.dims == 0:
+            raise SpecError(
+                "op",
+                f"{op} needs a spatial input, but its input is flat "
+                f"({'x'.join(map(str, here.shape))}): it comes after flatten or "
+                "linear",
+            )
+
     def _build(
         self,
         op: str,
@@ -358,6 +367,8 @@ class _Builder:
         get = layer.get
         if op == "residual":
             return self._residual(layer, name, where, source, path)
+        if op in (*CONV_OPS, *POOL_OPS, *ADAPTIVE_OPS):
+            self._spatial(op, here)
         if op in CONV_OPS:
             return self._conv(op, layer, name, where, source, path)
         if op in POOL_OPS:
@@ -369,7 +380,7 @@ class _Builder:
                 stride=get("stride"),
                 padding=get("padding", 0),
                 dilation=get("dilation", 1),
-                ceil_mode=bool(get("ceil_mode", False)),
+                ceil_mode=flag(get("ceil_mode", False), "ceil_mode"),
                 name=name,
                 labels=labels,
             )
@@ -381,13 +392,13 @@ class _Builder:
         elif op == "batchnorm":
             spec = NormSpec(channels, dims, name)
         elif op in ACTIVATIONS:
-            slope = float(get("slope", get("negative_slope", 0.01)))
+            slope = number(get("slope", get("negative_slope", 0.01)), "slope")
             spec = ActSpec(op, dims, channels, slope, name)
         elif op == "linear":
             if "out" not in layer:
                 raise SpecError("out", "linear needs 'out' (its output features)")
             spec = LinearSpec(
-                channels, _positive(layer["out"], "out"), bool(get("bias", True)), name
+                channels, _positive(layer["out"], "out"), flag(get("bias", True), "bias"), name
             )
         else:
             spec = ShapeSpec(op, dims, channels, name)
@@ -399,7 +410,7 @@ class _Builder:
         here = self.tensor(source)
         labels = Labels(STACK_LABELS)
         get = layer.get
-        bias = bool(get("bias", True))
+        bias = flag(get("bias", True), "bias")
         common: dict[str, Any] = {"dims": here.dims, "in_channels": here.channels, "labels": labels}
         if op == "dw":
             multiplier = _positive(get("multiplier", 1), "multiplier")
@@ -453,7 +464,7 @@ class _Builder:
     def _block(self, layer: dict[str, Any], name: str, where: str, source: int, path: str) -> int:
         """``bn: true`` and ``act: relu`` on a conv: BatchNorm and an activation after it."""
         here = self.tensor(source)
-        if layer.get("bn"):
+        if flag(layer.get("bn", False), "bn"):
             source = self.add(
                 NormSpec(here.channels, here.dims, f"{name}.bn"),
                 (source,),
@@ -482,7 +493,7 @@ class _Builder:
     def _act(self, act: str, layer: dict[str, Any], name: str, here: InputSpec) -> ActSpec:
         if act.lower() not in ACTIVATIONS:
             raise SpecError("act", f"act {act!r} must be one of {', '.join(ACTIVATIONS)}")
-        slope = float(layer.get("slope", 0.01))
+        slope = number(layer.get("slope", 0.01), "slope")
         return ActSpec(act.lower(), here.dims, here.channels, slope, name)
 
     def _residual(
@@ -505,6 +516,32 @@ class _Builder:
         return self._activation(layer, name, where, joined, path)
 
 
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def flag(value: Any, key: str) -> bool:
+    """A yes/no key: true/false (also yes/no, on/off, 1/0); anything else is an error, not
+    silently true."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise SpecError(key, f"{key} {value!r} must be true or false")
+
+
+def number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise SpecError(key, f"{key} {value!r} must be a number")
+    try:
+        return float(value)
+    except ValueError:
+        raise SpecError(key, f"{key} {value!r} must be a number") from None
+
+
 def _positive(value: Any, key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise SpecError(key, f"{key} {value!r} must be a positive integer")
@@ -522,6 +559,12 @@ def build_network(
     data: dict[str, Any], input_shape: tuple[int, ...] | None, dtype: str, source: str
 ) -> Network:
     """The graph of a stack file's data (or of inline layers, with the input given)."""
+    if input_shape is None and data.get("input") is None:
+        raise SpecError(
+            "input",
+            f"{source}: no 'input' in the file: add one, like "
+            "input: [1, 3, 224, 224], or give --input N,C,H,W",
+        )
     shape = input_shape or parse_input(data.get("input"), f"{source}: input")
     input_spec = build_input(
         dims=len(shape) - 2,
@@ -529,7 +572,14 @@ def build_network(
         size="x".join(map(str, shape[2:])),
         batch=shape[0],
         dtype=dtype,
-        labels=Labels({**STACK_LABELS, "size": "input", "batch": "input batch"}),
+        labels=Labels(
+            {
+                **STACK_LABELS,
+                "size": f"{source}: input size",
+                "batch": f"{source}: input batch",
+                "in_channels": f"{source}: input channels",
+            }
+        ),
     )
     builder = _Builder(input_spec, dtype)
     builder.layers(data["layers"], -1)

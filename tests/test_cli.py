@@ -261,8 +261,8 @@ VALIDATION = [
     ),
     (
         ["--in", "3", "--out", "3", "--size", "100000000000", "--batch", "100000000000"],
-        "--size 100000000000 with --batch 100000000000: the input has more than 2**63 elements, "
-        "beyond what torch can index",
+        "--in 3, --size 100000000000 and --batch 100000000000: the input has more than 2**63 "
+        "elements, beyond what torch can index",
     ),
     # what click itself rejects: also one line, exit 2
     (["--out", "3"], "Missing option '--in'."),
