@@ -20,6 +20,9 @@ STRING_PADDINGS = ("same", "valid")
 DEFAULT_SIZE = 224  # the source documents' input size
 #: torch indexes tensors with int64: no tensor may hold more elements than this
 MAX_ELEMENTS = 2**63 - 1
+#: the largest size, kernel, stride, padding, dilation or channel count accepted (torch's conv
+#: backends take 32-bit sizes for some of these, and larger ones overflow before they fail)
+MAX_INDEX = 2**31 - 1
 
 Ints = tuple[int, ...]
 Padding = Union[Ints, Literal["same", "valid"]]  # noqa: UP007  (a runtime alias: 3.10 has no X | Literal)
@@ -370,6 +373,8 @@ def parse_ints(text: str | int | Ints, dims: int, field_name: str, labels: Label
                 f"{label} {text!r} is not a number or one number per dimension (like 3x5)",
             )
         values = tuple(int(v) for v in re.split(r"[x,]", text.strip().lower()))
+    if max(values) > MAX_INDEX:
+        raise SpecError(field_name, f"{label} {max(values)} is too large (at most 2**31 - 1)")
     if len(values) == 1:
         return values * dims
     if len(values) != dims:
@@ -439,6 +444,10 @@ def build_conv(
     for field_name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
         if value < 1:
             raise SpecError(field_name, f"{labels[field_name]} {value} must be a positive integer")
+        if value > MAX_INDEX:
+            raise SpecError(
+                field_name, f"{labels[field_name]} {value} is too large (at most 2**31 - 1)"
+            )
     kernel_size = parse_ints(kernel, dims, "kernel_size", labels)
     strides = parse_ints(stride, dims, "stride", labels)
     dilations = parse_ints(dilation, dims, "dilation", labels)

@@ -260,8 +260,8 @@ VALIDATION = [
         "--measure-on 'gpu' must be one of auto, cpu, meta",
     ),
     (
-        ["--in", "3", "--out", "3", "--size", "100000000000", "--batch", "100000000000"],
-        "--in 3, --size 100000000000 and --batch 100000000000: the input has more than 2**63 "
+        ["--in", "3", "--out", "3", "--size", "2000000000", "--batch", "2000000000"],
+        "--in 3, --size 2000000000 and --batch 2000000000: the input has more than 2**63 "
         "elements, beyond what torch can index",
     ),
     # what click itself rejects: also one line, exit 2

@@ -202,7 +202,10 @@ def test_python_api_raises_only_typed_errors(call, message: str) -> None:
             ["stack", "flatten; conv k3", "--input", "1,3,8,8"],
             "layer 2 (conv1): conv needs a spatial input, but its input is flat (1x192)",
         ),
-        (["conv", "--in", "99999999999999999999999", "--out", "8"], "--in 99999999999999999999999"),
+        (
+            ["conv", "--in", "99999999999999999999999", "--out", "8"],
+            "--in 99999999999999999999999 is too large (at most 2**31 - 1)",
+        ),
     ],
 )
 def test_more_one_line_errors(cli, args: list[str], start: str) -> None:
