@@ -114,7 +114,10 @@ class LayerReport:
             "memory_bytes_formula": _plain(self.memory.formula),
             "formula_text": dict(self.formula_text),
             "notes": list(self.notes),
-            "agree": self.agree,
+            # nothing measured (--formula-only): nothing to agree or disagree
+            "agree": self.agree
+            if any(pair.measured is not None for pair in self.pairs.values())
+            else None,
         }
         if self.cumulative is not None:
             cumulative = self.cumulative.to_dict()

@@ -92,3 +92,10 @@ def test_console_script_flushes_before_leaving_early() -> None:
 def test_batch_measures_on_the_meta_device_by_default(cli) -> None:
     result = cli("batch", "-", input='{"in": 3, "out": 4, "size": 8}\n')
     assert json.loads(result.stdout)["measured_on"] == "meta"
+
+
+def test_formula_only_claims_no_agreement(cli) -> None:
+    report = cli.json("dw", "--in", "8", "--out", "16", "--formula-only")
+    assert report["agree"] is None
+    assert [layer["agree"] for layer in report["layers"]] == [None, None]
+    assert report["layers"][0]["params"] == {"measured": None, "formula": 80}
