@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._version import __version__
-from .errors import ConvcalcError, MeasurementError, SpecError
+from convcalc._version import __version__
+from convcalc.errors import ConvcalcError, MeasurementError, SpecError
 
 __all__ = [
     "ConvcalcError",
@@ -29,7 +29,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in ("analyze", "analyze_stack", "analyze_module"):
-        from . import api
+        from convcalc import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'convcalc' has no attribute {name!r}")

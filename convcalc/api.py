@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .engine import Options, analyze_model, analyze_network
-from .engine import analyze as _analyze_spec
-from .errors import SpecError
-from .report import Report
-from .spec import Labels, build_conv, build_input
+from convcalc.core.report import Report
+from convcalc.core.spec import Labels, build_conv, build_input
+from convcalc.engine import Options, analyze_model, analyze_network
+from convcalc.engine import analyze as _analyze_spec
+from convcalc.errors import SpecError
 
 #: argument names, for error messages from the API
 API_LABELS = Labels(
@@ -150,8 +150,9 @@ def analyze_stack(
 ) -> Report:
     """A stack, as ``convcalc stack`` measures it: a file path, a dict in the file format, an
     inline string (``"conv k3 s2 out64; maxpool k2"``, with ``input``), or ``arch=``."""
-    from .archs import ARCHITECTURES
-    from .stack import build_network, load_text, parse_inline
+    from convcalc.core.grammar import parse_inline
+    from convcalc.sources.archs import ARCHITECTURES
+    from convcalc.sources.stack import build_network, load_text
 
     if arch is not None:
         if arch not in ARCHITECTURES:

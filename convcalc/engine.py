@@ -9,14 +9,23 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
-from . import formulas
-from .advice import network_warnings
-from .cumulative import cumulative as cumulative_figures
-from .errors import SpecError
-from .measured import nothing_measured
-from .memory import summary_memory
-from .report import LayerReport, Pair, Report, Total
-from .spec import DTYPE_BYTES, ConvSpec, InputSpec, Labels, LayerSpec, Node, chain, check_fits
+from convcalc.core import formulas
+from convcalc.core.advice import network_warnings
+from convcalc.core.cumulative import cumulative as cumulative_figures
+from convcalc.core.measured import nothing_measured
+from convcalc.core.memory import summary_memory
+from convcalc.core.report import LayerReport, Pair, Report, Total
+from convcalc.core.spec import (
+    DTYPE_BYTES,
+    ConvSpec,
+    InputSpec,
+    Labels,
+    LayerSpec,
+    Node,
+    chain,
+    check_fits,
+)
+from convcalc.errors import SpecError
 
 #: Real CPU runs are kept to this much float32 tensor data (input, outputs, parameters) ...
 REAL_RUN_MAX_BYTES = 256 * 2**20
@@ -176,7 +185,7 @@ def analyze_graph(
         measured = nothing_measured(len(nodes))
         plan = RunPlan("none", plan.estimated_bytes, plan.estimated_seconds, "--formula-only")
     else:
-        from . import measure  # torch: only once a measurement is really wanted
+        from convcalc import measure  # torch: only once a measurement is really wanted
 
         measured = measure.measure_graph(
             nodes,
@@ -320,7 +329,7 @@ def analyze(
 
 
 def _presets() -> Any:
-    from . import presets  # only the grouped, dilated and compare analyses need it
+    from convcalc.sources import presets  # only the grouped, dilated and compare analyses need it
 
     return presets
 
@@ -446,7 +455,7 @@ class Comparison:
         return all(report.agree for _, report in self.versions)
 
     def to_dict(self) -> dict[str, Any]:
-        from ._version import __version__
+        from convcalc._version import __version__
 
         return {
             "convcalc_version": __version__,
@@ -480,7 +489,7 @@ def compare(
 ) -> Comparison:
     """The documents' argument settled by measurement: the same layer as a standard conv, a
     grouped conv and a depthwise-separable pair; each one's ratio to the standard."""
-    from .spec import build_conv, parse_ints
+    from convcalc.core.spec import build_conv, parse_ints
 
     labels = labels or Labels()
     kernel_size = parse_ints(kernel, dims, "kernel_size", labels)
@@ -598,7 +607,7 @@ def analyze_network(
 def analyze_model(target: Any, input_shape: tuple[int, ...], *, dtype: str = "float32") -> Report:
     """A user's own nn.Module (``MODULE:ATTR``), run for real with hooks on every conv, pool,
     linear and batch-norm layer: the same per-layer figures, and the model's totals."""
-    from . import measure
+    from convcalc import measure
 
     if len(input_shape) < 2:
         raise SpecError("input", "--input needs at least N,C (like 1,3,224,224)")

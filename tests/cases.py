@@ -10,7 +10,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Case:
     id: str
-    #: keyword arguments of convcalc.spec.build_conv / the CLI options of `convcalc conv`
+    #: keyword arguments of convcalc.core.spec.build_conv / the CLI options of `convcalc conv`
     layer: dict[str, Any]
     size: str
     batch: int

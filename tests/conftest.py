@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from convcalc.cli import app
+from convcalc.cli.app import app
 
 GOLDEN = Path(__file__).parent / "golden"
 

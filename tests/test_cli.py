@@ -336,7 +336,7 @@ def test_version_and_bare_command(cli) -> None:
 @pytest.mark.parametrize("args", [["--help"], ["conv", "--help"], ["--version"]])
 def test_help_and_version_import_no_torch(args: list[str]) -> None:
     code = (
-        "import sys\nfrom convcalc.cli import app\n"
+        "import sys\nfrom convcalc.cli.app import app\n"
         "try:\n    app(" + repr(args) + ")\nexcept SystemExit:\n    pass\n"
         "print('torch' in sys.modules, 'fvcore' in sys.modules, file=sys.stderr)"
     )

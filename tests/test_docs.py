@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import typer.main
 
-from convcalc.cli import app
+from convcalc.cli.app import app
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -66,7 +66,7 @@ def test_readme_python_examples_run(code: str) -> None:
 
 
 def test_readme_stack_file_example_builds() -> None:
-    from convcalc.stack import build_network, load_text
+    from convcalc.sources.stack import build_network, load_text
 
     (text,) = re.findall(r"^```yaml\n(input:.*?)^```", README, re.S | re.M)
     network = build_network(load_text(text, "README.yaml"), None, "float32", "README")

@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convcalc.picture import conv_picture, conv_taps, drawable_size, transposed_targets
-from convcalc.spec import build_conv, padding_pairs
+from convcalc.core.picture import conv_picture, conv_taps, drawable_size, transposed_targets
+from convcalc.core.spec import build_conv, padding_pairs
 
 
 @settings(max_examples=80, deadline=None)
@@ -216,6 +216,6 @@ def test_3d_draws_a_slice(cli) -> None:
 
 
 def test_legend_characters_are_distinct() -> None:
-    from convcalc.picture import LEGEND
+    from convcalc.core.picture import LEGEND
 
     assert len(set(LEGEND)) == len(LEGEND) and all(len(c) == 1 for c in LEGEND)

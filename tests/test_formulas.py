@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from convcalc import formulas
-from convcalc.spec import build_conv, build_input
+from convcalc.core import formulas
+from convcalc.core.spec import build_conv, build_input
 
 from .cases import CASES, Case
 
@@ -77,9 +77,9 @@ def test_transposed_receptive_length(k: int, s: int, d: int, expected: int) -> N
 
 def test_chain_receptive_field() -> None:
     # k3 s2 then k3 s1 then k3 d2: r = 1 + 2·1 + 2·2 + 4·2 = 15; J = 2; P = 0 + 0 + 2·2 = 4
-    from convcalc.cumulative import cumulative
+    from convcalc.core.cumulative import cumulative
+    from convcalc.core.spec import chain
     from convcalc.engine import graph_inputs
-    from convcalc.spec import chain
 
     specs = [
         build_conv(in_channels=1, out_channels=1, kernel="3", stride="2"),
@@ -95,7 +95,8 @@ def test_chain_receptive_field() -> None:
 
 def test_formula_modules_import_no_torch() -> None:
     code = (
-        "import sys, convcalc.formulas, convcalc.spec, convcalc.report, convcalc.cli;"
+        "import sys, convcalc.core.formulas, convcalc.core.spec, convcalc.core.report, "
+        "convcalc.cli.app;"
         "print('torch' in sys.modules, 'fvcore' in sys.modules, 'rich' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

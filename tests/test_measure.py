@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from convcalc.core.spec import build_conv, build_input
 from convcalc.measure import build_layer, measure_chain, probe_receptive_field
-from convcalc.spec import build_conv, build_input
 
 from .cases import CASES, Case
 from .seed_cases import (

@@ -12,10 +12,10 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from convcalc.core.spec import build_conv, build_input, check_fits
 from convcalc.engine import analyze
 from convcalc.errors import SpecError
 from convcalc.measure import build_layer
-from convcalc.spec import build_conv, build_input, check_fits
 
 MAX_SIZE = {1: 40, 2: 14, 3: 7}
 SETTINGS = settings(

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from convcalc import engine
-from convcalc.status import ExitStatus
+from convcalc.cli.exits import ExitStatus
 
 DW = ("dw", "--in", "64", "--out", "256")
 

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convcalc.solve import Question, solve
+from convcalc.core.solve import Question, solve
 
 
 def answers(cli, *args: str) -> list[dict]:

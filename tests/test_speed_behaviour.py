@@ -13,7 +13,7 @@ import pytest
 def run_app(args: list[str], modules: list[str]) -> list[bool]:
     """Run the CLI in a fresh interpreter; which of ``modules`` ended up imported."""
     code = (
-        "import sys\nfrom convcalc.cli import app\n"
+        "import sys\nfrom convcalc.cli.app import app\n"
         f"try:\n    app({args!r})\nexcept SystemExit:\n    pass\n"
         f"sys.stderr.write(repr([m in sys.modules for m in {modules!r}]))"
     )

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ._version import __version__
-from .cumulative import Cumulative, fraction_text
-from .memory import Memory
-from .spec import InputSpec, Ints, LayerSpec
+from convcalc._version import __version__
+from convcalc.core.cumulative import Cumulative, fraction_text
+from convcalc.core.memory import Memory
+from convcalc.core.spec import InputSpec, Ints, LayerSpec
 
 T = TypeVar("T")
 
@@ -226,7 +226,7 @@ class Report:
 
     def get(self, path: str) -> Any:
         """The value at a dotted path of the JSON, as ``--get``: ``"total.params"``."""
-        from .query import get_path
+        from convcalc.core.query import get_path
 
         return get_path(self.to_dict(), path, "path")
 

@@ -10,14 +10,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._version import __version__
-from .errors import SpecError
-from .formulas import (
+from convcalc._version import __version__
+from convcalc.core.formulas import (
     conv_output_length,
     conv_receptive_length,
     conv_transpose_output_length,
     conv_transpose_receptive_length,
 )
+from convcalc.errors import SpecError
 
 VARIABLES = ("padding", "stride", "dilation", "output_padding")
 #: searched strides and dilations go up to this (sizes beyond it make no sense of them)
@@ -230,7 +230,7 @@ def inverse_question(conv: dict[str, Any], size: int) -> tuple[Question, dict[st
 
 
 def _values(text: str | None, dims: int, name: str) -> tuple[int, ...] | None:
-    from .spec import Labels, parse_ints
+    from convcalc.core.spec import Labels, parse_ints
 
     if text is None:
         return None
@@ -275,7 +275,7 @@ def run_solve(
     sizes = _values(size, dims, "size")
     assert sizes is not None
     if inverse_of is not None:
-        from .stack import parse_inline
+        from convcalc.core.grammar import parse_inline
 
         if target:
             raise SpecError(

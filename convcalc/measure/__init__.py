@@ -37,10 +37,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from .errors import MeasurementError, SpecError
-from .measured import ChainMeasurement, LayerMeasurement
-from .memory import Memory, summary_memory
-from .spec import (
+from convcalc.core.measured import ChainMeasurement, LayerMeasurement
+from convcalc.core.memory import Memory, summary_memory
+from convcalc.core.spec import (
     ActSpec,
     AdaptivePoolSpec,
     ConvSpec,
@@ -54,6 +53,7 @@ from .spec import (
     chain,
     padding_pairs,
 )
+from convcalc.errors import MeasurementError, SpecError
 
 CONV_CLASSES: dict[tuple[bool, int], type[nn.Module]] = {
     (False, 1): nn.Conv1d,

@@ -56,7 +56,7 @@ def write(
     """Write a report (or a comparison) to ``file`` (stdout) in ``fmt``."""
     stream = file or sys.stdout
     if fmt == "table":
-        from .render import render_table
+        from convcalc.output.render import render_table
 
         render_table(report, stream, no_color=no_color, detail=detail)
         return

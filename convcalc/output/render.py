@@ -17,10 +17,10 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from .cumulative import fraction_text
-from .formulas import group, human_bytes, shape_text
-from .memory import Memory
-from .report import LayerReport, Pair, Report
+from convcalc.core.cumulative import fraction_text
+from convcalc.core.formulas import group, human_bytes, shape_text
+from convcalc.core.memory import Memory
+from convcalc.core.report import LayerReport, Pair, Report
 
 CAPTION = (
     "MACs: fvcore's count (one multiply-add = one flop). FLOPs: torch.utils.flop_counter's "

@@ -18,9 +18,9 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from ._version import __version__
-from .errors import ConvcalcError
-from .status import ExitStatus
+from convcalc._version import __version__
+from convcalc.cli.exits import ExitStatus
+from convcalc.errors import ConvcalcError
 
 
 def fail(message: str, status: ExitStatus = ExitStatus.INVALID_INPUT) -> NoReturn:
@@ -357,7 +357,7 @@ class Common:
     formula_only: bool = False
 
     def options(self) -> Any:
-        from .engine import Options
+        from convcalc.engine import Options
 
         if self.formula_only and self.time:
             fail("--time measures the real layer: it does not go with --formula-only")
@@ -370,7 +370,7 @@ class Common:
         )
 
     def input(self, channels: int) -> Any:
-        from .spec import build_input
+        from convcalc.core.spec import build_input
 
         return build_input(
             dims=self.dims, channels=channels, size=self.size, batch=self.batch, dtype=self.dtype
@@ -434,7 +434,7 @@ def shared_options(func: Callable[..., None]) -> Callable[..., None]:
                 f"--measure-on {shared['measure_on']} measures: it does not go with --formula-only"
             )
         with user_errors():
-            from .query import parse_expectation
+            from convcalc.core.query import parse_expectation
 
             for text in shared["expect"]:
                 parse_expectation(text)  # a malformed expectation fails before any work
@@ -449,8 +449,8 @@ def shared_options(func: Callable[..., None]) -> Callable[..., None]:
 def _emit(report: Any, common: Common) -> None:
     """Write the report; then --expect and --strict decide the exit status. A bad --get or
     --expect path is invalid input: it fails before anything is written."""
-    from .formats import write
-    from .query import check_all, format_value, get_path, parse_expectation
+    from convcalc.core.query import check_all, format_value, get_path, parse_expectation
+    from convcalc.output.formats import write
 
     if common.conventions:
         report = _with_conventions(report)
@@ -479,7 +479,7 @@ def _emit(report: Any, common: Common) -> None:
 def _with_conventions(report: Any) -> Any:
     from dataclasses import replace
 
-    from .conventions import conventions
+    from convcalc.core.conventions import conventions
 
     if hasattr(report, "versions"):
         return replace(
@@ -530,8 +530,8 @@ def conv(
       convcalc conv --in 64 --out 64 -k 3 -p same -d 2 -g 64 --size 56x80 --batch 8 --json
     """
     with user_errors():
-        from .engine import analyze
-        from .spec import build_conv
+        from convcalc.core.spec import build_conv
+        from convcalc.engine import analyze
 
         spec = build_conv(
             dims=common.dims,
@@ -552,7 +552,7 @@ def conv(
 
 
 def _block(bn: bool, act: str, slope: float) -> Any:
-    from .presets import Block, check_act
+    from convcalc.sources.presets import Block, check_act
 
     check_act(act.lower())
     return Block(bn=bn, act=act.lower(), negative_slope=slope)
@@ -562,7 +562,7 @@ def _chain(
     command: str, title: str, build: Callable[[], list[Any]], channels: int, common: Common
 ) -> None:
     with user_errors():
-        from .engine import analyze_chain
+        from convcalc.engine import analyze_chain
 
         input_spec = common.input(channels)  # the input's errors first: gdconv's kernel is it
         report = analyze_chain(
@@ -607,7 +607,7 @@ def dw(
     """
 
     def build() -> list[Any]:
-        from .presets import depthwise_separable
+        from convcalc.sources.presets import depthwise_separable
 
         return depthwise_separable(
             dims=common.dims,
@@ -642,8 +642,8 @@ def pw(
     """
 
     def build() -> list[Any]:
-        from .presets import single
-        from .spec import build_conv
+        from convcalc.core.spec import build_conv
+        from convcalc.sources.presets import single
 
         conv = build_conv(
             dims=common.dims,
@@ -681,8 +681,8 @@ def group(
     Example: convcalc group --in 64 --out 256 -g 8
     """
     with user_errors():
-        from .engine import analyze_grouped
-        from .spec import build_conv
+        from convcalc.core.spec import build_conv
+        from convcalc.engine import analyze_grouped
 
         conv_spec = build_conv(
             dims=common.dims,
@@ -733,9 +733,9 @@ def dilated(
     Example: convcalc dilated --in 64 --out 64 -d 2
     """
     with user_errors():
-        from .engine import analyze_dilated
-        from .presets import dilated_padding
-        from .spec import Labels, build_conv, parse_ints
+        from convcalc.core.spec import Labels, build_conv, parse_ints
+        from convcalc.engine import analyze_dilated
+        from convcalc.sources.presets import dilated_padding
 
         labels = Labels()
         if padding is None:
@@ -778,7 +778,7 @@ def transpose(
     """
 
     def build() -> list[Any]:
-        from .spec import build_conv
+        from convcalc.core.spec import build_conv
 
         return [
             build_conv(
@@ -828,8 +828,8 @@ def gdconv(
     """
 
     def build() -> list[Any]:
-        from .presets import Block, global_depthwise
-        from .spec import Labels, parse_ints
+        from convcalc.core.spec import Labels, parse_ints
+        from convcalc.sources.presets import Block, global_depthwise
 
         sizes = parse_ints(size, common.dims, "size", Labels())
         return global_depthwise(
@@ -861,7 +861,7 @@ def compare(
     Example: convcalc compare --in 64 --out 256 -g 8 --time
     """
     with user_errors():
-        from .engine import compare as run_compare
+        from convcalc.engine import compare as run_compare
 
         comparison = run_compare(
             dims=common.dims,
@@ -939,14 +939,15 @@ def stack(
       convcalc stack --arch resnet18
     """
     if list_archs:
-        from .archs import DESCRIPTIONS
+        from convcalc.sources.archs import DESCRIPTIONS
 
         for name, description in DESCRIPTIONS.items():
             sys.stdout.write(f"{name:14s} {description}\n")
         return
     with user_errors():
-        from .engine import analyze_network
-        from .stack import build_network, parse_inline, parse_input
+        from convcalc.core.grammar import parse_inline, parse_input
+        from convcalc.engine import analyze_network
+        from convcalc.sources.stack import build_network
 
         data, label = _stack_source(source, arch)
         shape = parse_input(input_shape, "--input") if input_shape else None
@@ -965,11 +966,11 @@ def stack(
 
 def _stack_source(source: str | None, arch: str | None) -> tuple[dict[str, Any] | None, str]:
     """The stack's data and a label for it; None for an inline stack."""
-    from .errors import SpecError
-    from .stack import load_text
+    from convcalc.errors import SpecError
+    from convcalc.sources.stack import load_text
 
     if arch is not None:
-        from .archs import ARCHITECTURES
+        from convcalc.sources.archs import ARCHITECTURES
 
         if source is not None:
             raise SpecError("arch", "give either --arch or a stack, not both")
@@ -990,7 +991,7 @@ def _stack_source(source: str | None, arch: str | None) -> tuple[dict[str, Any] 
 
 def read_text(path: Path, source: str) -> str:
     """A file's text; unreadable or not UTF-8 is invalid input, not a crash."""
-    from .errors import SpecError
+    from convcalc.errors import SpecError
 
     try:
         return path.read_text(encoding="utf-8")
@@ -1001,10 +1002,9 @@ def read_text(path: Path, source: str) -> str:
 
 
 def _export(data: dict[str, Any], shape: tuple[int, ...] | None) -> None:
-    import yaml
+    from convcalc.sources.stack import export_yaml
 
-    document = {"input": list(shape) if shape else data.get("input"), "layers": data["layers"]}
-    sys.stdout.write(yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100))
+    sys.stdout.write(export_yaml(data, shape))
 
 
 @app.command()
@@ -1047,8 +1047,8 @@ def model(
     if common.measure_on not in ("auto", "cpu"):
         fail("--measure-on meta is not available for model: it runs the model for real")
     with user_errors():
-        from .engine import analyze_model
-        from .stack import parse_input
+        from convcalc.core.grammar import parse_input
+        from convcalc.engine import analyze_model
 
         shape = parse_input(input_shape, "--input")
         report = analyze_model(target, shape, dtype=common.dtype)
@@ -1096,13 +1096,13 @@ def batch(
     if chosen not in ("jsonl", "csv"):
         fail(f"--format {fmt!r} must be jsonl or csv for batch")
     with user_errors():
-        from .batch import read_specs, run
-        from .engine import Options
+        from convcalc.engine import Options
+        from convcalc.sources.batch import read_specs, run
 
         text = sys.stdin.read() if source == "-" else read_text(Path(source), source)
         specs = read_specs(text, source)
         options = Options(measure_on=measure_on, train=train, time=time, device=device)
-    from .formats import CSV_COLUMNS, csv_text, flat_rows
+    from convcalc.output.formats import CSV_COLUMNS, csv_text, flat_rows
 
     columns = ("line", "error", *CSV_COLUMNS)
     if chosen == "csv":
@@ -1139,7 +1139,7 @@ def _progress(total: int) -> Iterator[Callable[[], None]]:
     if not sys.stderr.isatty() or total < 2:
         yield lambda: None
         return
-    from .render import progress
+    from convcalc.output.render import progress
 
     with progress(total) as advance:
         yield advance
@@ -1241,7 +1241,7 @@ def solve(
     if chosen not in FORMATS:
         fail(f"--format {fmt!r} must be one of {', '.join(FORMATS)}")
     with user_errors():
-        from .solve import run_solve
+        from convcalc.core.solve import run_solve
 
         solution = run_solve(
             size=size,
@@ -1257,7 +1257,7 @@ def solve(
             dims=dims,
             limit=limit,
         )
-        from . import measure
+        from convcalc import measure
 
         for axis, (question, answers) in enumerate(zip(solution.questions, solution.answers)):
             checks = measure.verify_answers(
@@ -1349,7 +1349,7 @@ DrawSize = Annotated[
 
 def _check_writable(svg: str | None, html: str | None) -> None:
     """--svg and --html must be writable before anything is drawn (stdout stays clean)."""
-    from .errors import SpecError
+    from convcalc.errors import SpecError
 
     for option, target in (("--svg", svg), ("--html", html)):
         if target is None:
@@ -1374,9 +1374,9 @@ def _draw_conv(
     note: str = "",
 ) -> None:
     with user_errors():
-        from .errors import SpecError
-        from .picture import conv_picture
-        from .spec import build_input, check_fits
+        from convcalc.core.picture import conv_picture
+        from convcalc.core.spec import build_input, check_fits
+        from convcalc.errors import SpecError
 
         _check_writable(svg, html)
         spec = build()
@@ -1399,7 +1399,7 @@ def _draw_conv(
             raise SpecError("at", f"--at {at}: no such position in this layer")
         if note:
             picture.notes.insert(0, note)
-    from .render import picture_renderable, show
+    from convcalc.output.render import picture_renderable, show
 
     show(
         picture_renderable(f"convcalc draw  {title}  {spec.describe()}", picture),
@@ -1437,7 +1437,7 @@ def draw_conv(
     Example:
       convcalc draw conv -k 3 -d 2 -s 2 -p 1 --size 7 --steps 3
     """
-    from .spec import build_conv
+    from convcalc.core.spec import build_conv
 
     _draw_conv(
         "conv",
@@ -1481,7 +1481,7 @@ def draw_dw(
 ) -> None:
     """Draw a depthwise-separable pair: the depthwise conv's taps (each channel alone); the
     pointwise 1x1 that follows reads one position of every channel."""
-    from .spec import build_conv
+    from convcalc.core.spec import build_conv
 
     _draw_conv(
         "dw (depthwise)",
@@ -1527,8 +1527,8 @@ def draw_dilated(
     no_color: NoColor = False,
 ) -> None:
     """Draw a dilated conv: its taps and the holes between them."""
-    from .presets import dilated_padding
-    from .spec import Labels, build_conv, parse_ints
+    from convcalc.core.spec import Labels, build_conv, parse_ints
+    from convcalc.sources.presets import dilated_padding
 
     def build() -> Any:
         labels = Labels()
@@ -1571,7 +1571,7 @@ def draw_transpose(
     Example:
       convcalc draw transpose -k 3 -s 2 -p 1 --size 4 --steps 2
     """
-    from .spec import build_conv
+    from convcalc.core.spec import build_conv
 
     _draw_conv(
         "transpose",
@@ -1629,10 +1629,11 @@ def draw_stack(
       convcalc draw stack --arch resnet18
     """
     with user_errors():
-        from .cumulative import cumulative as cumulative_figures
-        from .engine import graph_inputs
-        from .picture import field_on_input
-        from .stack import build_network, parse_inline, parse_input
+        from convcalc.core.cumulative import cumulative as cumulative_figures
+        from convcalc.core.grammar import parse_inline, parse_input
+        from convcalc.core.picture import field_on_input
+        from convcalc.engine import graph_inputs
+        from convcalc.sources.stack import build_network
 
         _check_writable(svg, html)
         data, label = _stack_source(source, arch)
@@ -1677,7 +1678,7 @@ def draw_stack(
         )
         if any(j.denominator != 1 for j in figure.effective_stride):
             notes.append("a fractional effective stride: the field drawn is the widest one")
-    from .render import field_renderable, show
+    from convcalc.output.render import field_renderable, show
 
     show(
         field_renderable(f"convcalc draw stack  {label}", rows, field_rows, caption, notes),
@@ -1690,7 +1691,7 @@ def draw_stack(
 
 
 def formulas_output(spec: Any, layer_input: Any) -> tuple[int, ...]:
-    from .formulas import figures
+    from convcalc.core.formulas import figures
 
     return tuple(figures(spec, layer_input).output_shape.value[2:])
 

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConvcalcError, SpecError
-from .stack import _scalar as scalar
-from .stack import parse_inline, parse_input
+from convcalc.core.grammar import parse_inline, parse_input, scalar
+from convcalc.errors import ConvcalcError, SpecError
 
 #: keys a batch spec takes beyond a stack layer's: the input
 INPUT_KEYS = ("in", "dims", "size", "batch", "input", "dtype")
@@ -59,7 +58,7 @@ def read_specs(text: str, source: str) -> list[Spec]:
 
 def spec_network(data: dict[str, Any], dtype: str) -> Any:
     """One spec as a one-layer network (a stack of one; `dw` gives its pair)."""
-    from .stack import build_network
+    from convcalc.sources.stack import build_network
 
     if "__error__" in data:
         raise SpecError("spec", data["__error__"])
@@ -96,7 +95,7 @@ def _whole(value: Any, key: str) -> int:
 
 def run(specs: list[Spec], dtype: str, options: Any) -> Iterator[tuple[Spec, Any, str | None]]:
     """Each spec's report, or its error message, in input order."""
-    from .engine import analyze_network
+    from convcalc.engine import analyze_network
 
     for spec in specs:
         try:

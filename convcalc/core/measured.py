@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .memory import Memory
-from .spec import Ints
+from convcalc.core.memory import Memory
+from convcalc.core.spec import Ints
 
 
 @dataclass(frozen=True)

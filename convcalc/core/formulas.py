@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from .memory import Memory, summary_memory
-from .spec import (
+from convcalc.core.memory import Memory, summary_memory
+from convcalc.core.spec import (
     DTYPE_BYTES,
     ActSpec,
     AdaptivePoolSpec,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from .errors import SpecError
+from convcalc.errors import SpecError
 
 DTYPE_BYTES: dict[str, int] = {"float32": 4, "float16": 2, "bfloat16": 2}
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .cumulative import Cumulative
-from .spec import ConvSpec, InputSpec, Node, PoolSpec, padding_pairs
+from convcalc.core.cumulative import Cumulative
+from convcalc.core.spec import ConvSpec, InputSpec, Node, PoolSpec, padding_pairs
 
 
 def _axis(axis: int, dims: int) -> str:

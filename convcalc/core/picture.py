@@ -20,7 +20,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .spec import ConvSpec, Ints, padding_pairs
+from convcalc.core.spec import ConvSpec, Ints, padding_pairs
 
 LEGEND = {
     ".": "input",

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from .formulas import adaptive_window
-from .spec import (
+from convcalc.core.formulas import adaptive_window
+from convcalc.core.spec import (
     ActSpec,
     AdaptivePoolSpec,
     ConvSpec,

@@ -8,8 +8,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
-from .errors import SpecError
-from .spec import (
+from convcalc.core.spec import (
     ACTIVATIONS,
     ActSpec,
     ConvSpec,
@@ -18,6 +17,7 @@ from .spec import (
     NormSpec,
     build_conv,
 )
+from convcalc.errors import SpecError
 
 ACT_CHOICES = ("none", *ACTIVATIONS)
 

@@ -23,13 +23,12 @@ Inline: layers separated by ``;``, each an op and its arguments, ``k3`` (kernel)
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SpecError
-from .formulas import output_spec
-from .spec import (
+from convcalc.core.formulas import output_spec
+from convcalc.core.grammar import parse_input
+from convcalc.core.spec import (
     ACTIVATIONS,
     ActSpec,
     AdaptivePoolSpec,
@@ -46,6 +45,7 @@ from .spec import (
     check_fits,
     parse_ints,
 )
+from convcalc.errors import SpecError
 
 CONV_OPS = ("conv", "conv_transpose", "dw", "pw")
 POOL_OPS = ("maxpool", "avgpool")
@@ -183,87 +183,6 @@ def _toml() -> Any:
     except ImportError:  # Python 3.10
         import tomli as tomllib
     return tomllib
-
-
-_TOKEN = re.compile(r"^(out|op|k|s|p|d|g|m)(\d+(?:x\d+)*|same|valid)$", re.IGNORECASE)
-_SHORT = {
-    "out": "out",
-    "op": "output_padding",
-    "k": "kernel",
-    "s": "stride",
-    "p": "padding",
-    "d": "dilation",
-    "g": "groups",
-    "m": "multiplier",
-}
-_FLAGS = {
-    "ceil": ("ceil_mode", True),
-    "nobias": ("bias", False),
-    "bias": ("bias", True),
-    "bn": ("bn", True),
-}
-
-
-def parse_inline(text: str) -> list[dict[str, Any]]:
-    """``"conv k7 s2 p3 out64; maxpool k3 s2 p1"`` -> layer dicts of the file format."""
-    layers: list[dict[str, Any]] = []
-    for chunk in re.split(r"[;\n]", text):
-        words = chunk.split()
-        if not words:
-            continue
-        layer: dict[str, Any] = {"op": words[0].lower()}
-        for word in words[1:]:
-            if "=" in word:
-                key, value = word.split("=", 1)
-                layer[key] = _scalar(value)
-            elif word.lower() in _FLAGS:
-                key, flag = _FLAGS[word.lower()]
-                layer[key] = flag
-            elif match := _TOKEN.match(word):
-                layer[_SHORT[match.group(1)]] = _scalar(match.group(2))
-            else:
-                raise SpecError(
-                    "inline",
-                    f"layer {len(layers) + 1} ({layer['op']}): {word!r} is not an argument "
-                    "(k3, s2, p1, psame, d2, g4, out64, op1, m2, ceil, nobias, bn, key=value)",
-                )
-        layers.append(layer)
-    if not layers:
-        raise SpecError("inline", "the inline stack has no layers")
-    return layers
-
-
-def _scalar(value: str) -> Any:
-    if re.fullmatch(r"-?\d+", value):
-        return int(value)
-    if re.fullmatch(r"-?\d*\.\d+", value):
-        return float(value)
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return value
-
-
-def parse_input(value: Any, source: str) -> tuple[int, ...]:
-    """``[1, 3, 224, 224]`` or ``"1,3,224,224"`` or ``"1x3x224x224"``."""
-    if isinstance(value, str):
-        parts = re.split(r"[x,\s]+", value.strip())
-        if not all(re.fullmatch(r"\d+", p) for p in parts):
-            raise SpecError("input", f"{source} {value!r} must be N,C,size... like 1,3,224,224")
-        value = [int(p) for p in parts]
-    if (
-        not isinstance(value, list | tuple)
-        or not all(isinstance(v, int) for v in value)
-        or not 3 <= len(value) <= 5
-    ):
-        raise SpecError(
-            "input",
-            f"{source} {value!r} must be [N, C, spatial...] with 1 to 3 "
-            "spatial dimensions, like [1, 3, 224, 224]",
-        )
-    return tuple(value)
-
-
-# --- building ---------------------------------------------------------------------------------
 
 
 class _Builder:
@@ -593,3 +512,11 @@ def build_network(
             "ResNets: its 3x3 convs widen it, a 1x1 shortcut does not)"
         )
     return network
+
+
+def export_yaml(data: dict[str, Any], shape: tuple[int, ...] | None) -> str:
+    """The stack as a YAML spec file (``--export``): it loads back to the same network."""
+    import yaml
+
+    document = {"input": list(shape) if shape else data.get("input"), "layers": data["layers"]}
+    return str(yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100))

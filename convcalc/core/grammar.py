@@ -1,0 +1,89 @@
+"""The inline stack grammar (``"conv k7 s2 p3 out64; maxpool k3 s2 p1"``) and input shapes given
+as text: pure parsing into the layer dicts of the stack file format."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from convcalc.errors import SpecError
+
+_TOKEN = re.compile(r"^(out|op|k|s|p|d|g|m)(\d+(?:x\d+)*|same|valid)$", re.IGNORECASE)
+_SHORT = {
+    "out": "out",
+    "op": "output_padding",
+    "k": "kernel",
+    "s": "stride",
+    "p": "padding",
+    "d": "dilation",
+    "g": "groups",
+    "m": "multiplier",
+}
+_FLAGS = {
+    "ceil": ("ceil_mode", True),
+    "nobias": ("bias", False),
+    "bias": ("bias", True),
+    "bn": ("bn", True),
+}
+
+
+def parse_inline(text: str) -> list[dict[str, Any]]:
+    """``"conv k7 s2 p3 out64; maxpool k3 s2 p1"`` -> layer dicts of the file format."""
+    layers: list[dict[str, Any]] = []
+    for chunk in re.split(r"[;\n]", text):
+        words = chunk.split()
+        if not words:
+            continue
+        layer: dict[str, Any] = {"op": words[0].lower()}
+        for word in words[1:]:
+            if "=" in word:
+                key, value = word.split("=", 1)
+                layer[key] = scalar(value)
+            elif word.lower() in _FLAGS:
+                key, flag = _FLAGS[word.lower()]
+                layer[key] = flag
+            elif match := _TOKEN.match(word):
+                layer[_SHORT[match.group(1)]] = scalar(match.group(2))
+            else:
+                raise SpecError(
+                    "inline",
+                    f"layer {len(layers) + 1} ({layer['op']}): {word!r} is not an argument "
+                    "(k3, s2, p1, psame, d2, g4, out64, op1, m2, ceil, nobias, bn, key=value)",
+                )
+        layers.append(layer)
+    if not layers:
+        raise SpecError("inline", "the inline stack has no layers")
+    return layers
+
+
+def scalar(value: str) -> Any:
+    if re.fullmatch(r"-?\d+", value):
+        return int(value)
+    if re.fullmatch(r"-?\d*\.\d+", value):
+        return float(value)
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def parse_input(value: Any, source: str) -> tuple[int, ...]:
+    """``[1, 3, 224, 224]`` or ``"1,3,224,224"`` or ``"1x3x224x224"``."""
+    if isinstance(value, str):
+        parts = re.split(r"[x,\s]+", value.strip())
+        if not all(re.fullmatch(r"\d+", p) for p in parts):
+            raise SpecError("input", f"{source} {value!r} must be N,C,size... like 1,3,224,224")
+        value = [int(p) for p in parts]
+    if (
+        not isinstance(value, list | tuple)
+        or not all(isinstance(v, int) for v in value)
+        or not 3 <= len(value) <= 5
+    ):
+        raise SpecError(
+            "input",
+            f"{source} {value!r} must be [N, C, spatial...] with 1 to 3 "
+            "spatial dimensions, like [1, 3, 224, 224]",
+        )
+    return tuple(value)
+
+
+# --- building ---------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Output formats (json, jsonl, csv, markdown) and the Rich renderer (the only Rich user)."""
