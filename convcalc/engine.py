@@ -185,13 +185,13 @@ def analyze_graph(
         measured = nothing_measured(len(nodes))
         plan = RunPlan("none", plan.estimated_bytes, plan.estimated_seconds, "--formula-only")
     else:
-        from convcalc import measure  # torch: only once a measurement is really wanted
+        from convcalc.measure.run import Extras, measure_graph  # torch: only when measuring
 
-        measured = measure.measure_graph(
+        measured = measure_graph(
             nodes,
             input_spec,
             plan.device,
-            measure.Extras(
+            Extras(
                 train=options.train,
                 time=options.time,
                 time_device=options.device,
@@ -607,14 +607,14 @@ def analyze_network(
 def analyze_model(target: Any, input_shape: tuple[int, ...], *, dtype: str = "float32") -> Report:
     """A user's own nn.Module (``MODULE:ATTR``), run for real with hooks on every conv, pool,
     linear and batch-norm layer: the same per-layer figures, and the model's totals."""
-    from convcalc import measure
+    from convcalc.measure.models import load_model, measure_model
 
     if len(input_shape) < 2:
         raise SpecError("input", "--input needs at least N,C (like 1,3,224,224)")
-    model = measure.load_model(target) if isinstance(target, str) else target.eval()
+    model = load_model(target) if isinstance(target, str) else target.eval()
     if not isinstance(target, str):
         target = type(target).__name__
-    measured = measure.measure_model(model, input_shape, dtype)
+    measured = measure_model(model, input_shape, dtype)
     input_spec = InputSpec(input_shape[0], input_shape[1], tuple(input_shape[2:]), dtype)
     layers: list[LayerReport] = []
     calls_note = False

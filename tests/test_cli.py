@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from convcalc import measure
+from convcalc.measure import run as measure
 
 from .cases import CASES, Case, cli_args
 from .seed_cases import SEED_CHAINS, STANDARD_MEMORY_MIB, SeedChain

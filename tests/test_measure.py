@@ -7,7 +7,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from convcalc.core.spec import build_conv, build_input
-from convcalc.measure import build_layer, measure_chain, probe_receptive_field
+from convcalc.measure.build import build_layer
+from convcalc.measure.probes import probe_receptive_field
+from convcalc.measure.run import measure_chain
 
 from .cases import CASES, Case
 from .seed_cases import (

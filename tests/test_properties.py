@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from convcalc.core.spec import build_conv, build_input, check_fits
 from convcalc.engine import analyze
 from convcalc.errors import SpecError
-from convcalc.measure import build_layer
+from convcalc.measure.build import build_layer
 
 MAX_SIZE = {1: 40, 2: 14, 3: 7}
 SETTINGS = settings(

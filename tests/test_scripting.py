@@ -122,7 +122,7 @@ def test_malformed_expectation_is_invalid_input(cli, expectation: str, message: 
 
 
 def test_strict_fails_on_a_disagreement(cli, monkeypatch) -> None:
-    from convcalc import measure
+    from convcalc.measure import run as measure
 
     real = measure.probe_receptive_field
     monkeypatch.setattr(

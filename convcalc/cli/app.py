@@ -1257,10 +1257,10 @@ def solve(
             dims=dims,
             limit=limit,
         )
-        from convcalc import measure
+        from convcalc.measure.verify import verify_answers
 
         for axis, (question, answers) in enumerate(zip(solution.questions, solution.answers)):
-            checks = measure.verify_answers(
+            checks = verify_answers(
                 solution.transposed, solution.dims, axis, question.size, answers
             )
             solution.answers[axis] = [

@@ -1,0 +1,121 @@
+"""Counting a run at the dispatch level: torch.utils.flop_counter's registered formulas applied
+to each aten operator, without FlopCounterMode's module tracker (which imports torch._dynamo:
+about a second on first use)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+from convcalc.core.spec import (
+    Ints,
+    Node,
+)
+from convcalc.measure.build import GraphModule, first_line, inputs_for
+
+# --- torch's own FLOP counter, without the module tracker ------------------------------
+
+
+@dataclass
+class ConvCall:
+    x_shape: Ints
+    w_shape: Ints
+    out_shape: Ints
+    transposed: bool
+
+
+class DispatchCounter(TorchDispatchMode):
+    """Counts each dispatched aten op with torch.utils.flop_counter's registered formula."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # TorchDispatchMode wraps __torch_dispatch__ in torch._disable_dynamo unless this is
+        # False, and that wrapper imports torch._dynamo (~1 s) on the first op. We never compile.
+        return False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: int | None = None
+        self.flops: dict[int, int] = {}
+        self.convs: dict[int, list[ConvCall]] = {}
+        #: (rows, inner, columns) of each matrix multiply (linear layers)
+        self.matmuls: dict[int, list[tuple[int, int, int]]] = {}
+        self.ops: dict[int, list[str]] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.current is None:
+            return out
+        packet = func._overloadpacket
+        self.ops.setdefault(self.current, []).append(str(packet))
+        if packet in flop_registry:
+            count = flop_registry[packet](*args, **kwargs, out_val=out)
+            self.flops[self.current] = self.flops.get(self.current, 0) + int(count)
+        if packet is torch.ops.aten.convolution:
+            self.convs.setdefault(self.current, []).append(
+                ConvCall(tuple(args[0].shape), tuple(args[1].shape), tuple(out.shape), args[6])
+            )
+        elif packet is torch.ops.aten.addmm or packet is torch.ops.aten.mm:
+            a, b = (args[1], args[2]) if packet is torch.ops.aten.addmm else (args[0], args[1])
+            self.matmuls.setdefault(self.current, []).append(
+                (int(a.shape[0]), int(a.shape[1]), int(b.shape[1]))
+            )
+        return out
+
+
+@dataclass
+class RunRecord:
+    outputs: dict[int, Ints] = field(default_factory=dict)
+    counter: DispatchCounter = field(default_factory=DispatchCounter)
+    #: what torch warned about while running each layer, first lines, in order
+    warnings: dict[int, list[str]] = field(default_factory=dict)
+
+
+def run_counted(graph: GraphModule, x: torch.Tensor) -> RunRecord:
+    """One forward pass, node by node, counted; torch's warnings are kept as notes, not
+    printed (e.g. 'same' padding with an even kernel makes torch copy the input)."""
+    record = RunRecord()
+    with torch.no_grad(), record.counter, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seen = 0
+
+        def before(index: int) -> None:
+            nonlocal seen
+            record.counter.current = index
+            seen = len(caught)
+
+        def after(index: int, out: torch.Tensor) -> None:
+            record.outputs[index] = tuple(out.shape)
+            messages = [first_line(w.message) for w in caught[seen:]]  # type: ignore[arg-type]
+            record.warnings[index] = list(dict.fromkeys(messages))
+
+        graph.before, graph.after = before, after
+        try:
+            graph.run(x)
+        finally:
+            graph.before = graph.after = None
+            record.counter.current = None
+    return record
+
+
+def backward_flops(
+    module: nn.Module, node: Node, shapes: Sequence[Ints], input_shape: Ints, device: str
+) -> int:
+    """torch's counter on one backward pass (input and weight gradients) of ``module``."""
+    inputs = inputs_for(node, shapes, input_shape, device, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y = module(*inputs)
+    counter = DispatchCounter()
+    counter.current = 0
+    with counter:
+        y.backward(torch.ones_like(y))
+    return counter.flops.get(0, 0)

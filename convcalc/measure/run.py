@@ -1,0 +1,260 @@
+"""The one module that imports torch and fvcore: builds the real layers and measures them.
+
+Nothing here uses :mod:`convcalc.formulas`; every figure comes from torch or fvcore observing
+a real run (on the CPU, or on torch's ``meta`` device for layers too big to run here).
+
+* output shape and parameters: the real ``nn.ConvNd`` / ``nn.ConvTransposeNd`` modules.
+* FLOPs: torch.utils.flop_counter's registered formulas, applied to each aten operator the run
+  dispatches (what ``FlopCounterMode`` does, without its module tracker, whose dispatch mode pulls
+  in ``torch._dynamo`` on first use: about a second).
+* MACs: fvcore's ``FlopCountAnalysis`` tracing the real CPU run. fvcore cannot trace meta
+  tensors, so for a meta run its conv rule (``fvcore.nn.jit_handles.conv_flop_count``) is applied
+  to the shapes the meta run dispatched, and the source says so.
+* receptive field: autograd on a one-channel probe with the layer's kernel, stride and dilation,
+  all weights 1, on an input just large enough that the output positions measured lie inside it:
+  the extent of the nonzero input gradient of one output element, the largest over one stride
+  period (transposed layers differ between output positions).
+* memory: ``numel`` of the real input, outputs and parameters times torch's element size for the
+  requested dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from convcalc.core.measured import ChainMeasurement, LayerMeasurement
+from convcalc.core.memory import Memory, summary_memory
+from convcalc.core.spec import (
+    ConvSpec,
+    InputSpec,
+    LayerSpec,
+    Node,
+    chain,
+)
+from convcalc.errors import MeasurementError
+from convcalc.measure.build import (
+    TORCH_DTYPES,
+    GraphModule,
+    GroupSplit,
+    build_layer,
+    first_line,
+    inputs_for,
+)
+from convcalc.measure.counting import backward_flops, run_counted
+from convcalc.measure.fvcore_adapter import fvcore_rule, fvcore_trace
+from convcalc.measure.probes import probe_cumulative_receptive_field, probe_receptive_field
+from convcalc.measure.timing import check_device, time_forward
+
+# --- the measurement ----------------------------------------------------------------------
+
+
+def element_size(dtype: str) -> int:
+    return torch.empty((), dtype=TORCH_DTYPES[dtype]).element_size()
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What to measure beyond the forward figures."""
+
+    train: bool = False
+    time: bool = False
+    time_device: str = "cpu"
+    #: each layer is timed for at least this long (torch.utils.benchmark's blocked_autorange)
+    min_run_time: float = 0.2
+
+
+def measure_chain(
+    specs: Sequence[LayerSpec],
+    input_spec: InputSpec,
+    device: str,
+    extras: Extras | None = None,
+) -> ChainMeasurement:
+    """A plain chain of layers: see :func:`measure_graph`."""
+    return measure_graph(chain(specs), input_spec, device, extras)
+
+
+def measure_graph(
+    nodes: Sequence[Node],
+    input_spec: InputSpec,
+    device: str,
+    extras: Extras | None = None,
+) -> ChainMeasurement:
+    """Build the real layers, run them once counted by torch and once traced by fvcore (CPU), or
+    once on the meta device; probe every receptive field by autograd; with ``extras``, run each
+    layer's backward pass and time its forward pass."""
+    extras = extras or Extras()
+    if device not in ("cpu", "meta"):
+        raise ValueError(f"device must be 'cpu' or 'meta', not {device!r}")
+    time_device = check_device(extras.time_device) if extras.time else "cpu"
+    specs = [node.spec for node in nodes]
+    try:
+        layers = [build_layer(spec, device) for spec in specs]
+        graph = GraphModule(layers, [node.inputs for node in nodes])
+        x = torch.zeros(input_spec.shape, device=device)
+        record = run_counted(graph, x)
+        shapes = [record.outputs[i] for i in range(len(nodes))]
+        if device == "cpu":
+            fv = fvcore_trace(graph, x)
+            macs: dict[int, int | None] = dict(fv.per_layer)
+            others, unsupported = fv.others, fv.unsupported
+            macs_source = "fvcore FlopCountAnalysis, tracing the real CPU run"
+            if fv.extended:
+                macs_source += (
+                    "; fvcore has no handler for "
+                    + ", ".join(sorted(fv.extended))
+                    + " (torch's op for padding='same'/'valid'): convcalc registers fvcore's "
+                    "own conv rule for it"
+                )
+        else:
+            macs = {
+                index: fvcore_rule(
+                    record.counter.convs.get(index, []), record.counter.matmuls.get(index, [])
+                )
+                for index in range(len(layers))
+            }
+            others, unsupported = {}, {}
+            macs_source = (
+                "fvcore's conv and linear rules on the meta run's shapes: fvcore cannot trace "
+                "meta tensors"
+            )
+        rf = [
+            probe_receptive_field(
+                node.spec, input_spec.size if node.inputs[0] < 0 else shapes[node.inputs[0]][2:]
+            )
+            for node in nodes
+        ]
+        cumulative = probe_cumulative_receptive_field(
+            nodes,
+            input_spec,
+            [input_spec.size if n.inputs[0] < 0 else shapes[n.inputs[0]][2:] for n in nodes],
+            rf,
+        )
+        backward: list[tuple[int, int] | None] = [None] * len(layers)
+        if extras.train:
+            for index, (node, layer) in enumerate(zip(nodes, layers)):
+                raw = backward_flops(layer, node, shapes, input_spec.shape, device)
+                split = raw
+                if isinstance(node.spec, ConvSpec) and node.spec.groups > 1:
+                    split = backward_flops(
+                        GroupSplit(node.spec, device), node, shapes, input_spec.shape, device
+                    )
+                backward[index] = (split, raw)
+        latency: list[tuple[float, int] | None] = [None] * len(layers)
+        timing: dict[str, Any] | None = None
+        if extras.time and device == "cpu":
+            started = time.perf_counter()
+            for index, (node, layer) in enumerate(zip(nodes, layers)):
+                moved = layer.to(time_device)
+                samples = inputs_for(node, shapes, input_spec.shape, time_device)
+                latency[index] = time_forward(moved, samples, extras.min_run_time)
+            timing = {
+                "device": time_device,
+                "threads": torch.get_num_threads(),
+                "tool": "torch.utils.benchmark.Timer.blocked_autorange",
+                "min_run_time_s": extras.min_run_time,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        elif extras.time:
+            timing = {
+                "device": time_device,
+                "skipped": "measured on the meta device (too big to run here, or "
+                "--measure-on meta): nothing ran, so nothing was timed",
+            }
+    except (RuntimeError, ValueError, TypeError) as error:
+        # torch rejected what validation let through
+        raise MeasurementError(f"torch rejected the layer: {first_line(error)}") from error
+
+    width = element_size(input_spec.dtype)
+    results: list[LayerMeasurement] = []
+    memories: list[Memory] = []
+    for index, (node, layer) in enumerate(zip(nodes, layers)):
+        count = sum(p.numel() for p in layer.parameters())
+        out_elements = math.prod(shapes[index])
+        in_elements = sum(math.prod(input_spec.shape if i < 0 else shapes[i]) for i in node.inputs)
+        notes = [f"torch warned: {message}" for message in record.warnings.get(index, [])]
+        notes += [
+            f"fvcore has no handler for {op} ({calls} call{'s' if calls > 1 else ''}): "
+            "it counted nothing for it"
+            for op, calls in sorted(unsupported.get(index, {}).items())
+        ]
+        notes += [
+            f"fvcore also counts {op}: {n:,} (its convention; convcalc's MACs are convolutions "
+            "and linear layers only)"
+            for op, n in sorted(others.get(index, {}).items())
+        ]
+        flops = record.counter.flops.get(index, 0)
+        fv_macs = macs.get(index)
+        if fv_macs is not None and 2 * fv_macs != flops:
+            notes.append(
+                f"fvcore counts {fv_macs:,} MACs, torch's counter {flops:,} FLOPs: "
+                "not 2 FLOPs per MAC"
+            )
+        split_raw = backward[index]
+        if split_raw is not None and split_raw[0] != split_raw[1]:
+            groups = getattr(node.spec, "groups", 1)
+            notes.append(
+                f"torch.utils.flop_counter counts this layer's backward as {split_raw[1]:,} "
+                f"FLOPs: it ignores groups in the weight gradient (counting it {groups}x). "
+                f"Measured on the same layer split into {groups} dense convolutions: "
+                f"{split_raw[0]:,}"
+            )
+        timed = latency[index]
+        results.append(
+            LayerMeasurement(
+                output_shape=shapes[index],
+                params=count,
+                flops=flops,
+                macs=fv_macs,
+                receptive_field=rf[index],
+                output_elements=out_elements,
+                notes=tuple(notes),
+                backward_flops=None if split_raw is None else split_raw[0],
+                backward_flops_torch=None if split_raw is None else split_raw[1],
+                latency_ms=None if timed is None else timed[0] * 1e3,
+                timed_runs=None if timed is None else timed[1],
+                cumulative_receptive_field=cumulative[index],
+            )
+        )
+        memories.append(summary_memory(in_elements, [out_elements], count, width))
+    total_memory = summary_memory(
+        math.prod(input_spec.shape),
+        [r.output_elements or 0 for r in results],
+        sum(p.numel() for p in graph.parameters()),
+        width,
+    )
+    where = "the real CPU run" if device == "cpu" else "the run on torch's meta device"
+    sources = {
+        "output_shape": where,
+        "params": "the real modules' parameters",
+        "macs": macs_source,
+        "flops": f"torch.utils.flop_counter's formulas on {where}",
+        "receptive_field": (
+            "autograd on a one-channel stand-in of the layers with the same geometry and "
+            "positive weights (extent of the input gradient of one output; max pooling probed "
+            "as averaging, which reaches every input of its window)"
+        ),
+        "memory": (
+            f"numel of the tensors of {where} × torch's element size for {input_spec.dtype}"
+        ),
+    }
+    if extras.train:
+        sources["backward_flops"] = (
+            "torch.utils.flop_counter's formulas on a real backward pass (input and weight "
+            "gradients); grouped layers split into dense convolutions, where torch counts right"
+        )
+    last_spatial = [r for r in cumulative if r is not None]
+    return ChainMeasurement(
+        device=device,
+        layers=tuple(results),
+        receptive_field=last_spatial[-1] if last_spatial else None,
+        memory=tuple(memories),
+        total_memory=total_memory,
+        sources=sources,
+        timing=timing,
+    )
