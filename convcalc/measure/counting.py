@@ -4,8 +4,9 @@ about a second on first use)."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,11 +80,18 @@ class RunRecord:
     warnings: dict[int, list[str]] = field(default_factory=dict)
 
 
-def run_counted(graph: GraphModule, x: torch.Tensor) -> RunRecord:
-    """One forward pass, node by node, counted; torch's warnings are kept as notes, not
-    printed (e.g. 'same' padding with an even kernel makes torch copy the input)."""
-    record = RunRecord()
-    with torch.no_grad(), record.counter, warnings.catch_warnings(record=True) as caught:
+#: warnings about convcalc's own machinery (fvcore's torch.jit trace), not about the layer
+_MACHINERY_WARNINGS = (DeprecationWarning, torch.jit._trace.TracerWarning)
+
+
+@contextlib.contextmanager
+def observed(graph: GraphModule, record: RunRecord, count: bool = True) -> Iterator[None]:
+    """While a forward pass of ``graph`` runs (plain, or fvcore's trace of it): each node's
+    output shape, and what torch warned about while running it (kept as notes, not printed:
+    e.g. 'same' padding with an even kernel makes torch copy the input); with ``count``, every
+    dispatched operator counted and attributed to its node."""
+    counting = record.counter if count else contextlib.nullcontext()
+    with counting, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         seen = 0
 
@@ -93,16 +101,27 @@ def run_counted(graph: GraphModule, x: torch.Tensor) -> RunRecord:
             seen = len(caught)
 
         def after(index: int, out: torch.Tensor) -> None:
-            record.outputs[index] = tuple(out.shape)
-            messages = [first_line(w.message) for w in caught[seen:]]  # type: ignore[arg-type]
+            record.outputs[index] = tuple(int(size) for size in out.shape)
+            messages = [
+                first_line(w.message)  # type: ignore[arg-type]
+                for w in caught[seen:]
+                if not issubclass(w.category, _MACHINERY_WARNINGS)
+            ]
             record.warnings[index] = list(dict.fromkeys(messages))
 
         graph.before, graph.after = before, after
         try:
-            graph.run(x)
+            yield
         finally:
             graph.before = graph.after = None
             record.counter.current = None
+
+
+def run_counted(graph: GraphModule, x: torch.Tensor) -> RunRecord:
+    """One forward pass, node by node, counted."""
+    record = RunRecord()
+    with torch.no_grad(), observed(graph, record):
+        graph.run(x)
     return record
 
 

@@ -16,18 +16,27 @@ from torch import nn
 from convcalc.measure.build import GraphModule
 from convcalc.measure.counting import ConvCall
 
-# --- fvcore ----------------------------------------------------------------------------
-
 
 @dataclass(frozen=True)
-class _FvcoreResult:
-    #: per layer: what fvcore counted for convolution operators (its "flops", i.e. MACs)
-    per_layer: dict[int, int]
-    #: per layer: what it counted for other operators (batch_norm, ...), by operator
-    others: dict[int, dict[str, int]]
-    unsupported: dict[int, dict[str, int]]
-    #: operators fvcore has no handler for, counted with its conv rule by a handle convcalc adds
+class FvcoreCount:
+    """What fvcore's FlopCountAnalysis counted, per module name (``""``: the whole model)."""
+
+    #: module -> operator -> count (fvcore's "flops": one multiply-add is one flop)
+    by_module: dict[str, dict[str, int]]
+    #: module -> operator fvcore has no handler for -> calls
+    unsupported: dict[str, dict[str, int]]
+    #: operators fvcore has no handler for that convcalc counts with fvcore's own rule
     extended: dict[str, int]
+
+    def macs(self, module: str) -> int:
+        """The multiply-adds of convolutions and linear layers fvcore filed under ``module``."""
+        counts = self.by_module.get(module, {})
+        return sum(v for op, v in counts.items() if op in FVCORE_MAC_OPS)
+
+    def others(self, module: str) -> dict[str, int]:
+        """What else fvcore counted under ``module`` (batch_norm, ...), by operator."""
+        counts = self.by_module.get(module, {})
+        return {op: v for op, v in counts.items() if op not in FVCORE_MAC_OPS and v}
 
 
 #: the keys fvcore files the multiply-adds of convolutions (and convcalc's handle for
@@ -35,20 +44,26 @@ class _FvcoreResult:
 FVCORE_MAC_OPS = ("conv", "linear", "addmm", "matmul", "mm")
 
 
-def fvcore_trace(model: GraphModule, x: torch.Tensor) -> _FvcoreResult:
-    """fvcore's count of the real run, per layer. Its torch.jit tracing warns on every call in
-    torch 2.13 (DeprecationWarning, TracerWarning) and logs unsupported operators: none of that
-    is for users; what matters is reported as notes.
-
-    ``padding='same'`` or ``'valid'`` makes torch dispatch aten::_convolution_mode, which fvcore
-    0.1.5 has no handler for: it would count such a layer as 0 and say so only in a log line.
-    convcalc registers fvcore's own conv rule for it (``set_op_handle``, fvcore's extension point).
-    """
+def _fvcore() -> tuple[Any, Any, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fvcore.nn's import runs torch.jit.script: deprecated
         from fvcore.nn import FlopCountAnalysis
         from fvcore.nn.jit_handles import conv_flop_count, get_shape
+    return FlopCountAnalysis, conv_flop_count, get_shape
 
+
+def fvcore_count(model: nn.Module, x: torch.Tensor, modules: Sequence[str] = ()) -> FvcoreCount:
+    """fvcore's count of a real run of ``model`` on ``x``, per module. Its torch.jit tracing
+    warns on every call in torch 2.13 (DeprecationWarning, TracerWarning) and logs unsupported
+    operators: none of that is for users; what matters is reported as notes. ``modules``: the
+    names whose unsupported operators are wanted.
+
+    ``padding='same'`` or ``'valid'`` makes torch dispatch aten::_convolution_mode, which fvcore
+    0.1.5 has no handler for: it would count such a layer as 0 and say so only in a log line.
+    convcalc registers fvcore's own conv rule for it (``set_op_handle``, fvcore's extension point).
+    Raises what the trace raises (a model fvcore cannot trace).
+    """
+    flop_count_analysis, conv_flop_count, get_shape = _fvcore()
     extended: dict[str, int] = {}
 
     def convolution_mode(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
@@ -59,55 +74,30 @@ def fvcore_trace(model: GraphModule, x: torch.Tensor) -> _FvcoreResult:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        analysis = FlopCountAnalysis(model, x)
+        analysis = flop_count_analysis(model, x)
         analysis.set_op_handle("aten::_convolution_mode", convolution_mode)
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")
-        by_module = analysis.by_module_and_operator()
-        count = len(model.nodes)
-        unsupported = {
-            index: dict(analysis.unsupported_ops(f"nodes.{index}")) for index in range(count)
+        by_module = {
+            name: {op: int(v) for op, v in counts.items()}
+            for name, counts in analysis.by_module_and_operator().items()
         }
-    per_layer: dict[int, int] = {}
-    others: dict[int, dict[str, int]] = {}
-    for index in range(count):
-        counts = by_module.get(f"nodes.{index}", {})
-        per_layer[index] = sum(int(v) for op, v in counts.items() if op in FVCORE_MAC_OPS)
-        others[index] = {op: int(v) for op, v in counts.items() if op not in FVCORE_MAC_OPS and v}
-    return _FvcoreResult(per_layer, others, unsupported, extended)
+        unsupported = {name: dict(analysis.unsupported_ops(name)) for name in modules}
+    return FvcoreCount(by_module, unsupported, extended)
+
+
+def graph_modules(model: GraphModule) -> list[str]:
+    """The module names fvcore gives a graph's nodes: ``nodes.0``, ``nodes.1``, ..."""
+    return [f"nodes.{index}" for index in range(len(model.nodes))]
 
 
 def fvcore_rule(calls: Sequence[ConvCall], matmuls: Sequence[tuple[int, int, int]]) -> int:
     """fvcore's rules on shapes a meta run dispatched: its conv rule (a pure function in
     fvcore.nn.jit_handles) and its linear rule, rows × inner × columns (linear_flop_jit takes
     traced values, so it is restated here)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fvcore.nn's import runs torch.jit.script: deprecated
-        from fvcore.nn.jit_handles import conv_flop_count
-
+    _, conv_flop_count, _ = _fvcore()
     return sum(
         int(conv_flop_count(list(c.x_shape), list(c.w_shape), list(c.out_shape), c.transposed))
         for c in calls
     ) + sum(rows * inner * columns for rows, inner, columns in matmuls)
-
-
-def fvcore_module(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from fvcore.nn import FlopCountAnalysis
-        from fvcore.nn.jit_handles import conv_flop_count, get_shape
-
-        def convolution_mode(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
-            shapes = (get_shape(v) for v in (inputs[0], inputs[1], outputs[0]))
-            return Counter({"conv": int(conv_flop_count(*shapes, False))})
-
-        analysis = FlopCountAnalysis(model, x)
-        analysis.set_op_handle("aten::_convolution_mode", convolution_mode)
-        analysis.unsupported_ops_warnings(False)
-        analysis.uncalled_modules_warnings(False)
-        analysis.tracer_warnings("none")
-        try:
-            return dict(analysis.by_module_and_operator())
-        except Exception:  # fvcore could not trace this model
-            return {}

@@ -24,7 +24,7 @@ from convcalc.core.spec import (
 from convcalc.errors import SpecError
 from convcalc.measure.build import first_line, user_code
 from convcalc.measure.counting import DispatchCounter
-from convcalc.measure.fvcore_adapter import FVCORE_MAC_OPS, fvcore_module
+from convcalc.measure.fvcore_adapter import FvcoreCount, fvcore_count
 from convcalc.measure.probes import model_receptive_field, probe_receptive_field
 
 # --- users' own models ----------------------------------------------------------------------------
@@ -228,15 +228,17 @@ def measure_model(model: nn.Module, input_shape: Ints, dtype: str = "float32") -
     if not isinstance(output, torch.Tensor):
         raise SpecError("model", f"the model returned {type(output).__name__}, not a tensor")
     with user_code():
-        fv = fvcore_module(model, x)
+        try:
+            fv: FvcoreCount | None = fvcore_count(model, x)
+        except Exception:  # fvcore could not trace this model: its MACs are then not measured
+            fv = None
     layers = []
     for index, (name, module, spec) in enumerate(hooked):
         if index not in shapes_in:
             continue  # not called in this forward pass
         calls = shapes_in[index]
         spec = _with_channels(spec, calls[0])
-        counts = fv.get(name, {})
-        macs = sum(int(v) for op, v in counts.items() if op in FVCORE_MAC_OPS)
+        macs = fv.macs(name) if fv is not None else None
         layers.append(
             ModelLayer(
                 name,

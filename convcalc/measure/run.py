@@ -46,8 +46,8 @@ from convcalc.measure.build import (
     first_line,
     inputs_for,
 )
-from convcalc.measure.counting import backward_flops, run_counted
-from convcalc.measure.fvcore_adapter import fvcore_rule, fvcore_trace
+from convcalc.measure.counting import RunRecord, backward_flops, observed, run_counted
+from convcalc.measure.fvcore_adapter import fvcore_count, fvcore_rule, graph_modules
 from convcalc.measure.probes import probe_cumulative_receptive_field, probe_receptive_field
 from convcalc.measure.timing import check_device, time_forward
 
@@ -97,12 +97,19 @@ def measure_graph(
         layers = [build_layer(spec, device) for spec in specs]
         graph = GraphModule(layers, [node.inputs for node in nodes])
         x = torch.zeros(input_spec.shape, device=device)
-        record = run_counted(graph, x)
-        shapes = [record.outputs[i] for i in range(len(nodes))]
         if device == "cpu":
-            fv = fvcore_trace(graph, x)
-            macs: dict[int, int | None] = dict(fv.per_layer)
-            others, unsupported = fv.others, fv.unsupported
+            # the one real forward pass: fvcore's trace of it; the same pass gives the shapes.
+            # torch's FLOP formulas need only shapes: they count the same operators dispatched
+            # on the meta device, which takes about a millisecond
+            record = RunRecord()
+            with observed(graph, record, count=False):
+                fv = fvcore_count(graph, x, graph_modules(graph))
+            meta = GraphModule([build_layer(spec, "meta") for spec in specs], graph.sources)
+            record.counter = run_counted(meta, torch.zeros(input_spec.shape, device="meta")).counter
+            names = graph_modules(graph)
+            macs: dict[int, int | None] = {i: fv.macs(name) for i, name in enumerate(names)}
+            others = {i: fv.others(name) for i, name in enumerate(names)}
+            unsupported = {i: fv.unsupported.get(name, {}) for i, name in enumerate(names)}
             macs_source = "fvcore FlopCountAnalysis, tracing the real CPU run"
             if fv.extended:
                 macs_source += (
@@ -112,6 +119,7 @@ def measure_graph(
                     "own conv rule for it"
                 )
         else:
+            record = run_counted(graph, x)
             macs = {
                 index: fvcore_rule(
                     record.counter.convs.get(index, []), record.counter.matmuls.get(index, [])
@@ -123,6 +131,7 @@ def measure_graph(
                 "fvcore's conv and linear rules on the meta run's shapes: fvcore cannot trace "
                 "meta tensors"
             )
+        shapes = [record.outputs[i] for i in range(len(nodes))]
         rf = [
             probe_receptive_field(
                 node.spec, input_spec.size if node.inputs[0] < 0 else shapes[node.inputs[0]][2:]
@@ -233,7 +242,13 @@ def measure_graph(
         "output_shape": where,
         "params": "the real modules' parameters",
         "macs": macs_source,
-        "flops": f"torch.utils.flop_counter's formulas on {where}",
+        "flops": "torch.utils.flop_counter's formulas on "
+        + (
+            "the operators of the real CPU run, dispatched again on torch's meta device (the "
+            "formulas need only shapes: one real forward pass serves fvcore and torch)"
+            if device == "cpu"
+            else where
+        ),
         "receptive_field": (
             "autograd on a one-channel stand-in of the layers with the same geometry and "
             "positive weights (extent of the input gradient of one output; max pooling probed "
