@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from convcalc.core.report import Report
-from convcalc.core.spec import Labels, build_conv, build_input
+from convcalc.core.spec import Labels, build_input
 from convcalc.engine import Options, analyze_model, analyze_network
 from convcalc.engine import analyze as _analyze_spec
 from convcalc.errors import SpecError
+from convcalc.kinds import build_conv
 
 #: argument names, for error messages from the API
 API_LABELS = Labels(

@@ -9,23 +9,16 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
+from convcalc import kinds
 from convcalc.core import formulas
 from convcalc.core.advice import network_warnings
 from convcalc.core.cumulative import cumulative as cumulative_figures
 from convcalc.core.measured import nothing_measured
 from convcalc.core.memory import summary_memory
 from convcalc.core.report import LayerReport, Pair, Report, Total
-from convcalc.core.spec import (
-    DTYPE_BYTES,
-    ConvSpec,
-    InputSpec,
-    Labels,
-    LayerSpec,
-    Node,
-    chain,
-    check_fits,
-)
+from convcalc.core.spec import DTYPE_BYTES, InputSpec, Labels, Node, chain
 from convcalc.errors import SpecError
+from convcalc.kinds import ConvSpec, LayerSpec, check_fits
 
 #: Real CPU runs are kept to this much float32 tensor data (input, outputs, parameters) ...
 REAL_RUN_MAX_BYTES = 256 * 2**20
@@ -85,7 +78,7 @@ def plan_run(
     elements = math.prod(inputs[0].shape)
     seconds = 0.0
     for spec, layer_input in zip(specs, inputs):
-        figures = formulas.figures(spec, layer_input)
+        figures = kinds.figures(spec, layer_input)
         elements += math.prod(figures.output_shape.value) + figures.params.value
         seconds += figures.macs.value / _rate(spec)
     estimated_bytes = 4 * elements
@@ -129,7 +122,7 @@ def graph_inputs(
             )
         check_fits(node.spec, feeds[0], labels_for(index))
         inputs.append(feeds[0])
-        outputs.append(formulas.output_spec(node.spec, feeds[0]))
+        outputs.append(kinds.output_spec(node.spec, feeds[0]))
         if min(outputs[-1].shape, default=1) < 1:
             raise SpecError(
                 "size",
@@ -204,7 +197,7 @@ def analyze_graph(
         zip(nodes, inputs, measured.layers, measured.memory)
     ):
         spec = node.spec
-        figures = formulas.figures(spec, layer_input)
+        figures = kinds.figures(spec, layer_input)
         memory = figures.memory.value
         if len(node.inputs) > 1:  # an add reads all its inputs
             memory = summary_memory(
@@ -489,7 +482,8 @@ def compare(
 ) -> Comparison:
     """The documents' argument settled by measurement: the same layer as a standard conv, a
     grouped conv and a depthwise-separable pair; each one's ratio to the standard."""
-    from convcalc.core.spec import build_conv, parse_ints
+    from convcalc.core.spec import parse_ints
+    from convcalc.kinds import build_conv
 
     labels = labels or Labels()
     kernel_size = parse_ints(kernel, dims, "kernel_size", labels)
@@ -621,13 +615,13 @@ def analyze_model(target: Any, input_shape: tuple[int, ...], *, dtype: str = "fl
     for layer in measured.layers:
         shape = layer.input_shape
         layer_input = InputSpec(shape[0], shape[1], tuple(shape[2:]), dtype)
-        figures = formulas.figures(layer.spec, layer_input)
+        figures = kinds.figures(layer.spec, layer_input)
         calls = layer.calls or (shape,)
         if len(calls) > 1:
             # a module run more than once: its measured MACs and FLOPs add up every call
             calls_note = True
             per_call = [
-                formulas.figures(layer.spec, InputSpec(c[0], c[1], tuple(c[2:]), dtype))
+                kinds.figures(layer.spec, InputSpec(c[0], c[1], tuple(c[2:]), dtype))
                 for c in calls
             ]
             mac = sum(f.macs.value for f in per_call)

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convcalc.core.picture import conv_picture, conv_taps, drawable_size, transposed_targets
-from convcalc.core.spec import build_conv, padding_pairs
+from convcalc.kinds import build_conv
+from convcalc.kinds.conv import padding_pairs
 
 
 @settings(max_examples=80, deadline=None)

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from convcalc.core import formulas
-from convcalc.core.spec import build_conv, build_input
+from convcalc.core.spec import build_input
+from convcalc.kinds import build_conv, conv
 
 from .cases import CASES, Case
 
@@ -23,26 +24,26 @@ def _spec(case: Case):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_formulas_match_hand_derivation(case: Case) -> None:
     spec, input_spec = _spec(case)
-    assert formulas.output_shape(spec, input_spec).value == case.output_shape
-    assert formulas.params(spec).value == case.params
-    assert formulas.macs(spec, input_spec).value == case.macs
-    assert formulas.flops(spec, input_spec).value == case.flops
-    assert formulas.bias_adds(spec, input_spec).value == case.bias_adds
-    assert formulas.receptive_field(spec).value == case.receptive_field
+    assert conv.output_shape(spec, input_spec).value == case.output_shape
+    assert conv.params(spec).value == case.params
+    assert conv.macs(spec, input_spec).value == case.macs
+    assert conv.flops(spec, input_spec).value == case.flops
+    assert conv.bias_adds(spec, input_spec).value == case.bias_adds
+    assert conv.receptive_field(spec).value == case.receptive_field
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_instantiated_formula_ends_in_its_value(case: Case) -> None:
     spec, input_spec = _spec(case)
-    shown = formulas.params(spec).shown
+    shown = conv.params(spec).shown
     assert shown.endswith(f"= {case.params:,}")
-    assert formulas.macs(spec, input_spec).shown.endswith(f"= {case.macs:,}")
+    assert conv.macs(spec, input_spec).shown.endswith(f"= {case.macs:,}")
 
 
 def test_standard_memory_matches_torchsummary() -> None:
     # seed 002: torchsummary prints 12.25 / 98.00 / 0.56 / 110.81 MB for Conv2d(64, 256, k3, p1)
     spec = build_conv(in_channels=64, out_channels=256, kernel="3", padding="1")
-    memory = formulas.memory(spec, build_input(dims=2, channels=64)).value
+    memory = conv.memory(spec, build_input(dims=2, channels=64)).value
     assert memory.input == 12_845_056  # 64*224*224*4
     assert memory.output == 51_380_224  # 256*224*224*4
     assert memory.params == 590_848  # 147,712*4
@@ -53,7 +54,7 @@ def test_standard_memory_matches_torchsummary() -> None:
 @pytest.mark.parametrize("dtype, width", [("float32", 4), ("float16", 2), ("bfloat16", 2)])
 def test_memory_follows_dtype(dtype: str, width: int) -> None:
     spec = build_conv(in_channels=2, out_channels=4, kernel="3", padding="1")
-    memory = formulas.memory(spec, build_input(dims=2, channels=2, size="8", dtype=dtype)).value
+    memory = conv.memory(spec, build_input(dims=2, channels=2, size="8", dtype=dtype)).value
     assert memory.input == 2 * 64 * width
     assert memory.output == 4 * 64 * width
     assert memory.params == (4 * 2 * 9 + 4) * width

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from convcalc.core.spec import build_conv, build_input
+from convcalc.core.spec import build_input
+from convcalc.kinds import build_conv
 from convcalc.measure.build import build_layer
 from convcalc.measure.probes import probe_receptive_field
 from convcalc.measure.run import measure_chain

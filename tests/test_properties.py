@@ -12,9 +12,10 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from convcalc.core.spec import build_conv, build_input, check_fits
+from convcalc.core.spec import build_input
 from convcalc.engine import analyze
 from convcalc.errors import SpecError
+from convcalc.kinds import build_conv, check_fits
 from convcalc.measure.build import build_layer
 
 MAX_SIZE = {1: 40, 2: 14, 3: 7}

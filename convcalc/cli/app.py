@@ -530,8 +530,8 @@ def conv(
       convcalc conv --in 64 --out 64 -k 3 -p same -d 2 -g 64 --size 56x80 --batch 8 --json
     """
     with user_errors():
-        from convcalc.core.spec import build_conv
         from convcalc.engine import analyze
+        from convcalc.kinds import build_conv
 
         spec = build_conv(
             dims=common.dims,
@@ -642,7 +642,7 @@ def pw(
     """
 
     def build() -> list[Any]:
-        from convcalc.core.spec import build_conv
+        from convcalc.kinds import build_conv
         from convcalc.sources.presets import single
 
         conv = build_conv(
@@ -681,8 +681,8 @@ def group(
     Example: convcalc group --in 64 --out 256 -g 8
     """
     with user_errors():
-        from convcalc.core.spec import build_conv
         from convcalc.engine import analyze_grouped
+        from convcalc.kinds import build_conv
 
         conv_spec = build_conv(
             dims=common.dims,
@@ -733,8 +733,9 @@ def dilated(
     Example: convcalc dilated --in 64 --out 64 -d 2
     """
     with user_errors():
-        from convcalc.core.spec import Labels, build_conv, parse_ints
+        from convcalc.core.spec import Labels, parse_ints
         from convcalc.engine import analyze_dilated
+        from convcalc.kinds import build_conv
         from convcalc.sources.presets import dilated_padding
 
         labels = Labels()
@@ -778,7 +779,7 @@ def transpose(
     """
 
     def build() -> list[Any]:
-        from convcalc.core.spec import build_conv
+        from convcalc.kinds import build_conv
 
         return [
             build_conv(
@@ -1375,8 +1376,9 @@ def _draw_conv(
 ) -> None:
     with user_errors():
         from convcalc.core.picture import conv_picture
-        from convcalc.core.spec import build_input, check_fits
+        from convcalc.core.spec import build_input
         from convcalc.errors import SpecError
+        from convcalc.kinds import check_fits
 
         _check_writable(svg, html)
         spec = build()
@@ -1437,7 +1439,7 @@ def draw_conv(
     Example:
       convcalc draw conv -k 3 -d 2 -s 2 -p 1 --size 7 --steps 3
     """
-    from convcalc.core.spec import build_conv
+    from convcalc.kinds import build_conv
 
     _draw_conv(
         "conv",
@@ -1481,7 +1483,7 @@ def draw_dw(
 ) -> None:
     """Draw a depthwise-separable pair: the depthwise conv's taps (each channel alone); the
     pointwise 1x1 that follows reads one position of every channel."""
-    from convcalc.core.spec import build_conv
+    from convcalc.kinds import build_conv
 
     _draw_conv(
         "dw (depthwise)",
@@ -1527,7 +1529,8 @@ def draw_dilated(
     no_color: NoColor = False,
 ) -> None:
     """Draw a dilated conv: its taps and the holes between them."""
-    from convcalc.core.spec import Labels, build_conv, parse_ints
+    from convcalc.core.spec import Labels, parse_ints
+    from convcalc.kinds import build_conv
     from convcalc.sources.presets import dilated_padding
 
     def build() -> Any:
@@ -1571,7 +1574,7 @@ def draw_transpose(
     Example:
       convcalc draw transpose -k 3 -s 2 -p 1 --size 4 --steps 2
     """
-    from convcalc.core.spec import build_conv
+    from convcalc.kinds import build_conv
 
     _draw_conv(
         "transpose",
@@ -1691,7 +1694,7 @@ def draw_stack(
 
 
 def formulas_output(spec: Any, layer_input: Any) -> tuple[int, ...]:
-    from convcalc.core.formulas import figures
+    from convcalc.kinds import figures
 
     return tuple(figures(spec, layer_input).output_shape.value[2:])
 

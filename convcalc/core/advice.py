@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from convcalc.core.cumulative import Cumulative
-from convcalc.core.spec import ConvSpec, InputSpec, Node, PoolSpec, padding_pairs
+from convcalc.core.spec import InputSpec, Node
+from convcalc.kinds import ConvSpec, PoolSpec
+from convcalc.kinds.conv import padding_pairs
 
 
 def _axis(axis: int, dims: int) -> str:

@@ -29,18 +29,17 @@ from fractions import Fraction
 from typing import Any
 
 from convcalc.core.formulas import adaptive_window
-from convcalc.core.spec import (
+from convcalc.core.spec import InputSpec, Node
+from convcalc.kinds import (
     ActSpec,
     AdaptivePoolSpec,
     ConvSpec,
-    InputSpec,
     LinearSpec,
-    Node,
     NormSpec,
     PoolSpec,
     ShapeSpec,
-    padding_pairs,
 )
+from convcalc.kinds.conv import padding_pairs
 
 #: the largest number of output positions traced for a network with transposed layers
 TRACE_PERIOD_LIMIT = 64

@@ -20,7 +20,9 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from convcalc.core.spec import ConvSpec, Ints, padding_pairs
+from convcalc.core.spec import Ints
+from convcalc.kinds import ConvSpec
+from convcalc.kinds.conv import padding_pairs
 
 LEGEND = {
     ".": "input",

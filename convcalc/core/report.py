@@ -11,7 +11,8 @@ from typing import Any, Generic, TypeVar
 from convcalc._version import __version__
 from convcalc.core.cumulative import Cumulative, fraction_text
 from convcalc.core.memory import Memory
-from convcalc.core.spec import InputSpec, Ints, LayerSpec
+from convcalc.core.spec import InputSpec, Ints
+from convcalc.kinds import LayerSpec
 
 T = TypeVar("T")
 

@@ -12,14 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from convcalc.core.spec import (
+from convcalc.core.spec import Ints, Node
+from convcalc.kinds import (
     ActSpec,
     AdaptivePoolSpec,
     ConvSpec,
-    Ints,
     LayerSpec,
     LinearSpec,
-    Node,
     NormSpec,
     PoolSpec,
 )

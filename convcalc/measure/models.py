@@ -12,16 +12,9 @@ import torch
 from torch import nn
 
 from convcalc.core.measured import LayerMeasurement
-from convcalc.core.spec import (
-    AdaptivePoolSpec,
-    ConvSpec,
-    Ints,
-    LayerSpec,
-    LinearSpec,
-    NormSpec,
-    PoolSpec,
-)
+from convcalc.core.spec import Ints
 from convcalc.errors import SpecError
+from convcalc.kinds import AdaptivePoolSpec, ConvSpec, LayerSpec, LinearSpec, NormSpec, PoolSpec
 from convcalc.measure.build import first_line, user_code
 from convcalc.measure.counting import DispatchCounter
 from convcalc.measure.fvcore_adapter import FvcoreCount, fvcore_count

@@ -13,17 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from convcalc.core.spec import (
-    AdaptivePoolSpec,
-    ConvSpec,
-    InputSpec,
-    Ints,
-    LayerSpec,
-    LinearSpec,
-    Node,
-    PoolSpec,
-    padding_pairs,
-)
+from convcalc.core.spec import InputSpec, Ints, Node
+from convcalc.kinds import AdaptivePoolSpec, ConvSpec, LayerSpec, LinearSpec, PoolSpec
+from convcalc.kinds.conv import padding_pairs
 from convcalc.measure.build import (
     ADAPTIVE_CLASSES,
     CONV_CLASSES,

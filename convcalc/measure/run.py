@@ -30,14 +30,9 @@ import torch
 
 from convcalc.core.measured import ChainMeasurement, LayerMeasurement
 from convcalc.core.memory import Memory, summary_memory
-from convcalc.core.spec import (
-    ConvSpec,
-    InputSpec,
-    LayerSpec,
-    Node,
-    chain,
-)
+from convcalc.core.spec import InputSpec, Node, chain
 from convcalc.errors import MeasurementError
+from convcalc.kinds import ConvSpec, LayerSpec
 from convcalc.measure.build import (
     TORCH_DTYPES,
     GraphModule,

@@ -8,16 +8,9 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
-from convcalc.core.spec import (
-    ACTIVATIONS,
-    ActSpec,
-    ConvSpec,
-    Labels,
-    LayerSpec,
-    NormSpec,
-    build_conv,
-)
+from convcalc.core.spec import Labels
 from convcalc.errors import SpecError
+from convcalc.kinds import ACTIVATIONS, ActSpec, ConvSpec, LayerSpec, NormSpec, build_conv
 
 ACT_CHOICES = ("none", *ACTIVATIONS)
 

@@ -26,26 +26,22 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from convcalc.core.formulas import output_spec
 from convcalc.core.grammar import parse_input
-from convcalc.core.spec import (
+from convcalc.core.spec import InputSpec, Labels, Node, build_input, parse_ints
+from convcalc.errors import SpecError
+from convcalc.kinds import (
     ACTIVATIONS,
     ActSpec,
     AdaptivePoolSpec,
-    InputSpec,
-    Labels,
     LayerSpec,
     LinearSpec,
-    Node,
     NormSpec,
     ShapeSpec,
     build_conv,
-    build_input,
     build_pool,
     check_fits,
-    parse_ints,
+    output_spec,
 )
-from convcalc.errors import SpecError
 
 CONV_OPS = ("conv", "conv_transpose", "dw", "pw")
 POOL_OPS = ("maxpool", "avgpool")

@@ -1,0 +1,91 @@
+"""The activation kind: elementwise nonlinearities; PReLU has one learnable slope per channel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from convcalc.core.formulas import Derived, Figures, simple_figures
+from convcalc.core.spec import InputSpec, Labels
+from convcalc.kinds.base import Kind, TorchKit, check_channels
+
+#: the op name in stack files and --act -> torch's class name
+ACTIVATIONS: dict[str, str] = {
+    "relu": "ReLU",
+    "relu6": "ReLU6",
+    "leakyrelu": "LeakyReLU",
+    "prelu": "PReLU",
+    "elu": "ELU",
+    "gelu": "GELU",
+    "silu": "SiLU",
+    "hardswish": "Hardswish",
+    "hardsigmoid": "Hardsigmoid",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+}
+
+
+@dataclass(frozen=True)
+class ActSpec:
+    """An elementwise activation; PReLU has one learnable slope per channel."""
+
+    kind: str
+    dims: int
+    channels: int
+    negative_slope: float = 0.01
+    name: str = "act"
+
+    @property
+    def op(self) -> str:
+        return self.kind
+
+    @property
+    def params(self) -> int:
+        return self.channels if self.kind == "prelu" else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"op": self.op, "dims": self.dims}
+        if self.kind == "leakyrelu":
+            data["negative_slope"] = self.negative_slope
+        return data
+
+    def describe(self) -> str:
+        if self.kind == "leakyrelu":
+            return f"LeakyReLU({self.negative_slope:g})"
+        if self.kind == "prelu":
+            return f"PReLU({self.channels})"
+        return f"{ACTIVATIONS[self.kind]}()"
+
+
+def figures(spec: ActSpec, input_spec: InputSpec) -> Figures:
+    count = spec.params
+    return simple_figures(
+        input_spec,
+        Derived(input_spec.shape, "same as the input"),
+        Derived(count, f"{spec.channels} slopes = {count}" if count else "0"),
+        Derived(tuple(1 for _ in input_spec.size), "1 (elementwise)"),
+    )
+
+
+def check_fits(spec: ActSpec, input_spec: InputSpec, labels: Labels) -> None:
+    check_channels(spec.channels, input_spec, spec.describe(), labels)
+
+
+def build(spec: ActSpec, kit: TorchKit, device: str) -> Any:
+    cls = getattr(kit.nn, ACTIVATIONS[spec.kind])
+    if spec.kind == "leakyrelu":
+        module = cls(spec.negative_slope)
+    elif spec.kind == "prelu":
+        module = cls(spec.channels)
+    else:
+        module = cls()
+    return module.to(device).eval()
+
+
+KIND = Kind(
+    name="activation",
+    spec_type=ActSpec,
+    figures=figures,
+    build=build,
+    check_fits=check_fits,
+)
