@@ -57,20 +57,6 @@ class Options:
     formula_only: bool = False
 
 
-def _rate(spec: LayerSpec) -> float:
-    if not isinstance(spec, ConvSpec):
-        return MAC_RATES["dense"]
-    if spec.groups > 1 and spec.groups == spec.in_channels:
-        return MAC_RATES["depthwise"]
-    if spec.groups > 1:
-        return MAC_RATES["grouped"]
-    if spec.dims == 3:
-        return MAC_RATES["3d"]
-    if any(d > 1 for d in spec.dilation):
-        return MAC_RATES["dilated"]
-    return MAC_RATES["dense"]
-
-
 def plan_run(
     specs: Sequence[LayerSpec], inputs: Sequence[InputSpec], measure_on: str = "auto"
 ) -> RunPlan:
@@ -80,7 +66,7 @@ def plan_run(
     for spec, layer_input in zip(specs, inputs):
         figures = kinds.figures(spec, layer_input)
         elements += math.prod(figures.output_shape.value) + figures.params.value
-        seconds += figures.macs.value / _rate(spec)
+        seconds += figures.macs.value / MAC_RATES[kinds.kind_of(spec).rate(spec)]
     estimated_bytes = 4 * elements
     if measure_on in ("cpu", "meta"):
         return RunPlan(measure_on, estimated_bytes, seconds, f"--measure-on {measure_on}")
@@ -621,8 +607,7 @@ def analyze_model(target: Any, input_shape: tuple[int, ...], *, dtype: str = "fl
             # a module run more than once: its measured MACs and FLOPs add up every call
             calls_note = True
             per_call = [
-                kinds.figures(layer.spec, InputSpec(c[0], c[1], tuple(c[2:]), dtype))
-                for c in calls
+                kinds.figures(layer.spec, InputSpec(c[0], c[1], tuple(c[2:]), dtype)) for c in calls
             ]
             mac = sum(f.macs.value for f in per_call)
             flop = sum(f.flops.value for f in per_call)

@@ -30,16 +30,7 @@ from typing import Any
 
 from convcalc.core.formulas import adaptive_window
 from convcalc.core.spec import InputSpec, Node
-from convcalc.kinds import (
-    ActSpec,
-    AdaptivePoolSpec,
-    ConvSpec,
-    LinearSpec,
-    NormSpec,
-    PoolSpec,
-    ShapeSpec,
-)
-from convcalc.kinds.conv import padding_pairs
+from convcalc.kinds import geometry
 
 #: the largest number of output positions traced for a network with transposed layers
 TRACE_PERIOD_LIMIT = 64
@@ -80,24 +71,23 @@ def fraction_text(value: Fraction) -> str:
     )
 
 
-def _window(spec: ConvSpec | PoolSpec, axis: int) -> tuple[int, int, int, int]:
-    """Kernel, stride, left padding and dilation along one axis."""
-    left = padding_pairs(spec)[axis][0] if isinstance(spec, ConvSpec) else spec.padding[axis]
-    return spec.kernel_size[axis], spec.stride[axis], left, spec.dilation[axis]
-
-
 def _inputs_of(spec: Any, axis: int, position: int, size: int | None) -> list[int]:
     """Positions of a layer's input (before padding) that output ``position`` depends on."""
-    if isinstance(spec, ConvSpec | PoolSpec):
-        k, s, p, d = _window(spec, axis)
-        if isinstance(spec, ConvSpec) and spec.transposed:
-            p = spec.padding[axis] if isinstance(spec.padding, tuple) else 0
+    shape = geometry(spec)
+    if shape.kind == "window":
+        k, s, p, d = (
+            shape.kernel[axis],
+            shape.stride[axis],
+            shape.padding[axis][0],
+            shape.dilation[axis],
+        )
+        if shape.transposed:
             return [
                 (position + p - j * d) // s for j in range(k) if (position + p - j * d) % s == 0
             ]
         return [position * s - p + j * d for j in range(k)]
-    if isinstance(spec, AdaptivePoolSpec) and size is not None:
-        out = spec.output_size[axis]
+    if shape.kind == "adaptive" and size is not None:
+        out = shape.output_size[axis]
         return list(range((position * size) // out, -(-((position + 1) * size) // out)))
     return [position]
 
@@ -107,8 +97,9 @@ def _traced(nodes: tuple[Node, ...], index: int, axis: int, sizes: list[tuple[in
     one period of output positions, by following position sets back through the graph."""
     period = 1
     for node in nodes[: index + 1]:
-        if isinstance(node.spec, ConvSpec | PoolSpec):
-            period *= node.spec.stride[axis]
+        shape = geometry(node.spec)
+        if shape.kind == "window":
+            period *= shape.stride[axis]
     period = min(period, TRACE_PERIOD_LIMIT)
     widest = 0
     # the input is taken as unbounded (no position is clipped), so any period will do
@@ -138,20 +129,20 @@ def cumulative(
     """Cumulative figures of every node; ``inputs[i]`` is node i's input tensor."""
     dims = network_input.dims
     start = Cumulative((1,) * dims, (Fraction(1),) * dims, (Fraction(0),) * dims)
-    has_transposed = any(isinstance(n.spec, ConvSpec) and n.spec.transposed for n in nodes)
+    shapes = [geometry(node.spec) for node in nodes]
+    has_transposed = any(shape.transposed for shape in shapes)
     sizes = [network_input.size] + [spec_input.size for spec_input in inputs]
     results: list[Cumulative] = []
 
     def state(source: int) -> Cumulative:
         return start if source < 0 else results[source]
 
-    for index, node in enumerate(nodes):
-        spec = node.spec
+    for index, (node, shape) in enumerate(zip(nodes, shapes)):
         before = state(node.inputs[0])
         if before.whole_input:
             results.append(before)
             continue
-        if isinstance(spec, LinearSpec):
+        if shape.kind == "whole":
             results.append(
                 Cumulative(
                     network_input.size,
@@ -162,7 +153,7 @@ def cumulative(
                 )
             )
             continue
-        if isinstance(spec, ShapeSpec) and spec.kind == "add":
+        if shape.kind == "join":
             joined = _join([state(i) for i in node.inputs])
             if has_transposed:
                 traced = tuple(_traced(nodes, index, axis, sizes) for axis in range(dims))
@@ -171,10 +162,10 @@ def cumulative(
                 )
             results.append(joined)
             continue
-        if isinstance(spec, AdaptivePoolSpec):
-            results.append(_adaptive(spec, inputs[index], before, network_input))
+        if shape.kind == "adaptive":
+            results.append(_adaptive(shape.output_size, inputs[index], before, network_input))
             continue
-        if isinstance(spec, (NormSpec, ActSpec, ShapeSpec)) or not before.effective_stride:
+        if shape.kind != "window" or not before.effective_stride:
             results.append(before)
             continue
         fields, strides, paddings = [], [], []
@@ -182,11 +173,14 @@ def cumulative(
         for axis in range(dims):
             r = before.receptive_field[axis]
             jump, pad = before.effective_stride[axis], before.effective_padding[axis]
-            assert isinstance(spec, ConvSpec | PoolSpec)
-            k, s, p, d = _window(spec, axis)
+            k, s, p, d = (
+                shape.kernel[axis],
+                shape.stride[axis],
+                shape.padding[axis][0],
+                shape.dilation[axis],
+            )
             span = d * (k - 1) + 1
-            if isinstance(spec, ConvSpec) and spec.transposed:
-                p = spec.padding[axis] if isinstance(spec.padding, tuple) else 0
+            if shape.transposed:
                 strides.append(jump / s)
                 paddings.append(pad + jump * Fraction(span - 1 - p, s))
                 fields.append(0)  # traced below
@@ -198,7 +192,7 @@ def cumulative(
                 fields.append(r + (span - 1) * jump)  # type: ignore[arg-type]
                 strides.append(jump * s)
                 paddings.append(pad + p * jump)
-        if has_transposed and isinstance(spec, ConvSpec | PoolSpec):
+        if has_transposed:
             fields = [_traced(nodes, index, axis, sizes) for axis in range(dims)]
         results.append(
             Cumulative(
@@ -209,13 +203,16 @@ def cumulative(
 
 
 def _adaptive(
-    spec: AdaptivePoolSpec, spec_input: InputSpec, before: Cumulative, network_input: InputSpec
+    output_size: tuple[int, ...],
+    spec_input: InputSpec,
+    before: Cumulative,
+    network_input: InputSpec,
 ) -> Cumulative:
     """Adaptive pooling: the identity when sizes match, the whole input when it pools to 1,
     else windows of differing widths: the widest, with a fractional stride."""
-    if spec.output_size == spec_input.size:
+    if output_size == spec_input.size:
         return before
-    if all(o == 1 for o in spec.output_size):
+    if all(o == 1 for o in output_size):
         return Cumulative(
             network_input.size,
             (),
@@ -224,7 +221,7 @@ def _adaptive(
             note="global pooling: every output sees the whole input",
         )
     fields, strides = [], []
-    for axis, (n, out) in enumerate(zip(spec_input.size, spec.output_size)):
+    for axis, (n, out) in enumerate(zip(spec_input.size, output_size)):
         jump = before.effective_stride[axis]
         fields.append(
             int(math.ceil(before.receptive_field[axis] + (adaptive_window(n, out) - 1) * jump))

@@ -21,11 +21,17 @@ from convcalc.errors import SpecError
 class TorchKit(Protocol):
     """What the measure room hands a kind: ``torch.nn``, convcalc's own modules, and helpers."""
 
-    nn: Any
-    #: a residual join: the sum of its inputs (an nn.Module class)
-    Add: Any
-    #: a grouped conv as ``groups`` dense convs (torch counts their backward right)
-    GroupSplit: Any
+    @property
+    def nn(self) -> Any:
+        """``torch.nn``."""
+
+    @property
+    def Add(self) -> Any:  # noqa: N802  (a class)
+        """A residual join: the sum of its inputs (an nn.Module class)."""
+
+    @property
+    def GroupSplit(self) -> Any:  # noqa: N802  (a class)
+        """A grouped conv as ``groups`` dense convs (torch counts their backward right)."""
 
     def averaging(self, module: Any, kernel: Ints) -> Any:
         """``module`` with every weight 1/taps, frozen (a probe stand-in)."""

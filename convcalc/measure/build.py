@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -13,41 +14,9 @@ import torch
 from torch import nn
 
 from convcalc.core.spec import Ints, Node
-from convcalc.kinds import (
-    ActSpec,
-    AdaptivePoolSpec,
-    ConvSpec,
-    LayerSpec,
-    LinearSpec,
-    NormSpec,
-    PoolSpec,
-)
+from convcalc.kinds import ConvSpec, LayerSpec, TorchKit, kind_of
 
-CONV_CLASSES: dict[tuple[bool, int], type[nn.Module]] = {
-    (False, 1): nn.Conv1d,
-    (False, 2): nn.Conv2d,
-    (False, 3): nn.Conv3d,
-    (True, 1): nn.ConvTranspose1d,
-    (True, 2): nn.ConvTranspose2d,
-    (True, 3): nn.ConvTranspose3d,
-}
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-ACTIVATION_CLASSES: dict[str, Callable[[ActSpec], nn.Module]] = {
-    "relu": lambda spec: nn.ReLU(),
-    "relu6": lambda spec: nn.ReLU6(),
-    "leakyrelu": lambda spec: nn.LeakyReLU(spec.negative_slope),
-    "prelu": lambda spec: nn.PReLU(spec.channels),
-    "elu": lambda spec: nn.ELU(),
-    "gelu": lambda spec: nn.GELU(),
-    "silu": lambda spec: nn.SiLU(),
-    "hardswish": lambda spec: nn.Hardswish(),
-    "hardsigmoid": lambda spec: nn.Hardsigmoid(),
-    "sigmoid": lambda spec: nn.Sigmoid(),
-    "tanh": lambda spec: nn.Tanh(),
-}
-NORM_CLASSES = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
 class Add(nn.Module):
@@ -60,59 +29,36 @@ class Add(nn.Module):
         return total
 
 
-POOL_CLASSES: dict[tuple[str, int], Callable[..., nn.Module]] = {
-    ("max", 1): nn.MaxPool1d,
-    ("max", 2): nn.MaxPool2d,
-    ("max", 3): nn.MaxPool3d,
-    ("avg", 1): nn.AvgPool1d,
-    ("avg", 2): nn.AvgPool2d,
-    ("avg", 3): nn.AvgPool3d,
-}
-ADAPTIVE_CLASSES: dict[tuple[str, int], Callable[..., nn.Module]] = {
-    ("max", 1): nn.AdaptiveMaxPool1d,
-    ("max", 2): nn.AdaptiveMaxPool2d,
-    ("max", 3): nn.AdaptiveMaxPool3d,
-    ("avg", 1): nn.AdaptiveAvgPool1d,
-    ("avg", 2): nn.AdaptiveAvgPool2d,
-    ("avg", 3): nn.AdaptiveAvgPool3d,
-}
+def averaging(module: nn.Module, kernel: Ints) -> nn.Module:
+    """Every weight 1/taps, frozen: the probe only differentiates with respect to its input."""
+    with torch.no_grad():
+        module.weight.fill_(1.0 / math.prod(kernel))  # type: ignore[operator]
+    module.weight.requires_grad_(False)
+    return module
+
+
+class _Kit:
+    """The torch toolkit handed to the layer kinds (convcalc.kinds.base.TorchKit)."""
+
+    nn = nn
+    Add = Add
+
+    @property
+    def GroupSplit(self) -> type[nn.Module]:  # noqa: N802  (a class, as the protocol names it)
+        return GroupSplit
+
+    def averaging(self, module: Any, kernel: Ints) -> Any:
+        return averaging(module, kernel)
+
+
+KIT: TorchKit = _Kit()
 
 
 def build_layer(spec: LayerSpec, device: str = "cpu") -> nn.Module:
     """The torch module a spec describes, in eval mode (inference: batch norm uses its running
     statistics, dropout is the identity)."""
-    if isinstance(spec, ConvSpec):
-        return build_conv_module(spec, device)
-    if isinstance(spec, NormSpec):
-        module: nn.Module = NORM_CLASSES[max(spec.dims, 1)](spec.channels, affine=spec.affine)
-    elif isinstance(spec, ActSpec):
-        module = ACTIVATION_CLASSES[spec.kind](spec)
-    elif isinstance(spec, PoolSpec):
-        if spec.kind == "max":
-            module = POOL_CLASSES[("max", spec.dims)](
-                spec.kernel_size,
-                spec.stride,
-                spec.padding,
-                spec.dilation,
-                ceil_mode=spec.ceil_mode,
-            )
-        else:
-            module = POOL_CLASSES[("avg", spec.dims)](
-                spec.kernel_size, spec.stride, spec.padding, ceil_mode=spec.ceil_mode
-            )
-    elif isinstance(spec, AdaptivePoolSpec):
-        module = ADAPTIVE_CLASSES[(spec.kind, spec.dims)](spec.output_size)
-    elif isinstance(spec, LinearSpec):
-        module = nn.Linear(spec.in_features, spec.out_features, bias=spec.bias)
-    elif spec.kind == "flatten":
-        module = nn.Flatten()
-    elif spec.kind == "dropout":
-        module = nn.Dropout()
-    elif spec.kind == "add":
-        module = Add()
-    else:
-        module = nn.Identity()
-    return module.to(device).eval()
+    module: nn.Module = kind_of(spec).build(spec, KIT, device)
+    return module
 
 
 class GraphModule(nn.Module):
@@ -144,22 +90,6 @@ class GraphModule(nn.Module):
         return self.run(x)[-1]
 
 
-def build_conv_module(spec: ConvSpec, device: str) -> nn.Module:
-    cls = CONV_CLASSES[(spec.transposed, spec.dims)]
-    kwargs: dict[str, Any] = {
-        "stride": spec.stride,
-        "padding": spec.padding,
-        "dilation": spec.dilation,
-        "groups": spec.groups,
-        "bias": spec.bias,
-        "padding_mode": spec.padding_mode,
-        "device": device,
-    }
-    if spec.transposed:
-        kwargs["output_padding"] = spec.output_padding
-    return cls(spec.in_channels, spec.out_channels, spec.kernel_size, **kwargs).eval()
-
-
 class GroupSplit(nn.Module):
     """A grouped convolution as ``groups`` dense convolutions on channel slices, concatenated:
     the same arithmetic with groups = 1, where torch's backward FLOP formula is right."""
@@ -172,7 +102,7 @@ class GroupSplit(nn.Module):
             out_channels=spec.out_channels // spec.groups,
             groups=1,
         )
-        self.parts = nn.ModuleList(build_conv_module(part, device) for _ in range(spec.groups))
+        self.parts = nn.ModuleList(build_layer(part, device) for _ in range(spec.groups))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         chunks = x.chunk(len(self.parts), dim=1)

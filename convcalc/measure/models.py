@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,8 +14,8 @@ from torch import nn
 from convcalc.core.measured import LayerMeasurement
 from convcalc.core.spec import Ints
 from convcalc.errors import SpecError
-from convcalc.kinds import AdaptivePoolSpec, ConvSpec, LayerSpec, LinearSpec, NormSpec, PoolSpec
-from convcalc.measure.build import first_line, user_code
+from convcalc.kinds import LayerSpec, from_module, kind_of
+from convcalc.measure.build import KIT, first_line, user_code
 from convcalc.measure.counting import DispatchCounter
 from convcalc.measure.fvcore_adapter import FvcoreCount, fvcore_count
 from convcalc.measure.probes import model_receptive_field, probe_receptive_field
@@ -92,70 +92,8 @@ def _instantiate(module: Any, module_name: str, attr: str, target: str) -> nn.Mo
 
 
 def spec_of(name: str, module: nn.Module) -> LayerSpec | None:
-    """The spec of a conv, pool, linear or batch-norm module (None for anything else)."""
-
-    def ints(value: Any, dims: int) -> Ints:
-        return tuple(value) if isinstance(value, tuple | list) else (int(value),) * dims
-
-    if isinstance(module, nn.modules.conv._ConvNd):
-        dims = len(module.kernel_size)
-        padding: Any = module.padding if isinstance(module.padding, str) else tuple(module.padding)
-        return ConvSpec(
-            module.in_channels,
-            module.out_channels,
-            tuple(module.kernel_size),
-            tuple(module.stride),
-            padding,
-            tuple(module.dilation),
-            module.groups,
-            module.bias is not None,
-            module.transposed,
-            tuple(module.output_padding),
-            module.padding_mode,
-            name,
-        )
-    pools = {
-        nn.MaxPool1d: ("max", 1),
-        nn.MaxPool2d: ("max", 2),
-        nn.MaxPool3d: ("max", 3),
-        nn.AvgPool1d: ("avg", 1),
-        nn.AvgPool2d: ("avg", 2),
-        nn.AvgPool3d: ("avg", 3),
-    }
-    for cls, (kind, dims) in pools.items():
-        if type(module) is cls:
-            kernel = ints(module.kernel_size, dims)
-            stride = ints(module.stride or module.kernel_size, dims)
-            dilation = ints(getattr(module, "dilation", 1), dims)
-            return PoolSpec(
-                kind,
-                dims,
-                0,
-                kernel,
-                stride,
-                ints(module.padding, dims),
-                dilation,
-                bool(module.ceil_mode),
-                name,
-            )
-    for cls, (kind, dims) in {
-        nn.AdaptiveAvgPool1d: ("avg", 1),
-        nn.AdaptiveAvgPool2d: ("avg", 2),
-        nn.AdaptiveAvgPool3d: ("avg", 3),
-        nn.AdaptiveMaxPool1d: ("max", 1),
-        nn.AdaptiveMaxPool2d: ("max", 2),
-        nn.AdaptiveMaxPool3d: ("max", 3),
-    }.items():
-        if type(module) is cls:
-            size = module.output_size
-            if size is None or (isinstance(size, tuple) and None in size):
-                return None
-            return AdaptivePoolSpec(kind, dims, 0, ints(size, dims), name)
-    if isinstance(module, nn.Linear):
-        return LinearSpec(module.in_features, module.out_features, module.bias is not None, name)
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return NormSpec(module.num_features, 0, name, module.affine)
-    return None
+    """The spec of a module some layer kind knows (None for anything else)."""
+    return from_module(name, module, KIT)
 
 
 @dataclass(frozen=True)
@@ -230,7 +168,7 @@ def measure_model(model: nn.Module, input_shape: Ints, dtype: str = "float32") -
         if index not in shapes_in:
             continue  # not called in this forward pass
         calls = shapes_in[index]
-        spec = _with_channels(spec, calls[0])
+        spec = kind_of(spec).with_input(spec, calls[0])
         macs = fv.macs(name) if fv is not None else None
         layers.append(
             ModelLayer(
@@ -273,12 +211,3 @@ def measure_model(model: nn.Module, input_shape: Ints, dtype: str = "float32") -
             ),
         },
     )
-
-
-def _with_channels(spec: LayerSpec, input_shape: Ints) -> LayerSpec:
-    """Pools and 1-D batch norms learn their channel count and dims from their input."""
-    if isinstance(spec, PoolSpec | AdaptivePoolSpec):
-        return replace(spec, channels=input_shape[1])
-    if isinstance(spec, NormSpec):
-        return replace(spec, dims=len(input_shape) - 2)
-    return spec

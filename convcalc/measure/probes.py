@@ -14,16 +14,8 @@ import torch
 from torch import nn
 
 from convcalc.core.spec import InputSpec, Ints, Node
-from convcalc.kinds import AdaptivePoolSpec, ConvSpec, LayerSpec, LinearSpec, PoolSpec
-from convcalc.kinds.conv import padding_pairs
-from convcalc.measure.build import (
-    ADAPTIVE_CLASSES,
-    CONV_CLASSES,
-    POOL_CLASSES,
-    Add,
-    GraphModule,
-    user_code,
-)
+from convcalc.kinds import ConvSpec, LayerSpec, geometry, kind_of
+from convcalc.measure.build import KIT, GraphModule, user_code
 
 # --- receptive field probe ------------------------------------------------------------------
 
@@ -48,17 +40,16 @@ def probe_receptive_field(spec: LayerSpec, input_size: Ints | None = None) -> In
     stride period, and the largest extent is kept. Elementwise layers (batch norm, activations)
     connect each position to itself only: 1.
     """
-    if isinstance(spec, LinearSpec) or getattr(spec, "kind", "") == "flatten":
+    shape = geometry(spec)
+    if shape.kind in ("whole", "flatten"):
         return ()
-    if isinstance(spec, PoolSpec):
-        # the window's geometry, as a conv of ones: max pooling's gradient would reach only the
-        # maximum of each window
-        spec = ConvSpec(1, 1, spec.kernel_size, spec.stride, (0,) * spec.dims, spec.dilation)
-    if isinstance(spec, AdaptivePoolSpec) and input_size is not None:
-        return _probe_adaptive(spec, input_size)
-    if not isinstance(spec, ConvSpec):
+    if shape.kind == "adaptive" and input_size is not None:
+        return _probe_adaptive(shape.output_size, input_size)
+    if shape.kind != "window":
         return tuple(1 for _ in range(spec.dims))
-    return _probe_window(spec.transposed, spec.kernel_size, spec.stride, spec.dilation)
+    # a pool's window probed as a conv of ones: max pooling's gradient would reach only the
+    # maximum of each window
+    return _probe_window(shape.transposed, shape.kernel, shape.stride, shape.dilation)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -66,8 +57,7 @@ def _probe_window(transposed: bool, kernel: Ints, stride: Ints, dilation: Ints) 
     """The probe of one window geometry (kernel, stride, dilation), measured once per process:
     a sweep repeats geometries, and the probe depends on nothing else."""
     spec = ConvSpec(1, 1, kernel, stride, (0,) * len(kernel), dilation, transposed=transposed)
-    cls = CONV_CLASSES[(spec.transposed, spec.dims)]
-    layer = cls(
+    layer = getattr(nn, spec.torch_class_name)(
         1,
         1,
         spec.kernel_size,
@@ -78,7 +68,7 @@ def _probe_window(transposed: bool, kernel: Ints, stride: Ints, dilation: Ints) 
         dtype=torch.float64,
     )
     with torch.no_grad():
-        layer.weight.fill_(1.0)  # type: ignore[operator]
+        layer.weight.fill_(1.0)
     spans = [d * (k - 1) + 1 for k, d in zip(spec.kernel_size, spec.dilation)]
     if spec.transposed:
         lengths = [-(-span // s) + 2 for span, s in zip(spans, spec.stride)]
@@ -108,22 +98,15 @@ def _probe_window(transposed: bool, kernel: Ints, stride: Ints, dilation: Ints) 
     return tuple(extents)
 
 
-def _probe_adaptive(spec: AdaptivePoolSpec, input_size: Ints) -> Ints:
+def _probe_adaptive(output_size: Ints, input_size: Ints) -> Ints:
     """Widest window of adaptive average pooling, by autograd at every output position."""
+    dims = len(output_size)
     x = torch.ones((1, 1, *input_size), dtype=torch.float64, requires_grad=True)
-    y = ADAPTIVE_CLASSES[("avg", spec.dims)](spec.output_size)(x)
-    extents = [0] * spec.dims
+    y = getattr(nn, f"AdaptiveAvgPool{dims}d")(output_size)(x)
+    extents = [0] * dims
     for position in itertools.product(*(range(n) for n in y.shape[2:])):
         extents = [max(e, g) for e, g in zip(extents, _gradient_extents(y, x, position))]
     return tuple(extents)
-
-
-def _averaging(module: nn.Module, kernel: Ints) -> nn.Module:
-    """Every weight 1/taps, frozen: the probe only differentiates with respect to its input."""
-    with torch.no_grad():
-        module.weight.fill_(1.0 / math.prod(kernel))  # type: ignore[operator]
-    module.weight.requires_grad_(False)
-    return module
 
 
 def _probe_dtype(nodes: Sequence[Node]) -> torch.dtype:
@@ -131,8 +114,8 @@ def _probe_dtype(nodes: Sequence[Node]) -> torch.dtype:
     product of 1/taps along the longest path, could underflow it: then float64."""
     depth: dict[int, float] = {-1: 0.0}
     for index, node in enumerate(nodes):
-        spec = node.spec
-        taps = math.prod(spec.kernel_size) if isinstance(spec, ConvSpec | PoolSpec) else 1
+        shape = geometry(node.spec)
+        taps = shape.taps if shape.kind == "window" else 1
         depth[index] = max(depth[i] for i in node.inputs) + math.log10(taps)
     return torch.float32 if max(depth.values()) < 30 else torch.float64
 
@@ -140,56 +123,11 @@ def _probe_dtype(nodes: Sequence[Node]) -> torch.dtype:
 def _probe_module(
     spec: LayerSpec, real_size: Ints, dtype: torch.dtype = torch.float64
 ) -> nn.Module | None:
-    """The one-channel stand-in of a layer in the receptive-field probe: its geometry, every
-    weight 1/taps (an average: values stay at most 1); None where the probe stops (flat
-    layers)."""
-    if isinstance(spec, ConvSpec):
-        cls = CONV_CLASSES[(spec.transposed, spec.dims)]
-        kwargs: dict[str, Any] = {
-            "stride": spec.stride,
-            "padding": spec.padding,
-            "dilation": spec.dilation,
-            "bias": False,
-            "dtype": dtype,
-        }
-        if spec.transposed:
-            kwargs["output_padding"] = spec.output_padding
-        module = cls(1, 1, spec.kernel_size, **kwargs)
-        return _averaging(module, spec.kernel_size)
-    if isinstance(spec, PoolSpec):
-        # max pooling routes the gradient to one input per window: the probe averages instead,
-        # which reaches every input of the window (its geometry is what is measured)
-        if all(d == 1 for d in spec.dilation):
-            return POOL_CLASSES[("avg", spec.dims)](
-                spec.kernel_size, spec.stride, spec.padding, ceil_mode=spec.ceil_mode
-            )
-        module = CONV_CLASSES[(False, spec.dims)](
-            1,
-            1,
-            spec.kernel_size,
-            stride=spec.stride,
-            padding=spec.padding,
-            dilation=spec.dilation,
-            bias=False,
-            dtype=dtype,
-        )
-        return _averaging(module, spec.kernel_size)
-    if isinstance(spec, AdaptivePoolSpec):
-        # its windows depend on the input size, which the probe changes: stand in with the
-        # windows it has at the real size (the identity, or uniform windows); otherwise stop
-        if spec.output_size == real_size:
-            return nn.Identity()
-        if all(n % o == 0 for n, o in zip(real_size, spec.output_size)) and any(
-            o > 1 for o in spec.output_size
-        ):
-            window = tuple(n // o for n, o in zip(real_size, spec.output_size))
-            return POOL_CLASSES[("avg", spec.dims)](window, window)
-        return None
-    if isinstance(spec, LinearSpec) or getattr(spec, "kind", "") == "flatten":
-        return None
-    if getattr(spec, "kind", "") == "add":
-        return Add()
-    return nn.Identity()  # batch norm, activations, identity, dropout: no geometry
+    """The one-channel stand-in of a layer in the receptive-field probe (its kind's): its
+    geometry, every weight 1/taps (an average: values stay at most 1); None where the probe stops
+    (flat layers)."""
+    module: nn.Module | None = kind_of(spec).stand_in(spec, KIT, real_size, dtype)
+    return module
 
 
 def _geometry_bound(
@@ -202,13 +140,12 @@ def _geometry_bound(
     for index, node in enumerate(nodes[: last + 1]):
         source = max(node.inputs, key=lambda i: sum(fields[i]))
         field, jump = list(fields[source]), list(jumps[source])
-        spec = node.spec
-        if isinstance(spec, ConvSpec | PoolSpec):
+        shape = geometry(node.spec)
+        if shape.kind == "window":
             for axis in range(dims):
-                field[axis] += spec.dilation[axis] * (spec.kernel_size[axis] - 1) * jump[axis]
-                transposed = isinstance(spec, ConvSpec) and spec.transposed
-                jump[axis] *= 1 if transposed else spec.stride[axis]
-        elif isinstance(spec, AdaptivePoolSpec) and not isinstance(modules[index], nn.Identity):
+                field[axis] += shape.dilation[axis] * (shape.kernel[axis] - 1) * jump[axis]
+                jump[axis] *= 1 if shape.transposed else shape.stride[axis]
+        elif shape.kind == "adaptive" and not isinstance(modules[index], nn.Identity):
             window = _ints(getattr(modules[index], "kernel_size", 1), dims)
             field = [f + (w - 1) * j for f, w, j in zip(field, window, jump)]
             jump = [j * w for j, w in zip(jump, window)]
@@ -218,7 +155,8 @@ def _geometry_bound(
 
 def _global_pool(spec: LayerSpec) -> bool:
     """Adaptive pooling to size 1: every output sees the whole input, by definition."""
-    return isinstance(spec, AdaptivePoolSpec) and all(o == 1 for o in spec.output_size)
+    shape = geometry(spec)
+    return shape.kind == "adaptive" and all(o == 1 for o in shape.output_size)
 
 
 def _ints(value: Any, dims: int) -> tuple[int, ...]:
@@ -230,12 +168,12 @@ def _asymmetry(nodes: Sequence[Node], axis: int) -> int:
     network-input positions: the probe input is made this much longer."""
     shift, jump = 0, 1
     for node in nodes:
-        spec = node.spec
-        if isinstance(spec, ConvSpec) and not spec.transposed:
-            left, right = padding_pairs(spec)[axis]
+        shape = geometry(node.spec)
+        if shape.kind == "window" and not shape.transposed:
+            left, right = shape.padding[axis]
             shift += abs(right - left) * jump
-        if isinstance(spec, ConvSpec | PoolSpec):
-            jump *= spec.stride[axis]
+        if shape.kind == "window":
+            jump *= shape.stride[axis]
     return 2 * shift
 
 
@@ -263,18 +201,17 @@ def probe_cumulative_receptive_field(
         if module is None:
             break
         spatial.append(index)
-    has_transposed = any(isinstance(n.spec, ConvSpec) and n.spec.transposed for n in nodes)
+    shapes = [geometry(node.spec) for node in nodes]
+    has_transposed = any(shape.transposed for shape in shapes)
     graph = GraphModule([m or nn.Identity() for m in modules], [n.inputs for n in nodes])
     total_jump = [1] * dims
-    for node, module in zip(nodes, modules):
-        if isinstance(module, nn.AvgPool1d | nn.AvgPool2d | nn.AvgPool3d) and isinstance(
-            node.spec, AdaptivePoolSpec
+    for shape, module in zip(shapes, modules):
+        if isinstance(module, nn.AvgPool1d | nn.AvgPool2d | nn.AvgPool3d) and (
+            shape.kind == "adaptive"
         ):
             total_jump = [j * s for j, s in zip(total_jump, _ints(module.stride, dims))]
-        if isinstance(node.spec, ConvSpec | PoolSpec) and not (
-            isinstance(node.spec, ConvSpec) and node.spec.transposed
-        ):
-            total_jump = [j * s for j, s in zip(total_jump, node.spec.stride)]
+        if shape.kind == "window" and not shape.transposed:
+            total_jump = [j * s for j, s in zip(total_jump, shape.stride)]
     results: list[Ints | None] = [None] * len(nodes)
     measured = [index for index in spatial if not _global_pool(nodes[index].spec)]
     if layer_fields is not None:
@@ -314,11 +251,7 @@ def probe_cumulative_receptive_field(
         # transposed layers: positions differ; every combination of one period per axis
         periods = [
             min(
-                math.prod(
-                    n.spec.stride[axis]
-                    for n in nodes[: index + 1]
-                    if isinstance(n.spec, ConvSpec | PoolSpec)
-                ),
+                math.prod(shape.stride[axis] for shape in shapes[: index + 1] if shape.stride),
                 8,
             )
             for axis in range(dims)

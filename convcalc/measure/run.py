@@ -32,11 +32,11 @@ from convcalc.core.measured import ChainMeasurement, LayerMeasurement
 from convcalc.core.memory import Memory, summary_memory
 from convcalc.core.spec import InputSpec, Node, chain
 from convcalc.errors import MeasurementError
-from convcalc.kinds import ConvSpec, LayerSpec
+from convcalc.kinds import LayerSpec, kind_of
 from convcalc.measure.build import (
+    KIT,
     TORCH_DTYPES,
     GraphModule,
-    GroupSplit,
     build_layer,
     first_line,
     inputs_for,
@@ -144,10 +144,9 @@ def measure_graph(
             for index, (node, layer) in enumerate(zip(nodes, layers)):
                 raw = backward_flops(layer, node, shapes, input_spec.shape, device)
                 split = raw
-                if isinstance(node.spec, ConvSpec) and node.spec.groups > 1:
-                    split = backward_flops(
-                        GroupSplit(node.spec, device), node, shapes, input_spec.shape, device
-                    )
+                counted_right = kind_of(node.spec).backward_module(node.spec, KIT, device)
+                if counted_right is not None:
+                    split = backward_flops(counted_right, node, shapes, input_spec.shape, device)
                 backward[index] = (split, raw)
         latency: list[tuple[float, int] | None] = [None] * len(layers)
         timing: dict[str, Any] | None = None
