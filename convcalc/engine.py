@@ -587,7 +587,8 @@ def analyze_network(
 def analyze_model(target: Any, input_shape: tuple[int, ...], *, dtype: str = "float32") -> Report:
     """A user's own nn.Module (``MODULE:ATTR``), run for real with hooks on every conv, pool,
     linear and batch-norm layer: the same per-layer figures, and the model's totals."""
-    from convcalc.measure.models import load_model, measure_model
+    from convcalc.measure.loaders import load_model
+    from convcalc.measure.models import measure_model
 
     if len(input_shape) < 2:
         raise SpecError("input", "--input needs at least N,C (like 1,3,224,224)")

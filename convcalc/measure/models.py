@@ -4,7 +4,6 @@ convcalc has a formula for."""
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,74 +20,6 @@ from convcalc.measure.fvcore_adapter import FvcoreCount, fvcore_count
 from convcalc.measure.probes import model_receptive_field, probe_receptive_field
 
 # --- users' own models ----------------------------------------------------------------------------
-
-
-def load_model(target: str) -> nn.Module:
-    """``package.module:attr`` or ``path/to/file.py:attr``: an nn.Module, or a class or factory
-    called with no arguments. Import errors become :class:`SpecError` (bad input)."""
-    if ":" not in target:
-        raise SpecError("model", f"{target!r} must be MODULE:ATTR, like mypkg.nets:ResNet")
-    module_name, _, attr = target.rpartition(":")
-    try:
-        with user_code():
-            module = _import(module_name)
-    except SpecError:
-        raise
-    except SystemExit as leaving:
-        raise SpecError(
-            "model", f"importing {module_name} called sys.exit({leaving.code!r})"
-        ) from None
-    except Exception as error:  # whatever the user's module raises while importing
-        raise SpecError(
-            "model", f"cannot import {module_name}: {type(error).__name__}: {first_line(error)}"
-        ) from None
-    return _instantiate(module, module_name, attr, target)
-
-
-def _import(module_name: str) -> Any:
-    import importlib
-    import importlib.util
-    from pathlib import Path
-
-    if True:
-        if module_name.endswith(".py"):
-            path = Path(module_name)
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            if spec is None or spec.loader is None or not path.exists():
-                raise SpecError("model", f"cannot import {module_name}: no such file")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[path.stem] = module
-            spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path and "." not in sys.path:
-                sys.path.insert(0, "")
-            module = importlib.import_module(module_name)
-    return module
-
-
-def _instantiate(module: Any, module_name: str, attr: str, target: str) -> nn.Module:
-    try:
-        found = module
-        for part in attr.split("."):
-            found = getattr(found, part)
-    except AttributeError:
-        raise SpecError("model", f"{module_name} has no attribute {attr!r}") from None
-    if isinstance(found, nn.Module):
-        return found.eval()
-    if not callable(found):
-        raise SpecError("model", f"{target} is neither an nn.Module nor a class or factory")
-    try:
-        with user_code():
-            built = found()
-    except SystemExit as leaving:
-        raise SpecError("model", f"{target}() called sys.exit({leaving.code!r})") from None
-    except Exception as error:
-        raise SpecError(
-            "model", f"{target}() failed: {type(error).__name__}: {first_line(error)}"
-        ) from None
-    if not isinstance(built, nn.Module):
-        raise SpecError("model", f"{target}() returned {type(built).__name__}, not an nn.Module")
-    return built.eval()
 
 
 def spec_of(name: str, module: nn.Module) -> LayerSpec | None:

@@ -41,7 +41,7 @@ from convcalc.measure.build import (
     first_line,
     inputs_for,
 )
-from convcalc.measure.counting import RunRecord, backward_flops, observed, run_counted
+from convcalc.measure.counting import backward_flops, run_counted
 from convcalc.measure.fvcore_adapter import fvcore_count, fvcore_rule, graph_modules
 from convcalc.measure.probes import probe_cumulative_receptive_field, probe_receptive_field
 from convcalc.measure.timing import check_device, time_forward
@@ -92,15 +92,9 @@ def measure_graph(
         layers = [build_layer(spec, device) for spec in specs]
         graph = GraphModule(layers, [node.inputs for node in nodes])
         x = torch.zeros(input_spec.shape, device=device)
+        record = run_counted(graph, x)
         if device == "cpu":
-            # the one real forward pass: fvcore's trace of it; the same pass gives the shapes.
-            # torch's FLOP formulas need only shapes: they count the same operators dispatched
-            # on the meta device, which takes about a millisecond
-            record = RunRecord()
-            with observed(graph, record, count=False):
-                fv = fvcore_count(graph, x, graph_modules(graph))
-            meta = GraphModule([build_layer(spec, "meta") for spec in specs], graph.sources)
-            record.counter = run_counted(meta, torch.zeros(input_spec.shape, device="meta")).counter
+            fv = fvcore_count(graph, x, graph_modules(graph))
             names = graph_modules(graph)
             macs: dict[int, int | None] = {i: fv.macs(name) for i, name in enumerate(names)}
             others = {i: fv.others(name) for i, name in enumerate(names)}
@@ -114,7 +108,6 @@ def measure_graph(
                     "own conv rule for it"
                 )
         else:
-            record = run_counted(graph, x)
             macs = {
                 index: fvcore_rule(
                     record.counter.convs.get(index, []), record.counter.matmuls.get(index, [])
@@ -236,13 +229,7 @@ def measure_graph(
         "output_shape": where,
         "params": "the real modules' parameters",
         "macs": macs_source,
-        "flops": "torch.utils.flop_counter's formulas on "
-        + (
-            "the operators of the real CPU run, dispatched again on torch's meta device (the "
-            "formulas need only shapes: one real forward pass serves fvcore and torch)"
-            if device == "cpu"
-            else where
-        ),
+        "flops": f"torch.utils.flop_counter's formulas on {where}",
         "receptive_field": (
             "autograd on a one-channel stand-in of the layers with the same geometry and "
             "positive weights (extent of the input gradient of one output; max pooling probed "

@@ -1,0 +1,246 @@
+"""Closed-form MACs of the operations a whole network dispatches. Pure: no torch.
+
+Each function takes shapes and hyper-parameters (numbers a module or a spec states, or an input
+shape) and returns a :class:`~convcalc.formulas.Derived`: the value and the formula with the
+numbers put in. The measured side (:mod:`convcalc.opcount`) counts the shapes torch's dispatch
+really saw with its own rules; nothing here is called by it.
+
+Conventions, the same as for a single layer (see :mod:`convcalc.formulas`):
+
+* one MAC per multiply-accumulate of a matrix product or a convolution; bias additions are not
+  MACs; elementwise arithmetic (softmax, scaling, masking, dropout, activations, norms) is not
+  counted, and the measured side lists such operators by name as not counted.
+* FLOPs are 2 per MAC (torch.utils.flop_counter's rule).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from convcalc.core.formulas import MUL, Derived, group, shape_text
+from convcalc.core.spec import InputSpec, Ints
+from convcalc.errors import SpecError
+from convcalc.kinds import ConvSpec
+from convcalc.kinds.conv import macs
+
+#: what attention formulas leave out, said in their text
+ATTENTION_NOT_COUNTED = "softmax, scaling, masking and dropout are not MACs: not counted"
+
+
+def _prod_text(values: Sequence[int]) -> str:
+    return MUL.join(str(v) for v in values) if values else "1"
+
+
+def mm_macs(m: int, k: int, n: int) -> Derived[int]:
+    """``(m×k)·(k×n)``: ``m·k·n`` MACs (``addmm``'s added matrix is not a MAC)."""
+    value = m * k * n
+    return Derived(value, f"{m}{MUL}{k}{MUL}{n} = {group(value)}")
+
+
+def bmm_macs(b: int, m: int, k: int, n: int) -> Derived[int]:
+    """A batch of ``b`` products ``(m×k)·(k×n)``: ``b·m·k·n`` MACs (also ``baddbmm``)."""
+    value = b * m * k * n
+    return Derived(value, f"{b}{MUL}{m}{MUL}{k}{MUL}{n} = {group(value)}")
+
+
+def _broadcast(a: Sequence[int], b: Sequence[int], what: str) -> Ints:
+    out: list[int] = []
+    for x, y in zip((1,) * (len(b) - len(a)) + tuple(a), (1,) * (len(a) - len(b)) + tuple(b)):
+        if x != y and 1 not in (x, y):
+            raise SpecError(what, f"batch dimensions {shape_text(a)} and {shape_text(b)} differ")
+        out.append(max(x, y))
+    return tuple(out)
+
+
+def matmul_macs(a_shape: Sequence[int], b_shape: Sequence[int]) -> Derived[int]:
+    """``torch.matmul`` semantics: a 1-D operand is a row (left) or a column (right); the batch
+    dimensions broadcast; ``∏batch·m·k·n`` MACs."""
+    if not a_shape or not b_shape:
+        raise SpecError("matmul", "matmul needs operands of at least one dimension")
+    a = (1, *a_shape) if len(a_shape) == 1 else tuple(a_shape)
+    b = (*b_shape, 1) if len(b_shape) == 1 else tuple(b_shape)
+    m, k, k2, n = a[-2], a[-1], b[-2], b[-1]
+    if k != k2:
+        raise SpecError(
+            "matmul", f"inner sizes differ: {shape_text(a_shape)} @ {shape_text(b_shape)}"
+        )
+    batch = _broadcast(a[:-2], b[:-2], "matmul")
+    value = math.prod(batch) * m * k * n
+    return Derived(value, f"{_prod_text((*batch, m, k, n))} = {group(value)}")
+
+
+def linear_macs(input_shape: Sequence[int], in_features: int, out_features: int) -> Derived[int]:
+    """``nn.Linear`` applies to every position of the leading dimensions:
+    ``∏leading·in·out`` MACs (bias additions not counted)."""
+    if not input_shape or input_shape[-1] != in_features:
+        raise SpecError(
+            "input",
+            f"a linear layer with in_features={in_features} cannot take {shape_text(input_shape)}",
+        )
+    leading = tuple(input_shape[:-1])
+    value = math.prod(leading) * in_features * out_features
+    lead = _prod_text(leading)
+    return Derived(value, f"{lead}{MUL}{in_features}{MUL}{out_features} = {group(value)}")
+
+
+def conv_macs(spec: ConvSpec, input_shape: Sequence[int]) -> Derived[int]:
+    """A convolution or transposed convolution on an input of ``input_shape`` (N, C, *size):
+    :func:`convcalc.formulas.macs`, the single-layer formula."""
+    if len(input_shape) != spec.dims + 2:
+        raise SpecError(
+            "input", f"a {spec.dims}-d convolution cannot take {shape_text(input_shape)}"
+        )
+    n, _, *size = input_shape
+    return macs(spec, InputSpec(n, spec.in_channels, tuple(size)))
+
+
+def sdpa_macs(
+    q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequence[int]
+) -> Derived[int]:
+    """Scaled dot-product attention, q (…, L, E), k (…, S, E), v (…, S, Ev):
+    q·kᵀ costs ``B·L·S·E`` and attn·v ``B·L·S·Ev`` MACs, B the product of the broadcast leading
+    dimensions (batch × heads). A causal mask is applied to the full L×S product (torch's
+    counter counts so too)."""
+    if len(q_shape) < 2 or len(k_shape) < 2 or len(v_shape) < 2:
+        raise SpecError("attention", "query, key and value need at least 2 dimensions")
+    length, e = q_shape[-2], q_shape[-1]
+    source, ek = k_shape[-2], k_shape[-1]
+    if ek != e or v_shape[-2] != source:
+        raise SpecError(
+            "attention",
+            f"shapes q {shape_text(q_shape)}, k {shape_text(k_shape)}, v {shape_text(v_shape)} "
+            "do not fit",
+        )
+    ev = v_shape[-1]
+    batch = _broadcast(_broadcast(q_shape[:-2], k_shape[:-2], "attention"), v_shape[:-2], "a")
+    b = math.prod(batch)
+    scores = b * length * source * e
+    mixed = b * length * source * ev
+    value = scores + mixed
+    bt = _prod_text(batch)
+    parts = {
+        "q·kᵀ": f"{bt}{MUL}{length}{MUL}{source}{MUL}{e} = {group(scores)}",
+        "attn·v": f"{bt}{MUL}{length}{MUL}{source}{MUL}{ev} = {group(mixed)}",
+    }
+    shown = (
+        f"q·kᵀ {parts['q·kᵀ']} + attn·v {parts['attn·v']} = {group(value)} "
+        f"({ATTENTION_NOT_COUNTED})"
+    )
+    return Derived(value, shown, parts)
+
+
+def mha_macs(
+    batch: int,
+    target_length: int,
+    source_length: int,
+    embed_dim: int,
+    num_heads: int,
+    kdim: int | None = None,
+    vdim: int | None = None,
+) -> Derived[int]:
+    """``nn.MultiheadAttention``: the q, k, v and output projections plus the two attention
+    products. With B batch, L target and S source positions, E embed, h heads:
+    q proj ``B·L·E·E``, k proj ``B·S·kdim·E``, v proj ``B·S·vdim·E``, q·kᵀ ``B·h·L·S·(E/h)``,
+    attn·v ``B·h·L·S·(E/h)``, out proj ``B·L·E·E``."""
+    if num_heads <= 0 or embed_dim % num_heads:
+        raise SpecError("heads", f"embed_dim {embed_dim} is not divisible by {num_heads} heads")
+    kdim = embed_dim if kdim is None else kdim
+    vdim = embed_dim if vdim is None else vdim
+    head = embed_dim // num_heads
+    b, length, source, e, h = batch, target_length, source_length, embed_dim, num_heads
+    pieces = {
+        "q proj": ((b, length, e, e), b * length * e * e),
+        "k proj": ((b, source, kdim, e), b * source * kdim * e),
+        "v proj": ((b, source, vdim, e), b * source * vdim * e),
+        "q·kᵀ": ((b, h, length, source, head), b * h * length * source * head),
+        "attn·v": ((b, h, length, source, head), b * h * length * source * head),
+        "out proj": ((b, length, e, e), b * length * e * e),
+    }
+    parts = {
+        name: f"{_prod_text(factors)} = {group(value)}" for name, (factors, value) in pieces.items()
+    }
+    value = sum(v for _, v in pieces.values())
+    shown = " + ".join(f"{name} {parts[name]}" for name in parts)
+    return Derived(value, f"{shown} = {group(value)} ({ATTENTION_NOT_COUNTED})", parts)
+
+
+def _einsum_terms(equation: str, shapes: Sequence[Sequence[int]]) -> tuple[list[str], str]:
+    """Operand subscripts and the output subscript, '...' spelt out as capital letters."""
+    text = equation.replace(" ", "")
+    inputs_text, arrow, output = text.partition("->")
+    terms = inputs_text.split(",")
+    if len(terms) != len(shapes):
+        raise SpecError("einsum", f"{equation!r} names {len(terms)} operands, given {len(shapes)}")
+    spare = [chr(c) for c in range(ord("Z"), ord("A") - 1, -1)]
+    widest = 0
+    for term, shape in zip(terms, shapes):
+        if "..." in term:
+            widest = max(widest, len(shape) - (len(term) - 3))
+    ellipsis = "".join(spare[:widest][::-1])
+    expanded = []
+    for term, shape in zip(terms, shapes):
+        if "..." in term:
+            count = len(shape) - (len(term) - 3)
+            term = term.replace("...", ellipsis[widest - count :])
+        if len(term) != len(shape):
+            raise SpecError("einsum", f"{term!r} does not fit an operand of {shape_text(shape)}")
+        expanded.append(term)
+    if not arrow:  # implicit output: letters seen once, alphabetical
+        letters = "".join(expanded)
+        output = ellipsis + "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    else:
+        output = output.replace("...", ellipsis)
+    return expanded, output
+
+
+def einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> Derived[int]:
+    """Multiply-accumulates of ``torch.einsum`` evaluated as torch does without opt_einsum:
+    operands contracted left to right, two at a time. In each pair, a letter found in one operand
+    only and needed neither later nor in the output is summed out first (a reduction, not a
+    MAC); the pair then costs the product of the sizes of its remaining letters when some letter
+    of size above 1 is contracted (torch runs a batched matrix product), and 0 when none is (an
+    elementwise or outer product, or a contraction over size 1: multiplies without
+    accumulation, which torch runs as ``mul``: not counted)."""
+    terms, output = _einsum_terms(equation, shapes)
+    sizes: dict[str, int] = {}
+    for term, shape in zip(terms, shapes):
+        for letter, size in zip(term, shape):
+            if sizes.get(letter, 1) != size and size != 1 and sizes.get(letter, 1) != 1:
+                raise SpecError("einsum", f"index {letter!r} has sizes {sizes[letter]} and {size}")
+            sizes[letter] = max(sizes.get(letter, 1), size)
+    if len(terms) == 1:
+        return Derived(0, "0 (one operand: a sum or a transposition, no multiply-accumulates)")
+    total = 0
+    steps: list[str] = []
+    left = set(terms[0])
+    for index, term in enumerate(terms[1:], start=1):
+        later = set(output).union(*[set(t) for t in terms[index + 1 :]])
+        right = set(term)
+        left_kept = {c for c in left if c in right or c in later}
+        right_kept = {c for c in right if c in left or c in later}
+        letters = sorted(left_kept | right_kept)
+        contracted = [
+            c
+            for c in letters
+            if c in left_kept and c in right_kept and c not in later and sizes[c] > 1
+        ]
+        if contracted:
+            value = math.prod(sizes[c] for c in letters)
+            factors = MUL.join(f"{c}={sizes[c]}" for c in letters)
+            steps.append(f"{factors} = {group(value)}")
+        else:
+            value = 0
+            steps.append("0 (no contracted index: elementwise multiplies, not counted)")
+        total += value
+        left = {c for c in letters if c in later}
+    body = " + ".join(steps) if len(steps) > 1 else steps[0]
+    shown = f"{equation}: {body}"
+    if len(steps) > 1:
+        shown += f" = {group(total)}"
+    return Derived(total, shown)
+
+
+def flops_of(mac: Derived[int]) -> Derived[int]:
+    """Two FLOPs per MAC."""
+    return Derived(2 * mac.value, f"2{MUL}{group(mac.value)} = {group(2 * mac.value)}")

@@ -1,0 +1,889 @@
+"""Whole-network counting at torch's dispatch level, attributed to modules (measured side).
+
+Every aten operator a forward pass dispatches is either counted by a named rule of
+:data:`RULES` (convolution, matrix products, attention kernels) from the shapes the dispatch
+really saw, or listed as not counted with its call count: shape and copy operators that do no
+arithmetic (:data:`ZERO_COST`), and operators whose arithmetic convcalc does not count (add, mul,
+softmax, activations, norms...). torch's own counter (torch.utils.flop_counter's
+``flop_registry``) is applied to the same operators for the measured FLOPs; an operator it counts
+and no rule here does is a warning. Each counted operator goes to the innermost module running
+it (hooks on every module's forward, removed afterwards); operators outside any submodule go to
+the root, ``""``. An operator that uses a module's parameter as its weight names it, so a
+functional ``F.conv2d(x, self.conv.weight)`` is found even outside ``conv``'s forward.
+
+The closed-form side is :mod:`convcalc.opformulas` (no torch); :func:`module_formula` feeds it the
+numbers a module states (its spec, its input shapes), never the rule's counts.
+
+No ``FlopCounterMode`` or ``torch.utils.module_tracker``: the first imports ``torch._dynamo`` on
+first use (about a second); hooks are enough here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import sys
+import warnings
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.modules.module import (
+    register_module_forward_hook,
+    register_module_forward_pre_hook,
+)
+from torch.nn.parameter import UninitializedParameter, is_lazy
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+from convcalc.core import opformulas
+from convcalc.core.formulas import MUL, Derived, group, shape_text
+from convcalc.errors import MeasurementError, SpecError
+from convcalc.kinds import ConvSpec, LayerSpec, LinearSpec
+from convcalc.measure.models import spec_of
+
+Shape = tuple[int, ...]
+
+aten = torch.ops.aten
+
+
+# --- rules: MACs of one dispatched operator from its arguments and output --------------------
+
+
+def _numel(shape: Sequence[int]) -> int:
+    return math.prod(int(v) for v in shape)
+
+
+def _conv(args: Sequence[Any], out: Any) -> int:
+    # convolution(input, weight, bias, stride, padding, dilation, transposed, ...): each output
+    # element (each input element, transposed: it scatters) takes weight.shape[1:] taps:
+    # (C_in/g)·∏k, or (C_out/g)·∏k for a transposed weight laid out (C_in, C_out/g, *k)
+    transposed = bool(args[6]) if len(args) > 6 else False
+    sites = args[0].shape if transposed else out.shape
+    return _numel(sites) * _numel(args[1].shape[1:])
+
+
+def _slow_conv(args: Sequence[Any], out: Any) -> int:
+    return _numel(out.shape) * _numel(args[1].shape[1:])
+
+
+def _mm(args: Sequence[Any], out: Any) -> int:
+    m, k = args[0].shape
+    return int(m) * int(k) * int(args[1].shape[1])
+
+
+def _addmm(args: Sequence[Any], out: Any) -> int:
+    return _mm(args[1:3], out)
+
+
+def _bmm(args: Sequence[Any], out: Any) -> int:
+    b, m, k = args[0].shape
+    return int(b) * int(m) * int(k) * int(args[1].shape[2])
+
+
+def _baddbmm(args: Sequence[Any], out: Any) -> int:
+    return _bmm(args[1:3], out)
+
+
+def _mv(args: Sequence[Any], out: Any) -> int:
+    return _numel(args[0].shape)
+
+
+def _addmv(args: Sequence[Any], out: Any) -> int:
+    return _numel(args[1].shape)
+
+
+def _dot(args: Sequence[Any], out: Any) -> int:
+    return _numel(args[0].shape)
+
+
+def _matmul(args: Sequence[Any], out: Any) -> int:
+    # rarely reaches dispatch (it decomposes into mm/bmm); the output has ∏batch·m·n elements,
+    # each a k-long dot product
+    return _numel(out.shape) * int(args[0].shape[-1])
+
+
+def _attention(q: Any, k: Any, v: Any) -> int:
+    # q (..., L, E), k (..., S, E), v (..., S, Ev): L·S·E for q·kᵀ plus L·S·Ev for attn·v, per
+    # batch × head
+    batch = _numel(q.shape[:-2])
+    length, source = int(q.shape[-2]), int(k.shape[-2])
+    return batch * length * source * (int(q.shape[-1]) + int(v.shape[-1]))
+
+
+def _sdpa(args: Sequence[Any], out: Any) -> int:
+    return _attention(args[0], args[1], args[2])
+
+
+def _efficient_attention(args: Sequence[Any], out: Any) -> int:
+    # _efficient_attention_forward lays q out (B, L, H, E): move heads before positions
+    q, k, v = (t.transpose(1, 2) for t in args[:3])
+    return _attention(q, k, v)
+
+
+def _native_mha(args: Sequence[Any], out: Any) -> int:
+    # _native_multi_head_attention(query, key, value, embed_dim, num_head, qkv_weight, ...):
+    # the eval-mode fast path of nn.MultiheadAttention, one operator for the whole block
+    query, key = args[0], args[1]
+    embed, heads = int(args[3]), int(args[4])
+    batch = _numel(query.shape[:-2]) if query.dim() > 2 else 1
+    length, source = int(query.shape[-2]), int(key.shape[-2])
+    projections = batch * (length + 2 * source + length) * embed * embed
+    head = embed // heads
+    return projections + 2 * batch * heads * length * source * head
+
+
+Rule = Callable[[Sequence[Any], Any], int]
+
+#: aten overload packet -> (its MAC rule, the arguments that may be a module's weight)
+RULES: dict[Any, tuple[Rule, tuple[int, ...]]] = {
+    aten.convolution: (_conv, (1,)),
+    aten._convolution: (_conv, (1,)),
+    aten.convolution_overrideable: (_conv, (1,)),
+    aten._slow_conv2d_forward: (_slow_conv, (1,)),
+    aten.mm: (_mm, (1, 0)),
+    aten.addmm: (_addmm, (2, 1)),
+    aten.bmm: (_bmm, (1, 0)),
+    aten.baddbmm: (_baddbmm, (2, 1)),
+    aten.mv: (_mv, (0, 1)),
+    aten.addmv: (_addmv, (1, 2)),
+    aten.dot: (_dot, (0, 1)),
+    aten.matmul: (_matmul, (1, 0)),
+    aten._scaled_dot_product_flash_attention_for_cpu: (_sdpa, ()),
+    aten._scaled_dot_product_flash_attention: (_sdpa, ()),
+    aten._scaled_dot_product_efficient_attention: (_sdpa, ()),
+    aten._scaled_dot_product_cudnn_attention: (_sdpa, ()),
+    aten._efficient_attention_forward: (_efficient_attention, ()),
+    aten._flash_attention_forward: (_efficient_attention, ()),
+    aten._native_multi_head_attention: (_native_mha, (5,)),
+}
+CONV_PACKETS = {aten.convolution, aten._convolution, aten.convolution_overrideable}
+
+#: operators that move, reshape, copy or create data and do no arithmetic
+ZERO_COST = frozenset(
+    f"aten.{name}"
+    for name in (
+        "view",
+        "_unsafe_view",
+        "reshape",
+        "permute",
+        "transpose",
+        "t",
+        "expand",
+        "squeeze",
+        "unsqueeze",
+        "select",
+        "slice",
+        "narrow",
+        "split",
+        "split_with_sizes",
+        "chunk",
+        "unbind",
+        "cat",
+        "stack",
+        "flatten",
+        "unflatten",
+        "as_strided",
+        "alias",
+        "detach",
+        "clone",
+        "contiguous",
+        "_to_copy",
+        "copy_",
+        "empty",
+        "empty_like",
+        "new_empty",
+        "empty_strided",
+        "zeros",
+        "zeros_like",
+        "new_zeros",
+        "ones",
+        "ones_like",
+        "new_ones",
+        "full",
+        "full_like",
+        "fill_",
+        "zero_",
+        "arange",
+        "lift_fresh",
+        "lift_fresh_copy",
+        "constant_pad_nd",
+        "reflection_pad1d",
+        "reflection_pad2d",
+        "reflection_pad3d",
+        "replication_pad1d",
+        "replication_pad2d",
+        "replication_pad3d",
+        "_pad_circular",
+        "index_select",
+        "gather",
+        "index",
+        "embedding",
+        "diagonal",
+        "roll",
+        "flip",
+        "repeat",
+        "pixel_shuffle",
+        "pixel_unshuffle",
+        "channel_shuffle",
+        "uniform_",
+        "normal_",
+        "randn",
+        "rand",
+        "dropout",
+        "native_dropout",
+        "sym_size",
+        "sym_stride",
+        "sym_numel",
+        "masked_fill",
+        "where",
+        "bernoulli_",
+    )
+)
+
+#: operators through which a parameter keeps its name (``t(weight)`` is still the weight)
+_WEIGHT_VIEWS = {
+    aten.t,
+    aten.transpose,
+    aten.view,
+    aten._unsafe_view,
+    aten.reshape,
+    aten.permute,
+    aten.expand,
+    aten.unsqueeze,
+    aten.squeeze,
+    aten.select,
+    aten.slice,
+    aten.split,
+    aten.split_with_sizes,
+    aten.chunk,
+    aten.unbind,
+    aten.alias,
+    aten.detach,
+    aten.clone,
+    aten._to_copy,
+}
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpCount:
+    """One counted operator in one module: how often it ran and what it cost."""
+
+    module: str
+    #: aten overload packet, like ``aten.addmm``
+    op: str
+    calls: int
+    #: convcalc's rule on the dispatched shapes
+    macs: int
+    #: torch.utils.flop_counter's formula on the same calls (0 where torch has none)
+    flops: int
+    #: the parameter (full dotted name) the operator used as its weight, if any
+    weight: str | None = None
+    #: whether torch's flop counter has a formula for this operator
+    torch_counts: bool = True
+
+
+@dataclass(frozen=True)
+class ConvCall:
+    """One dispatched convolution: what it really received."""
+
+    module: str
+    weight: str | None
+    input_shape: Shape
+    weight_shape: Shape
+    output_shape: Shape
+    stride: Shape
+    padding: Shape
+    dilation: Shape
+    transposed: bool
+    output_padding: Shape
+    groups: int
+    #: the first tensor input of the module running it (this call), if a module was running
+    module_input: Shape | None
+
+
+@dataclass(frozen=True)
+class AttentionHyper:
+    """What an ``nn.MultiheadAttention`` states: enough for its closed form."""
+
+    embed_dim: int
+    num_heads: int
+    kdim: int
+    vdim: int
+    batch_first: bool
+
+
+@dataclass(frozen=True)
+class ModuleCount:
+    """One module that ran: its own operators (those it ran itself, children excluded)."""
+
+    name: str
+    type: str
+    calls: int
+    #: MACs and torch FLOPs of the operators this module ran itself
+    macs: int
+    flops: int
+    #: its own parameters (not its children's), read after the run (lazy modules materialised)
+    params: int
+    #: tensors of the first call's positional inputs and of its output, flattened from any
+    #: structure (tuples, lists, dicts)
+    input_shapes: tuple[Shape, ...]
+    output_shapes: tuple[Shape, ...]
+    ops: tuple[OpCount, ...]
+    #: with its children
+    inclusive_macs: int = 0
+    inclusive_flops: int = 0
+    #: positional input tensors of every call, in order
+    call_inputs: tuple[tuple[Shape, ...], ...] = ()
+    #: per call: (input shape, padding) the module's first convolution operator really received
+    conv_received: tuple[tuple[Shape, Shape] | None, ...] = ()
+    #: a lazy module (nn.LazyConv2d...) that this run materialised
+    lazy: bool = False
+    #: conv / linear / pool / norm spec of the module after the run (None for other modules)
+    spec: LayerSpec | None = None
+    attention: AttentionHyper | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CountResult:
+    """Everything one forward pass dispatched, counted or named."""
+
+    modules: tuple[ModuleCount, ...]
+    #: sum of convcalc's rules over every counted operator
+    total_macs: int
+    #: sum of torch.utils.flop_counter's formulas over every operator it has one for
+    total_flops: int
+    #: every operator no rule counts: name -> calls (= zero_cost + arithmetic)
+    uncounted: dict[str, int]
+    #: of those, shape/copy operators that do no arithmetic
+    zero_cost: dict[str, int]
+    #: of those, operators with arithmetic convcalc does not count (add, mul, softmax, relu...)
+    arithmetic: dict[str, int]
+    #: operators torch counts and convcalc does not, or where the two disagree (``--strict``)
+    warnings: tuple[str, ...]
+    #: what the reader should know (torch has no formula for an operator convcalc counts, ...)
+    notes: tuple[str, ...]
+    #: ``dict{out: 2×21×32×32, aux: 2×21×32×32}``, ``tuple(2×10, list[2×5, 2×5])``
+    output_structure: str
+    output_shapes: tuple[Shape, ...]
+    conv_calls: tuple[ConvCall, ...]
+    params: int
+    device: str
+
+    def module(self, name: str) -> ModuleCount:
+        """The module of that dotted name (``""``: the root); KeyError if it did not run."""
+        for module in self.modules:
+            if module.name == name:
+                return module
+        raise KeyError(name)
+
+
+# --- the counting mode -------------------------------------------------------------------------
+
+
+class _OpCounter(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # TorchDispatchMode wraps __torch_dispatch__ in torch._disable_dynamo unless this is
+        # False, and that wrapper imports torch._dynamo (~1 s) on the first op. We never compile.
+        return False
+
+    def __init__(self, owners: dict[int, tuple[Any, str]]) -> None:
+        super().__init__()
+        #: id(tensor) -> (weakref to it, parameter name): parameters and views of them
+        self.owners = owners
+        self.stack: list[str] = [""]
+        self.inputs: list[Shape | None] = [None]
+        #: (module, packet, weight) -> [calls, macs, flops]
+        self.counts: dict[tuple[str, Any, str | None], list[int]] = {}
+        self.uncounted: dict[Any, int] = {}
+        self.torch_only: dict[Any, list[int]] = {}
+        self.convs: list[ConvCall] = []
+
+    def _owner(self, args: Sequence[Any], indexes: tuple[int, ...]) -> str | None:
+        for index in indexes:
+            if index < len(args):
+                entry = self.owners.get(id(args[index]))
+                if entry is not None and entry[0]() is args[index]:
+                    return str(entry[1])
+        return None
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        entry = RULES.get(packet)
+        if entry is None:
+            self.uncounted[packet] = self.uncounted.get(packet, 0) + 1
+            if packet in flop_registry:
+                found = self.torch_only.setdefault(packet, [0, 0])
+                found[0] += 1
+                found[1] += int(flop_registry[packet](*args, **kwargs, out_val=out))
+            elif packet in _WEIGHT_VIEWS and args and id(args[0]) in self.owners:
+                self._propagate(args[0], out)
+            return out
+        rule, weight_args = entry
+        macs = rule(args, out)
+        flops = (
+            int(flop_registry[packet](*args, **kwargs, out_val=out))
+            if packet in flop_registry
+            else 0
+        )
+        weight = self._owner(args, weight_args) if self.owners else None
+        module = self.stack[-1]
+        key = (module, packet, weight)
+        found_count = self.counts.get(key)
+        if found_count is None:
+            self.counts[key] = [1, macs, flops]
+        else:
+            found_count[0] += 1
+            found_count[1] += macs
+            found_count[2] += flops
+        if packet in CONV_PACKETS:
+            self.convs.append(
+                ConvCall(
+                    module,
+                    weight,
+                    tuple(args[0].shape),
+                    tuple(args[1].shape),
+                    tuple(out.shape),
+                    tuple(args[3]),
+                    tuple(args[4]),
+                    tuple(args[5]),
+                    bool(args[6]),
+                    tuple(args[7]),
+                    int(args[8]),
+                    self.inputs[-1],
+                )
+            )
+        return out
+
+    def _propagate(self, source: Any, out: Any) -> None:
+        entry = self.owners[id(source)]
+        if entry[0]() is not source:
+            return
+        outs = out if isinstance(out, list | tuple) else (out,)
+        for item in outs:
+            if isinstance(item, torch.Tensor):
+                self.owners[id(item)] = (weakref.ref(item), entry[1])
+
+
+# --- structures --------------------------------------------------------------------------------
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _tensors(item)
+
+
+def _shapes(value: Any) -> tuple[Shape, ...]:
+    return tuple(tuple(int(v) for v in t.shape) for t in _tensors(value))
+
+
+def describe_structure(value: Any) -> str:
+    """``2×10`` for a tensor, ``tuple(…)``, ``list[…]``, ``dict{key: …}``, nested; any other
+    value by its type name."""
+    if isinstance(value, torch.Tensor):
+        return shape_text(value.shape) if value.dim() else "scalar"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{k}: {describe_structure(v)}" for k, v in value.items())
+        return f"{type(value).__name__}{{{inner}}}"
+    if isinstance(value, list):
+        return "list[" + ", ".join(describe_structure(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return f"{type(value).__name__}(" + ", ".join(describe_structure(v) for v in value) + ")"
+    return type(value).__name__
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def _user_code() -> Iterator[None]:
+    """The user's code may print (to stderr: stdout carries convcalc's data) and warn."""
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _inputs(example_inputs: Any, device: str) -> tuple[Any, ...]:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs.to(device),)
+    if isinstance(example_inputs, list | tuple) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in example_inputs
+    ):
+        if not example_inputs or any(v <= 0 for v in example_inputs):
+            raise SpecError("input", f"input shape {example_inputs!r} must be positive sizes")
+        return (torch.zeros(tuple(example_inputs), device=device),)
+    if isinstance(example_inputs, list | tuple):
+        return tuple(v.to(device) if isinstance(v, torch.Tensor) else v for v in example_inputs)
+    raise SpecError("input", f"cannot make inputs of {type(example_inputs).__name__}")
+
+
+def _on_device(model: nn.Module, device: str) -> nn.Module:
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(t.device.type == device for t in tensors):
+        return model
+    # a copy: the caller's model stays where it is
+    moved = copy.deepcopy(model)
+    for module in moved.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if is_lazy(param):
+                # .to() would turn it into an empty initialised tensor that never materialises
+                setattr(module, name, UninitializedParameter(device=device, dtype=param.dtype))
+    return moved.to(device)
+
+
+# --- counting ----------------------------------------------------------------------------------
+
+
+def count_model(
+    model: nn.Module,
+    example_inputs: Any,
+    device: str = "cpu",
+    strict: bool = False,
+) -> CountResult:
+    """Run ``model`` once under no_grad on ``device`` ("cpu" or "meta": shapes only, so huge
+    models count in milliseconds) and count every dispatched operator.
+
+    ``example_inputs``: a tensor, a tuple/list of positional inputs, or a shape (tuple of ints:
+    zeros of that shape). The model may return any structure of tensors (dict, tuple, list,
+    nested). Raises :class:`SpecError` when the model raises, exits, or returns no tensor;
+    with ``strict``, :class:`MeasurementError` when there is any warning (an operator torch's
+    counter counts and convcalc does not, or one where the two disagree).
+    """
+    if device not in ("cpu", "meta"):
+        raise SpecError("device", f"device must be cpu or meta, not {device!r}")
+    model = _on_device(model, device).eval()
+    args = _inputs(example_inputs, device)
+    names: dict[int, str] = {}
+    for name, module in model.named_modules():
+        names.setdefault(id(module), name)
+    lazy = {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params()  # type: ignore[misc]
+    }
+    owners: dict[int, tuple[Any, str]] = {
+        id(p): (weakref.ref(p), name) for name, p in model.named_parameters()
+    }
+    counter = _OpCounter(owners)
+    calls: dict[str, int] = {}
+    call_inputs: dict[str, list[tuple[Shape, ...]]] = {}
+    outputs: dict[str, tuple[Shape, ...]] = {}
+    order: list[str] = []
+    conv_starts: dict[str, list[int]] = {}
+
+    def before(module: nn.Module, inputs: Any) -> None:
+        name = names.get(id(module))
+        if name is None:  # a module built inside forward: its ops stay with its caller
+            counter.stack.append(counter.stack[-1])
+            counter.inputs.append(counter.inputs[-1])
+            return
+        if name not in calls:
+            calls[name] = 0
+            order.append(name)
+            call_inputs[name] = []
+        calls[name] += 1
+        shapes = _shapes(inputs)
+        call_inputs[name].append(shapes)
+        conv_starts.setdefault(name, []).append(len(counter.convs))
+        counter.stack.append(name)
+        counter.inputs.append(shapes[0] if shapes else None)
+
+    def after(module: nn.Module, inputs: Any, output: Any) -> None:
+        if len(counter.stack) > 1:
+            counter.stack.pop()
+            counter.inputs.pop()
+        name = names.get(id(module))
+        if name is not None and name not in outputs:
+            outputs[name] = _shapes(output)
+
+    handles = [
+        register_module_forward_pre_hook(before),
+        register_module_forward_hook(after, always_call=True),
+    ]
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    # nn.MultiheadAttention's eval fast path is one fused operator (aten._native_multi_head_
+    # attention) that torch's counter has no formula for; the slow path does the same
+    # arithmetic as separate projections and attention products, each attributed and counted
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), counter, _user_code():
+            output = model(*args)
+    except SystemExit as leaving:
+        raise SpecError("model", f"the model called sys.exit({leaving.code!r})") from None
+    except SpecError:
+        raise
+    except Exception as error:  # whatever the user's forward raises
+        shown = ", ".join(shape_text(s) for s in _shapes(args)) or "no tensors"
+        raise SpecError(
+            "input",
+            f"the model failed on input {shown}: {type(error).__name__}: {_first_line(error)}",
+        ) from None
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        for handle in handles:
+            handle.remove()
+    output_shapes = _shapes(output)
+    if not output_shapes:
+        raise SpecError(
+            "model", f"the model returned {describe_structure(output)}, which holds no tensor"
+        )
+    return _result(
+        model,
+        counter,
+        calls,
+        call_inputs,
+        outputs,
+        order,
+        conv_starts,
+        lazy,
+        output,
+        device,
+        strict,
+    )
+
+
+def _result(
+    model: nn.Module,
+    counter: _OpCounter,
+    calls: dict[str, int],
+    call_inputs: dict[str, list[tuple[Shape, ...]]],
+    outputs: dict[str, tuple[Shape, ...]],
+    order: list[str],
+    conv_starts: dict[str, list[int]],
+    lazy: set[str],
+    output: Any,
+    device: str,
+    strict: bool,
+) -> CountResult:
+    modules_by_name = dict(model.named_modules())
+    ops: dict[str, list[OpCount]] = {}
+    inclusive: dict[str, list[int]] = {}
+    notes: list[str] = []
+    warnings_: list[str] = []
+    for (module, packet, weight), (n, macs, flops) in counter.counts.items():
+        torch_counts = packet in flop_registry
+        ops.setdefault(module, []).append(
+            OpCount(module, str(packet), n, macs, flops, weight, torch_counts)
+        )
+        if torch_counts and flops != 2 * macs:
+            warnings_.append(
+                f"{packet} in {module or 'the root'}: torch counts {group(flops)} FLOPs, "
+                f"convcalc 2{MUL}{group(macs)} MACs"
+            )
+        owner = weight.rpartition(".")[0] if weight else None
+        if owner is not None and owner != module and owner in modules_by_name:
+            notes.append(
+                f"{packet} ran in {module or 'the root'} with {weight} ({n} calls): a "
+                f"functional call on {owner}'s parameter, counted in {module or 'the root'}"
+            )
+        # ancestors: "a.b.c" -> "a.b", "a", ""
+        chain = module
+        while True:
+            total = inclusive.setdefault(chain, [0, 0])
+            total[0] += macs
+            total[1] += flops
+            if not chain:
+                break
+            chain = chain.rpartition(".")[0]
+    for (module, packet, _), (n, macs, _) in counter.counts.items():
+        if packet not in flop_registry and macs:
+            notes.append(
+                f"torch's flop counter has no formula for {packet} ({n} calls in "
+                f"{module or 'the root'}): its {group(2 * macs)} FLOPs are not in torch's total"
+            )
+    for packet, (n, flops) in counter.torch_only.items():
+        warnings_.append(
+            f"{packet} ({n} calls): torch's flop counter counts {group(flops)} FLOPs, "
+            "convcalc has no MAC rule for it"
+        )
+    zero_cost = {str(p): n for p, n in counter.uncounted.items() if str(p) in ZERO_COST}
+    arithmetic = {str(p): n for p, n in counter.uncounted.items() if str(p) not in ZERO_COST}
+    result_modules: list[ModuleCount] = []
+    for name in order:
+        module = modules_by_name[name]
+        own = tuple(ops.get(name, ()))
+        spec = spec_of(name, module)
+        received: list[tuple[Shape, Shape] | None] = []
+        module_notes: list[str] = []
+        starts = conv_starts.get(name, [])
+        for index, start in enumerate(starts):
+            end = starts[index + 1] if index + 1 < len(starts) else len(counter.convs)
+            found = next((c for c in counter.convs[start:end] if c.module == name), None)
+            received.append((found.input_shape, found.padding) if found else None)
+            first = call_inputs[name][index][0] if call_inputs[name][index] else None
+            if found is not None and first is not None and found.input_shape != first:
+                text = (
+                    f"the convolution received {shape_text(found.input_shape)} "
+                    f"(padding {shape_text(found.padding)}) where the module's input was "
+                    f"{shape_text(first)}: padded at run time"
+                )
+                if text not in module_notes:
+                    module_notes.append(text)
+        if name in lazy:
+            module_notes.append(f"lazy: materialised by this run as {type(module).__name__}")
+        attention = None
+        if isinstance(module, nn.MultiheadAttention):
+            attention = AttentionHyper(
+                module.embed_dim,
+                module.num_heads,
+                int(module.kdim),
+                int(module.vdim),
+                bool(module.batch_first),
+            )
+        macs_total = sum(o.macs for o in own)
+        flops_total = sum(o.flops for o in own)
+        shapes_in = call_inputs[name]
+        result_modules.append(
+            ModuleCount(
+                name=name,
+                type=type(module).__name__,
+                calls=calls[name],
+                macs=macs_total,
+                flops=flops_total,
+                params=sum(p.numel() for p in module.parameters(recurse=False)),
+                input_shapes=shapes_in[0] if shapes_in else (),
+                output_shapes=outputs.get(name, ()),
+                ops=own,
+                inclusive_macs=inclusive.get(name, [0, 0])[0],
+                inclusive_flops=inclusive.get(name, [0, 0])[1],
+                call_inputs=tuple(shapes_in),
+                conv_received=tuple(received),
+                lazy=name in lazy,
+                spec=spec,
+                attention=attention,
+                notes=tuple(module_notes),
+            )
+        )
+    total_macs = sum(v[1] for v in counter.counts.values())
+    total_flops = sum(v[2] for v in counter.counts.values()) + sum(
+        v[1] for v in counter.torch_only.values()
+    )
+    if strict and warnings_:
+        raise MeasurementError(f"--strict: {warnings_[0]}")
+    return CountResult(
+        modules=tuple(result_modules),
+        total_macs=total_macs,
+        total_flops=total_flops,
+        uncounted={str(p): n for p, n in counter.uncounted.items()},
+        zero_cost=zero_cost,
+        arithmetic=arithmetic,
+        warnings=tuple(warnings_),
+        notes=tuple(dict.fromkeys(notes)),
+        output_structure=describe_structure(output),
+        output_shapes=_shapes(output),
+        conv_calls=tuple(counter.convs),
+        params=sum(p.numel() for p in model.parameters()),
+        device=device,
+    )
+
+
+# --- the closed form of a module, from what it states ------------------------------------------
+
+
+def module_formula(module: ModuleCount) -> Derived[int] | None:
+    """MACs of a conv, linear or multi-head attention module by closed form
+    (:mod:`convcalc.opformulas`), summed over its calls, from its spec and its input shapes;
+    None for other modules. A convolution fed by run-time padding (F.pad in forward) gets its
+    formula from the padded input it really received, and the text says so."""
+    spec = module.spec
+    parts: list[Derived[int]] = []
+    if isinstance(spec, ConvSpec):
+        for index, inputs in enumerate(module.call_inputs):
+            if not inputs:
+                return None
+            received = module.conv_received[index] if index < len(module.conv_received) else None
+            if received is not None and received[0] != inputs[0]:
+                padded = replace(spec, padding=received[1])
+                part = opformulas.conv_macs(padded, received[0])
+                parts.append(
+                    Derived(
+                        part.value,
+                        f"on the padded input {shape_text(received[0])} it received "
+                        f"(run-time padding): {part.shown}",
+                    )
+                )
+            else:
+                parts.append(opformulas.conv_macs(spec, inputs[0]))
+    elif isinstance(spec, LinearSpec):
+        for inputs in module.call_inputs:
+            if not inputs:
+                return None
+            parts.append(opformulas.linear_macs(inputs[0], spec.in_features, spec.out_features))
+    elif module.attention is not None:
+        hyper = module.attention
+        for inputs in module.call_inputs:
+            if len(inputs) < 2:
+                return None
+            query, key = inputs[0], inputs[1]
+            if len(query) == 2:
+                batch, length, source = 1, query[0], key[0]
+            elif hyper.batch_first:
+                batch, length, source = query[0], query[1], key[1]
+            else:
+                batch, length, source = query[1], query[0], key[0]
+            parts.append(
+                opformulas.mha_macs(
+                    batch,
+                    length,
+                    source,
+                    hyper.embed_dim,
+                    hyper.num_heads,
+                    hyper.kdim,
+                    hyper.vdim,
+                )
+            )
+    else:
+        return None
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    value = sum(p.value for p in parts)
+    shown = " + ".join(f"[{p.shown}]" for p in parts)
+    return Derived(value, f"{len(parts)} calls: {shown} = {group(value)}")
+
+
+def conv_call_formula(call: ConvCall) -> Derived[int]:
+    """MACs of one dispatched convolution by closed form, from the geometry it was called with
+    (input shape, weight shape, stride, padding, dilation, groups): for a functional
+    ``F.conv2d(x, self.conv.weight, ...)`` outside any conv module's forward. The output size
+    is computed by the formula, not read from the run."""
+    groups = call.groups
+    if call.transposed:
+        in_channels, out_channels = call.weight_shape[0], call.weight_shape[1] * groups
+    else:
+        out_channels, in_channels = call.weight_shape[0], call.weight_shape[1] * groups
+    spec = ConvSpec(
+        in_channels,
+        out_channels,
+        tuple(call.weight_shape[2:]),
+        call.stride,
+        call.padding,
+        call.dilation,
+        groups,
+        False,
+        call.transposed,
+        call.output_padding,
+        name=call.weight or "conv",
+    )
+    return opformulas.conv_macs(spec, call.input_shape)
