@@ -190,3 +190,100 @@ def test_warning(cli, name: str, triggers: list[str], quiet: list[str], phrase: 
     assert cli(*triggers, "--formula-only", "--json").stderr == ""  # JSON carries them
     calm = cli(*quiet, "--formula-only")
     assert calm.exit_code == 0 and calm.stderr == "", calm.stderr
+
+
+# --- the closed form against a brute force -------------------------------------------------------
+
+
+def brute_force(q: Question, reach: int, p_reach: int) -> list[tuple[int, int, int, int]]:
+    """Every (padding, stride, dilation, output padding) that gives the target with a searched
+    stride or dilation below ``reach`` and a searched padding below ``p_reach``, straight from
+    the size formulas (output padding: every value torch allows, below max(s, d)), sorted."""
+    from convcalc.formulas import conv_output_length, conv_transpose_output_length
+
+    found = []
+    for s in [q.stride] if q.stride is not None else range(1, reach):
+        for d in [q.dilation] if q.dilation is not None else range(1, reach):
+            for p in [q.padding] if q.padding is not None else range(0, p_reach):
+                if q.transposed:
+                    ops = [q.output_padding] if q.output_padding is not None else range(reach)
+                    for op in ops:
+                        if op < max(s, d) and (
+                            conv_transpose_output_length(q.size, q.kernel, s, p, d, op)
+                            == q.target
+                        ):
+                            found.append((p, s, d, op))
+                elif q.size + 2 * p >= d * (q.kernel - 1) + 1 and (
+                    conv_output_length(q.size, q.kernel, s, p, p, d) == q.target
+                ):
+                    found.append((p, s, d, 0))
+    return sorted(found)
+
+
+@st.composite
+def questions(draw) -> Question:
+    transposed = draw(st.booleans())
+    vary = draw(st.sampled_from(["", "s", "d", "sd"]))
+    fixed_op = transposed and draw(st.booleans())
+    return Question(
+        size=draw(st.integers(1, 30)),
+        target=draw(st.integers(1, 40)),
+        kernel=draw(st.integers(1, 5)),
+        stride=None if "s" in vary else draw(st.integers(1, 4)),
+        padding=draw(st.integers(0, 6)) if draw(st.booleans()) else None,
+        dilation=None if "d" in vary else draw(st.integers(1, 3)),
+        transposed=transposed,
+        output_padding=(draw(st.integers(0, 3)) if fixed_op else None) if transposed else 0,
+    )
+
+
+REACH = 12
+
+
+@settings(max_examples=300, deadline=None)
+@given(q=questions(), limit=st.integers(1, 5))
+def test_closed_form_equals_brute_force(q: Question, limit: int) -> None:
+    # The brute force sees strides and dilations below REACH. Both size formulas give a lower
+    # bound on 2p that grows with the stride and the dilation (conv: 2p >= (t-1)s + d(k-1) +
+    # 1 - n; transposed: 2p = (n-1)s + d(k-1) + 1 - t + op >= that with op = 0), so an answer
+    # with a searched stride or dilation >= REACH has a padding >= ceil(far / 2) below; the
+    # answers with a padding below `sure` are all in the brute force's box. Answers are listed
+    # padding first, so those with a padding below `sure` are a prefix of the full order: the
+    # closed form's must be exactly the brute force's first `limit` of them.
+    from convcalc.solve import solve_question
+
+    result = solve_question(q, limit)
+    keys = [a.key for a in result.answers]
+    assert keys == sorted(keys) and len(keys) <= limit
+    assert all(a.output == q.target for a in result.answers)
+    assert all(a.output_padding < max(a.stride, a.dilation) for a in result.answers)
+    n, t, c = q.size, q.target, q.kernel - 1
+    s1, d1 = q.stride or 1, q.dilation or 1
+    lo2 = (lambda s, d: (n - 1) * s + d * c + 1 - t) if q.transposed else (
+        lambda s, d: (t - 1) * s + d * c + 1 - n
+    )
+    fixed = q.stride is not None and q.dilation is not None
+    # the brute force's own padding range: with a fixed stride and dilation every answer's
+    # 2p <= (t-1)s + s - 1 + d(k-1) + 1 - n (conv) or (n-1)s + d(k-1) + max(s, d) - t
+    # (transposed), both below 200 here (40*4 + 3*4 < 200, 29*4 + 3*4 + 4 < 200)
+    p_reach = 100 if fixed else REACH * 4
+    bounds = [p_reach]
+    if q.stride is None:
+        bounds.append(-(-lo2(REACH, d1) // 2))
+    if q.dilation is None:
+        bounds.append(-(-lo2(s1, REACH) // 2))
+    sure = min(bounds)
+    brute = brute_force(q, REACH, p_reach)
+    complete = [k for k in brute if k[0] < sure]
+    assert [k for k in keys if k[0] < sure] == complete[:limit]
+    if brute:
+        assert keys, "the closed form missed an answer the brute force found"
+    else:
+        assert not [k for k in keys if max(k[1:3]) < REACH and k[0] < p_reach]
+    total = result.search.total
+    if not keys:
+        assert total == 0
+    elif fixed:  # nothing but the padding (and output padding) searched: all in the box
+        assert total == len(brute)
+    elif q.padding is None:
+        assert total is None  # a larger stride or dilation with more padding still works
