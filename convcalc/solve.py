@@ -336,6 +336,14 @@ def _first_answers(ranges: _Ranges, limit: int) -> list[tuple[int, int, int]]:
         empty_strides = 0 if produced else empty_strides + 1
         if ranges.s_high is None and arith.p_fixed is None and empty_strides >= 3:
             break  # the same parity argument, over strides
+        if ranges.s_high is None and arith.p_fixed is not None and not produced:
+            # a fixed padding and no last stride: the stride leaves the lower bound on 2p alone
+            # (conv to 1, or a transposed conv of a size-1 input) and past s_same no longer
+            # limits the upper one either (conv: U = s + d(k-1) - n >= 2p; transposed:
+            # op = 2p - B < s), so every later stride answers as this one: not at all
+            s_same = 2 * arith.p_fixed + arith.n + arith.t + (arith.op_fixed or 0) + 2
+            if s >= s_same:
+                break
         if steps > STEP_LIMIT:
             raise _too_many(arith.q)
         s += 1
@@ -472,6 +480,10 @@ class Solution:
     nearest: list[list[Answer]]
     inverse_of: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    #: per spatial dimension, what was searched and how many settings reach the target
+    searches: list[Search] = field(default_factory=list)
+    #: absurd answers named (padding wider than the kernel span): stderr / JSON "warnings"
+    warning_list: list[str] = field(default_factory=list)
 
     @property
     def solved(self) -> bool:
@@ -489,7 +501,7 @@ class Solution:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return ()
+        return tuple(self.warning_list)
 
     def to_dict(self) -> dict[str, Any]:
         axes = []
@@ -505,6 +517,11 @@ class Solution:
                     "nearest": [a.to_dict(self.transposed, self.dims) for a in nearest],
                 }
             )
+            if axis < len(self.searches):
+                search = self.searches[axis]
+                axes[-1]["searched"] = search.to_dict()
+                axes[-1]["total"] = search.total  # null: infinitely many
+                axes[-1]["total_exact"] = search.total_exact
             if self.same_axes:
                 break
         data: dict[str, Any] = {
@@ -517,7 +534,11 @@ class Solution:
             "agree": self.agree,
             "solved": self.solved,
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
         }
+        if len(axes) == 1 and "searched" in axes[0]:
+            data["searched"] = axes[0]["searched"]
+            data["total"] = axes[0]["total"]
         if self.inverse_of is not None:
             data["inverse_of"] = self.inverse_of
         return data
@@ -638,6 +659,24 @@ def run_solve(
                 f"--inverse-of {inverse_of!r}: one number each for "
                 "k, s, p and d (the conv's arithmetic is solved per dimension)",
             )
+        names = {"kernel": "k", "stride": "s", "padding": "p", "dilation": "d"}
+        for key, letter in names.items():
+            value = layers[0].get(key)
+            if value is None:
+                continue
+            low = 0 if key == "padding" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise SpecError(
+                    "inverse_of",
+                    f"--inverse-of {inverse_of!r}: {key} ({letter}) {value} must be "
+                    f"{'non-negative' if low == 0 else 'positive'}",
+                )
+            if value > 2**31 - 1:
+                raise SpecError(
+                    "inverse_of",
+                    f"--inverse-of {inverse_of!r}: {key} ({letter}) {value} is too large "
+                    "(at most 2**31 - 1)",
+                )
         questions, infos = zip(*(inverse_question(layers[0], n) for n in sizes))
         solution = Solution(
             dims,
@@ -679,16 +718,99 @@ def run_solve(
                 )
             )
         solution = Solution(dims, transpose, questions, [], [])
-    cache: dict[Question, tuple[list[Answer], list[Answer]]] = {}
+    cache: dict[Question, Result] = {}
     for q in solution.questions:
         if q not in cache:
-            cache[q] = solve(q, limit)
-        answers, nearest = cache[q]
-        solution.answers.append(answers)
-        solution.nearest.append(nearest)
+            cache[q] = solve_question(q, limit)
+        result = cache[q]
+        solution.answers.append(result.answers)
+        solution.nearest.append(result.nearest)
+        solution.searches.append(result.search)
     if not solution.solved:
         solution.notes.append(_none_found(solution))
+    solution.notes.extend(_search_notes(solution))
+    solution.warning_list.extend(_padding_warnings(solution))
     return solution
+
+
+def _axes(solution: Solution) -> list[tuple[str, Question, list[Answer], Search]]:
+    """(where, question, answers, search) per distinct spatial dimension."""
+    found = []
+    for axis, (q, answers, search) in enumerate(
+        zip(solution.questions, solution.answers, solution.searches)
+    ):
+        if solution.same_axes and axis > 0:
+            break
+        where = (
+            f" (spatial dimension {axis + 1})"
+            if solution.dims > 1 and not solution.same_axes
+            else ""
+        )
+        found.append((where, q, answers, search))
+    return found
+
+
+def _search_notes(solution: Solution) -> list[str]:
+    """What was searched and how many settings exist, when a stride or dilation was searched
+    or more settings exist than are listed."""
+    notes = []
+    for where, q, answers, search in _axes(solution):
+        searched_more = q.stride is None or q.dilation is None
+        if not answers or (not searched_more and (search.total or 0) <= len(answers)):
+            continue
+        ranges = ", ".join(
+            f"{name.replace('_', ' ')} {low}" if high == low
+            else f"{name.replace('_', ' ')} {low} and up"
+            if high is None
+            else f"{name.replace('_', ' ')} {low} to {high}"
+            for name, low, high in search.ranges
+        )
+        if search.total is None:
+            count = "infinitely many settings"
+            if searched_more and q.padding is None:
+                count += " (a larger stride or dilation with more padding keeps working)"
+        else:
+            count = f"{'at least ' if not search.total_exact else ''}{search.total} settings"
+        notes.append(
+            f"searched{where} {ranges} (closed form, no cap): {count} take {q.size} to "
+            f"{q.target}; listed the {len(answers)} with the smallest padding"
+        )
+    return notes
+
+
+def _padding_warnings(solution: Solution) -> list[str]:
+    """A conv answer whose padding is as wide as its kernel span or wider: its outermost
+    outputs see nothing but zeros. Upsampling that way is better done by a transposed conv."""
+    if solution.transposed:
+        return []
+    warnings = []
+    for where, q, answers, _ in _axes(solution):
+        wide = [a for a in answers if a.padding >= a.span]
+        if not wide:
+            continue
+        first = wide[0]
+        # output i's window covers padded positions [i*s, i*s + span - 1]; the input occupies
+        # [p, p + n - 1]: windows wholly before it, and wholly after it
+        before = -(-(first.padding - first.span + 1) // first.stride)
+        after = max(0, first.output - 1 - (first.padding + q.size - 1) // first.stride)
+        which = (
+            "the setting listed pads"
+            if len(answers) == 1
+            else f"{len(wide)} of the {len(answers)} settings listed pad"
+        )
+        message = (
+            f"{which}{where} at least the kernel span (first: "
+            f"{first.layer(False, solution.dims)}, padding {first.padding} >= span "
+            f"{first.span}): its first {before} and last {after} outputs see only zero padding"
+        )
+        if q.target > q.size:
+            message += (
+                f"; to upsample {q.size} to {q.target}, a transposed conv does it without "
+                f"(convcalc solve --size {q.size} --target {q.target} -k {q.kernel} "
+                "--transpose --vary stride)"
+            )
+        warnings.append(message)
+    return warnings
 
 
 def _none_found(solution: Solution) -> str:
@@ -711,5 +833,22 @@ def _none_found(solution: Solution) -> str:
         )
         parts.append(
             f"no setting takes {q.size} to {q.target}{where}; the nearest sizes reachable: {close}"
+            + _same_hint(q, solution.dims)
         )
     return "; ".join(parts)
+
+
+def _same_hint(q: Question, dims: int) -> str:
+    """When no symmetric padding keeps the size of a stride-1 conv (an even kernel span),
+    padding='same' still does, padding unequally as torch does (the extra one after)."""
+    if q.transposed or q.target != q.size or q.stride not in (None, 1) or q.padding is not None:
+        return ""
+    d = q.dilation if q.dilation is not None else 1
+    total = d * (q.kernel - 1)
+    left, right = total // 2, total - total // 2
+    dilated = f", dilation={d}" if d != 1 else ""
+    return (
+        f"; padding='same' keeps it: Conv{dims}d(k={q.kernel}{dilated}, padding='same') pads "
+        f"{left} before and {right} after (its kernel span {total + 1} is even, so no symmetric "
+        "padding can)"
+    )

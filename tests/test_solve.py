@@ -287,3 +287,107 @@ def test_closed_form_equals_brute_force(q: Question, limit: int) -> None:
         assert total == len(brute)
     elif q.padding is None:
         assert total is None  # a larger stride or dilation with more padding still works
+
+
+# --- issue items 15, 19 and 20 -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "conv, message",
+    [
+        ("k3 s0", "error: --inverse-of 'k3 s0': stride (s) 0 must be positive\n"),
+        ("k0", "error: --inverse-of 'k0': kernel (k) 0 must be positive\n"),
+        ("k3 d0", "error: --inverse-of 'k3 d0': dilation (d) 0 must be positive\n"),
+    ],
+)
+def test_inverse_of_refuses_zero(cli, conv: str, message: str) -> None:
+    result = cli("solve", "--size", "224", "--inverse-of", conv)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", message)
+
+
+def test_a_large_dilation_is_found(cli) -> None:
+    # 1024 + 2p - 2d - 1 + 1 = 512 at stride 1: d = 256 + p; the smallest padding is p = 0,
+    # d = 256 (beyond the old cap of 64)
+    data = json.loads(
+        cli("solve", "--size", "1024", "--target", "512", "--vary", "dilation", "--json").stdout
+    )
+    assert [(a["padding"], a["dilation"]) for a in data["answers"][:3]] == [
+        (0, 256),
+        (1, 257),
+        (2, 258),
+    ]
+    assert data["searched"] == {"padding": [0, None], "stride": [1, 1], "dilation": [1, None]}
+    assert data["total"] is None and "infinitely many settings" in data["notes"][0]
+
+
+def test_a_fixed_padding_counts_every_answer(cli) -> None:
+    # p = 0, k3, d1: floor((224 - 3)/s) + 1 = 112 <=> 111s <= 221 < 112s: s = 1 gives 222,
+    # s = 2 gives 111: no stride
+    data = json.loads(
+        cli(
+            "solve", "--size", "224", "--target", "112", "-p", "0", "--vary", "stride", "--json"
+        ).stdout
+    )
+    assert data["total"] == 0 and data["solved"] is False
+    # p = 1, stride and dilation searched: 111s + 2d - 223 <= 2 <= 112s + 2d - 224, i.e.
+    # 111s + 2d <= 225 <= 112s + 2d -> s = 1: 2d = 114, d = 57; s = 2: 2d in [1, 3], d = 1;
+    # s >= 3: 111s > 225: none
+    data = json.loads(
+        cli(
+            "solve", "--size", "224", "--target", "112", "-p", "1", "--vary", "stride,dilation",
+            "--json",
+        ).stdout
+    )
+    assert data["total"] == 2 and [(a["stride"], a["dilation"]) for a in data["answers"]] == [
+        (1, 57),
+        (2, 1),
+    ]
+
+
+def test_stride_and_dilation_at_size_20000_in_well_under_a_second(cli) -> None:
+    import time
+
+    from convcalc.solve import run_solve
+
+    start = time.perf_counter()
+    solution = run_solve(
+        size="20000", target="10000", kernel="3", stride=None, padding=None, dilation=None,
+        output_padding=None, vary="stride,dilation", transpose=False, inverse_of=None, dims=2,
+        limit=10,
+    )
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0, elapsed  # ~0.01 s here: the bound is 10x-100x the time expected
+    # p = 0: s = 1 needs 2d = 10000 (d = 5000); s = 2 needs 2 <= 2d... 2d in [0, 1]: none
+    assert (solution.answers[0][0].padding, solution.answers[0][0].dilation) == (0, 5000)
+    data = json.loads(
+        cli(
+            "solve", "--size", "20000", "--target", "10000", "-k", "3",
+            "--vary", "stride,dilation", "--json",
+        ).stdout
+    )
+    assert data["solved"] and data["agree"] and len(data["answers"]) == 10
+
+
+def test_padding_wider_than_the_kernel_warns(cli) -> None:
+    # 16 + 2p - 3 + 1 = 112 -> p = 49 >= span 3; windows [i, i+2] before position 49:
+    # i <= 46, 47 outputs; after 49 + 15 = 64: i > 64, i.e. 65..111, 47 outputs
+    result = cli("solve", "--size", "16", "--target", "112", "-k", "3")
+    assert result.exit_code == 0
+    assert result.stderr.startswith("warning: the setting listed pads at least the kernel span")
+    assert "its first 47 and last 47 outputs see only zero padding" in result.stderr
+    assert "a transposed conv does it without" in result.stderr
+    data = json.loads(cli("solve", "--size", "16", "--target", "112", "-k", "3", "--json").stdout)
+    assert any("pads at least the kernel span" in w for w in data["warnings"])
+    quiet = cli("solve", "--size", "224", "--target", "112", "-k", "3", "-s", "2")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_no_symmetric_padding_names_same(cli) -> None:
+    # k4: 224 + 2p - 4 + 1 = 224 -> 2p = 3: none; torch's 'same' pads 3 as 1 before, 2 after
+    result = cli("solve", "--size", "224", "--target", "224", "-k", "4")
+    assert result.exit_code == 1
+    assert "padding='same' keeps it: Conv2d(k=4, padding='same') pads 1 before and 2 after" in (
+        result.stdout.replace("\n", " ")
+    )
+    odd = cli("solve", "--size", "224", "--target", "225", "-k", "4")  # not the same size
+    assert odd.exit_code == 0 and "same" not in odd.stdout
