@@ -446,7 +446,7 @@ def _reachable_near(q: Question, s: int, d: int) -> list[int]:
         lowest = conv_output_length(n, k, s, p_low, p_low, d)
         highest = lowest if q.padding is not None else max(lowest + 1, t + 2)
     sizes = {lowest, lowest + 1, highest, highest - 1, t - 1, t - 2, t + 1, t + 2}
-    return sorted(v for v in sizes if 1 <= v and lowest <= v <= highest and v != t)
+    return sorted(v for v in sizes if v >= 1 and lowest <= v <= highest and v != t)
 
 
 def solve_question(q: Question, limit: int = 10) -> Result:
@@ -504,7 +504,7 @@ class Solution:
         return tuple(self.warning_list)
 
     def to_dict(self) -> dict[str, Any]:
-        axes = []
+        axes: list[dict[str, Any]] = []
         for axis, (q, answers, nearest) in enumerate(
             zip(self.questions, self.answers, self.nearest)
         ):
@@ -759,7 +759,8 @@ def _search_notes(solution: Solution) -> list[str]:
         if not answers or (not searched_more and (search.total or 0) <= len(answers)):
             continue
         ranges = ", ".join(
-            f"{name.replace('_', ' ')} {low}" if high == low
+            f"{name.replace('_', ' ')} {low}"
+            if high == low
             else f"{name.replace('_', ' ')} {low} and up"
             if high is None
             else f"{name.replace('_', ' ')} {low} to {high}"

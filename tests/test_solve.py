@@ -209,8 +209,7 @@ def brute_force(q: Question, reach: int, p_reach: int) -> list[tuple[int, int, i
                     ops = [q.output_padding] if q.output_padding is not None else range(reach)
                     for op in ops:
                         if op < max(s, d) and (
-                            conv_transpose_output_length(q.size, q.kernel, s, p, d, op)
-                            == q.target
+                            conv_transpose_output_length(q.size, q.kernel, s, p, d, op) == q.target
                         ):
                             found.append((p, s, d, op))
                 elif q.size + 2 * p >= d * (q.kernel - 1) + 1 and (
@@ -259,8 +258,10 @@ def test_closed_form_equals_brute_force(q: Question, limit: int) -> None:
     assert all(a.output_padding < max(a.stride, a.dilation) for a in result.answers)
     n, t, c = q.size, q.target, q.kernel - 1
     s1, d1 = q.stride or 1, q.dilation or 1
-    lo2 = (lambda s, d: (n - 1) * s + d * c + 1 - t) if q.transposed else (
-        lambda s, d: (t - 1) * s + d * c + 1 - n
+    lo2 = (
+        (lambda s, d: (n - 1) * s + d * c + 1 - t)
+        if q.transposed
+        else (lambda s, d: (t - 1) * s + d * c + 1 - n)
     )
     fixed = q.stride is not None and q.dilation is not None
     # the brute force's own padding range: with a fixed stride and dilation every answer's
@@ -334,7 +335,15 @@ def test_a_fixed_padding_counts_every_answer(cli) -> None:
     # s >= 3: 111s > 225: none
     data = json.loads(
         cli(
-            "solve", "--size", "224", "--target", "112", "-p", "1", "--vary", "stride,dilation",
+            "solve",
+            "--size",
+            "224",
+            "--target",
+            "112",
+            "-p",
+            "1",
+            "--vary",
+            "stride,dilation",
             "--json",
         ).stdout
     )
@@ -351,8 +360,17 @@ def test_stride_and_dilation_at_size_20000_in_well_under_a_second(cli) -> None:
 
     start = time.perf_counter()
     solution = run_solve(
-        size="20000", target="10000", kernel="3", stride=None, padding=None, dilation=None,
-        output_padding=None, vary="stride,dilation", transpose=False, inverse_of=None, dims=2,
+        size="20000",
+        target="10000",
+        kernel="3",
+        stride=None,
+        padding=None,
+        dilation=None,
+        output_padding=None,
+        vary="stride,dilation",
+        transpose=False,
+        inverse_of=None,
+        dims=2,
         limit=10,
     )
     elapsed = time.perf_counter() - start
@@ -361,8 +379,16 @@ def test_stride_and_dilation_at_size_20000_in_well_under_a_second(cli) -> None:
     assert (solution.answers[0][0].padding, solution.answers[0][0].dilation) == (0, 5000)
     data = json.loads(
         cli(
-            "solve", "--size", "20000", "--target", "10000", "-k", "3",
-            "--vary", "stride,dilation", "--json",
+            "solve",
+            "--size",
+            "20000",
+            "--target",
+            "10000",
+            "-k",
+            "3",
+            "--vary",
+            "stride,dilation",
+            "--json",
         ).stdout
     )
     assert data["solved"] and data["agree"] and len(data["answers"]) == 10
