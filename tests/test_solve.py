@@ -190,3 +190,230 @@ def test_warning(cli, name: str, triggers: list[str], quiet: list[str], phrase: 
     assert cli(*triggers, "--formula-only", "--json").stderr == ""  # JSON carries them
     calm = cli(*quiet, "--formula-only")
     assert calm.exit_code == 0 and calm.stderr == "", calm.stderr
+
+
+# --- the closed form against a brute force -------------------------------------------------------
+
+
+def brute_force(q: Question, reach: int, p_reach: int) -> list[tuple[int, int, int, int]]:
+    """Every (padding, stride, dilation, output padding) that gives the target with a searched
+    stride or dilation below ``reach`` and a searched padding below ``p_reach``, straight from
+    the size formulas (output padding: every value torch allows, below max(s, d)), sorted."""
+    from convcalc.formulas import conv_output_length, conv_transpose_output_length
+
+    found = []
+    for s in [q.stride] if q.stride is not None else range(1, reach):
+        for d in [q.dilation] if q.dilation is not None else range(1, reach):
+            for p in [q.padding] if q.padding is not None else range(0, p_reach):
+                if q.transposed:
+                    ops = [q.output_padding] if q.output_padding is not None else range(reach)
+                    for op in ops:
+                        if op < max(s, d) and (
+                            conv_transpose_output_length(q.size, q.kernel, s, p, d, op) == q.target
+                        ):
+                            found.append((p, s, d, op))
+                elif q.size + 2 * p >= d * (q.kernel - 1) + 1 and (
+                    conv_output_length(q.size, q.kernel, s, p, p, d) == q.target
+                ):
+                    found.append((p, s, d, 0))
+    return sorted(found)
+
+
+@st.composite
+def questions(draw) -> Question:
+    transposed = draw(st.booleans())
+    vary = draw(st.sampled_from(["", "s", "d", "sd"]))
+    fixed_op = transposed and draw(st.booleans())
+    return Question(
+        size=draw(st.integers(1, 30)),
+        target=draw(st.integers(1, 40)),
+        kernel=draw(st.integers(1, 5)),
+        stride=None if "s" in vary else draw(st.integers(1, 4)),
+        padding=draw(st.integers(0, 6)) if draw(st.booleans()) else None,
+        dilation=None if "d" in vary else draw(st.integers(1, 3)),
+        transposed=transposed,
+        output_padding=(draw(st.integers(0, 3)) if fixed_op else None) if transposed else 0,
+    )
+
+
+REACH = 12
+
+
+@settings(max_examples=300, deadline=None)
+@given(q=questions(), limit=st.integers(1, 5))
+def test_closed_form_equals_brute_force(q: Question, limit: int) -> None:
+    # The brute force sees strides and dilations below REACH. Both size formulas give a lower
+    # bound on 2p that grows with the stride and the dilation (conv: 2p >= (t-1)s + d(k-1) +
+    # 1 - n; transposed: 2p = (n-1)s + d(k-1) + 1 - t + op >= that with op = 0), so an answer
+    # with a searched stride or dilation >= REACH has a padding >= ceil(far / 2) below; the
+    # answers with a padding below `sure` are all in the brute force's box. Answers are listed
+    # padding first, so those with a padding below `sure` are a prefix of the full order: the
+    # closed form's must be exactly the brute force's first `limit` of them.
+    from convcalc.solve import solve_question
+
+    result = solve_question(q, limit)
+    keys = [a.key for a in result.answers]
+    assert keys == sorted(keys) and len(keys) <= limit
+    assert all(a.output == q.target for a in result.answers)
+    assert all(a.output_padding < max(a.stride, a.dilation) for a in result.answers)
+    n, t, c = q.size, q.target, q.kernel - 1
+    s1, d1 = q.stride or 1, q.dilation or 1
+    lo2 = (
+        (lambda s, d: (n - 1) * s + d * c + 1 - t)
+        if q.transposed
+        else (lambda s, d: (t - 1) * s + d * c + 1 - n)
+    )
+    fixed = q.stride is not None and q.dilation is not None
+    # the brute force's own padding range: with a fixed stride and dilation every answer's
+    # 2p <= (t-1)s + s - 1 + d(k-1) + 1 - n (conv) or (n-1)s + d(k-1) + max(s, d) - t
+    # (transposed), both below 200 here (40*4 + 3*4 < 200, 29*4 + 3*4 + 4 < 200)
+    p_reach = 100 if fixed else REACH * 4
+    bounds = [p_reach]
+    if q.stride is None:
+        bounds.append(-(-lo2(REACH, d1) // 2))
+    if q.dilation is None:
+        bounds.append(-(-lo2(s1, REACH) // 2))
+    sure = min(bounds)
+    brute = brute_force(q, REACH, p_reach)
+    complete = [k for k in brute if k[0] < sure]
+    assert [k for k in keys if k[0] < sure] == complete[:limit]
+    if brute:
+        assert keys, "the closed form missed an answer the brute force found"
+    else:
+        assert not [k for k in keys if max(k[1:3]) < REACH and k[0] < p_reach]
+    total = result.search.total
+    if not keys:
+        assert total == 0
+    elif fixed:  # nothing but the padding (and output padding) searched: all in the box
+        assert total == len(brute)
+    elif q.padding is None:
+        assert total is None  # a larger stride or dilation with more padding still works
+
+
+# --- issue items 15, 19 and 20 -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "conv, message",
+    [
+        ("k3 s0", "error: --inverse-of 'k3 s0': stride (s) 0 must be positive\n"),
+        ("k0", "error: --inverse-of 'k0': kernel (k) 0 must be positive\n"),
+        ("k3 d0", "error: --inverse-of 'k3 d0': dilation (d) 0 must be positive\n"),
+    ],
+)
+def test_inverse_of_refuses_zero(cli, conv: str, message: str) -> None:
+    result = cli("solve", "--size", "224", "--inverse-of", conv)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", message)
+
+
+def test_a_large_dilation_is_found(cli) -> None:
+    # 1024 + 2p - 2d - 1 + 1 = 512 at stride 1: d = 256 + p; the smallest padding is p = 0,
+    # d = 256 (beyond the old cap of 64)
+    data = json.loads(
+        cli("solve", "--size", "1024", "--target", "512", "--vary", "dilation", "--json").stdout
+    )
+    assert [(a["padding"], a["dilation"]) for a in data["answers"][:3]] == [
+        (0, 256),
+        (1, 257),
+        (2, 258),
+    ]
+    assert data["searched"] == {"padding": [0, None], "stride": [1, 1], "dilation": [1, None]}
+    assert data["total"] is None and "infinitely many settings" in data["notes"][0]
+
+
+def test_a_fixed_padding_counts_every_answer(cli) -> None:
+    # p = 0, k3, d1: floor((224 - 3)/s) + 1 = 112 <=> 111s <= 221 < 112s: s = 1 gives 222,
+    # s = 2 gives 111: no stride
+    data = json.loads(
+        cli(
+            "solve", "--size", "224", "--target", "112", "-p", "0", "--vary", "stride", "--json"
+        ).stdout
+    )
+    assert data["total"] == 0 and data["solved"] is False
+    # p = 1, stride and dilation searched: 111s + 2d - 223 <= 2 <= 112s + 2d - 224, i.e.
+    # 111s + 2d <= 225 <= 112s + 2d -> s = 1: 2d = 114, d = 57; s = 2: 2d in [1, 3], d = 1;
+    # s >= 3: 111s > 225: none
+    data = json.loads(
+        cli(
+            "solve",
+            "--size",
+            "224",
+            "--target",
+            "112",
+            "-p",
+            "1",
+            "--vary",
+            "stride,dilation",
+            "--json",
+        ).stdout
+    )
+    assert data["total"] == 2 and [(a["stride"], a["dilation"]) for a in data["answers"]] == [
+        (1, 57),
+        (2, 1),
+    ]
+
+
+def test_stride_and_dilation_at_size_20000_in_well_under_a_second(cli) -> None:
+    import time
+
+    from convcalc.solve import run_solve
+
+    start = time.perf_counter()
+    solution = run_solve(
+        size="20000",
+        target="10000",
+        kernel="3",
+        stride=None,
+        padding=None,
+        dilation=None,
+        output_padding=None,
+        vary="stride,dilation",
+        transpose=False,
+        inverse_of=None,
+        dims=2,
+        limit=10,
+    )
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0, elapsed  # ~0.01 s here: the bound is 10x-100x the time expected
+    # p = 0: s = 1 needs 2d = 10000 (d = 5000); s = 2 needs 2 <= 2d... 2d in [0, 1]: none
+    assert (solution.answers[0][0].padding, solution.answers[0][0].dilation) == (0, 5000)
+    data = json.loads(
+        cli(
+            "solve",
+            "--size",
+            "20000",
+            "--target",
+            "10000",
+            "-k",
+            "3",
+            "--vary",
+            "stride,dilation",
+            "--json",
+        ).stdout
+    )
+    assert data["solved"] and data["agree"] and len(data["answers"]) == 10
+
+
+def test_padding_wider_than_the_kernel_warns(cli) -> None:
+    # 16 + 2p - 3 + 1 = 112 -> p = 49 >= span 3; windows [i, i+2] before position 49:
+    # i <= 46, 47 outputs; after 49 + 15 = 64: i > 64, i.e. 65..111, 47 outputs
+    result = cli("solve", "--size", "16", "--target", "112", "-k", "3")
+    assert result.exit_code == 0
+    assert result.stderr.startswith("warning: the setting listed pads at least the kernel span")
+    assert "its first 47 and last 47 outputs see only zero padding" in result.stderr
+    assert "a transposed conv does it without" in result.stderr
+    data = json.loads(cli("solve", "--size", "16", "--target", "112", "-k", "3", "--json").stdout)
+    assert any("pads at least the kernel span" in w for w in data["warnings"])
+    quiet = cli("solve", "--size", "224", "--target", "112", "-k", "3", "-s", "2")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_no_symmetric_padding_names_same(cli) -> None:
+    # k4: 224 + 2p - 4 + 1 = 224 -> 2p = 3: none; torch's 'same' pads 3 as 1 before, 2 after
+    result = cli("solve", "--size", "224", "--target", "224", "-k", "4")
+    assert result.exit_code == 1
+    assert "padding='same' keeps it: Conv2d(k=4, padding='same') pads 1 before and 2 after" in (
+        result.stdout.replace("\n", " ")
+    )
+    odd = cli("solve", "--size", "224", "--target", "225", "-k", "4")  # not the same size
+    assert odd.exit_code == 0 and "same" not in odd.stdout
