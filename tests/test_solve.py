@@ -199,7 +199,7 @@ def brute_force(q: Question, reach: int, p_reach: int) -> list[tuple[int, int, i
     """Every (padding, stride, dilation, output padding) that gives the target with a searched
     stride or dilation below ``reach`` and a searched padding below ``p_reach``, straight from
     the size formulas (output padding: every value torch allows, below max(s, d)), sorted."""
-    from convcalc.formulas import conv_output_length, conv_transpose_output_length
+    from convcalc.core.formulas import conv_output_length, conv_transpose_output_length
 
     found = []
     for s in [q.stride] if q.stride is not None else range(1, reach):
@@ -249,7 +249,7 @@ def test_closed_form_equals_brute_force(q: Question, limit: int) -> None:
     # answers with a padding below `sure` are all in the brute force's box. Answers are listed
     # padding first, so those with a padding below `sure` are a prefix of the full order: the
     # closed form's must be exactly the brute force's first `limit` of them.
-    from convcalc.solve import solve_question
+    from convcalc.core.solve import solve_question
 
     result = solve_question(q, limit)
     keys = [a.key for a in result.answers]
@@ -356,7 +356,7 @@ def test_a_fixed_padding_counts_every_answer(cli) -> None:
 def test_stride_and_dilation_at_size_20000_in_well_under_a_second(cli) -> None:
     import time
 
-    from convcalc.solve import run_solve
+    from convcalc.core.solve import run_solve
 
     start = time.perf_counter()
     solution = run_solve(
