@@ -29,7 +29,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in ("analyze", "analyze_stack", "analyze_module"):
-        from convcalc import api
+        from convcalc import library
 
-        return getattr(api, name)
+        return getattr(library, name)
     raise AttributeError(f"module 'convcalc' has no attribute {name!r}")

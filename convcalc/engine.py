@@ -13,12 +13,13 @@ from convcalc import kinds
 from convcalc.core import formulas
 from convcalc.core.advice import network_warnings
 from convcalc.core.cumulative import cumulative as cumulative_figures
+from convcalc.core.graph import graph_inputs
 from convcalc.core.measured import nothing_measured
 from convcalc.core.memory import summary_memory
-from convcalc.core.report import LayerReport, Pair, Report, Total
+from convcalc.core.report import Comparison, LayerReport, Pair, Report, Total
 from convcalc.core.spec import DTYPE_BYTES, InputSpec, Labels, Node, chain
 from convcalc.errors import SpecError
-from convcalc.kinds import ConvSpec, LayerSpec, check_fits
+from convcalc.kinds import ConvSpec, LayerSpec
 
 #: Real CPU runs are kept to this much float32 tensor data (input, outputs, parameters) ...
 REAL_RUN_MAX_BYTES = 256 * 2**20
@@ -80,42 +81,6 @@ def plan_run(
         reason = f"a real run would take about {seconds:.1f} s (limit {REAL_RUN_MAX_SECONDS} s)"
         return RunPlan("meta", estimated_bytes, seconds, reason)
     return RunPlan("cpu", estimated_bytes, seconds, "small enough to run for real")
-
-
-def graph_inputs(
-    nodes: Sequence[Node],
-    input_spec: InputSpec,
-    labels: Callable[[int], Labels] | Labels | None = None,
-) -> list[InputSpec]:
-    """Validate the network and give each node's input tensor by formula (what feeds it)."""
-
-    def labels_for(index: int) -> Labels:
-        if callable(labels):
-            return labels(index)
-        return labels or Labels()
-
-    outputs: list[InputSpec] = []
-    inputs: list[InputSpec] = []
-    for index, node in enumerate(nodes):
-        feeds = [input_spec if i < 0 else outputs[i] for i in node.inputs]
-        if len({f.shape for f in feeds}) > 1:
-            shown = ", ".join(
-                f"{path} {'x'.join(map(str, f.shape))}"
-                for path, f in zip(("main path", "shortcut", "input 3", "input 4"), feeds)
-            )
-            raise SpecError(
-                "inputs", f"{labels_for(index)['op']}: {shown}: they must match to be added"
-            )
-        check_fits(node.spec, feeds[0], labels_for(index))
-        inputs.append(feeds[0])
-        outputs.append(kinds.output_spec(node.spec, feeds[0]))
-        if min(outputs[-1].shape, default=1) < 1:
-            raise SpecError(
-                "size",
-                f"{labels_for(index)['op']}: the output "
-                f"{'x'.join(map(str, outputs[-1].shape))} is empty",
-            )
-    return inputs
 
 
 def analyze_chain(
@@ -418,40 +383,6 @@ def analyze_dilated(
         },
     }
     return replace(report, extra={"vs_undilated": growth})
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Standard, grouped and depthwise-separable versions of one layer, side by side."""
-
-    input: InputSpec
-    versions: tuple[tuple[str, Report], ...]
-    ratios: dict[str, dict[str, Any]]
-    theory_text: dict[str, str]
-
-    @property
-    def agree(self) -> bool:
-        return all(report.agree for _, report in self.versions)
-
-    def to_dict(self) -> dict[str, Any]:
-        from convcalc._version import __version__
-
-        return {
-            "convcalc_version": __version__,
-            "command": "compare",
-            "input_shape": list(self.input.shape),
-            "dtype": self.input.dtype,
-            "versions": [
-                {
-                    "name": name,
-                    **report.to_dict(),
-                    "ratio_to_standard": self.ratios[name],
-                    "theory": self.theory_text[name],
-                }
-                for name, report in self.versions
-            ],
-            "agree": self.agree,
-        }
 
 
 def compare(

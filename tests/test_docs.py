@@ -41,7 +41,9 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_every_command_and_option_is_documented() -> None:
     group = typer.main.get_command(app)
-    for name, command in group.commands.items():  # type: ignore[attr-defined]
+    ctx = group.make_context("convcalc", [], resilient_parsing=True)
+    commands = {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
+    for name, command in commands.items():
         assert f"convcalc {name}" in README, f"command {name} is not in the README"
         for param in command.params:
             for opt in [*param.opts, *getattr(param, "secondary_opts", [])]:

@@ -79,8 +79,8 @@ def test_transposed_receptive_length(k: int, s: int, d: int, expected: int) -> N
 def test_chain_receptive_field() -> None:
     # k3 s2 then k3 s1 then k3 d2: r = 1 + 2·1 + 2·2 + 4·2 = 15; J = 2; P = 0 + 0 + 2·2 = 4
     from convcalc.core.cumulative import cumulative
+    from convcalc.core.graph import graph_inputs
     from convcalc.core.spec import chain
-    from convcalc.engine import graph_inputs
 
     specs = [
         build_conv(in_channels=1, out_channels=1, kernel="3", stride="2"),

@@ -23,7 +23,7 @@ PRESET_SEEDS = [
     ("group --in 64 --out 256 -g 8", (1, 256, 224, 224), [18_688]),
     # seed 003: depthwise separable with BN and LeakyReLU(0.1): 30 + 6 + 256 + 128 = 420
     (
-        "dw --in 3 --out 64 --bn --act leakyrelu --slope 0.1",
+        "dw --in 3 --out 64 --bn --bias --act leakyrelu --slope 0.1",
         (1, 64, 224, 224),
         [30, 6, 0, 256, 128, 0],
     ),

@@ -284,7 +284,11 @@ def test_model_totals_equal_the_models_own_and_fvcores(cli) -> None:
     report = cli.json("model", f"{DATA / 'mynet.py'}:Net", "--input", "1,3,32,32")
     assert report["total"]["params"] == sum(p.numel() for p in net.parameters()) == 3_146
     assert report["total"]["macs"] == fvcore_macs == 442_368 + 147_456 + 320
-    assert report["total"]["receptive_field"] == [32, 32]  # a classifier sees all of its input
+    # the field is geometry, of the last layer with a spatial output (after it, global pooling:
+    # every output sees the whole input): stem conv 3, max pool 2 -> 4, block k3 s2 on a
+    # stride-2 map -> 4 + 2·2 = 8 (issue 12: not the gradient through random weights)
+    assert report["total"]["receptive_field"] == [8, 8]
+    assert report["total"]["receptive_field_of"] == "block"
     assert [layer["name"] for layer in report["layers"]] == [
         "stem.0",
         "stem.1",

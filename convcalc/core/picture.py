@@ -19,6 +19,7 @@ import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from convcalc.core.spec import Ints
 from convcalc.kinds import ConvSpec
@@ -62,6 +63,113 @@ class Picture:
     frames: list[Frame]
     legend: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    #: the layer drawn, as torch prints it
+    title: str = ""
+    command: str = "draw"
+
+    #: a picture claims nothing to agree or disagree about, and warns about nothing
+    agree = None
+    warnings: tuple[str, ...] = ()
+    disagreements: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The picture as data (``draw --format json``): each frame's grids, one string per
+        row, one character per cell (the legend says what each character is)."""
+        from convcalc._version import __version__
+
+        return {
+            "convcalc_version": __version__,
+            "command": self.command,
+            "layer": self.title,
+            "legend": dict(self.legend),
+            "frames": [
+                {
+                    "position": list(frame.position),
+                    "title": frame.title,
+                    "input_label": frame.input_label,
+                    "input": list(frame.input_rows),
+                    "output_label": frame.output_label,
+                    "output": list(frame.output_rows),
+                }
+                for frame in self.frames
+            ],
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class StackField:
+    """A stack's receptive field drawn: its growth layer by layer (name, largest extent, per
+    axis text), and the field of its last spatial layer's central output on the input."""
+
+    label: str
+    rows: list[tuple[str, int, str]]
+    field_rows: list[str]
+    caption: str
+    notes: list[str]
+    command: str = "draw stack"
+    agree = None
+    warnings: tuple[str, ...] = ()
+    disagreements: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        from convcalc._version import __version__
+
+        return {
+            "convcalc_version": __version__,
+            "command": self.command,
+            "stack": self.label,
+            "growth": [
+                {"layer": name, "largest": largest, "receptive_field": text}
+                for name, largest, text in self.rows
+            ],
+            "field": list(self.field_rows),
+            "caption": self.caption,
+            "notes": list(self.notes),
+        }
+
+
+def stack_field(network: Any, label: str) -> StackField:
+    """The receptive-field picture of a parsed stack (convcalc.sources.stack.Network), by
+    formula (Araujo et al. 2019). ValueError when no layer has a spatial output."""
+    from convcalc.core.cumulative import cumulative
+    from convcalc.core.graph import graph_inputs
+    from convcalc.kinds import figures
+
+    inputs = graph_inputs(network.nodes, network.input)
+    fields = cumulative(tuple(network.nodes), inputs, network.input)
+    rows = []
+    last = None
+    previous: tuple[int, ...] = ()
+    for name, figure in zip(network.names, fields):
+        spatial = figure.effective_stride and not figure.whole_input
+        if not spatial or figure.receptive_field == previous:
+            continue
+        previous = figure.receptive_field
+        rows.append((name, max(figure.receptive_field), "x".join(map(str, figure.receptive_field))))
+        last = (name, figure)
+    notes = [
+        "receptive fields by formula (Araujo et al. 2019); `convcalc stack` also measures "
+        "them by autograd"
+    ]
+    if last is None:
+        raise ValueError("the stack has no layer with a spatial output to draw")
+    name, figure = last
+    index = network.names.index(name)
+    output_size = figures(network.nodes[index].spec, inputs[index]).output_shape.value[2:]
+    centre = [n // 2 for n in output_size]
+    start = [
+        int(c * j - p) for c, j, p in zip(centre, figure.effective_stride, figure.effective_padding)
+    ]
+    field_rows, scale = field_on_input(network.input.size, start, figure.receptive_field)
+    caption = (
+        f"the field of {name}'s central output {tuple(centre)} on the "
+        f"{'x'.join(map(str, network.input.size))} input"
+        + (f" (a cell is {scale}x{scale} input positions)" if scale > 1 else "")
+    )
+    if any(j.denominator != 1 for j in figure.effective_stride):
+        notes.append("a fractional effective stride: the field drawn is the widest one")
+    return StackField(label, rows, field_rows, caption, notes)
 
 
 def drawable_size(n: int, span: int, stride: int) -> int:

@@ -162,6 +162,20 @@ class Total:
     #: that ends in global pooling or linear layers: its last spatial layer)
     receptive_field_of: str = ""
 
+    @property
+    def disagreements(self) -> list[str]:
+        pairs: dict[str, Pair[Any]] = {
+            "params": self.params,
+            "macs": self.macs,
+            "flops": self.flops,
+            "output_shape": self.output_shape,
+            "receptive_field": self.receptive_field,
+            "memory_bytes": self.memory,
+        }
+        if self.train_flops is not None:
+            pairs["train_flops"] = self.train_flops
+        return [name for name, pair in pairs.items() if not pair.agree]
+
     def _values(self, side: str) -> dict[str, Any]:
         def pick(pair: Pair[Any]) -> Any:
             measured = pair.measured
@@ -223,7 +237,28 @@ class Report:
 
     @property
     def agree(self) -> bool:
-        return all(layer.agree for layer in self.layers) and self.total.receptive_field.agree
+        """Every measured figure equals its formula: every layer's, and every total's."""
+        return not self.disagreements
+
+    @property
+    def disagreements(self) -> list[str]:
+        """Each pair whose measured figure differs from its formula, as ``layer: figure``."""
+        found = [f"{layer.name}: {name}" for layer in self.layers for name in layer.disagreements]
+        named = {name for layer in self.layers for name in layer.disagreements}
+        if named & {"receptive_field", "cumulative_receptive_field"}:
+            named.add("receptive_field")
+        # a total that differs on its own (a model's parameters beyond its layers' formulas);
+        # one that only sums the layers' differences is named by them already
+        found += [f"total: {name}" for name in self.total.disagreements if name not in named]
+        return found
+
+    def with_conventions(self) -> Report:
+        """The report with what each other tool would print (``--conventions``)."""
+        from dataclasses import replace
+
+        from convcalc.core.conventions import conventions
+
+        return replace(self, extra={**self.extra, "conventions": conventions(self.to_dict())})
 
     def get(self, path: str) -> Any:
         """The value at a dotted path of the JSON, as ``--get``: ``"total.params"``."""
@@ -250,4 +285,49 @@ class Report:
             "agree": self.agree if self.measured_on != "none" else None,
             **({"timing": self.timing} if self.timing else {}),
             **self.extra,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Standard, grouped and depthwise-separable versions of one layer, side by side."""
+
+    input: InputSpec
+    versions: tuple[tuple[str, Report], ...]
+    ratios: dict[str, dict[str, Any]]
+    theory_text: dict[str, str]
+
+    @property
+    def agree(self) -> bool:
+        return all(report.agree for _, report in self.versions)
+
+    @property
+    def disagreements(self) -> list[str]:
+        return [f"{name}: {found}" for name, r in self.versions for found in r.disagreements]
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(w for _, r in self.versions for w in r.warnings))
+
+    def with_conventions(self) -> Comparison:
+        from dataclasses import replace
+
+        return replace(self, versions=tuple((n, r.with_conventions()) for n, r in self.versions))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "convcalc_version": __version__,
+            "command": "compare",
+            "input_shape": list(self.input.shape),
+            "dtype": self.input.dtype,
+            "versions": [
+                {
+                    "name": name,
+                    **report.to_dict(),
+                    "ratio_to_standard": self.ratios[name],
+                    "theory": self.theory_text[name],
+                }
+                for name, report in self.versions
+            ],
+            "agree": self.agree,
         }

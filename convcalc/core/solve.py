@@ -309,12 +309,13 @@ def _first_answers(ranges: _Ranges, limit: int) -> list[tuple[int, int, int]]:
             break
         steps += 1
         dil = ranges.dilations(s)
-        produced = False
+        produced = pruned = False
         if dil is not None:
             d, d_high = dil
             empty = 0
             while d_high is None or d <= d_high:
                 if full_at(ranges.p_floor(s, d)):
+                    pruned = True  # cut short: says nothing about the parity of later strides
                     break
                 steps += 1
                 if steps > STEP_LIMIT:
@@ -324,7 +325,8 @@ def _first_answers(ranges: _Ranges, limit: int) -> list[tuple[int, int, int]]:
                     empty += 1
                     # beyond the first feasible dilation only the parity of 2p can fail, and it
                     # repeats with period 1 or 2: three misses in a row mean none follows
-                    if d_high is None and empty >= 3:
+                    # (a fixed output padding op also needs max(s, d) > op: only past it)
+                    if d_high is None and empty >= 3 and d > (arith.op_fixed or 0):
                         break
                 else:
                     empty, produced = 0, True
@@ -333,9 +335,14 @@ def _first_answers(ranges: _Ranges, limit: int) -> list[tuple[int, int, int]]:
                     found.sort()
                     del found[limit:]
                 d += 1
-        empty_strides = 0 if produced else empty_strides + 1
-        if ranges.s_high is None and arith.p_fixed is None and empty_strides >= 3:
-            break  # the same parity argument, over strides
+        empty_strides = 0 if produced or pruned else empty_strides + 1
+        if (
+            ranges.s_high is None
+            and arith.p_fixed is None
+            and empty_strides >= 3
+            and s > (arith.op_fixed or 0)
+        ):
+            break  # the same parity argument, over strides (past a fixed output padding)
         if ranges.s_high is None and arith.p_fixed is not None and not produced:
             # a fixed padding and no last stride: the stride leaves the lower bound on 2p alone
             # (conv to 1, or a transposed conv of a size-1 input) and past s_same no longer
@@ -502,6 +509,16 @@ class Solution:
     @property
     def warnings(self) -> tuple[str, ...]:
         return tuple(self.warning_list)
+
+    @property
+    def disagreements(self) -> list[str]:
+        """The answers torch did not confirm: the real layer gave another size."""
+        return [
+            f"torch gave another size than the formula for {a.layer(self.transposed, self.dims)}"
+            for answers in self.answers
+            for a in answers
+            if a.verified is False
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         axes: list[dict[str, Any]] = []

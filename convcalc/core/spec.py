@@ -47,6 +47,8 @@ CLI_LABELS: dict[str, str] = {
     "size": "--size",
     "batch": "--batch",
     "dtype": "--dtype",
+    "measure_on": "--measure-on",
+    "multiplier": "--multiplier",
 }
 
 

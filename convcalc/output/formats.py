@@ -353,3 +353,34 @@ def _write_solution(data: dict[str, Any], fmt: str, stream: IO[str]) -> None:
         stream.write("\n".join(lines) + "\n")
         for note in data["notes"]:
             stream.write(f"\n{note}\n")
+
+
+# --- sweep records (convcalc batch) -------------------------------------------------------------
+
+#: batch's CSV columns: the spec's line and its error, then a report's total row
+BATCH_COLUMNS = ("line", "error", *CSV_COLUMNS)
+
+
+def batch_header(fmt: str) -> str:
+    """What a batch output starts with (CSV: the header; JSON: the array's opening)."""
+    if fmt == "csv":
+        return csv_text([], header=True, columns=BATCH_COLUMNS)
+    return "[\n" if fmt == "json" else ""
+
+
+def batch_record(record: Any, fmt: str, first: bool = True) -> str:
+    """One sweep record (convcalc.library.Record) as a JSONL line, a CSV row (the report's total
+    row), or an element of a JSON array."""
+    data = record.to_dict()
+    if fmt == "jsonl":
+        return json.dumps(data) + "\n"
+    if fmt == "json":
+        return ("" if first else ",\n") + json.dumps(data)
+    if record.report is None:
+        return csv_text([data], header=False, columns=BATCH_COLUMNS)
+    total = flat_rows(data)[-1]
+    return csv_text([{"line": record.line, **total}], header=False, columns=BATCH_COLUMNS)
+
+
+def batch_footer(fmt: str, count: int) -> str:
+    return ("\n]\n" if count else "]\n") if fmt == "json" else ""

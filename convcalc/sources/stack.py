@@ -42,6 +42,7 @@ from convcalc.kinds import (
     check_fits,
     output_spec,
 )
+from convcalc.sources.presets import dilated_padding
 
 CONV_OPS = ("conv", "conv_transpose", "dw", "pw")
 POOL_OPS = ("maxpool", "avgpool")
@@ -331,13 +332,12 @@ class _Builder:
             multiplier = _positive(get("multiplier", 1), "multiplier")
             kernel = parse_ints(get("kernel", 3), here.dims, "kernel_size", labels)
             dilation = parse_ints(get("dilation", 1), here.dims, "dilation", labels)
-            padding = get(
-                "padding", "x".join(str(d * (k - 1) // 2) for k, d in zip(kernel, dilation))
-            )
+            stride = parse_ints(get("stride", 1), here.dims, "stride", labels)
+            padding = get("padding", dilated_padding(kernel, dilation, stride))
             depthwise = build_conv(
                 out_channels=here.channels * multiplier,
                 kernel=kernel,
-                stride=get("stride", 1),
+                stride=stride,
                 padding=_text(padding),
                 dilation=dilation,
                 groups=here.channels,
@@ -508,6 +508,41 @@ def build_network(
             "ResNets: its 3x3 convs widen it, a 1x1 shortcut does not)"
         )
     return network
+
+
+def network_input(
+    data: dict[str, Any],
+    shape: tuple[int, ...] | None,
+    size: Any,
+    batch: int | None,
+    dims: int | None,
+    source: str,
+    labels: Labels,
+) -> tuple[int, ...]:
+    """The input of a stack file or architecture: ``shape`` (--input) if given, else the file's;
+    ``size`` and ``batch`` override its spatial size and batch (CIFAR-sized costs of a ResNet:
+    ``--size 32``); ``dims`` must agree with it."""
+    if shape is None:
+        if data.get("input") is None:
+            raise SpecError(
+                "input",
+                f"{source}: no 'input' in the file: add one, like "
+                "input: [1, 3, 224, 224], or give --input N,C,H,W",
+            )
+        shape = parse_input(data["input"], f"{source}: input")
+    spatial = len(shape) - 2
+    if dims is not None and dims != spatial:
+        raise SpecError(
+            "dims",
+            f"{labels['dims']} {dims}: the network's input {'x'.join(map(str, shape))} has "
+            f"{spatial} spatial dimensions",
+        )
+    if size is not None:
+        sizes = parse_ints(str(size).replace(",", "x"), spatial, "size", labels)
+        shape = (shape[0], shape[1], *sizes)
+    if batch is not None:
+        shape = (batch, *shape[1:])
+    return tuple(shape)
 
 
 def export_yaml(data: dict[str, Any], shape: tuple[int, ...] | None) -> str:

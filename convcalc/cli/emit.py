@@ -1,0 +1,50 @@
+"""The output stage every command shares: write the result in the chosen format, print its
+warnings on stderr, then let --expect and --strict decide the exit status."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from convcalc.cli.exits import CheckFailed
+from convcalc.cli.options import OutputOptions
+from convcalc.library import Format
+
+
+def check_output(output: OutputOptions) -> None:
+    """Malformed --get or --expect fail before any work (invalid input, exit 2)."""
+    from convcalc.core.query import parse_expectation
+    from convcalc.errors import SpecError
+
+    for path in output.get:
+        if not path.strip():
+            raise SpecError("get", "--get needs a path, like total.params")
+    for text in output.expect:
+        parse_expectation(text)
+
+
+def emit(result: Any, output: OutputOptions) -> None:
+    """Write ``result`` (any of the library's result types) and decide the exit status. A bad
+    --get or --expect path is invalid input: it fails before anything is written."""
+    from convcalc.core.query import check_all, format_value, get_path, parse_expectation
+    from convcalc.output.formats import write
+
+    if output.conventions:
+        result = result.with_conventions()
+    data = result.to_dict() if (output.get or output.expect) else None
+    failures = check_all(data, [parse_expectation(text) for text in output.expect])
+    values = [get_path(data, path) for path in output.get]
+    if output.get:
+        sys.stdout.write("".join(format_value(value) + "\n" for value in values))
+    else:
+        write(result, output.fmt.value, no_color=output.no_color, detail=output.detail)
+    sys.stdout.flush()
+    if output.fmt != Format.json or output.get:  # JSON carries them in its "warnings" list
+        for line in result.warnings:
+            sys.stderr.write(f"warning: {line}\n")
+    if output.strict and result.agree is False:
+        failures.append(
+            "measured and formula disagree (--strict): " + ", ".join(result.disagreements)
+        )
+    if failures:
+        raise CheckFailed(failures)

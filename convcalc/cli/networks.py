@@ -1,0 +1,208 @@
+"""Whole networks: stack (files, inline layers, built-in architectures) and model (your own
+nn.Module)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from convcalc import library
+from convcalc.cli.emit import check_output, emit
+from convcalc.cli.options import (
+    INPUT,
+    LAYER,
+    SHAPE,
+    ConvcalcCommand,
+    DtypeOpt,
+    OutputOptions,
+    with_groups,
+)
+from convcalc.core.spec import CLI_LABELS, Labels
+from convcalc.library import Dtype, Measure
+
+app = typer.Typer(rich_markup_mode=None)
+LABELS = Labels(CLI_LABELS)
+
+NetworkInput = Annotated[
+    str | None,
+    typer.Option(
+        "--input",
+        metavar="N,C,H[,W...]",
+        rich_help_panel=INPUT,
+        help="The network input, like 1,3,224,224 [default: the file's input; inline: --batch, "
+        "--in, --size, --dims].",
+        show_default=False,
+    ),
+]
+NetworkSize = Annotated[
+    str | None,
+    typer.Option(
+        "--size",
+        metavar=SHAPE,
+        rich_help_panel=INPUT,
+        show_default=False,
+        help="Spatial input size: overrides the file's (--size 32: a ResNet's cost on CIFAR) "
+        "[default: the file's; inline: 224].",
+    ),
+]
+NetworkBatch = Annotated[
+    int | None,
+    typer.Option(
+        "--batch",
+        rich_help_panel=INPUT,
+        show_default=False,
+        help="Batch size: overrides the file's [default: the file's; inline: 1].",
+    ),
+]
+NetworkDims = Annotated[
+    int | None,
+    typer.Option(
+        "--dims",
+        rich_help_panel=INPUT,
+        show_default=False,
+        help="Spatial dimensions of an inline stack: 1, 2 or 3 [default: 2]; a file's must agree.",
+    ),
+]
+
+
+@app.command(cls=ConvcalcCommand)
+@with_groups("measure", "output")
+def stack(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="A stack file (YAML, JSON or TOML; - for stdin), or layers inline: "
+            '"conv k7 s2 p3 out64; maxpool k3 s2 p1; dw k3; pw out128".',
+            show_default=False,
+        ),
+    ] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            "--arch",
+            rich_help_panel=LAYER,
+            help="A built-in architecture (see --list-archs).",
+            show_default=False,
+        ),
+    ] = None,
+    list_archs: Annotated[
+        bool,
+        typer.Option(
+            "--list-archs", rich_help_panel=LAYER, help="List the built-in architectures and exit."
+        ),
+    ] = False,
+    export: Annotated[
+        bool,
+        typer.Option(
+            "--export",
+            rich_help_panel=LAYER,
+            help="Print the stack (or --arch) as a YAML spec file and exit.",
+        ),
+    ] = False,
+    input_shape: NetworkInput = None,
+    in_channels: Annotated[
+        int | None,
+        typer.Option(
+            "--in",
+            rich_help_panel=INPUT,
+            show_default=False,
+            help="Input channels of an inline stack without --input [default: 3].",
+        ),
+    ] = None,
+    size: NetworkSize = None,
+    batch: NetworkBatch = None,
+    dims: NetworkDims = None,
+    dtype: DtypeOpt = Dtype.float32,
+    *,
+    measure: Measure,
+    output: OutputOptions,
+) -> None:
+    """A stack of layers or a whole network: every layer measured and by formula, and the
+    cumulative receptive field, effective stride and effective padding relative to the input.
+
+    \b
+    Examples:
+      convcalc stack "conv k7 s2 p3 out64; maxpool k3 s2 p1; dw k3; pw out128"
+      convcalc stack net.yaml
+      convcalc stack --arch resnet18 --size 32
+    """
+    if list_archs:
+        for name, description in library.architectures().items():
+            sys.stdout.write(f"{name:14s} {description}\n")
+        return
+    check_output(output)
+    where = {
+        "arch": arch,
+        "input": input_shape,
+        "size": size,
+        "batch": batch,
+        "in_channels": in_channels,
+        "dims": dims,
+        "stdin": _stdin(source),
+        "labels": LABELS,
+    }
+    if export:
+        sys.stdout.write(library.export_stack(source, **where))  # type: ignore[arg-type]
+        return
+    report = library.stack(source, dtype=dtype, measure=measure, **where)  # type: ignore[arg-type]
+    emit(report, output)
+
+
+def _stdin(source: str | None) -> str | None:
+    """``-``: the stack file on standard input; not UTF-8 is invalid input, as for a file."""
+    if source != "-":
+        return None
+    from convcalc.errors import SpecError
+
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError("source", f"<stdin>: not UTF-8 text (byte {error.start})") from None
+
+
+@app.command(cls=ConvcalcCommand)
+@with_groups("output")
+def model(
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE:ATTR",
+            help="Your nn.Module: an instance, a class or a factory taking no arguments, as "
+            "package.module:Attr or path/to/file.py:Attr.",
+            show_default=False,
+        ),
+    ],
+    input_shape: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            metavar="N,C,H[,W...]",
+            rich_help_panel=INPUT,
+            help="The input to run the model on.",
+            show_default=True,
+        ),
+    ] = "1,3,224,224",
+    dtype: DtypeOpt = Dtype.float32,
+    *,
+    output: OutputOptions,
+) -> None:
+    """Your own model: runs it for real, counts every layer convcalc has a formula for, and
+    prints the same per-layer figures and the totals.
+
+    Example (a model file of your own): convcalc model mynet.py:Net --input 1,3,32,32
+    """
+    check_output(output)
+    from convcalc.core.grammar import parse_input
+
+    shape = parse_input(input_shape, "--input")
+    if min(shape) < 1:
+        from convcalc.errors import SpecError
+
+        raise SpecError("input", f"--input {input_shape} must be positive integers (N, C, ...)")
+    report = library.model(target, shape, dtype=dtype)
+    emit(report, output)

@@ -1,0 +1,1067 @@
+"""Receptive fields measured on geometry stand-ins, not on real weights: linear in depth.
+
+Three measurements, each by torch on a stand-in that keeps a layer's geometry and makes every
+weight positive (so no gradient cancels and no ReLU switches a path off):
+
+* :func:`window_field` — one layer: the extent of the input positions one output reads, by
+  autograd through the layer's own torch class, one channel, one spatial axis at a time. The
+  probe input is one window: it does not grow with the stride (item 17), and the dilation's
+  holes are measured (up to :data:`DIRECT_SPAN_LIMIT` positions; beyond, the undilated window is
+  measured and spread by the dilation, which the result's docstring says).
+* :func:`cumulative_probe` / :func:`cumulative_fields` — every node of a convcalc graph
+  (``stack``): field, effective stride and effective padding relative to the network input, in
+  one small probe per layer and axis (O(N) for N layers; memory: the live nodes' index sets).
+* :func:`model_fields` — an arbitrary ``nn.Module``: a stand-in copy (positive constant weights,
+  activations and norms as identity, max pools as averages) differentiated with hooks on every
+  conv and pool layer, the input grown until each field fits inside it.
+
+Why one axis at a time is exact (the stand-ins are separable). A one-channel layer whose weights
+are all equal has an N-d kernel that is the outer product of per-axis kernels, and padding and
+stride act per axis: the set of input positions output ``u`` reads is the product of per-axis
+sets, ``T(u) = T_1(u_1) x ... x T_n(u_n)``. Following a product set through a product relation
+gives a product set; a residual join gives a union of products, whose projection on axis ``a`` is
+the union of the projections, and the next layer maps that projection by ``T_a`` alone (the image
+of a union is the union of the images). So the projection of the field on each axis, and with it
+the extent that the N-d gradient would show along that axis, is found by following per-axis sets
+only. With positive weights and non-negative signals no sum cancels: the gradient of an output is
+nonzero exactly at the positions it reads (the support of the vector-Jacobian product is the union
+of the supports), which is what composing sets computes.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from convcalc.core.spec import InputSpec, Ints, Node
+from convcalc.errors import MeasurementError
+from convcalc.kinds import geometry
+
+#: a window of more positions than this along one axis is not allocated: the undilated window is
+#: measured and spread by the dilation instead (see :func:`window_field`)
+DIRECT_SPAN_LIMIT = 1 << 22
+#: the largest period (output positions before the pattern of read positions repeats) followed
+#: through a graph; transposed layers multiply it by their stride
+PERIOD_LIMIT = 4096
+
+_CONV_1D: dict[bool, type[nn.Module]] = {False: nn.Conv1d, True: nn.ConvTranspose1d}
+_CONV_ND: dict[tuple[bool, int], type[nn.Module]] = {
+    (False, 1): nn.Conv1d,
+    (False, 2): nn.Conv2d,
+    (False, 3): nn.Conv3d,
+    (True, 1): nn.ConvTranspose1d,
+    (True, 2): nn.ConvTranspose2d,
+    (True, 3): nn.ConvTranspose3d,
+}
+
+Runs = tuple[tuple[int, int], ...]
+"""A set of integer positions as sorted, disjoint, non-adjacent inclusive runs ``(first, last)``."""
+
+
+# --- sets of positions ------------------------------------------------------------------------
+
+
+def _runs(positions: Iterable[int]) -> Runs:
+    ordered = sorted(set(positions))
+    out: list[tuple[int, int]] = []
+    for p in ordered:
+        if out and p == out[-1][1] + 1:
+            out[-1] = (out[-1][0], p)
+        else:
+            out.append((p, p))
+    return tuple(out)
+
+
+def _union(parts: Iterable[tuple[Runs, int]]) -> Runs:
+    """The union of run sets, each shifted by its offset."""
+    pieces = sorted((a + by, b + by) for runs, by in parts for a, b in runs)
+    out: list[tuple[int, int]] = []
+    for a, b in pieces:
+        if out and a <= out[-1][1] + 1:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return tuple(out)
+
+
+# --- one layer along one axis ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AxisTaps:
+    """Which input positions each output position of one layer reads, along one axis, as
+    measured: output ``u`` reads ``taps[u mod period]`` shifted by ``(u div period) * shift``
+    (positions in the layer's own input coordinates, before padding: negative ones are padding).
+    """
+
+    period: int
+    shift: int
+    taps: tuple[Runs, ...]
+
+    def at(self, position: int) -> tuple[Runs, int]:
+        q, r = divmod(position, self.period)
+        return self.taps[r], q * self.shift
+
+
+def _stand_in_1d(transposed: bool, kernel: int, stride: int, left: int, dilation: int) -> nn.Module:
+    """The layer's geometry along one axis as its torch class, one channel, weights 1,
+    float64, frozen (only the input is differentiated). Left padding as the real layer's, so
+    probe positions are the real positions; the right padding only changes how many outputs
+    there are, never what one reads."""
+    kwargs: dict[str, Any] = {"stride": stride, "dilation": dilation, "bias": False}
+    layer: nn.Conv1d | nn.ConvTranspose1d
+    if transposed:
+        layer = nn.ConvTranspose1d(1, 1, kernel, padding=left, dtype=torch.float64, **kwargs)
+    else:
+        layer = nn.Conv1d(1, 1, kernel, padding=0, dtype=torch.float64, **kwargs)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    layer.weight.requires_grad_(False)
+    if transposed or left == 0:
+        return layer
+    return nn.Sequential(nn.ConstantPad1d((left, 0), 0.0), layer)
+
+
+def _jacobian_rows(
+    layer: nn.Module, width: int, outputs: range, forward_mode: bool
+) -> list[list[int]] | None:
+    """Positions of a length-``width`` input with a nonzero derivative of each output in
+    ``outputs``, by torch.func (reverse mode: one backward per output; forward mode: one
+    forward per input position, for layers with more outputs than inputs). None if the layer's
+    output is too short."""
+    x = torch.ones((1, 1, width), dtype=torch.float64)
+    with torch.no_grad():
+        length = int(layer(x).shape[-1])
+    if outputs.stop > length or outputs.start < 0:
+        return None
+
+    def picked(v: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = layer(v)[0, 0, outputs.start : outputs.stop]
+        return out
+
+    jac = _jacobian(picked, x, forward_mode)  # (outputs, 1, 1, width)
+    jac = jac.reshape(len(outputs), width)
+    return [torch.nonzero(row).flatten().tolist() for row in jac]
+
+
+def _jacobian(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, forward_mode: bool
+) -> torch.Tensor:
+    """The Jacobian of ``fn`` (linear: a layer without bias) at ``x``, shape (outputs, *x.shape).
+
+    Reverse mode: one autograd backward per output. Forward mode, for layers with more outputs
+    than inputs: ``fn`` of each unit impulse, one batch (for a linear map, its response to the
+    impulse at position v is exactly column v of its Jacobian; this is what forward-mode
+    differentiation computes, without torch.func, whose first use loads torch._dynamo)."""
+    if forward_mode:
+        impulses = torch.eye(x.numel(), dtype=x.dtype).reshape(x.numel(), *x.shape)
+        with torch.no_grad():
+            columns = torch.stack([fn(impulse) for impulse in impulses])
+        return columns.reshape(x.numel(), -1).T.reshape(-1, *x.shape)
+    x = x.detach().requires_grad_(True)
+    y = fn(x)
+    rows = [
+        torch.autograd.grad(y[i], x, retain_graph=i + 1 < y.numel())[0] for i in range(y.numel())
+    ]
+    return torch.stack(rows)
+
+
+@functools.lru_cache(maxsize=4096)
+def axis_taps(transposed: bool, kernel: int, stride: int, left: int, dilation: int) -> AxisTaps:
+    """Measure one layer's reading pattern along one axis (see :class:`AxisTaps`).
+
+    The probe input is a window a few kernel spans and strides wide; the outputs measured are
+    two periods in its middle (a plain layer's period is 1, a transposed layer's its stride), so
+    none of them reads the window's edges. The second period must read the first's positions
+    shifted by one amount: that amount is the measured shift (the stride, or 1 for a transposed
+    layer); anything else is a :class:`MeasurementError`.
+    """
+    span = dilation * (kernel - 1) + 1
+    period = stride if transposed else 1
+    if transposed:
+        width = 2 * (-(-(span + left) // stride) + 4)
+    else:
+        width = 2 * (left + span + 2 * stride) + 4
+    for _ in range(4):
+        layer = _stand_in_1d(transposed, kernel, stride, left, dilation)
+        with torch.no_grad():
+            length = int(layer(torch.zeros((1, 1, width), dtype=torch.float64)).shape[-1])
+        base = max(0, length // 2 - period)
+        rows = _jacobian_rows(layer, width, range(base, base + 2 * period), transposed)
+        # an output may read nothing (a transposed layer's holes); the others must be clear
+        if (
+            rows is not None
+            and any(rows)
+            and all(r[0] > 0 and r[-1] < width - 1 for r in rows if r)
+        ):
+            break
+        width *= 2
+    else:
+        raise MeasurementError(
+            f"the receptive-field probe of a kernel {kernel}, stride {stride}, dilation "
+            f"{dilation} layer found no output clear of its window's edges"
+        )
+    first = next(i for i in range(period) if rows[i])
+    shift = rows[first + period][0] - rows[first][0] if rows[first + period] else 0
+    taps: dict[int, Runs] = {}
+    for i in range(period):
+        if [p + shift for p in rows[i]] != rows[i + period]:
+            raise MeasurementError(
+                "the receptive-field probe found outputs one period apart reading differently "
+                f"shaped windows (kernel {kernel}, stride {stride}, dilation {dilation})"
+            )
+        q, r = divmod(base + i, period)
+        taps[r] = _runs(p - q * shift for p in rows[i])
+    return AxisTaps(period, shift, tuple(taps[r] for r in range(period)))
+
+
+@functools.lru_cache(maxsize=4096)
+def window_field(transposed: bool, kernel: Ints, stride: Ints, dilation: Ints) -> Ints:
+    """Receptive field of one layer (padding 0, weights 1, one channel), per spatial axis: the
+    extent of the nonzero input gradient of one output, the largest over one stride period for a
+    transposed layer.
+
+    Each axis is probed on its own (the kernel of ones is separable: see the module docstring)
+    through the layer's own N-d torch class with a 1-wide kernel on the other axes. A plain
+    layer's probe input is one window (its dilated span): its size does not depend on the stride.
+    A transposed layer's input is the few positions one period of outputs reads. A dilated span
+    longer than :data:`DIRECT_SPAN_LIMIT` is not allocated: the undilated window is measured and
+    its extent spread by the dilation (each gap between taps is ``dilation`` positions).
+    """
+    dims = len(kernel)
+    out: list[int] = []
+    for axis in range(dims):
+        k, s, d = kernel[axis], stride[axis], dilation[axis]
+        spread = 1
+        if d * (k - 1) + 1 > DIRECT_SPAN_LIMIT:
+            spread, d = d, 1
+        extent = _window_extent(transposed, dims, axis, k, s, d)
+        out.append((extent - 1) * spread + 1 if extent else 0)
+    return tuple(out)
+
+
+def _window_extent(transposed: bool, dims: int, axis: int, k: int, s: int, d: int) -> int:
+    def along(value: int, other: int) -> tuple[int, ...]:
+        return tuple(value if i == axis else other for i in range(dims))
+
+    span = d * (k - 1) + 1
+    cls = _CONV_ND[(transposed, dims)]
+    layer: nn.Module = cls(
+        1,
+        1,
+        along(k, 1),
+        stride=along(s, 1),
+        dilation=along(d, 1),
+        bias=False,
+        dtype=torch.float64,
+    )
+    weight: torch.Tensor = layer.weight  # type: ignore[assignment]
+    with torch.no_grad():
+        weight.fill_(1.0)
+    weight.requires_grad_(False)
+    if not transposed:
+        # one window: exactly one output, whatever the stride
+        x = torch.ones((1, 1, *along(span, 1)), dtype=torch.float64, requires_grad=True)
+        (grad,) = torch.autograd.grad(layer(x).sum(), x)
+        return _extent(grad.flatten())
+    # transposed: outputs span-1 .. span-1+s-1 read only real inputs when the input has
+    # ceil(span/s) + 1 positions; one forward-mode Jacobian gives all of them
+    width = -(-span // s) + 1
+    first = span - 1
+
+    def picked(v: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = layer(v.reshape(1, 1, *along(width, 1))).flatten()
+        return out[first : first + s]
+
+    jac = _jacobian(picked, torch.ones(width, dtype=torch.float64), True)
+    return max(_extent(row) for row in jac)
+
+
+def _extent(values: torch.Tensor) -> int:
+    hits = torch.nonzero(values).flatten()
+    return int(hits.max() - hits.min()) + 1 if hits.numel() else 0
+
+
+# --- a graph, node by node --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AxisState:
+    """The network-input positions node outputs read along one axis: output ``u`` reads
+    ``sets[u mod period]`` shifted by ``(u div period) * shift``."""
+
+    period: int
+    shift: int
+    sets: tuple[Runs, ...]
+
+    def at(self, position: int) -> tuple[Runs, int]:
+        q, r = divmod(position, self.period)
+        return self.sets[r], q * self.shift
+
+    @property
+    def stride(self) -> Fraction:
+        return Fraction(self.shift, self.period)
+
+    def field(self) -> int:
+        return max((s[-1][1] - s[0][0] + 1 if s else 0) for s in self.sets)
+
+    def padding(self) -> Fraction:
+        """Largest ``u·J - first position read`` over one period (Araujo et al.'s P; for a
+        transposed layer the formula's P is the earliest virtual start, the largest of these)."""
+        return max(
+            (r * self.stride - s[0][0] for r, s in enumerate(self.sets) if s), default=Fraction(0)
+        )
+
+
+_INPUT = AxisState(1, 1, (((0, 0),),))
+
+
+class _Unmeasured(Exception):
+    """This node (and what follows from it) has no field relative to the network input."""
+
+
+def _compose(state: AxisState, taps: AxisTaps) -> AxisState:
+    g = math.gcd(taps.shift, state.period)
+    period = taps.period * state.period // g
+    if period > PERIOD_LIMIT:
+        raise _Unmeasured(f"the pattern of read positions repeats only every {period} outputs")
+    shift = state.shift * (taps.shift // g)
+    sets = []
+    for r in range(period):
+        runs, by = taps.at(r)
+        parts = [state.at(q) for a, b in runs for q in range(a + by, b + by + 1)]
+        sets.append(_union(parts))
+    return AxisState(period, shift, tuple(sets))
+
+
+def _join(states: Sequence[AxisState]) -> AxisState:
+    if len({s.stride for s in states}) > 1:
+        raise _Unmeasured("a join of paths with different effective strides")
+    period = math.lcm(*(s.period for s in states))
+    shift = int(states[0].stride * period)
+    sets = tuple(_union(s.at(r) for s in states) for r in range(period))
+    return AxisState(period, shift, sets)
+
+
+@dataclass(frozen=True)
+class NodeField:
+    """A node's output relative to the network input, measured per spatial axis; all None where
+    it has no such field (after a linear layer or global pooling), with ``note`` saying why."""
+
+    receptive_field: Ints | None
+    effective_stride: tuple[Fraction, ...] | None = None
+    effective_padding: tuple[Fraction, ...] | None = None
+    note: str = ""
+
+
+def _node_taps(spec: Any, axis: int, real_in: int | None) -> AxisTaps | None:
+    """A node's measured reading pattern along one axis; None for elementwise nodes."""
+    shape = geometry(spec)
+    if shape.kind == "window":
+        # a window of ones: max pooling reads every position of its window
+        return axis_taps(
+            shape.transposed,
+            shape.kernel[axis],
+            shape.stride[axis],
+            shape.padding[axis][0],
+            shape.dilation[axis],
+        )
+    if shape.kind == "adaptive":
+        out = shape.output_size[axis]
+        if real_in is None:
+            raise _Unmeasured("adaptive pooling with an unknown input size")
+        if real_in == out:
+            return None
+        if real_in % out:
+            raise _Unmeasured(
+                f"adaptive pooling {real_in} -> {out}: windows of differing widths, no stand-in"
+            )
+        window = real_in // out
+        return axis_taps(False, window, window, 0, 1)
+    return None
+
+
+def cumulative_probe(
+    nodes: Sequence[Node], input_spec: InputSpec, input_sizes: Sequence[Ints] | None = None
+) -> list[NodeField]:
+    """Field, effective stride and effective padding of every node's output, relative to the
+    network input, per spatial axis, measured.
+
+    Each layer's reading pattern is measured once per geometry by :func:`axis_taps` (autograd
+    through the layer's one-channel stand-in on a window of a few kernel spans); a node's sets
+    are the union of its input node's sets at the positions it reads (the chain rule of the
+    supports), over one period of its outputs (the largest field of the period is reported, as
+    for transposed layers in ``stack``). The network input is unbounded: no border clips a
+    field, as in convcalc.cumulative. Cost: one probe per distinct layer geometry and axis, and
+    set unions linear in the number of runs of the sets; memory: only the sets of nodes still
+    to be read by a later node.
+
+    ``input_sizes[i]`` is the real spatial size of node i's input (adaptive pooling's windows
+    depend on it).
+    """
+    dims = input_spec.dims
+    sizes = list(input_sizes) if input_sizes is not None else [input_spec.size] * len(nodes)
+    last_use: dict[int, int] = {}
+    for index, node in enumerate(nodes):
+        for source in node.inputs:
+            last_use[source] = index
+    live: dict[int, tuple[AxisState, ...] | str] = {-1: (_INPUT,) * dims}
+    results: list[NodeField] = []
+    for index, node in enumerate(nodes):
+        spec = node.spec
+        sources = [live[i] for i in node.inputs]
+        state: tuple[AxisState, ...] | str
+        if any(isinstance(s, str) for s in sources):
+            state = next(s for s in sources if isinstance(s, str))
+        elif geometry(spec).kind in ("whole", "flatten"):
+            state = "a flat layer: every output sees the whole input"
+        elif geometry(spec).kind == "adaptive" and all(o == 1 for o in geometry(spec).output_size):
+            state = "global pooling: every output sees the whole input"
+        else:
+            try:
+                inputs = [s for s in sources if not isinstance(s, str)]
+                if geometry(spec).kind == "join" or len(inputs) > 1:
+                    state = tuple(_join([s[axis] for s in inputs]) for axis in range(dims))
+                else:
+                    (before,) = inputs
+                    real = sizes[index] if index < len(sizes) else None
+                    axes = []
+                    for axis in range(dims):
+                        taps = _node_taps(spec, axis, None if real is None else real[axis])
+                        axes.append(before[axis] if taps is None else _compose(before[axis], taps))
+                    state = tuple(axes)
+            except _Unmeasured as why:
+                state = f"not measured: {why}"
+        if isinstance(state, str):
+            results.append(NodeField(None, note=state))
+        else:
+            results.append(
+                NodeField(
+                    tuple(s.field() for s in state),
+                    tuple(s.stride for s in state),
+                    tuple(s.padding() for s in state),
+                )
+            )
+        live[index] = state
+        for source in node.inputs:
+            if last_use.get(source) == index and source >= 0:
+                live.pop(source, None)
+    return results
+
+
+def cumulative_fields(
+    nodes: Sequence[Node],
+    input_spec: InputSpec,
+    input_sizes: Sequence[Ints] | None = None,
+    layer_fields: Sequence[Ints] | None = None,
+) -> list[Ints | None]:
+    """Receptive field of every node's output relative to the network input (None where there
+    is none: after a linear layer or global pooling, or where it could not be measured): the
+    ``receptive_field`` of :func:`cumulative_probe`. As in
+    ``measure.probe_cumulative_receptive_field``, a node fed by the network input reports
+    ``layer_fields[i]`` when given (its own single-layer probe: the same measurement)."""
+    results = [f.receptive_field for f in cumulative_probe(nodes, input_spec, input_sizes)]
+    if layer_fields is not None:
+        for index, node in enumerate(nodes):
+            own = layer_fields[index]
+            if (
+                node.inputs == (-1,)
+                and results[index] is not None
+                and len(own) == len(results[index] or ())
+            ):
+                results[index] = own
+    return results
+
+
+# --- arbitrary models -----------------------------------------------------------------------
+
+
+_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+)
+_NORMS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+)
+_MAX_POOLS: dict[type[nn.Module], int] = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
+_ADAPTIVE: tuple[type[nn.Module], ...] = (
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+_POOLS: tuple[type[nn.Module], ...] = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.LPPool1d,
+    nn.LPPool2d,
+    *_ADAPTIVE,
+)
+
+
+class _WindowAverage(nn.Module):
+    """A max pool's stand-in: the average of the same windows (kernel, stride, padding,
+    dilation, ceil mode), so the gradient reaches every position of a window, not only its
+    maximum. A depthwise convolution with weights 1/taps on the zero-padded input."""
+
+    def __init__(self, pool: nn.Module, dims: int) -> None:
+        super().__init__()
+
+        def ints(value: Any) -> Ints:
+            return tuple(value) if isinstance(value, tuple | list) else (int(value),) * dims
+
+        self.kernel = ints(pool.kernel_size)
+        self.stride = ints(pool.stride or pool.kernel_size)
+        self.padding = ints(pool.padding)
+        self.dilation = ints(pool.dilation)
+        self.ceil_mode = bool(pool.ceil_mode)
+        self.dims = dims
+        self.return_indices = bool(getattr(pool, "return_indices", False))
+
+    def forward(self, x: torch.Tensor) -> Any:
+        spatial = x.shape[-self.dims :]
+        pad: list[int] = []
+        for axis in reversed(range(self.dims)):
+            n, k, s, p, d = (
+                int(spatial[axis]),
+                self.kernel[axis],
+                self.stride[axis],
+                self.padding[axis],
+                self.dilation[axis],
+            )
+            span = d * (k - 1) + 1
+            extra = 0
+            if self.ceil_mode:
+                out = -(-(n + 2 * p - span) // s) + 1
+                if (out - 1) * s >= n + p:  # torch drops a last window starting in the padding
+                    out -= 1
+                extra = max(0, (out - 1) * s + span - (n + 2 * p))
+            pad += [p, p + extra]
+        channels = int(x.shape[-self.dims - 1])
+        weight = torch.full(
+            (channels, 1, *self.kernel),
+            1.0 / math.prod(self.kernel),
+            dtype=x.dtype,
+            device=x.device,
+        )
+        conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[self.dims]
+        batched = x if x.dim() == self.dims + 2 else x.unsqueeze(0)
+        y = conv(
+            F.pad(batched, pad), weight, stride=self.stride, dilation=self.dilation, groups=channels
+        )
+        y = y if x.dim() == self.dims + 2 else y.squeeze(0)
+        return (y, torch.zeros_like(y, dtype=torch.long)) if self.return_indices else y
+
+
+_HOOKED: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd, _WindowAverage, *_POOLS)
+
+
+def stand_in(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """A copy of ``model`` whose receptive fields are its geometry's: every conv and linear
+    weight the positive constant 1/fan-in, biases 0; activations, dropout and norms the
+    identity; max pools averaging the same windows. Functional calls in ``forward`` stay: with
+    a positive input every value is positive, where ReLU and its kin pass gradients on. Returns
+    the copy and what was replaced, by kind, for the notes."""
+    probe = copy.deepcopy(model).eval()
+    replaced: dict[str, int] = {}
+
+    def swap(parent: nn.Module, name: str, new: nn.Module, kind: str) -> None:
+        setattr(parent, name, new)
+        replaced[kind] = replaced.get(kind, 0) + 1
+
+    for parent in list(probe.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, _ACTIVATIONS):
+                swap(parent, name, nn.Identity(), "activations and dropout")
+            elif isinstance(child, _NORMS):
+                swap(parent, name, nn.Identity(), "norms")
+            elif type(child) in _MAX_POOLS:
+                swap(parent, name, _WindowAverage(child, _MAX_POOLS[type(child)]), "max pools")
+    with torch.no_grad():
+        for module in probe.modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.Tensor) and weight.dtype.is_floating_point:
+                if isinstance(module, nn.modules.conv._ConvNd):
+                    # plain: weight (out, in/groups, *k); transposed: (in, out/groups, *k), and
+                    # an output sums in/groups channels (at most all taps each)
+                    per_group = weight.shape[0] // module.groups if module.transposed else None
+                    channels = per_group if per_group is not None else weight.shape[1]
+                    fan_in = channels * math.prod(module.kernel_size)
+                    weight.fill_(1.0 / max(fan_in, 1))
+                elif isinstance(module, nn.Linear | nn.Bilinear):
+                    weight.fill_(1.0 / max(weight.shape[-1], 1))
+                else:
+                    weight.fill_(1.0)
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, torch.Tensor) and bias.dtype.is_floating_point:
+                bias.zero_()
+    for parameter in probe.parameters():
+        parameter.requires_grad_(False)
+    notes = [f"{kind} ({count})" for kind, count in replaced.items()]
+    return probe, notes
+
+
+@dataclass(frozen=True)
+class LayerField:
+    """One conv or pool layer of a model (each call, if it runs more than once: ``call``)."""
+
+    name: str
+    call: int
+    output_shape: Ints
+    #: extent of the nonzero input gradient of one central output element, the largest over
+    #: the positions probed; None where not measured (``note`` says why)
+    receptive_field: Ints | None
+    #: how far the field moves when the output moves by one position, per axis (None: not
+    #: measured)
+    effective_stride: tuple[Fraction, ...] | None = None
+    #: ``u·J - first input position read``, the largest over the positions probed
+    effective_padding: tuple[Fraction, ...] | None = None
+    #: the input size (spatial) it was measured at
+    measured_at: Ints = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class OutputField:
+    """One output tensor of the model: its name (``output``, ``output[1]``, ``output['seg']``),
+    shape, and its field if spatial and floating point."""
+
+    name: str
+    shape: Ints
+    receptive_field: Ints | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ModelFields:
+    """Receptive fields of a model measured on its geometry stand-in (:func:`stand_in`)."""
+
+    layers: tuple[LayerField, ...]
+    outputs: tuple[OutputField, ...]
+    #: the model's receptive field: its first spatial output's, else the last spatial layer's
+    receptive_field: Ints | None
+    #: what it is the field of: ``output``, ``output['seg']``, or a layer name
+    receptive_field_of: str
+    #: the probe's dtype, and the spatial input sizes tried, in order
+    dtype: str
+    sizes_tried: tuple[Ints, ...]
+    notes: tuple[str, ...] = ()
+    source: str = (
+        "autograd on a stand-in of the model (same graph; every conv and linear weight 1/fan-in, "
+        "biases 0; activations, dropout and norms as identity; max pools as averages of the same "
+        "windows): extent of the nonzero input gradient of one central output element per layer"
+    )
+
+
+class _Stop(Exception):
+    """Raised by a hook once every layer still to be measured has run."""
+
+
+def _flatten_outputs(value: Any, name: str = "output") -> list[tuple[str, Any]]:
+    if isinstance(value, torch.Tensor):
+        return [(name, value)]
+    if isinstance(value, Mapping):
+        return [
+            item for key, v in value.items() for item in _flatten_outputs(v, f"{name}[{key!r}]")
+        ]
+    if isinstance(value, tuple | list):
+        return [item for i, v in enumerate(value) for item in _flatten_outputs(v, f"{name}[{i}]")]
+    return [(name, value)]
+
+
+def _support(grad: torch.Tensor) -> list[tuple[int, int]] | None:
+    """Per spatial axis: first and last input position with a nonzero gradient."""
+    spatial = grad.abs().sum(dim=(0, 1))
+    hits = torch.nonzero(spatial)
+    if hits.numel() == 0:
+        return None
+    return [(int(hits[:, a].min()), int(hits[:, a].max())) for a in range(hits.shape[1])]
+
+
+class _Recorder:
+    """Forward hooks on every conv and pool module of the stand-in: each call's output, keyed by
+    (module name, call number); on the first run the call order, and which calls come after an
+    adaptive pool; from then on a :class:`_Stop` once the last call still to measure has run."""
+
+    def __init__(self, hooked: Sequence[tuple[str, nn.Module]]) -> None:
+        self.hooked = hooked
+        self.order: list[tuple[str, int]] = []
+        self.after_adaptive: set[tuple[str, int]] = set()
+        self.first = True
+        self.stop_after: int | None = None
+        self.captured: dict[tuple[str, int], torch.Tensor] = {}
+        self.calls: dict[str, int] = {}
+        self.seen_adaptive = False
+
+    def run(self, probe: nn.Module, x: torch.Tensor, stop_after: int | None) -> Any:
+        self.captured, self.calls, self.seen_adaptive = {}, {}, False
+        self.stop_after = stop_after
+        handles = [
+            module.register_forward_hook(functools.partial(self._hook, name=name))
+            for name, module in self.hooked
+        ]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return probe(x)
+        except _Stop:
+            return None
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.first = False
+
+    def _hook(self, module: nn.Module, args: Any, out: Any, name: str = "") -> None:
+        call = self.calls.get(name, 0)
+        self.calls[name] = call + 1
+        key = (name, call)
+        if isinstance(module, _ADAPTIVE):
+            self.seen_adaptive = True
+        if self.first:
+            self.order.append(key)
+            if self.seen_adaptive:
+                self.after_adaptive.add(key)
+        tensor = out[0] if isinstance(out, tuple) else out
+        if isinstance(tensor, torch.Tensor):
+            self.captured[key] = tensor
+        stop = self.stop_after
+        if stop is not None and key in self.order and self.order.index(key) >= stop:
+            raise _Stop
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _probe_dtype(probe: nn.Module, notes: list[str]) -> tuple[nn.Module, torch.dtype]:
+    """float32, or float64 where the smallest gradient (about the product of 1/taps along the
+    deepest path, bounded by all convs' taps) could underflow float32 and every parameter is
+    float32 or float64; half-precision layers stay as they are, with a note."""
+    dtypes = {p.dtype for p in probe.parameters()} | {
+        b.dtype for b in probe.buffers() if b.dtype.is_floating_point
+    }
+    odd = dtypes - {torch.float32, torch.float64}
+    if odd:
+        notes.append(
+            "layers in "
+            + ", ".join(sorted(str(d).removeprefix("torch.") for d in odd))
+            + ": probed in the model's own dtypes (the input in float32); gradients in half "
+            "precision underflow after a few layers, so a field there may be measured too small"
+        )
+    depth = sum(
+        math.log10(math.prod(m.kernel_size))
+        for m in probe.modules()
+        if isinstance(m, nn.modules.conv._ConvNd)
+    )
+    if depth > 30 and not odd:
+        return probe.double(), torch.float64
+    return probe, torch.float32
+
+
+def model_fields(
+    model: nn.Module,
+    input_shape: Ints,
+    *,
+    max_growth: int = 3,
+    max_elements: int = 1 << 24,
+    period_limit: int = 4,
+) -> ModelFields:
+    """Receptive field of every conv and pool layer of ``model`` (and of each spatial output),
+    relative to its input, measured on the geometry stand-in (:func:`stand_in`).
+
+    A forward pass on a one-valued input (batch 1, the input's channels), hooks keeping each
+    conv and pool output; per layer the gradient of its central output element (channel 0), of
+    its neighbours up to ``period_limit`` positions further along each axis (the effective
+    stride; fields differ within a transposed layer's period) with respect to the input. A field
+    that reaches the input's border may be cut by it: the input is doubled along those axes and
+    the layers still open measured again, up to ``max_growth`` times or ``max_elements`` input
+    elements. Layers after an adaptive pool are measured at the real size only (adaptive
+    windows change with the input size). The forward pass stops after the last layer still open,
+    so heads that need the real size do not stop the growth. What cannot be measured is said in
+    a note, never raised.
+    """
+    if len(input_shape) < 3:
+        return ModelFields((), (), None, "", "", (), ("no spatial dimensions",))
+    probe, replaced = stand_in(model)
+    notes: list[str] = ["stand-in replaced " + ", ".join(replaced)] if replaced else []
+    probe, dtype = _probe_dtype(probe, notes)
+    hooked: list[tuple[str, nn.Module]] = [
+        (name, m) for name, m in probe.named_modules() if isinstance(m, _HOOKED)
+    ]
+    recorder = _Recorder(hooked)
+    transposed = any(isinstance(m, nn.modules.conv._ConvNd) and m.transposed for _, m in hooked)
+    period = period_limit if transposed else 1
+    size = tuple(int(n) for n in input_shape[2:])
+    dims = len(size)
+    results: dict[tuple[str, int], LayerField] = {}
+    open_keys: set[tuple[str, int]] = set()
+    outputs: list[OutputField] = []
+    sizes_tried: list[Ints] = []
+    for attempt in range(max_growth + 1):
+        sizes_tried.append(size)
+        stop_after = max(recorder.order.index(k) for k in open_keys) if attempt else None
+        x = torch.ones((1, int(input_shape[1]), *size), dtype=dtype, requires_grad=True)
+        try:
+            final = recorder.run(probe, x, stop_after)
+        except Exception as error:  # the stand-in does not run at this size (or at all)
+            shown = "x".join(map(str, size))
+            notes.append(f"the stand-in failed on input {shown}: {_first_line(error)}")
+            break
+        if attempt == 0:
+            open_keys = set(recorder.order)
+            outputs = _output_fields(final, x, dims, period)
+        touching: set[int] = set()
+        for key in sorted(open_keys, key=recorder.order.index):
+            if key not in recorder.captured:
+                continue
+            if attempt and key in recorder.after_adaptive:
+                continue
+            layer, touched = _layer_field(key, recorder.captured[key], x, size, period)
+            results[key] = layer
+            if touched and key not in recorder.after_adaptive:
+                touching |= touched
+            else:
+                open_keys.discard(key)
+        recorder.captured = {}
+        if not open_keys:
+            break
+        grown = tuple(n * 2 if a in touching else n for a, n in enumerate(size))
+        if attempt == max_growth or math.prod(grown) * int(input_shape[1]) > max_elements:
+            break
+        size = grown
+    for key in open_keys:
+        found = results.get(key)
+        if found is not None and found.receptive_field is not None:
+            shown = "x".join(map(str, found.measured_at))
+            results[key] = _with_note(
+                found, f"reaches the border of the largest input tried ({shown}): at least this"
+            )
+    for key in recorder.after_adaptive:
+        if key in results:
+            results[key] = _with_note(results[key], "after adaptive pooling: at the real size")
+    layers = tuple(results[k] for k in recorder.order if k in results)
+    spatial = [
+        layer
+        for layer in layers
+        if layer.receptive_field is not None and math.prod(layer.output_shape[2:]) > 1
+    ]
+    primary = next((o for o in outputs if o.receptive_field is not None), None)
+    field_: Ints | None = None
+    of = ""
+    if primary is not None:
+        field_, of = primary.receptive_field, primary.name
+    elif spatial:
+        field_, of = spatial[-1].receptive_field, spatial[-1].name
+    return ModelFields(
+        layers,
+        tuple(outputs),
+        field_,
+        of,
+        str(dtype).removeprefix("torch."),
+        tuple(sizes_tried),
+        tuple(notes),
+    )
+
+
+def _with_note(layer: LayerField, note: str) -> LayerField:
+    from dataclasses import replace
+
+    return replace(layer, note="; ".join(n for n in (layer.note, note) if n))
+
+
+def _layer_field(
+    key: tuple[str, int], y: torch.Tensor, x: torch.Tensor, size: Ints, period: int
+) -> tuple[LayerField, set[int]]:
+    """Measure one captured layer output; also the axes along which the field of the central
+    output (or of one of its period's positions) touches the input's border.
+
+    Positions probed: the centre; its neighbours one step either way along each axis (the
+    effective stride and padding, from whichever neighbour's field is clear of the border); for
+    models with transposed layers, ``period`` positions along each axis (fields differ within a
+    period: the largest is kept). All gradients in one batched backward
+    (``is_grads_batched``), or one by one where torch cannot batch a layer's backward."""
+    name, call = key
+    shape = tuple(int(n) for n in y.shape)
+    dims = len(size)
+    base = LayerField(name, call, shape, None, measured_at=size)
+    if not y.dtype.is_floating_point or not y.requires_grad:
+        return _with_note(base, "no gradient reaches this output (integer or detached)"), set()
+    if y.dim() < 2 + dims:
+        return _with_note(base, "no spatial output"), set()
+    spatial = shape[-dims:]
+    center = tuple(n // 2 for n in spatial)
+    field_positions = {center}
+    neighbours: dict[tuple[int, int], tuple[int, ...]] = {}
+    for axis in range(dims):
+        for step in (-1, 1, *range(2, period)):
+            pos = list(center)
+            pos[axis] += step
+            if 0 <= pos[axis] < spatial[axis]:
+                if step in (-1, 1):
+                    neighbours[(axis, step)] = tuple(pos)
+                if step >= 1 and step < period:
+                    field_positions.add(tuple(pos))
+    positions = sorted(field_positions | set(neighbours.values()))
+    lead = (0,) * (y.dim() - dims)
+    supports = _batched_supports(y, x, [lead + p for p in positions])
+    if supports is None:
+        return _with_note(base, "the output does not depend on the input"), set()
+    found = dict(zip(positions, supports))
+    measured = [s for s in (found[p] for p in field_positions) if s is not None]
+    if not measured:
+        return _with_note(base, "a zero gradient: no input position reaches it"), set()
+    fields = tuple(max(s[axis][1] - s[axis][0] + 1 for s in measured) for axis in range(dims))
+    touched = {
+        axis
+        for s in measured
+        for axis in range(dims)
+        if s[axis][0] == 0 or s[axis][1] == size[axis] - 1
+    }
+    here = found[center]
+    if here is None or touched:
+        return replace_field(base, fields, None, None), touched
+    strides: list[Fraction] = []
+    paddings: list[Fraction] = []
+    for axis in range(dims):
+        stride = None
+        for step in (1, -1):
+            other = found.get(neighbours.get((axis, step), center))
+            if other is None or other is here:
+                continue
+            # the first positions read, if neither is cut by the left border, else the last ones
+            if here[axis][0] > 0 and other[axis][0] > 0:
+                stride = Fraction(other[axis][0] - here[axis][0], step)
+            elif here[axis][1] < size[axis] - 1 and other[axis][1] < size[axis] - 1:
+                stride = Fraction(other[axis][1] - here[axis][1], step)
+            if stride is not None:
+                break
+        if stride is None:
+            return replace_field(base, fields, None, None), touched
+        strides.append(stride)
+        paddings.append(center[axis] * stride - here[axis][0])
+    return replace_field(base, fields, tuple(strides), tuple(paddings)), touched
+
+
+def _batched_supports(
+    y: torch.Tensor, x: torch.Tensor, indices: Sequence[tuple[int, ...]]
+) -> list[list[tuple[int, int]] | None] | None:
+    """Per output element at each index: the first and last input position with a nonzero
+    gradient, per spatial axis (None: a zero gradient); None if no gradient reaches ``x``."""
+    ones = torch.zeros((len(indices), *y.shape), dtype=y.dtype)
+    for i, index in enumerate(indices):
+        ones[(i,) + tuple(index)] = 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (grads,) = torch.autograd.grad(
+                y, x, ones, retain_graph=True, allow_unused=True, is_grads_batched=True
+            )
+    except RuntimeError:  # an op without a batching rule: one backward per position
+        grads_list = []
+        for index in indices:
+            (grad,) = torch.autograd.grad(y[index], x, retain_graph=True, allow_unused=True)
+            if grad is None:
+                return None
+            grads_list.append(grad)
+        grads = torch.stack(grads_list)
+    if grads is None:
+        return None
+    return [_support(g) for g in grads]
+
+
+def replace_field(
+    base: LayerField,
+    fields: Ints,
+    strides: tuple[Fraction, ...] | None,
+    paddings: tuple[Fraction, ...] | None,
+) -> LayerField:
+    from dataclasses import replace
+
+    return replace(
+        base, receptive_field=fields, effective_stride=strides, effective_padding=paddings
+    )
+
+
+def _output_fields(final: Any, x: torch.Tensor, dims: int, period: int) -> list[OutputField]:
+    out: list[OutputField] = []
+    for name, value in _flatten_outputs(final):
+        if not isinstance(value, torch.Tensor):
+            out.append(OutputField(name, (), None, f"not a tensor ({type(value).__name__})"))
+            continue
+        shape = tuple(int(n) for n in value.shape)
+        if not value.dtype.is_floating_point:
+            out.append(OutputField(name, shape, None, f"{value.dtype}: no gradient, not measured"))
+            continue
+        if value.dim() < 2 + dims or math.prod(shape[2:]) <= 1:
+            out.append(
+                OutputField(name, shape, None, "not spatial: every element sees the whole input")
+            )
+            continue
+        if not value.requires_grad:
+            out.append(OutputField(name, shape, None, "no gradient reaches it"))
+            continue
+        size = tuple(int(n) for n in x.shape[2:])
+        layer, touched = _layer_field((name, 0), value, x, size, period)
+        note = layer.note
+        if touched:
+            note = "reaches the input's border: at least this"
+        out.append(OutputField(name, shape, layer.receptive_field, note))
+    return out
+
+
+__all__ = [
+    "AxisState",
+    "AxisTaps",
+    "LayerField",
+    "ModelFields",
+    "NodeField",
+    "OutputField",
+    "axis_taps",
+    "cumulative_fields",
+    "cumulative_probe",
+    "model_fields",
+    "stand_in",
+    "window_field",
+]
