@@ -686,7 +686,9 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
                 fig0.receptive_field.value,
             ),
             memory=Pair(
-                summary_memory(math.prod(first), [math.prod(out_shape or ())], params, width),
+                # the tensor the layer's operator really read (the padded one, padded at run
+                # time)
+                summary_memory(math.prod(shape0), [math.prod(out_shape or ())], params, width),
                 fig0.memory.value,
             ),
             formula_text=texts,
