@@ -715,6 +715,8 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
             out_elements,
             op_calls,
             weight_positions,
+            out_shape[0] if out_shape else 0,
+            _bias_size(spec0),
         )
         return report, figures
     if not module.ops:
@@ -796,6 +798,14 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         op_calls,
     )
     return report, figures
+
+
+def _bias_size(spec: Any) -> int:
+    if isinstance(spec, ConvSpec) and spec.bias:
+        return spec.out_channels
+    if isinstance(spec, kinds.LinearSpec) and spec.bias:
+        return spec.out_features
+    return 0
 
 
 def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:

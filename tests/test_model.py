@@ -323,3 +323,62 @@ def test_cli_missing_extra_exits_2(cli) -> None:
         2,
         "error: timm is not installed: pip install 'convcalc[timm]'\n",
     )
+
+
+# --- conventions of the well-known tools, for a whole model ---------------------------------
+
+
+def small_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    ).eval()
+
+
+def test_model_conventions_by_hand() -> None:
+    from convcalc.core.conventions import conventions
+
+    tools = conventions(analyze_model(small_cnn(), (1, 3, 4, 4)).to_dict())
+    # conv 3→4 k3 p1 on 4×4: 16 positions, M = 16·4·27 = 1,728, bias adds B = 16·4 = 64,
+    # params 112; BN in 64 elements (affine); ReLU 64 → 64; max pool 64 → 16; adaptive avg
+    # 16 → 4; linear 4→2: M = 8, 2 output elements, params 10
+    expected = {
+        # 1,728 + BN 2·64 + adaptive pool 16 + linear 8
+        "fvcore": 1_728 + 128 + 16 + 8,
+        # 2·(1,728 + 8)
+        "torch FlopCounterMode": 3_472,
+        # conv 112·16 + BN 8·batch 1 + linear 10·1
+        "torchinfo": 1_792 + 8 + 10,
+        # conv M + BN 0 + ReLU 0 + max 0 + adaptive (2·2 + 1)·4 = 20 + linear 4·2
+        "thop": 1_728 + 20 + 8,
+        # conv M + B + BN 2·64 + ReLU 64 + pools 64 + 16 (inputs) + linear 4·2 + 2
+        "ptflops": 1_792 + 128 + 64 + 64 + 16 + 10,
+        # conv 2M + B + BN 128 + ReLU 64 + pools 64 + 16 + linear 2·8 + 2
+        "calflops / DeepSpeed": 3_520 + 128 + 64 + 64 + 16 + 18,
+    }
+    assert {tool: tools[tool]["total"] for tool in expected} == expected
+    assert tools["thop"]["layers"]["1"] == 0  # its batch-norm hook adds nothing
+
+
+def test_model_conventions_match_fvcore_and_torchinfo_run() -> None:
+    import warnings
+
+    from convcalc.core.conventions import conventions
+
+    net = small_cnn()
+    tools = conventions(analyze_model(net, (1, 3, 4, 4)).to_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+
+        analysis = FlopCountAnalysis(net, torch.zeros(1, 3, 4, 4))
+        analysis.unsupported_ops_warnings(False)
+        assert tools["fvcore"]["total"] == analysis.total()
+    torchinfo = pytest.importorskip("torchinfo")
+    summary = torchinfo.summary(net, input_size=(1, 3, 4, 4), verbose=0)
+    assert tools["torchinfo"]["total"] == summary.total_mult_adds

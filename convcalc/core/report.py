@@ -248,6 +248,10 @@ class ModuleFigures:
     ops: dict[str, int] = field(default_factory=dict)
     #: a conv / linear: weights × output positions (torchinfo's rule), summed over calls
     weight_positions: int = 0
+    #: the first dimension of its output (torchinfo multiplies a linear's parameters by it)
+    batch: int = 0
+    #: a conv / linear with bias: its out channels / features (0 without bias)
+    bias_size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -261,6 +265,9 @@ class ModuleFigures:
             "input_elements": self.input_elements,
             "output_elements": self.output_elements,
             "ops": dict(self.ops),
+            "weight_positions": self.weight_positions,
+            "batch": self.batch,
+            "bias_size": self.bias_size,
         }
 
 
