@@ -136,9 +136,10 @@ MODEL_RULES: dict[str, str] = {
 def _module_figure(tool: str, m: dict[str, Any]) -> int | None:
     """One tool's figure for one module of a model report's ``modules``; None: the tool does
     not count this module (0 is a counted zero)."""
-    kind, op, calls = m["type"], m["op"], m["calls"]
-    macs, bias, inp, out = m["macs"], m["bias_adds"], m["input_elements"], m["output_elements"]
-    affine = m["params"] > 0
+    kind, op, calls = str(m["type"]), str(m["op"]), int(m["calls"])
+    macs, bias = int(m["macs"]), int(m["bias_adds"])
+    inp, out = int(m["input_elements"]), int(m["output_elements"])
+    affine = int(m["params"]) > 0
     conv = op in ("conv", "conv_transpose")
     linear = op == "linear"
     if tool == "torch FlopCounterMode":
@@ -165,7 +166,7 @@ def _module_figure(tool: str, m: dict[str, Any]) -> int | None:
         if conv or linear or kind in BATCH_NORMS | OTHER_NORMS:
             if conv:
                 return int(m["weight_positions"])
-            return calls * m["batch"] * m["params"]
+            return calls * int(m["batch"]) * int(m["params"])
         return None
     if tool == "thop":
         if conv or linear:
@@ -181,7 +182,7 @@ def _module_figure(tool: str, m: dict[str, Any]) -> int | None:
         if conv:
             return macs + bias
         if linear:
-            return macs + calls * m["bias_size"]
+            return macs + calls * int(m["bias_size"])
         if kind in BATCH_NORMS | OTHER_NORMS:
             return inp * (2 if affine else 1)
         if kind in ACTIVATIONS - {"SiLU"}:
