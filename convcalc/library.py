@@ -790,8 +790,13 @@ def model(
     input: Sequence[int] = (1, 3, 224, 224),
     *,
     dtype: str = "float32",
+    kwargs: str | None = None,
+    measure_on: str = "cpu",
 ) -> Report:
-    """A model (``convcalc model``): an ``nn.Module`` or ``"package.mod:Attr"``."""
+    """A model (``convcalc model``): an ``nn.Module``, or a target: ``"package.mod:Attr"``
+    (with ``kwargs`` like ``"num_classes=10"``; pretrained weights are never downloaded),
+    ``"file.py:Attr"``, ``"timm:NAME"``, a TorchScript or an ONNX file. ``measure_on="meta"``
+    counts on torch's meta device (shapes only: no receptive field)."""
     from convcalc.engine import analyze_model
 
     if isinstance(input, str) or not all(
@@ -800,7 +805,13 @@ def model(
         raise SpecError("input", f"input {input!r} must be positive integers (N, C, ...)")
     if not isinstance(module, str) and not hasattr(module, "named_modules"):
         raise SpecError("module", f"module {module!r} must be an nn.Module or 'package.mod:Attr'")
-    return analyze_model(module, tuple(input), dtype=_plain(dtype))
+    if _plain(measure_on) not in ("cpu", "meta"):
+        raise SpecError(
+            "measure_on", f"--measure-on {_plain(measure_on)!r} must be cpu or meta for a model"
+        )
+    return analyze_model(
+        module, tuple(input), dtype=_plain(dtype), kwargs=kwargs, device=_plain(measure_on)
+    )
 
 
 analyze_module = model

@@ -4,6 +4,7 @@ nn.Module)."""
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -13,6 +14,7 @@ from convcalc.cli.emit import check_output, emit
 from convcalc.cli.options import (
     INPUT,
     LAYER,
+    MEASURE,
     SHAPE,
     ConvcalcCommand,
     DtypeOpt,
@@ -23,6 +25,13 @@ from convcalc.core.spec import CLI_LABELS, Labels
 from convcalc.library import Dtype, Measure
 
 app = typer.Typer(rich_markup_mode=None)
+
+
+class ModelDevice(str, Enum):
+    cpu = "cpu"
+    meta = "meta"
+
+
 LABELS = Labels(CLI_LABELS)
 
 NetworkInput = Annotated[
@@ -187,14 +196,40 @@ def model(
             show_default=True,
         ),
     ] = "1,3,224,224",
+    kwargs: Annotated[
+        str | None,
+        typer.Option(
+            "--kwargs",
+            metavar="K=V[,K=V...]",
+            rich_help_panel=INPUT,
+            show_default=False,
+            help="Keyword arguments of the factory or class: num_classes=10,width=2 (weights "
+            "are never downloaded: weights=None / pretrained=False where it takes them).",
+        ),
+    ] = None,
     dtype: DtypeOpt = Dtype.float32,
+    measure_on: Annotated[
+        ModelDevice,
+        typer.Option(
+            "--measure-on",
+            rich_help_panel=MEASURE,
+            case_sensitive=False,
+            help="cpu: run the model for real; meta: count on torch's meta device (any size, "
+            "shapes only: no receptive field).",
+        ),
+    ] = ModelDevice.cpu,
     *,
     output: OutputOptions,
 ) -> None:
-    """Your own model: runs it for real, counts every layer convcalc has a formula for, and
-    prints the same per-layer figures and the totals.
+    """Your own model: runs it once, counts every operator at torch's dispatch level (each
+    counted by a named rule, or listed as not counted with its calls), attributes it to the
+    module that ran it, and sets each module's figures beside its formula.
 
-    Example (a model file of your own): convcalc model mynet.py:Net --input 1,3,32,32
+    \b
+    Examples (a model file of your own; models from packages you have installed):
+      convcalc model mynet.py:Net --input 1,3,32,32
+      convcalc model torchvision.models:resnet50 --kwargs num_classes=10
+      convcalc model timm:vit_base_patch16_224
     """
     check_output(output)
     from convcalc.core.grammar import parse_input
@@ -204,5 +239,5 @@ def model(
         from convcalc.errors import SpecError
 
         raise SpecError("input", f"--input {input_shape} must be positive integers (N, C, ...)")
-    report = library.model(target, shape, dtype=dtype)
+    report = library.model(target, shape, dtype=dtype, kwargs=kwargs, measure_on=measure_on.value)
     emit(report, output)

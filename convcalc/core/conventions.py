@@ -82,7 +82,10 @@ def layer_figures(layer: dict[str, Any]) -> dict[str, int] | None:
 
 
 def conventions(report: dict[str, Any]) -> dict[str, Any]:
-    """Per tool: its rule, its figure for every counted layer, and the total."""
+    """Per tool: its rule, its figure for every counted layer, and the total. A user's model
+    (a report with ``modules``): every module the tool counts, by :func:`model_conventions`."""
+    if report.get("command") == "model" and "modules" in report:
+        return model_conventions(report)
     per_layer = [(layer["name"], layer_figures(layer)) for layer in report["layers"]]
     result: dict[str, Any] = {}
     for tool, label, rule in TOOLS:
@@ -92,5 +95,143 @@ def conventions(report: dict[str, Any]) -> dict[str, Any]:
             "rule": rule,
             "layers": layers,
             "total": sum(layers.values()),
+        }
+    return result
+
+
+# --- whole models -----------------------------------------------------------------------------
+
+ACTIVATIONS = {"ReLU", "ReLU6", "LeakyReLU", "ELU", "PReLU", "GELU", "SiLU"}
+BATCH_NORMS = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d"}
+OTHER_NORMS = {"LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"}
+MAX_POOLS = {"MaxPool1d", "MaxPool2d", "MaxPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d"}
+AVG_POOLS = {"AvgPool1d", "AvgPool2d", "AvgPool3d"}
+ADAPTIVE_AVG = {"AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d"}
+
+#: per tool: what it prints, and its rule for every module kind it counts (read from its
+#: source: fvcore 0.1.5 jit_handles.py; torch flop_counter.py; torchinfo 1.8 layer_info.py
+#: calculate_macs, leaf modules only; thop 0.1.1 profile.py register_hooks + vision/
+#: basic_hooks.py; ptflops pytorch_ops.py MODULES_MAPPING; calflops / DeepSpeed
+#: profiler.py _*_flops_compute, eval mode)
+MODEL_RULES: dict[str, str] = {
+    "fvcore": "conv, linear, matmul, bmm, einsum: MACs; batch norm (eval): input elements × 2 "
+    "(× 1 without affine); layer/group/instance norm: input × 5 (× 4 without affine); "
+    "adaptive avg pool: input elements; activations, max/avg pool, adds: 0",
+    "torch FlopCounterMode": "2·MACs of conv, matrix products and attention; nothing else",
+    "torchinfo": "leaf modules with parameters: conv (weights + bias) × batch × output "
+    "positions; any other (linear, norms): parameters × output.shape[0] (a linear on 3-D input: "
+    "batch only, not every position); parameter-free modules: 0",
+    "thop": "conv: MACs, no bias; linear: in_features × output elements; batch norm: 0 (its hook "
+    "adds only when total_ops is already nonzero); ReLU, max pool: 0; avg pool: output "
+    "elements; adaptive avg pool: (∏ input/output + 1) × output elements",
+    "ptflops": "conv: MACs + bias adds; linear: input elements × out_features + out_features "
+    "(bias once per call); batch/layer/group/instance norm: input elements × 2 (× 1 without "
+    "affine); ReLU-like and GELU: output elements; every pool: input elements",
+    "calflops / DeepSpeed": "conv: 2·MACs + bias adds; linear: 2·MACs + output elements (with "
+    "bias); batch norm (eval): input × 2 (× 1 without affine); layer/group norm: input × 5 "
+    "(× 4); activations: input elements; every pool: input elements",
+}
+
+
+def _module_figure(tool: str, m: dict[str, Any]) -> int | None:
+    """One tool's figure for one module of a model report's ``modules``; None: the tool does
+    not count this module (0 is a counted zero)."""
+    kind, op, calls = str(m["type"]), str(m["op"]), int(m["calls"])
+    macs, bias = int(m["macs"]), int(m["bias_adds"])
+    inp, out = int(m["input_elements"]), int(m["output_elements"])
+    affine = int(m["params"]) > 0
+    conv = op in ("conv", "conv_transpose")
+    linear = op == "linear"
+    if tool == "torch FlopCounterMode":
+        return 2 * macs if macs else None
+    if tool == "fvcore":
+        if macs and not m["ops"].keys() - {
+            "aten.convolution",
+            "aten._convolution",
+            "aten.mm",
+            "aten.addmm",
+            "aten.bmm",
+            "aten.baddbmm",
+            "aten.matmul",
+        }:
+            return macs
+        if kind in BATCH_NORMS:
+            return inp * (2 if affine else 1)
+        if kind in OTHER_NORMS:
+            return inp * (5 if affine else 4)
+        if kind in ADAPTIVE_AVG:
+            return inp
+        return None
+    if tool == "torchinfo":
+        if conv or linear or kind in BATCH_NORMS | OTHER_NORMS:
+            if conv:
+                return int(m["weight_positions"])
+            return calls * int(m["batch"]) * int(m["params"])
+        return None
+    if tool == "thop":
+        if conv or linear:
+            return macs
+        if kind in BATCH_NORMS or kind in MAX_POOLS or kind in ACTIVATIONS - {"GELU", "SiLU"}:
+            return 0
+        if kind in AVG_POOLS:
+            return out
+        if kind in ADAPTIVE_AVG:
+            return inp + out
+        return None
+    if tool == "ptflops":
+        if conv:
+            return macs + bias
+        if linear:
+            return macs + calls * int(m["bias_size"])
+        if kind in BATCH_NORMS | OTHER_NORMS:
+            return inp * (2 if affine else 1)
+        if kind in ACTIVATIONS - {"SiLU"}:
+            return out
+        if kind in MAX_POOLS | AVG_POOLS | ADAPTIVE_AVG:
+            return inp
+        return None
+    # calflops / DeepSpeed
+    if conv:
+        return 2 * macs + bias
+    if linear:
+        return 2 * macs + (out if m["bias_size"] else 0)
+    if kind in BATCH_NORMS:
+        return inp * (2 if affine else 1)
+    if kind in OTHER_NORMS - {"InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"}:
+        return inp * (5 if affine else 4)
+    if kind in ACTIVATIONS:
+        return inp
+    if kind in MAX_POOLS | AVG_POOLS | ADAPTIVE_AVG:
+        return inp
+    return None
+
+
+def model_conventions(report: dict[str, Any]) -> dict[str, Any]:
+    """Per tool, for a whole model (a ``model`` report's JSON): its rule applied to every
+    module it counts, from the dispatch-level count (MACs, bias adds, elements in and out of
+    each module that ran); the total; and the modules with counted work it leaves out."""
+    result: dict[str, Any] = {}
+    labels = {tool: label for tool, label, _ in TOOLS}
+    for tool, rule in MODEL_RULES.items():
+        figures: dict[str, int] = {}
+        left_out: list[str] = []
+        for module in report["modules"]:
+            value = _module_figure(tool, module)
+            if value is not None:
+                figures[module["name"] or "(model)"] = value
+            elif module["macs"]:
+                left_out.append(module["name"] or "(model)")
+        result[tool] = {
+            "label": labels[tool],
+            "rule": rule,
+            "layers": figures,
+            "total": sum(figures.values()),
+            "not_counted_by_this_rule": left_out,
+            "caveat": (
+                "module rules only: functional calls in forward (F.relu, x + y, torch.matmul) "
+                "that the tool may patch are not modelled"
+                if tool in ("ptflops", "calflops / DeepSpeed")
+                else ""
+            ),
         }
     return result

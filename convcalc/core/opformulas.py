@@ -165,6 +165,31 @@ def mha_macs(
     return Derived(value, f"{shown} = {group(value)} ({ATTENTION_NOT_COUNTED})", parts)
 
 
+def mha_params(
+    embed_dim: int,
+    kdim: int | None = None,
+    vdim: int | None = None,
+    bias: bool = True,
+    bias_kv: bool = False,
+) -> Derived[int]:
+    """Parameters of ``nn.MultiheadAttention``: the q, k, v projection weights ``E·E + E·kdim +
+    E·vdim`` (one in_proj_weight of 3E×E when kdim = vdim = E), the output projection ``E·E``,
+    with bias ``3E`` (in_proj_bias) + ``E`` (out_proj.bias), and ``2E`` for add_bias_kv."""
+    e = embed_dim
+    kdim = e if kdim is None else kdim
+    vdim = e if vdim is None else vdim
+    weights = e * e + e * kdim + e * vdim + e * e
+    biases = 4 * e if bias else 0
+    extra = 2 * e if bias_kv else 0
+    value = weights + biases + extra
+    shown = f"q,k,v proj {e}{MUL}({e} + {kdim} + {vdim}) + out proj {e}{MUL}{e}"
+    if biases:
+        shown += f" + bias 4{MUL}{e}"
+    if extra:
+        shown += f" + bias_k, bias_v 2{MUL}{e}"
+    return Derived(value, f"{shown} = {group(value)}")
+
+
 def _einsum_terms(equation: str, shapes: Sequence[Sequence[int]]) -> tuple[list[str], str]:
     """Operand subscripts and the output subscript, '...' spelt out as capital letters."""
     text = equation.replace(" ", "")

@@ -43,9 +43,31 @@ def _plain(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class ModuleSpec:
+    """A module of a user's model that no layer kind knows but that did counted work (an
+    attention block, a module calling matmul or a functional conv): the spec of its row."""
+
+    type: str
+    name: str = ""
+    #: what the module states that its closed form uses (embed_dim, num_heads...)
+    hyper: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def op(self) -> str:
+        return "module"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "type": self.type, **dict(self.hyper)}
+
+    def describe(self) -> str:
+        inner = ", ".join(f"{k}={v}" for k, v in self.hyper)
+        return f"{self.type}({inner})"
+
+
+@dataclass(frozen=True)
 class LayerReport:
     name: str
-    spec: LayerSpec
+    spec: LayerSpec | ModuleSpec
     input_shape: Ints
     output_shape: Pair[Ints]
     params: Pair[int]
@@ -218,6 +240,80 @@ class Total:
 
 
 @dataclass(frozen=True)
+class ModuleFigures:
+    """One module of a user's model that ran, as the dispatch-level count saw it: what each
+    tool's conventions are computed from (``core.conventions.model_conventions``)."""
+
+    name: str
+    type: str
+    calls: int
+    #: the layer kind's op (conv, linear, batchnorm...), "attention", or "" (none)
+    op: str
+    #: MACs of the operators it ran itself, by convcalc's rules on the dispatched shapes
+    macs: int
+    #: bias additions of its conv / linear (formula, every call), 0 elsewhere
+    bias_adds: int
+    #: its own parameters (children excluded)
+    params: int
+    #: elements of its first input and of its output, summed over calls
+    input_elements: int
+    output_elements: int
+    #: counted operators it ran: aten name -> calls
+    ops: dict[str, int] = field(default_factory=dict)
+    #: a conv / linear: weights × output positions (torchinfo's rule), summed over calls
+    weight_positions: int = 0
+    #: the first dimension of its output (torchinfo multiplies a linear's parameters by it)
+    batch: int = 0
+    #: a conv / linear with bias: its out channels / features (0 without bias)
+    bias_size: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "calls": self.calls,
+            "op": self.op,
+            "macs": self.macs,
+            "bias_adds": self.bias_adds,
+            "params": self.params,
+            "input_elements": self.input_elements,
+            "output_elements": self.output_elements,
+            "ops": dict(self.ops),
+            "weight_positions": self.weight_positions,
+            "batch": self.batch,
+            "bias_size": self.bias_size,
+        }
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    """What ``model`` reports beyond the layers: the dispatch-level count of the whole forward."""
+
+    #: "zero_cost" (shape and copy operators) and "arithmetic" (add, softmax, relu... that
+    #: convcalc does not count): aten name -> calls
+    uncounted_ops: dict[str, dict[str, int]]
+    #: ``dict{out: 2×21×32×32, aux: 2×21×32×32}``
+    output_structure: str
+    #: place in the output (``""`` for a lone tensor, a dict key, ``"1.0"``) -> shape
+    outputs: dict[str, Ints]
+    #: operators torch's counter counts and convcalc does not (or counts differently)
+    count_warnings: tuple[str, ...]
+    modules: tuple[ModuleFigures, ...] = ()
+    #: wall-clock seconds of each step of the measurement
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self, strict_problems: list[str]) -> dict[str, Any]:
+        return {
+            "uncounted_ops": {k: dict(v) for k, v in self.uncounted_ops.items()},
+            "output_structure": self.output_structure,
+            "outputs": {k: list(v) for k, v in self.outputs.items()},
+            "strict_problems": list(strict_problems),
+            "modules": [m.to_dict() for m in self.modules],
+            "measure_seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+        }
+
+
+@dataclass(frozen=True)
 class Report:
     """What ``convcalc conv`` (and later presets and stacks) prints, as data."""
 
@@ -234,6 +330,8 @@ class Report:
     extra: dict[str, Any] = field(default_factory=dict)
     #: the traps of conv arithmetic this network falls into (convcalc.advice)
     warnings: tuple[str, ...] = ()
+    #: a user's model (``model``): what the dispatch-level count saw beyond the layers
+    model: ModelFigures | None = None
 
     @property
     def agree(self) -> bool:
@@ -250,6 +348,8 @@ class Report:
         # a total that differs on its own (a model's parameters beyond its layers' formulas);
         # one that only sums the layers' differences is named by them already
         found += [f"total: {name}" for name in self.total.disagreements if name not in named]
+        # operators torch counts and convcalc does not (a user's model): never silent
+        found += list(self.model.count_warnings) if self.model is not None else []
         return found
 
     def with_conventions(self) -> Report:
@@ -259,6 +359,25 @@ class Report:
         from convcalc.core.conventions import conventions
 
         return replace(self, extra={**self.extra, "conventions": conventions(self.to_dict())})
+
+    @property
+    def strict_problems(self) -> list[str]:
+        """What ``--strict`` fails on beyond disagreeing pairs: operators torch counts and
+        convcalc does not (a user's model), then every disagreement, layers and totals."""
+        problems = list(self.model.count_warnings) if self.model is not None else []
+        for layer in self.layers:
+            if layer.disagreements:
+                problems.append(
+                    f"{layer.name}: measured and formula disagree on "
+                    + ", ".join(layer.disagreements)
+                )
+        for key in ("params", "macs", "flops", "receptive_field"):
+            pair = getattr(self.total, key)
+            if not pair.agree:
+                problems.append(
+                    f"total {key}: measured {_plain(pair.measured)}, formula {_plain(pair.formula)}"
+                )
+        return problems
 
     def get(self, path: str) -> Any:
         """The value at a dotted path of the JSON, as ``--get``: ``"total.params"``."""
@@ -284,6 +403,7 @@ class Report:
             # nothing measured (--formula-only): nothing to agree or disagree
             "agree": self.agree if self.measured_on != "none" else None,
             **({"timing": self.timing} if self.timing else {}),
+            **(self.model.to_dict(self.strict_problems) if self.model is not None else {}),
             **self.extra,
         }
 

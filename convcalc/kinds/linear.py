@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,8 @@ class LinearSpec:
 
 
 def figures(spec: LinearSpec, input_spec: InputSpec) -> Figures:
+    if input_spec.dims:
+        return _figures_over_leading_dims(spec, input_spec)
     n = input_spec.batch
     weights = spec.in_features * spec.out_features
     bias = spec.out_features if spec.bias else 0
@@ -55,6 +58,36 @@ def figures(spec: LinearSpec, input_spec: InputSpec) -> Figures:
         Derived((), "— (flat)"),
         Derived(mac, f"{n}{MUL}{spec.in_features}{MUL}{spec.out_features} = {mac:,}"),
         bias=n * bias,
+    )
+
+
+def _figures_over_leading_dims(spec: LinearSpec, input_spec: InputSpec) -> Figures:
+    """nn.Linear on an input of more than 2 dims (a user's model: tokens, an MLP on N×H×W×C):
+    the whole shape is (leading dims..., in_features); every leading position is one product of
+    in_features × out_features. ``stack`` never gets here: check_fits refuses spatial input."""
+    shape = input_spec.shape
+    leading = shape[:-1]
+    positions = math.prod(leading)
+    weights = spec.in_features * spec.out_features
+    bias = spec.out_features if spec.bias else 0
+    mac = positions * spec.in_features * spec.out_features
+    out = (*leading, spec.out_features)
+    return simple_figures(
+        input_spec,
+        Derived(out, "(" + ", ".join(map(str, out)) + ")"),
+        Derived(
+            weights + bias,
+            f"{spec.out_features}{MUL}{spec.in_features}"
+            + (f" + {bias}" if bias else " (no bias)")
+            + f" = {weights + bias:,}",
+        ),
+        Derived((), "— (flat: every output sees its position's whole feature vector)"),
+        Derived(
+            mac,
+            f"{MUL.join(map(str, leading))} positions{MUL}{spec.in_features}{MUL}"
+            f"{spec.out_features} = {mac:,}",
+        ),
+        bias=positions * bias,
     )
 
 

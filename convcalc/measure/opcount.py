@@ -319,6 +319,10 @@ class AttentionHyper:
     kdim: int
     vdim: int
     batch_first: bool
+    #: in_proj and out_proj have biases
+    bias: bool = True
+    #: add_bias_kv: two learned (1, 1, E) rows appended to key and value
+    bias_kv: bool = False
 
 
 @dataclass(frozen=True)
@@ -378,6 +382,9 @@ class CountResult:
     conv_calls: tuple[ConvCall, ...]
     params: int
     device: str
+    #: where each of output_shapes sits in the output: ``""`` for a lone tensor, ``"out"``,
+    #: ``"1.0"`` (dict keys and sequence indexes, dotted)
+    output_names: tuple[str, ...] = ()
 
     def module(self, name: str) -> ModuleCount:
         """The module of that dotted name (``""``: the root); KeyError if it did not run."""
@@ -489,6 +496,18 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _tensors(item)
+
+
+def _named_tensors(value: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Like :func:`_tensors`, with each tensor's place: dict keys and indexes, dotted."""
+    if isinstance(value, torch.Tensor):
+        yield prefix, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _named_tensors(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _named_tensors(item, f"{prefix}.{index}" if prefix else str(index))
 
 
 def _shapes(value: Any) -> tuple[Shape, ...]:
@@ -633,7 +652,7 @@ def count_model(
     except SpecError:
         raise
     except Exception as error:  # whatever the user's forward raises
-        shown = ", ".join(shape_text(s) for s in _shapes(args)) or "no tensors"
+        shown = ", ".join("x".join(map(str, s)) for s in _shapes(args)) or "no tensors"
         raise SpecError(
             "input",
             f"the model failed on input {shown}: {type(error).__name__}: {_first_line(error)}",
@@ -749,6 +768,8 @@ def _result(
                 int(module.kdim),
                 int(module.vdim),
                 bool(module.batch_first),
+                module.in_proj_bias is not None,
+                module.bias_k is not None,
             )
         macs_total = sum(o.macs for o in own)
         flops_total = sum(o.flops for o in own)
@@ -794,6 +815,7 @@ def _result(
         conv_calls=tuple(counter.convs),
         params=sum(p.numel() for p in model.parameters()),
         device=device,
+        output_names=tuple(name for name, _ in _named_tensors(output, "")),
     )
 
 

@@ -1,0 +1,127 @@
+"""One user's model, measured once: loaded (:mod:`convcalc.measure.loaders`), counted at the
+dispatch level (:func:`convcalc.measure.opcount.count_model`: one forward pass, every operator
+counted by a rule or named), and its receptive field probed by autograd
+(:func:`convcalc.measure.probes.model_receptive_field`). The engine sets these measured figures
+beside the closed forms (``engine.analyze_model``).
+
+Where the time goes is kept in :attr:`ModelRun.seconds` (load, count, receptive field).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from convcalc.core.spec import Ints
+from convcalc.errors import SpecError
+from convcalc.kinds import LayerSpec
+from convcalc.measure.build import first_line, user_code
+from convcalc.measure.opcount import CountResult, _tensors, count_model
+from convcalc.measure.probes import model_receptive_field, probe_receptive_field
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    title: str
+    count: CountResult
+    #: what the loader did (weights=None, TorchScript attribution...)
+    notes: tuple[str, ...]
+    #: every module's own parameters (children excluded), where it has any; "" is the root
+    own_params: dict[str, int]
+    #: every module's parameters with its children's
+    subtree_params: dict[str, int]
+    #: autograd on the real model, of the first output tensor (None: not measured, see notes)
+    receptive_field: Ints | None
+    receptive_field_of: str
+    #: wall-clock seconds of each step: load, count, receptive_field
+    seconds: dict[str, float]
+
+
+class _FirstTensor(nn.Module):
+    """The model with its output cut to its first tensor (a dict, tuple or list output): the
+    receptive-field probe follows one output element."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return next(_tensors(self.model(x)))
+
+
+def run_model(
+    target: Any,
+    input_shape: Ints,
+    *,
+    kwargs: str | None = None,
+    device: str = "cpu",
+    receptive_field: bool = True,
+) -> ModelRun:
+    """Load ``target`` (a target string, see :func:`~convcalc.measure.loaders.load_target`, or
+    an ``nn.Module``), count one forward pass on zeros of ``input_shape`` on ``device`` ("cpu";
+    "meta": shapes only), and probe the receptive field of its first output tensor."""
+    from convcalc.measure.loaders import load_target
+
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    notes: list[str] = []
+    if isinstance(target, str):
+        model, loaded = load_target(target, kwargs, device)
+        notes.extend(loaded)
+        title = target
+    elif isinstance(target, nn.Module):
+        if kwargs:
+            raise SpecError("kwargs", "--kwargs applies to a target string, not a module")
+        model, title = target.eval(), type(target).__name__
+    else:
+        raise SpecError("model", f"cannot analyze a {type(target).__name__}: not an nn.Module")
+    seconds["load"] = time.perf_counter() - start
+    start = time.perf_counter()
+    count = count_model(model, tuple(input_shape), device)
+    seconds["count"] = time.perf_counter() - start
+    own: dict[str, int] = {}
+    subtree: dict[str, int] = {}
+    for name, module in model.named_modules():
+        mine = sum(p.numel() for p in module.parameters(recurse=False))
+        if mine:
+            own[name] = mine
+        subtree[name] = sum(p.numel() for p in module.parameters())
+    field: Ints | None = None
+    of = ""
+    start = time.perf_counter()
+    if not receptive_field:
+        notes.append("the model's receptive field was not measured (receptive_field=False)")
+    elif device == "meta":
+        notes.append("the model's receptive field needs a real run: not measured on meta")
+    elif len(input_shape) >= 3:
+        single = len(count.output_shapes) == 1 and count.output_names == ("",)
+        probe = model if single else _FirstTensor(model)
+        try:
+            with user_code():
+                field, of = model_receptive_field(probe, tuple(input_shape))
+        except Exception as error:  # a model that cannot run in float64 or backward
+            notes.append(
+                "the model's receptive field could not be measured by autograd: "
+                f"{type(error).__name__}: {first_line(error)}"
+            )
+        if field is not None and not single:
+            where = count.output_names[0] if count.output_names else "0"
+            of = f"output {where}: {of}"
+    seconds["receptive_field"] = time.perf_counter() - start
+    return ModelRun(title, count, tuple(notes), own, subtree, field, of, seconds)
+
+
+@functools.lru_cache(maxsize=4096)
+def _probe_cached(spec: LayerSpec, size: Ints) -> Ints:
+    return probe_receptive_field(spec, size)
+
+
+def layer_receptive_field(spec: LayerSpec, input_shape: Ints) -> Ints:
+    """The receptive field of one layer of a user's model, measured by the one-channel probe;
+    cached by geometry (the spec without its name, and the input's spatial size)."""
+    return _probe_cached(replace(spec, name=""), tuple(input_shape[2:]))
