@@ -268,6 +268,24 @@ class _Entry:
     died: int | None = None
 
 
+def _allocated_outputs(func: Any, args: Any, out: Any) -> list[Any]:
+    """The tensors an op returns, as the CPU kernel allocates them. One exception, on the meta
+    device only: batch norm in eval (``native_batch_norm`` with training=False) returns C-sized
+    save_mean/save_invstd there, where the CPU (and CUDA) kernels return empty tensors; the
+    meta run counts them as the CPU run does (not at all), so that the two devices agree."""
+    items = tree_flatten(out)[0]
+    if (
+        func is torch.ops.aten.native_batch_norm.default
+        and len(args) > 5
+        and not args[5]
+        and items
+        and isinstance(items[0], torch.Tensor)
+        and items[0].device.type == "meta"
+    ):
+        return items[:1]
+    return list(items)
+
+
 class _LiveTracker(TorchDispatchMode):
     """Registers the storage of every op output; drops expired ones; records the live total
     after each op, the op and the layer."""
@@ -312,7 +330,7 @@ class _LiveTracker(TorchDispatchMode):
         shared = {
             _storage_id(a) for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)
         }
-        for item in tree_flatten(out)[0]:
+        for item in _allocated_outputs(func, args, out):
             if isinstance(item, torch.Tensor) and _storage_id(item) not in shared:
                 self.register(item)
         live = self.total()
