@@ -591,7 +591,13 @@ def analyze_network(
     )
 
 
-def analyze_model(target: Any, input_shape: tuple[int, ...], *, dtype: str = "float32") -> Report:
+def analyze_model(
+    target: Any,
+    input_shape: tuple[int, ...],
+    *,
+    dtype: str = "float32",
+    options: Options | None = None,
+) -> Report:
     """A user's own nn.Module (``MODULE:ATTR``), run for real with hooks on every conv, pool,
     linear and batch-norm layer: the same per-layer figures, and the model's totals."""
     from convcalc.measure.loaders import load_model
@@ -692,7 +698,7 @@ def analyze_model(target: Any, input_shape: tuple[int, ...], *, dtype: str = "fl
         ),
         receptive_field_of=measured.receptive_field_of,
     )
-    return Report(
+    report = Report(
         command="model",
         input=input_spec,
         layers=tuple(layers),
@@ -702,12 +708,14 @@ def analyze_model(target: Any, input_shape: tuple[int, ...], *, dtype: str = "fl
         title=target,
         notes=tuple(notes),
     )
+    return with_model_memory(report, model, input_shape, dtype, options or Options())
 
 
 # --- memory a user can plan a GPU budget on (issue 13) ----------------------------------------
 
-#: One real training step (forward, backward, optimizer step) is measured only on a real CPU
-#: run whose step needs at most this much by formula ...
+#: One real training step (forward, backward, optimizer step) is measured only with --train
+#: (Options.train: torch.optim imports torch._dynamo, ~2 s), on a real CPU run whose step
+#: needs at most this much by formula ...
 TRAINING_RUN_MAX_BYTES = 64 * 2**20
 #: ... and whose forward plan_run estimates at most this long (a step costs about three
 #: forwards). Anything larger, and everything on the meta device (``batch`` sweeps thousands
@@ -770,7 +778,12 @@ def _measure_memory(
     except MeasurementError as error:
         result.sources["memory_peak_inference"] = f"not measured: {error}"
     why_not = ""
-    if plan.device != "cpu":
+    if not options.train:
+        why_not = (
+            "one real step is measured with --train (Options.train): creating a torch.optim "
+            "optimizer imports torch._dynamo, about 2 s"
+        )
+    elif plan.device != "cpu":
         why_not = "measured on the meta device: nothing runs, no step is taken"
     elif step_bytes > TRAINING_RUN_MAX_BYTES:
         why_not = (
@@ -954,3 +967,72 @@ def _check_fit(nodes: Sequence[Node], input_spec: InputSpec, answer: Any) -> dic
     except MeasurementError:
         pass
     return checked
+
+
+def with_model_memory(
+    report: Report, model: Any, input_shape: tuple[int, ...], dtype: str, options: Options
+) -> Report:
+    """A user's model: saved for backward, the inference peak and (for a model whose
+    torchsummary total is at most MODEL_TRAINING_MAX_BYTES) one training step, measured on a
+    copy. No formula: convcalc has none for an arbitrary graph (the formula side is null)."""
+    check_memory_options(options)
+    if options.fit is not None:
+        raise SpecError(
+            "fit",
+            "--fit needs the formulas of a network of known layers: convcalc has none for an "
+            "arbitrary model's graph",
+        )
+    from convcalc.measure.memory import measure_model_memory
+
+    summary = report.total.memory.measured
+    small = summary is not None and summary.total <= MODEL_TRAINING_MAX_BYTES and options.train
+    found = measure_model_memory(model, input_shape, dtype, options.optimizer, training_step=small)
+    saved_layers = found.saved.layers if found.saved is not None else {}
+    peak_layers = found.peak.layers if found.peak is not None else {}
+    layers = [
+        replace(
+            layer,
+            saved_for_backward=Pair(saved_layers.get(layer.name), None),  # type: ignore[arg-type]
+            peak_inference=Pair(peak_layers.get(layer.name), None),  # type: ignore[arg-type]
+        )
+        for layer in report.layers
+    ]
+    total = replace(
+        report.total,
+        saved_for_backward=Pair(
+            None if found.saved is None else found.saved.total,
+            None,  # type: ignore[arg-type]
+        ),
+        peak_inference=Pair(
+            None if found.peak is None else found.peak.peak,
+            None,  # type: ignore[arg-type]
+        ),
+        training_step=Pair(
+            None if found.step is None else found.step.to_dict(),
+            None,  # type: ignore[arg-type]
+        ),
+        optimizer=options.optimizer,
+    )
+    sources = {
+        **report.sources,
+        "memory_saved_for_backward": found.sources["saved"],
+        "memory_peak_inference": found.sources["peak"]
+        + "; per layer: the live activation bytes while that layer runs",
+        "memory_training_step": found.sources.get(
+            "step",
+            "not measured: "
+            + (
+                f"torchsummary's total of the model is above "
+                f"{formulas.human_bytes(MODEL_TRAINING_MAX_BYTES)}"
+                if options.train
+                else "one real step is measured with --train (Options.train)"
+            ),
+        ),
+    }
+    note = (
+        "memory: saved for backward, the inference peak and the training step are measured "
+        "only: convcalc has no formula for an arbitrary model's graph"
+    )
+    return replace(
+        report, layers=tuple(layers), total=total, sources=sources, notes=(*report.notes, note)
+    )

@@ -608,3 +608,59 @@ def measure_training_step_cuda(
 def element_bytes(dtype: str) -> int:
     """torch's element size for a dtype name (int8 included)."""
     return int(torch.empty((), dtype=getattr(torch, dtype)).element_size())
+
+
+# --- a user's model -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelMemory:
+    """What a user's model saves for backward, its inference peak and (when run) one training
+    step; each None where torch refused, with the reason in ``sources``."""
+
+    saved: SavedMeasurement | None
+    peak: PeakMeasurement | None
+    step: TrainingMeasurement | None
+    sources: dict[str, str]
+
+
+def measure_model_memory(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    dtype: str = "float32",
+    optimizer: str = "adam",
+    *,
+    training_step: bool = True,
+) -> ModelMemory:
+    """A user's model measured on a copy (its mode, parameters and buffers are left alone):
+    saved for backward (training mode, data needing no grad), the inference peak (eval mode),
+    and with ``training_step`` one real step with ``optimizer``."""
+    import copy
+
+    sources: dict[str, str] = {}
+    try:
+        twin = copy.deepcopy(model).to(TORCH_DTYPES[dtype])
+    except (RuntimeError, TypeError) as error:
+        reason = f"not measured: the model could not be copied ({error})"
+        return ModelMemory(None, None, None, dict.fromkeys(("saved", "peak", "step"), reason))
+    x = make_input(InputSpec(input_shape[0], input_shape[1], tuple(input_shape[2:]), dtype))
+    saved = peak = step = None
+    try:
+        saved = measure_saved(twin.train(), x)
+        sources["saved"] = saved.source + "; training mode, the data needing no grad"
+    except MeasurementError as error:
+        sources["saved"] = f"not measured: {error}"
+    try:
+        peak = measure_peak_inference(twin.eval(), x)
+        sources["peak"] = peak.source + "; eval mode"
+    except MeasurementError as error:
+        sources["peak"] = f"not measured: {error}"
+    if training_step:
+        try:
+            step = measure_training_step(twin.train(), x, optimizer)
+            sources["step"] = "one real step on the CPU: " + "; ".join(
+                f"{key}: {text}" for key, text in step.sources.items()
+            )
+        except MeasurementError as error:
+            sources["step"] = f"not measured: {error}"
+    return ModelMemory(saved, peak, step, sources)
