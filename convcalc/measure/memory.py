@@ -39,7 +39,7 @@ from torch.utils._pytree import tree_flatten
 
 from convcalc.core.spec import InputSpec, Node
 from convcalc.errors import MeasurementError, SpecError
-from convcalc.measure.build import TORCH_DTYPES, GraphModule, build_layer
+from convcalc.measure.build import TORCH_DTYPES, GraphModule, build_layer, first_line, user_code
 
 OPTIMIZERS: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
     "sgd": lambda params: torch.optim.SGD(params, lr=0.01),
@@ -640,27 +640,29 @@ def measure_model_memory(
     sources: dict[str, str] = {}
     try:
         twin = copy.deepcopy(model).to(TORCH_DTYPES[dtype])
-    except (RuntimeError, TypeError) as error:
-        reason = f"not measured: the model could not be copied ({error})"
+    except Exception as error:  # noqa: BLE001  (the user's module)
+        reason = f"not measured: the model could not be copied ({first_line(error)})"
         return ModelMemory(None, None, None, dict.fromkeys(("saved", "peak", "step"), reason))
     x = make_input(InputSpec(input_shape[0], input_shape[1], tuple(input_shape[2:]), dtype))
     saved = peak = step = None
-    try:
-        saved = measure_saved(twin.train(), x)
-        sources["saved"] = saved.source + "; training mode, the data needing no grad"
-    except MeasurementError as error:
-        sources["saved"] = f"not measured: {error}"
-    try:
-        peak = measure_peak_inference(twin.eval(), x)
-        sources["peak"] = peak.source + "; eval mode"
-    except MeasurementError as error:
-        sources["peak"] = f"not measured: {error}"
-    if training_step:
+    # the user's forward may print (to stderr, as measure_model does) or raise anything
+    with user_code():
         try:
-            step = measure_training_step(twin.train(), x, optimizer)
-            sources["step"] = "one real step on the CPU: " + "; ".join(
-                f"{key}: {text}" for key, text in step.sources.items()
-            )
-        except MeasurementError as error:
-            sources["step"] = f"not measured: {error}"
+            saved = measure_saved(twin.train(), x)
+            sources["saved"] = saved.source + "; training mode, the data needing no grad"
+        except Exception as error:  # noqa: BLE001  (the user's code)
+            sources["saved"] = f"not measured: {first_line(error)}"
+        try:
+            peak = measure_peak_inference(twin.eval(), x)
+            sources["peak"] = peak.source + "; eval mode"
+        except Exception as error:  # noqa: BLE001
+            sources["peak"] = f"not measured: {first_line(error)}"
+        if training_step:
+            try:
+                step = measure_training_step(twin.train(), x, optimizer)
+                sources["step"] = "one real step on the CPU: " + "; ".join(
+                    f"{key}: {text}" for key, text in step.sources.items()
+                )
+            except Exception as error:  # noqa: BLE001
+                sources["step"] = f"not measured: {first_line(error)}"
     return ModelMemory(saved, peak, step, sources)
