@@ -95,6 +95,10 @@ class Measure:
     time: bool = False
     device: str = "cpu"
     formula_only: bool = False
+    #: the training step's optimizer (sgd, momentum, adam, adamw), and a memory limit for
+    #: the largest batch that fits ("16GiB", "80GB")
+    optimizer: str = "adam"
+    fit: str | None = None
 
     def options(self, labels: Labels = API_LABELS) -> Options:
         choices = [m.value for m in MeasureOn]
@@ -125,8 +129,10 @@ class Measure:
             measure_on=_plain(self.measure_on),
             train=self.train,
             time=self.time,
-            device=str(self.device),
+            device=_plain(self.device),
             formula_only=self.formula_only,
+            optimizer=_plain(self.optimizer),
+            fit=self.fit,
         )
 
 

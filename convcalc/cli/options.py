@@ -8,6 +8,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Annotated, Any
 
 import typer
@@ -223,6 +224,35 @@ Device = Annotated[
     ),
 ]
 
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    momentum = "momentum"
+    adam = "adam"
+    adamw = "adamw"
+
+
+OptimizerOpt = Annotated[
+    Optimizer,
+    typer.Option(
+        "--optimizer",
+        rich_help_panel=MEASURE,
+        case_sensitive=False,
+        help="The optimizer of the training-step memory figure (its state: none, one or two "
+        "buffers per parameter).",
+    ),
+]
+Fit = Annotated[
+    str | None,
+    typer.Option(
+        "--fit",
+        metavar="SIZE",
+        rich_help_panel=MEASURE,
+        show_default=False,
+        help="A memory size (16GiB, 80GB): the largest batch whose training step, and whose "
+        "inference, fit in it, per dtype.",
+    ),
+]
+
 # --- output -------------------------------------------------------------------------------------
 
 FormatOpt = Annotated[
@@ -341,6 +371,8 @@ _register(
         ("train", Train, False),
         ("time", Time, False),
         ("device", Device, "cpu"),
+        ("optimizer", OptimizerOpt, "adam"),
+        ("fit", Fit, None),
     ],
     lambda **v: Measure(**v),
     "measure",

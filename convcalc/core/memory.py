@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Memory:
-    """Bytes: total = input + forward_backward + params; output is the last layer's output."""
+    """Bytes: total = input + forward_backward + params; output is the last layer's output.
+    torchsummary's convention (``forward_backward_torchsummary`` in JSON); what autograd really
+    keeps and the inference peak are in :mod:`convcalc.core.memory_model`."""
 
     input: int
     output: int
@@ -29,6 +31,9 @@ class Memory:
             "params": self.params,
             "forward_backward": self.forward_backward,
             "total": self.total,
+            # the honest name of forward_backward (kept for compatibility): torchsummary's
+            # convention, every output twice, which is neither what autograd saves nor a peak
+            "forward_backward_torchsummary": self.forward_backward,
         }
 
 

@@ -6,9 +6,10 @@ for inference only), and each comes as a :class:`~convcalc.formulas.Derived` who
 text has the numbers put in.
 
 **What each layer kind saves for backward** (torch 2.13, training mode, an input that requires
-grad; found by ``torch.autograd.graph.saved_tensors_hooks`` on the real layers, see
-:data:`SAVED_RULES`). Parameters and buffers (weights, biases, batch norm's running statistics)
-are saved by reference: they exist anyway and are not counted as activations.
+grad; found by ``torch.autograd.graph.saved_tensors_hooks`` on the real layers; each rule is
+its kind's ``saved_for_backward`` in :mod:`convcalc.kinds`). Parameters and buffers (weights,
+biases, batch norm's running statistics) are saved by reference: they exist anyway and are not
+counted as activations.
 
 =========================================  ==================================================
 conv (1/2/3d, transposed, any groups)      its input
@@ -54,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convcalc.core.formulas import MUL, Derived, group, human_bytes
+from convcalc.core.saved import INDEX_BYTES, LayerIO, LayerSaved, SavedPart, part
 from convcalc.core.spec import InputSpec, Ints, Node
 from convcalc.errors import SpecError
 from convcalc.kinds import (
@@ -66,166 +68,44 @@ from convcalc.kinds import (
     PoolSpec,
     ShapeSpec,
     figures,
+    kind_of,
     output_spec,
-    padding_pairs,
 )
+from convcalc.kinds import conv as conv_kind
+from convcalc.kinds.activation import INPLACE_SAVES_COPY, INPLACE_SAVES_OUTPUT, SAVES_OUTPUT
 
 #: bytes per element; int8 only for inference (weights and activations)
 WIDTHS: dict[str, int] = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 TRAINING_DTYPES = ("float32", "float16", "bfloat16")
 INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "int8")
-#: torch's index tensors (max pooling) are int64 whatever the data's dtype
-INDEX_BYTES = 8
 #: Adam's per-parameter ``step`` is a float32 scalar tensor (torch 2.x, not fused/capturable)
 STEP_BYTES = 4
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-#: activations torch can run in place, and what the in-place version saves
-INPLACE_SAVES_OUTPUT = frozenset({"relu", "leakyrelu", "elu"})
-INPLACE_SAVES_COPY = frozenset({"relu6", "silu", "hardswish", "hardsigmoid"})
-SAVES_OUTPUT = frozenset({"relu", "sigmoid", "tanh"})
+
+
+__all__ = [  # the per-layer types and sets live with the kinds and in core.saved; kept here too
+    "INDEX_BYTES",
+    "INPLACE_SAVES_COPY",
+    "INPLACE_SAVES_OUTPUT",
+    "SAVES_OUTPUT",
+    "LayerIO",
+    "LayerSaved",
+    "SavedPart",
+]
 
 
 # --- one layer ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SavedPart:
-    """One tensor a layer saves: which (``input``, ``input1``, ``output`` or ``new``: a tensor
-    made by the layer), its bytes, and the formula."""
-
-    tensor: str
-    bytes: int
-    shown: str
-
-
-@dataclass(frozen=True)
-class LayerSaved(Derived[int]):
-    """Bytes one layer saves for backward (nothing shared), and the tensors they are."""
-
-    tensors: tuple[SavedPart, ...] = ()
-
-
-@dataclass(frozen=True)
-class LayerIO:
-    """What a rule needs besides the spec: the shapes around the layer and how it runs."""
-
-    inputs: tuple[Ints, ...]
-    output: Ints
-    width: int
-    training: bool = True
-    inplace: bool = False
-    #: whether the (first) input carries a gradient: the pad before a reflect/replicate
-    #: convolution saves its input only then
-    input_requires_grad: bool = True
-
-
-def _part(tensor: str, label: str, shape: Sequence[int], width: int) -> SavedPart:
-    value = math.prod(shape) * width
-    return SavedPart(
-        tensor, value, f"{label} {MUL.join(map(str, shape))}{MUL}{width} B = {group(value)} B"
-    )
-
-
-def _saved(*parts: SavedPart) -> LayerSaved:
-    if not parts:
-        return LayerSaved(0, "nothing (0 B)")
-    value = sum(p.bytes for p in parts)
-    shown = " + ".join(p.shown for p in parts)
-    if len(parts) > 1:
-        shown += f"; total {group(value)} B"
-    return LayerSaved(value, shown, tensors=tuple(parts))
-
-
 def conv_padded_copy(spec: ConvSpec, shape: Ints) -> tuple[str, Ints] | None:
-    """The padded copy of the input a convolution makes before convolving, if any:
-    padding_mode reflect/replicate/circular pads fully; padding='same' with an odd total
-    padding on some axis pads those axes by one (the asymmetric part)."""
-    pairs = padding_pairs(spec)
-    if spec.padding_mode != "zeros":
-        size = tuple(n + left + right for n, (left, right) in zip(shape[2:], pairs))
-        return spec.padding_mode, (*shape[:2], *size)
-    if spec.padding == "same" and any((left + right) % 2 for left, right in pairs):
-        size = tuple(n + (left + right) % 2 for n, (left, right) in zip(shape[2:], pairs))
-        return "same (odd total padding)", (*shape[:2], *size)
-    return None
-
-
-def _conv(spec: ConvSpec, io: LayerIO) -> LayerSaved:
-    copy = conv_padded_copy(spec, io.inputs[0])
-    if copy is None:
-        return _saved(_part("input", "input", io.inputs[0], io.width))
-    padded = _part("new", f"{copy[0]} padded copy", copy[1], io.width)
-    if spec.padding_mode in ("reflect", "replicate") and io.input_requires_grad:
-        return _saved(_part("input", "input", io.inputs[0], io.width), padded)
-    return _saved(padded)
-
-
-def _norm(spec: NormSpec, io: LayerIO) -> LayerSaved:
-    parts = [_part("input", "input", io.inputs[0], io.width)]
-    if io.training:
-        value = 2 * spec.channels * io.width
-        parts.append(
-            SavedPart(
-                "new",
-                value,
-                f"save_mean + save_invstd 2{MUL}{spec.channels}{MUL}{io.width} B = "
-                f"{group(value)} B",
-            )
-        )
-    return _saved(*parts)
-
-
-def _act(spec: ActSpec, io: LayerIO) -> LayerSaved:
-    if io.inplace:
-        if spec.kind in INPLACE_SAVES_OUTPUT:
-            return _saved(_part("output", "output (in place: its input)", io.output, io.width))
-        return _saved(_part("new", "copy of the input (in place)", io.inputs[0], io.width))
-    if spec.kind in SAVES_OUTPUT:
-        return _saved(_part("output", "output", io.output, io.width))
-    return _saved(_part("input", "input", io.inputs[0], io.width))
-
-
-def _pool(spec: PoolSpec, io: LayerIO) -> LayerSaved:
-    parts = [_part("input", "input", io.inputs[0], io.width)]
-    if spec.kind == "max":
-        parts.append(_part("new", "int64 indices", io.output, INDEX_BYTES))
-    return _saved(*parts)
-
-
-def _adaptive(spec: AdaptivePoolSpec, io: LayerIO) -> LayerSaved:
-    if spec.kind == "avg" and all(o == 1 for o in spec.output_size):
-        return _saved()  # torch takes a mean, whose backward needs only the shape
-    parts = [_part("input", "input", io.inputs[0], io.width)]
-    if spec.kind == "max":
-        parts.append(_part("new", "int64 indices", io.output, INDEX_BYTES))
-    return _saved(*parts)
-
-
-def _linear(spec: LinearSpec, io: LayerIO) -> LayerSaved:
-    return _saved(_part("input", "input", io.inputs[0], io.width))
-
-
-def _shape(spec: ShapeSpec, io: LayerIO) -> LayerSaved:
-    if spec.kind == "dropout" and io.training:
-        return _saved(_part("new", "dropout mask", io.inputs[0], io.width))
-    return _saved()
-
-
-#: what each layer kind saves for backward: spec class -> rule
-SAVED_RULES: dict[type, Callable[[Any, LayerIO], LayerSaved]] = {
-    ConvSpec: _conv,
-    NormSpec: _norm,
-    ActSpec: _act,
-    PoolSpec: _pool,
-    AdaptivePoolSpec: _adaptive,
-    LinearSpec: _linear,
-    ShapeSpec: _shape,
-}
+    """The padded copy of the input a convolution makes (the conv kind's ``padded_copy``)."""
+    return conv_kind.padded_copy(spec, shape)
 
 
 def layer_saved(spec: LayerSpec, io: LayerIO) -> LayerSaved:
-    """What one layer saves for backward, on its own (nothing shared with neighbours)."""
-    return SAVED_RULES[type(spec)](spec, io)
+    """What one layer saves for backward, on its own (nothing shared with neighbours): the
+    rule of its kind (``kinds.base.Kind.saved_for_backward``)."""
+    return kind_of(spec).saved_for_backward(spec, io)
 
 
 def _is_alias(node: Node, training: bool, inplace: bool) -> bool:
@@ -390,14 +270,14 @@ def saved_for_backward(
         alone = layer_saved(node.spec, io)
         value = 0
         texts: list[str] = []
-        for number, part in enumerate(alone.tensors):
-            key = _storage_key(part.tensor, node, index, number, graph)
+        for number, piece in enumerate(alone.tensors):
+            key = _storage_key(piece.tensor, node, index, number, graph)
             if key in seen:
-                texts.append(f"{part.shown.split(' ')[0]} shared with layer {seen[key]} (0 B)")
+                texts.append(f"{piece.shown.split(' ')[0]} shared with layer {seen[key]} (0 B)")
                 continue
             seen[key] = index
-            value += part.bytes
-            texts.append(part.shown)
+            value += piece.bytes
+            texts.append(piece.shown)
         total += value
         layers.append(Derived(value, "; ".join(texts) if texts else alone.shown))
     return NetworkSaved(
@@ -439,11 +319,11 @@ def inference_workspace(spec: LayerSpec, io: LayerIO) -> Derived[int]:
     if isinstance(spec, ConvSpec):
         copy = conv_padded_copy(spec, io.inputs[0])
         if copy is not None:
-            return _derived(_part("new", f"{copy[0]} padded copy", copy[1], io.width))
+            return _derived(part("new", f"{copy[0]} padded copy", copy[1], io.width))
     if isinstance(spec, (PoolSpec, AdaptivePoolSpec)) and spec.kind == "max":
-        return _derived(_part("new", "int64 indices", io.output, INDEX_BYTES))
+        return _derived(part("new", "int64 indices", io.output, INDEX_BYTES))
     if isinstance(spec, ShapeSpec) and spec.kind == "add" and len(io.inputs) > 2:
-        return _derived(_part("new", "partial sum", io.output, io.width))
+        return _derived(part("new", "partial sum", io.output, io.width))
     return Derived(0, "0")
 
 

@@ -91,6 +91,11 @@ class LayerReport:
     #: the nodes feeding this one (-1: the network input), and "main"/"shortcut" in a block
     inputs: tuple[int, ...] = ()
     path: str = ""
+    #: bytes autograd keeps from this layer's forward for the backward (shared tensors counted
+    #: at the first layer saving them), and the live activation bytes while it runs in
+    #: inference (core.memory_model; measure.memory)
+    saved_for_backward: Pair[int] | None = None
+    peak_inference: Pair[int] | None = None
 
     @property
     def gflops_per_s(self) -> float | None:
@@ -112,6 +117,7 @@ class LayerReport:
             pairs["backward_flops"] = self.backward_flops
         if self.cumulative_receptive_field is not None:
             pairs["cumulative_receptive_field"] = self.cumulative_receptive_field
+        pairs.update(_memory_pairs(self.saved_for_backward, self.peak_inference))
         return pairs
 
     @property
@@ -142,6 +148,7 @@ class LayerReport:
             if any(pair.measured is not None for pair in self.pairs.values())
             else None,
         }
+        _add_memory_keys(data, self.saved_for_backward, self.peak_inference)
         if self.cumulative is not None:
             cumulative = self.cumulative.to_dict()
             if self.cumulative_receptive_field is not None:
@@ -183,6 +190,44 @@ class Total:
     #: the layer whose output the total receptive field is of, when not the last (a network
     #: that ends in global pooling or linear layers: its last spatial layer)
     receptive_field_of: str = ""
+    #: the network's saved for backward, inference peak and one training step (bytes; the
+    #: step's transient and total are upper bounds: no agreement is claimed for them), the
+    #: optimizer, the largest batches that fit --fit, and the formulas as text
+    saved_for_backward: Pair[int] | None = None
+    peak_inference: Pair[int] | None = None
+    training_step: Pair[dict[str, int]] | None = None
+    optimizer: str = ""
+    fit: dict[str, Any] | None = None
+    memory_text: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def memory_pairs(self) -> dict[str, Pair[Any]]:
+        """The memory figures that have an agreement: saved for backward, the inference peak,
+        and each exact part of the training step."""
+        pairs = _memory_pairs(self.saved_for_backward, self.peak_inference)
+        step = self.training_step
+        if step is not None:
+            for key in EXACT_STEP_KEYS:
+                measured = None if step.measured is None else step.measured.get(key)
+                formula = None if step.formula is None else step.formula.get(key)
+                pairs[f"training_step.{key}"] = Pair(measured, formula)
+        return pairs
+
+    @property
+    def memory_agree(self) -> bool:
+        return all(pair.agree for pair in self.memory_pairs.values())
+
+    def _memory_values(self, side: str) -> dict[str, Any]:
+        """The new memory keys of ``memory_bytes`` on one side: the formula's, or (the
+        measured side) the measurement, None where it was not made. As the rest of the
+        measured total, the formula stands in when nothing at all was measured."""
+        use_formula = side == "formula" or self.memory.measured is None
+        values: dict[str, Any] = {}
+        for key in ("saved_for_backward", "peak_inference", "training_step"):
+            pair = getattr(self, key)
+            if pair is not None:
+                values[key] = pair.formula if use_formula else pair.measured
+        return values
 
     @property
     def disagreements(self) -> list[str]:
@@ -196,6 +241,7 @@ class Total:
         }
         if self.train_flops is not None:
             pairs["train_flops"] = self.train_flops
+        pairs.update(self.memory_pairs)
         return [name for name, pair in pairs.items() if not pair.agree]
 
     def _values(self, side: str) -> dict[str, Any]:
@@ -214,6 +260,8 @@ class Total:
         }
         if self.train_flops is not None:
             values["train_flops"] = pick(self.train_flops)
+        if isinstance(values["memory_bytes"], dict):
+            values["memory_bytes"] = {**values["memory_bytes"], **self._memory_values(side)}
         return values
 
     def to_dict(self) -> dict[str, Any]:
@@ -235,6 +283,10 @@ class Total:
                 if flops is not None and latency is not None and latency > 0
                 else None
             )
+        if self.optimizer:
+            measured["optimizer"] = self.optimizer
+        if self.fit is not None:
+            measured["fit"] = self.fit
         measured["formula"] = self._values("formula")
         return measured
 
@@ -451,3 +503,30 @@ class Comparison:
             ],
             "agree": self.agree,
         }
+
+
+#: the parts of a training step measured == formula is claimed for; ``transient`` (and so
+#: ``total``) is an upper bound by formula, shown beside the measurement as "bound"
+EXACT_STEP_KEYS = ("params", "buffers", "grads", "optimizer_state", "saved_for_backward")
+BOUND_STEP_KEYS = ("transient", "total")
+
+
+def _memory_pairs(saved: Pair[int] | None, peak: Pair[int] | None) -> dict[str, Pair[Any]]:
+    pairs: dict[str, Pair[Any]] = {}
+    if saved is not None:
+        pairs["saved_for_backward"] = saved
+    if peak is not None:
+        pairs["peak_inference"] = peak
+    return pairs
+
+
+def _add_memory_keys(data: dict[str, Any], saved: Pair[int] | None, peak: Pair[int] | None) -> None:
+    """A layer's saved_for_backward and peak_inference, added to its memory_bytes (measured;
+    None where not measured) and memory_bytes_formula dicts."""
+    for key, pair in (("saved_for_backward", saved), ("peak_inference", peak)):
+        if pair is None:
+            continue
+        if isinstance(data.get("memory_bytes"), dict):
+            data["memory_bytes"][key] = pair.measured
+        if isinstance(data.get("memory_bytes_formula"), dict):
+            data["memory_bytes_formula"][key] = pair.formula

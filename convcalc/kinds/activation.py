@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convcalc.core.formulas import Derived, Figures, simple_figures
+from convcalc.core.saved import LayerIO, LayerSaved, part, saved
 from convcalc.core.spec import InputSpec, Labels
 from convcalc.kinds.base import Kind, TorchKit, check_channels
 
@@ -82,10 +83,32 @@ def build(spec: ActSpec, kit: TorchKit, device: str) -> Any:
     return module.to(device).eval()
 
 
+#: activations torch can run in place whose in-place version saves its output (= its input's
+#: storage), and those whose in-place version saves a copy of its input
+INPLACE_SAVES_OUTPUT = frozenset({"relu", "leakyrelu", "elu"})
+INPLACE_SAVES_COPY = frozenset({"relu6", "silu", "hardswish", "hardsigmoid"})
+#: activations whose backward is written in terms of their output
+SAVES_OUTPUT = frozenset({"relu", "sigmoid", "tanh"})
+
+
+def saved_for_backward(spec: ActSpec, io: LayerIO) -> LayerSaved:
+    """relu, sigmoid, tanh: their output; the others: their input. In place: relu, leakyrelu
+    and elu save their output (their input's storage); relu6, silu, hardswish and hardsigmoid
+    a new copy of their input."""
+    if io.inplace:
+        if spec.kind in INPLACE_SAVES_OUTPUT:
+            return saved(part("output", "output (in place: its input)", io.output, io.width))
+        return saved(part("new", "copy of the input (in place)", io.inputs[0], io.width))
+    if spec.kind in SAVES_OUTPUT:
+        return saved(part("output", "output", io.output, io.width))
+    return saved(part("input", "input", io.inputs[0], io.width))
+
+
 KIND = Kind(
     name="activation",
     spec_type=ActSpec,
     figures=figures,
     build=build,
     check_fits=check_fits,
+    saved_for_backward=saved_for_backward,
 )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from convcalc.core.formulas import Derived, Figures, adaptive_window, per_axis, simple_figures
+from convcalc.core.saved import INDEX_BYTES, LayerIO, LayerSaved, part, saved
 from convcalc.core.spec import InputSpec, Ints, Labels, compact_ints
 from convcalc.errors import SpecError
 from convcalc.kinds.base import Geometry, Kind, TorchKit, check_channels, check_dims, ints_of
@@ -97,6 +98,17 @@ def with_input(spec: AdaptivePoolSpec, input_shape: Ints) -> AdaptivePoolSpec:
     return replace(spec, channels=input_shape[1])
 
 
+def saved_for_backward(spec: AdaptivePoolSpec, io: LayerIO) -> LayerSaved:
+    """Its input (max: and int64 indices, output-sized); an average to size 1 is a mean, whose
+    backward needs only the shape: nothing."""
+    if spec.kind == "avg" and all(o == 1 for o in spec.output_size):
+        return saved()
+    parts = [part("input", "input", io.inputs[0], io.width)]
+    if spec.kind == "max":
+        parts.append(part("new", "int64 indices", io.output, INDEX_BYTES))
+    return saved(*parts)
+
+
 KIND = Kind(
     name="adaptive_pool",
     spec_type=AdaptivePoolSpec,
@@ -107,4 +119,5 @@ KIND = Kind(
     stand_in=stand_in,
     from_module=from_module,
     with_input=with_input,
+    saved_for_backward=saved_for_backward,
 )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from convcalc.core.formulas import Figures
+from convcalc.core.saved import LayerIO, LayerSaved, saves_nothing
 from convcalc.core.spec import InputSpec, Ints, Labels, axis_note, show_ints
 from convcalc.errors import SpecError
 
@@ -123,6 +124,11 @@ class Kind:
     with_input: Callable[[Any, Ints], Any] = _same_spec
     #: the module whose backward torch counts right, when the layer's own is miscounted
     backward_module: Callable[[Any, TorchKit, str], Any] = _no_backward_module
+    #: what the layer keeps for its backward pass, on its own (nothing shared with its
+    #: neighbours): (spec, core.saved.LayerIO) -> LayerSaved; the default saves nothing.
+    #: Found with torch.autograd.graph.saved_tensors_hooks on the real layers (torch 2.13,
+    #: training mode); core.memory_model shares and sums it over a network
+    saved_for_backward: Callable[[Any, LayerIO], LayerSaved] = saves_nothing
 
 
 # --- checks shared by kinds ----------------------------------------------------------------

@@ -23,6 +23,7 @@ from convcalc.core.formulas import (
     per_axis,
 )
 from convcalc.core.memory import Memory, summary_memory
+from convcalc.core.saved import LayerIO, LayerSaved, part, saved
 from convcalc.core.spec import (
     DTYPE_BYTES,
     MAX_INDEX,
@@ -580,6 +581,33 @@ def backward_module(spec: ConvSpec, kit: TorchKit, device: str) -> Any:
     return kit.GroupSplit(spec, device) if spec.groups > 1 else None
 
 
+def padded_copy(spec: ConvSpec, shape: Ints) -> tuple[str, Ints] | None:
+    """The padded copy of the input a convolution makes before convolving, if any:
+    padding_mode reflect/replicate/circular pads fully; padding='same' with an odd total
+    padding on some axis pads those axes by one (the asymmetric part)."""
+    pairs = padding_pairs(spec)
+    if spec.padding_mode != "zeros":
+        size = tuple(n + left + right for n, (left, right) in zip(shape[2:], pairs))
+        return spec.padding_mode, (*shape[:2], *size)
+    if spec.padding == "same" and any((left + right) % 2 for left, right in pairs):
+        size = tuple(n + (left + right) % 2 for n, (left, right) in zip(shape[2:], pairs))
+        return "same (odd total padding)", (*shape[:2], *size)
+    return None
+
+
+def saved_for_backward(spec: ConvSpec, io: LayerIO) -> LayerSaved:
+    """Its input (any dims, transposed, any groups); with padding_mode reflect/replicate the
+    padded copy and, when the input requires grad, its input (saved by the pad); circular: the
+    padded copy only; padding='same' with an odd total padding: the copy padded by one."""
+    copy = padded_copy(spec, io.inputs[0])
+    if copy is None:
+        return saved(part("input", "input", io.inputs[0], io.width))
+    padded = part("new", f"{copy[0]} padded copy", copy[1], io.width)
+    if spec.padding_mode in ("reflect", "replicate") and io.input_requires_grad:
+        return saved(part("input", "input", io.inputs[0], io.width), padded)
+    return saved(padded)
+
+
 KIND = Kind(
     name="conv",
     spec_type=ConvSpec,
@@ -592,4 +620,5 @@ KIND = Kind(
     rate=rate,
     from_module=from_module,
     backward_module=backward_module,
+    saved_for_backward=saved_for_backward,
 )

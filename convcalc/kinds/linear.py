@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convcalc.core.formulas import MUL, Derived, Figures, simple_figures
+from convcalc.core.saved import saves_input
 from convcalc.core.spec import InputSpec, Labels
 from convcalc.errors import SpecError
 from convcalc.kinds.base import Geometry, Kind, TorchKit
@@ -133,4 +134,5 @@ KIND = Kind(
     geometry=geometry,
     stand_in=stand_in,
     from_module=from_module,
+    saved_for_backward=saves_input,
 )

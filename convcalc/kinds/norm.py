@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from convcalc.core.formulas import MUL, Derived, Figures, simple_figures
+from convcalc.core.formulas import MUL, Derived, Figures, group, simple_figures
+from convcalc.core.saved import LayerIO, LayerSaved, SavedPart, part, saved
 from convcalc.core.spec import InputSpec, Ints, Labels
 from convcalc.kinds.base import Kind, TorchKit, check_channels
 
@@ -67,6 +68,23 @@ def with_input(spec: NormSpec, input_shape: Ints) -> NormSpec:
     return replace(spec, dims=len(input_shape) - 2)
 
 
+def saved_for_backward(spec: NormSpec, io: LayerIO) -> LayerSaved:
+    """Its input; in training also save_mean and save_invstd (C each, in the input's dtype on
+    the CPU). The running statistics are buffers, saved by reference: not counted."""
+    parts = [part("input", "input", io.inputs[0], io.width)]
+    if io.training:
+        value = 2 * spec.channels * io.width
+        parts.append(
+            SavedPart(
+                "new",
+                value,
+                f"save_mean + save_invstd 2{MUL}{spec.channels}{MUL}{io.width} B = "
+                f"{group(value)} B",
+            )
+        )
+    return saved(*parts)
+
+
 KIND = Kind(
     name="batchnorm",
     spec_type=NormSpec,
@@ -75,4 +93,5 @@ KIND = Kind(
     check_fits=check_fits,
     from_module=from_module,
     with_input=with_input,
+    saved_for_backward=saved_for_backward,
 )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convcalc.core.formulas import MUL, Derived, Figures, per_axis, simple_figures
+from convcalc.core.saved import INDEX_BYTES, LayerIO, LayerSaved, part, saved
 from convcalc.core.spec import (
     InputSpec,
     Ints,
@@ -247,6 +248,14 @@ def with_input(spec: PoolSpec, input_shape: Ints) -> PoolSpec:
     return replace(spec, channels=input_shape[1])
 
 
+def saved_for_backward(spec: PoolSpec, io: LayerIO) -> LayerSaved:
+    """Its input; max pooling also its int64 indices (output-sized)."""
+    parts = [part("input", "input", io.inputs[0], io.width)]
+    if spec.kind == "max":
+        parts.append(part("new", "int64 indices", io.output, INDEX_BYTES))
+    return saved(*parts)
+
+
 KIND = Kind(
     name="pool",
     spec_type=PoolSpec,
@@ -258,4 +267,5 @@ KIND = Kind(
     warnings=warnings,
     from_module=from_module,
     with_input=with_input,
+    saved_for_backward=saved_for_backward,
 )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convcalc.core.formulas import MUL, Derived, Figures, simple_figures
+from convcalc.core.saved import LayerIO, LayerSaved, part, saved
 from convcalc.core.spec import InputSpec, Ints, Labels
 from convcalc.kinds.base import POINTWISE, Geometry, Kind, TorchKit
 
@@ -81,6 +82,14 @@ def stand_in(spec: ShapeSpec, kit: TorchKit, real_size: Ints, dtype: Any) -> Any
     return kit.Add() if spec.kind == "add" else kit.nn.Identity()
 
 
+def saved_for_backward(spec: ShapeSpec, io: LayerIO) -> LayerSaved:
+    """Nothing (flatten, identity, add, dropout in eval); dropout in training keeps a mask the
+    size of its input, in its dtype (torch's CPU kernel; on CUDA a bool mask, 1 B each)."""
+    if spec.kind == "dropout" and io.training:
+        return saved(part("new", "dropout mask", io.inputs[0], io.width))
+    return saved()
+
+
 KIND = Kind(
     name="shape",
     spec_type=ShapeSpec,
@@ -89,4 +98,5 @@ KIND = Kind(
     check_fits=check_fits,
     geometry=geometry,
     stand_in=stand_in,
+    saved_for_backward=saved_for_backward,
 )

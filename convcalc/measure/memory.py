@@ -39,7 +39,7 @@ from torch.utils._pytree import tree_flatten
 
 from convcalc.core.spec import InputSpec, Node
 from convcalc.errors import MeasurementError, SpecError
-from convcalc.measure.build import TORCH_DTYPES, GraphModule, build_layer
+from convcalc.measure.build import TORCH_DTYPES, GraphModule, build_layer, first_line, user_code
 
 OPTIMIZERS: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
     "sgd": lambda params: torch.optim.SGD(params, lr=0.01),
@@ -268,6 +268,24 @@ class _Entry:
     died: int | None = None
 
 
+def _allocated_outputs(func: Any, args: Any, out: Any) -> list[Any]:
+    """The tensors an op returns, as the CPU kernel allocates them. One exception, on the meta
+    device only: batch norm in eval (``native_batch_norm`` with training=False) returns C-sized
+    save_mean/save_invstd there, where the CPU (and CUDA) kernels return empty tensors; the
+    meta run counts them as the CPU run does (not at all), so that the two devices agree."""
+    items = tree_flatten(out)[0]
+    if (
+        func is torch.ops.aten.native_batch_norm.default
+        and len(args) > 5
+        and not args[5]
+        and items
+        and isinstance(items[0], torch.Tensor)
+        and items[0].device.type == "meta"
+    ):
+        return items[:1]
+    return list(items)
+
+
 class _LiveTracker(TorchDispatchMode):
     """Registers the storage of every op output; drops expired ones; records the live total
     after each op, the op and the layer."""
@@ -312,7 +330,7 @@ class _LiveTracker(TorchDispatchMode):
         shared = {
             _storage_id(a) for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)
         }
-        for item in tree_flatten(out)[0]:
+        for item in _allocated_outputs(func, args, out):
             if isinstance(item, torch.Tensor) and _storage_id(item) not in shared:
                 self.register(item)
         live = self.total()
@@ -590,3 +608,61 @@ def measure_training_step_cuda(
 def element_bytes(dtype: str) -> int:
     """torch's element size for a dtype name (int8 included)."""
     return int(torch.empty((), dtype=getattr(torch, dtype)).element_size())
+
+
+# --- a user's model -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelMemory:
+    """What a user's model saves for backward, its inference peak and (when run) one training
+    step; each None where torch refused, with the reason in ``sources``."""
+
+    saved: SavedMeasurement | None
+    peak: PeakMeasurement | None
+    step: TrainingMeasurement | None
+    sources: dict[str, str]
+
+
+def measure_model_memory(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    dtype: str = "float32",
+    optimizer: str = "adam",
+    *,
+    training_step: bool = True,
+) -> ModelMemory:
+    """A user's model measured on a copy (its mode, parameters and buffers are left alone):
+    saved for backward (training mode, data needing no grad), the inference peak (eval mode),
+    and with ``training_step`` one real step with ``optimizer``."""
+    import copy
+
+    sources: dict[str, str] = {}
+    try:
+        twin = copy.deepcopy(model).to(TORCH_DTYPES[dtype])
+    except Exception as error:  # noqa: BLE001  (the user's module)
+        reason = f"not measured: the model could not be copied ({first_line(error)})"
+        return ModelMemory(None, None, None, dict.fromkeys(("saved", "peak", "step"), reason))
+    x = make_input(InputSpec(input_shape[0], input_shape[1], tuple(input_shape[2:]), dtype))
+    saved = peak = step = None
+    # the user's forward may print (to stderr, as measure_model does) or raise anything
+    with user_code():
+        try:
+            saved = measure_saved(twin.train(), x)
+            sources["saved"] = saved.source + "; training mode, the data needing no grad"
+        except Exception as error:  # noqa: BLE001  (the user's code)
+            sources["saved"] = f"not measured: {first_line(error)}"
+        try:
+            peak = measure_peak_inference(twin.eval(), x)
+            sources["peak"] = peak.source + "; eval mode"
+        except Exception as error:  # noqa: BLE001
+            sources["peak"] = f"not measured: {first_line(error)}"
+        if training_step:
+            try:
+                step = measure_training_step(twin.train(), x, optimizer)
+                sources["step"] = "one real step on the CPU: " + "; ".join(
+                    f"{key}: {text}" for key, text in step.sources.items()
+                )
+            except Exception as error:  # noqa: BLE001
+                sources["step"] = f"not measured: {first_line(error)}"
+    return ModelMemory(saved, peak, step, sources)

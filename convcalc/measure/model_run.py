@@ -40,6 +40,8 @@ class ModelRun:
     receptive_field_of: str
     #: wall-clock seconds of each step: load, count, receptive_field
     seconds: dict[str, float]
+    #: the model itself (memory figures measure it on a copy)
+    model: Any = None
 
 
 class _FirstTensor(nn.Module):
@@ -113,7 +115,7 @@ def run_model(
             where = count.output_names[0] if count.output_names else "0"
             of = f"output {where}: {of}"
     seconds["receptive_field"] = time.perf_counter() - start
-    return ModelRun(title, count, tuple(notes), own, subtree, field, of, seconds)
+    return ModelRun(title, count, tuple(notes), own, subtree, field, of, seconds, model)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -42,6 +42,18 @@ CSV_COLUMNS = (
     "latency_ms",
     "gflops_per_s",
     "agree",
+    # memory a GPU budget is planned on (appended: the columns above keep their places)
+    "saved_for_backward_bytes",
+    "saved_for_backward_bytes_formula",
+    "peak_inference_bytes",
+    "peak_inference_bytes_formula",
+    "forward_backward_torchsummary_bytes",
+    "training_step_bytes",
+    "training_step_bytes_formula",
+    "optimizer",
+    "fit_memory_limit_bytes",
+    "fit_max_batch_training",
+    "fit_max_batch_inference",
 )
 
 
@@ -143,6 +155,7 @@ def flat_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                     "latency_ms": layer.get("latency_ms"),
                     "gflops_per_s": layer.get("gflops_per_s"),
                     "agree": layer["agree"],
+                    **_memory_columns(layer.get("memory_bytes"), layer.get("memory_bytes_formula")),
                 }
             )
         total = report["total"]
@@ -170,9 +183,43 @@ def flat_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "latency_ms": total.get("latency_ms"),
                 "gflops_per_s": total.get("gflops_per_s"),
                 "agree": report["agree"],
+                **_memory_columns(total.get("memory_bytes"), formula.get("memory_bytes")),
+                **_fit_columns(total),
             }
         )
     return rows
+
+
+def _memory_columns(measured: Any, formula: Any) -> dict[str, Any]:
+    """The memory CSV columns of a layer or total: measured (None where not) and formula."""
+    measured = measured if isinstance(measured, dict) else {}
+    formula = formula if isinstance(formula, dict) else {}
+
+    def step_total(memory: dict[str, Any]) -> Any:
+        step = memory.get("training_step")
+        return step.get("total") if isinstance(step, dict) else None
+
+    return {
+        "saved_for_backward_bytes": measured.get("saved_for_backward"),
+        "saved_for_backward_bytes_formula": formula.get("saved_for_backward"),
+        "peak_inference_bytes": measured.get("peak_inference"),
+        "peak_inference_bytes_formula": formula.get("peak_inference"),
+        "forward_backward_torchsummary_bytes": measured.get(
+            "forward_backward_torchsummary", formula.get("forward_backward_torchsummary")
+        ),
+        "training_step_bytes": step_total(measured),
+        "training_step_bytes_formula": step_total(formula),
+    }
+
+
+def _fit_columns(total: dict[str, Any]) -> dict[str, Any]:
+    fit = total.get("fit") or {}
+    return {
+        "optimizer": total.get("optimizer"),
+        "fit_memory_limit_bytes": fit.get("memory_limit_bytes"),
+        "fit_max_batch_training": fit.get("max_batch_training"),
+        "fit_max_batch_inference": fit.get("max_batch_inference"),
+    }
 
 
 def csv_text(
@@ -270,11 +317,46 @@ def markdown(data: dict[str, Any]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines) + "\n")
+        memory_line = _md_memory(total)
+        if memory_line:
+            parts.append(memory_line)
         parts.append(
             "MACs: fvcore's count (1 per multiply-add); FLOPs: torch's (2 per "
             "multiply-add); neither counts bias.\n"
         )
     return "\n".join(parts)
+
+
+def _md_memory(total: dict[str, Any]) -> str:
+    """The network's memory, measured (≠ formula, in bold, where they differ), one line."""
+    measured = total.get("memory_bytes") or {}
+    formula = (total.get("formula") or {}).get("memory_bytes") or {}
+    if "saved_for_backward" not in measured:
+        return ""
+
+    def figure(key: str) -> str:
+        return _md_figure({"measured": measured.get(key), "formula": formula.get(key)})
+
+    def step(memory: dict[str, Any]) -> Any:
+        value = memory.get("training_step")
+        return value.get("total") if isinstance(value, dict) else None
+
+    parts = [
+        f"saved for backward {figure('saved_for_backward')} B",
+        f"peak inference {figure('peak_inference')} B",
+        f"training step ({total.get('optimizer', '')}) "
+        + (f"{_md(step(measured))} B measured, " if step(measured) is not None else "")
+        + f"{_md(step(formula))} B by formula (an upper bound)",
+        f"torchsummary's forward/backward {_md(measured.get('forward_backward_torchsummary'))} B",
+    ]
+    fit = total.get("fit")
+    if fit:
+        parts.append(
+            f"fits {fit['memory_limit']} ({fit['dtype']}): batch "
+            f"{_md(fit['max_batch_training'])} training, {_md(fit['max_batch_inference'])} "
+            "inference"
+        )
+    return "Memory: " + "; ".join(parts) + ".\n"
 
 
 def solution_rows(data: dict[str, Any]) -> list[dict[str, Any]]:

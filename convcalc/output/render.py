@@ -20,13 +20,22 @@ from rich.text import Text
 from convcalc.core.cumulative import fraction_text
 from convcalc.core.formulas import group, human_bytes, shape_text
 from convcalc.core.memory import Memory
-from convcalc.core.report import LayerReport, Pair, Report
+from convcalc.core.report import BOUND_STEP_KEYS, LayerReport, Pair, Report, Total
 
 CAPTION = (
     "MACs: fvcore's count (one multiply-add = one flop). FLOPs: torch.utils.flop_counter's "
     "count (two per multiply-add). Neither counts bias: its additions have their own line. "
     "Memory: {dtype}, as torchsummary counts it (forward/backward = every output twice)."
 )
+MEMORY_CAPTION = (
+    " Memory ({dtype}): input/output/params/fwd+bwd/total are torchsummary's convention "
+    "(fwd+bwd = every output twice: torchinfo's 'Forward/backward pass size'); saved for "
+    "backward: the tensors autograd keeps for the backward; peak inference: the live "
+    "activation bytes under no_grad (per layer: while it runs); training step: params + "
+    "buffers + grads + optimizer state + saved + the backward's transient (by formula an "
+    "upper bound: 'bound', no agreement claimed)."
+)
+BOUND = "bound"
 AGREE = "✓"
 DISAGREE = "✗"
 
@@ -86,10 +95,11 @@ def _cell(pair: Pair[Any]) -> Text:
     return Text(f"{_value(pair.measured)} ≠ {_value(pair.formula)}", style="bold red")
 
 
-def _figure_table(layer: LayerReport, dtype: str) -> Table:
+def _figure_table(layer: LayerReport, dtype: str, total: Total | None = None) -> Table:
     table = Table(
         box=box.SIMPLE_HEAVY,
-        caption=CAPTION.format(dtype=dtype),
+        caption=CAPTION.format(dtype=dtype)
+        + (MEMORY_CAPTION.format(dtype=dtype) if layer.saved_for_backward else ""),
         caption_justify="left",
         show_edge=False,
         pad_edge=False,
@@ -123,7 +133,7 @@ def _figure_table(layer: LayerReport, dtype: str) -> Table:
         ("input", "memory: input"),
         ("output", "memory: output"),
         ("params", "memory: params"),
-        ("forward_backward", "memory: fwd+bwd"),
+        ("forward_backward", "memory: fwd+bwd (torchsummary)"),
         ("total", "memory: total"),
     ):
         measured = getattr(measured_memory, key) if isinstance(measured_memory, Memory) else None
@@ -135,6 +145,7 @@ def _figure_table(layer: LayerReport, dtype: str) -> Table:
             text.get(f"memory_{key}", ""),
             _mark(measured == formula) if measured is not None else Text(""),
         )
+    _memory_rows(table, layer, total)
     if layer.latency_ms is not None:
         gflops = layer.gflops_per_s
         table.add_row(
@@ -148,6 +159,150 @@ def _figure_table(layer: LayerReport, dtype: str) -> Table:
     return table
 
 
+def _bytes_cell(pair: Pair[int] | None) -> Text:
+    """Bytes measured (the formula where nothing was measured); both, in red, where they
+    differ."""
+    if pair is None:
+        return Text("—")
+    if pair.agree:
+        shown = pair.measured if pair.measured is not None else pair.formula
+        return Text("—" if shown is None else human_bytes(shown))
+    return Text(
+        f"{human_bytes(pair.measured or 0)} ≠ {human_bytes(pair.formula or 0)}", style="bold red"
+    )
+
+
+def _byte_row(table: Table, label: str, pair: Pair[int], text: str, bound: bool = False) -> None:
+    measured, formula = pair.measured, pair.formula
+    mark: Text = Text("")
+    if measured is not None and formula is not None:
+        mark = Text(BOUND, style="dim") if bound else _mark(measured == formula)
+    table.add_row(
+        label,
+        human_bytes(measured) if measured is not None else "not measured",
+        human_bytes(formula) if formula is not None else "no formula",
+        text,
+        mark,
+    )
+
+
+def _memory_rows(table: Table, layer: LayerReport | None, total: Total | None) -> None:
+    """The 'memory' section: the layer's saved for backward and inference peak, and with
+    ``total`` the network's: those, one training step, torchsummary's convention and --fit."""
+    text = layer.formula_text if layer is not None else {}
+    if layer is not None and layer.saved_for_backward is not None:
+        table.add_section()
+        _byte_row(
+            table,
+            "saved for backward",
+            layer.saved_for_backward,
+            text.get("memory_saved_for_backward", ""),
+        )
+        if layer.peak_inference is not None:
+            _byte_row(
+                table,
+                "peak inference (while it runs)",
+                layer.peak_inference,
+                text.get("memory_peak_inference", ""),
+            )
+    if total is None or total.training_step is None:
+        return
+    if layer is None:
+        for key, label in (
+            ("saved_for_backward", "saved for backward"),
+            ("peak_inference", "peak inference"),
+        ):
+            pair = getattr(total, key)
+            if pair is not None:
+                _byte_row(table, label, pair, total.memory_text.get(key, ""))
+        memory = total.memory.measured or total.memory.formula
+        table.add_row(
+            "fwd+bwd (torchsummary)",
+            human_bytes(memory.forward_backward) if total.memory.measured else "not measured",
+            human_bytes(total.memory.formula.forward_backward),
+            "every output twice (torchinfo's 'Forward/backward pass size')",
+            _mark(total.memory.agree) if total.memory.measured else Text(""),
+        )
+    table.add_section()
+    step = total.training_step
+    for key in ("params", "buffers", "grads", "optimizer_state", "saved_for_backward"):
+        label = key.replace("_", " ")
+        if key == "optimizer_state":
+            label = f"optimizer state ({total.optimizer})"
+        _byte_row(
+            table,
+            f"training step: {label}",
+            _step_pair(step, key),
+            total.memory_text.get(f"training_step.{key}", ""),
+        )
+    for key in BOUND_STEP_KEYS:
+        _byte_row(
+            table,
+            f"training step: {key}",
+            _step_pair(step, key),
+            total.memory_text.get(f"training_step.{key}", ""),
+            bound=True,
+        )
+    if total.fit is not None:
+        table.add_section()
+        for entry in total.fit["by_dtype"]:
+            training = entry["max_batch_training"]
+            table.add_row(
+                f"fits {total.fit['memory_limit']}: {entry['dtype']}",
+                _fit_check(entry.get("checked")),
+                f"batch {group(entry['max_batch_inference'])} inference"
+                + (f", {group(training)} training" if training is not None else ""),
+                "largest batch whose inference (weights + peak)"
+                + (" and whose training step" if training is not None else "")
+                + f" fit {group(total.fit['memory_limit_bytes'])} B",
+                "",
+            )
+
+
+def _step_pair(step: Pair[dict[str, int]], key: str) -> Pair[int]:
+    """One part of a training step, measured beside formula (either may be missing)."""
+    return Pair(
+        None if step.measured is None else step.measured.get(key),
+        None if step.formula is None else step.formula.get(key),  # type: ignore[arg-type]
+    )
+
+
+def _fit_check(checked: dict[str, Any] | None) -> str:
+    """The meta device's check of a --fit answer at the batch found."""
+    if not checked:
+        return ""
+    shown = []
+    for key, label in (("inference_peak", "peak"), ("saved_for_backward", "saved")):
+        entry = checked.get(key)
+        if entry:
+            same = entry["measured"] == entry["formula"]
+            shown.append(
+                f"{label} {AGREE if same else DISAGREE + ' ' + human_bytes(entry['measured'])}"
+            )
+    return ("meta: " + ", ".join(shown)) if shown else ""
+
+
+def _memory_table(report: Report) -> Table:
+    """A network's memory section: measured beside formula, with the check mark."""
+    dtype = report.input.dtype
+    table = Table(
+        box=box.SIMPLE_HEAVY,
+        title="memory",
+        title_justify="left",
+        caption=MEMORY_CAPTION.format(dtype=dtype).strip(),
+        caption_justify="left",
+        show_edge=False,
+        pad_edge=False,
+    )
+    table.add_column("figure", style="bold", no_wrap=True)
+    table.add_column("measured", justify="right", no_wrap=True)
+    table.add_column("formula", justify="right", no_wrap=True)
+    table.add_column("formula, instantiated", overflow="fold")
+    table.add_column("", no_wrap=True)
+    _memory_rows(table, None, report.total)
+    return table
+
+
 def _summary_table(report: Report) -> Table:
     """One row per layer and a total: measured values, both figures where they differ."""
     train = any(layer.backward_flops is not None for layer in report.layers)
@@ -156,7 +311,13 @@ def _summary_table(report: Report) -> Table:
         box=box.SIMPLE_HEAVY,
         caption=CAPTION.format(dtype=report.input.dtype)
         + " Receptive field: the layer's own; cumulative RF, effective stride and padding: "
-        "relative to the network input (Araujo et al., Distill 2019).",
+        "relative to the network input (Araujo et al., Distill 2019)."
+        + (
+            " Memory out: the layer's output; saved for bwd: what autograd keeps for the "
+            "backward (a tensor saved twice counts once, at the first layer)."
+            if report.total.saved_for_backward is not None
+            else ""
+        ),
         caption_justify="left",
         show_edge=False,
         pad_edge=False,
@@ -179,6 +340,9 @@ def _summary_table(report: Report) -> Table:
         table.add_column("eff. stride", justify="right", no_wrap=True)
         table.add_column("eff. padding", justify="right", no_wrap=True)
     table.add_column("memory out", justify="right", no_wrap=True)
+    saved_column = any(layer.saved_for_backward is not None for layer in report.layers)
+    if saved_column:
+        table.add_column("saved for bwd", justify="right", no_wrap=True)
     if timed:
         table.add_column("latency ms", justify="right", no_wrap=True)
         table.add_column("GFLOP/s", justify="right", no_wrap=True)
@@ -199,6 +363,8 @@ def _summary_table(report: Report) -> Table:
             *(_cumulative_cells(layer) if cumulative_columns else []),
             Text(human_bytes(memory.output)),
         ]
+        if saved_column:
+            cells.append(_bytes_cell(layer.saved_for_backward))
         if timed:
             gflops = layer.gflops_per_s
             cells += [
@@ -231,6 +397,8 @@ def _summary_table(report: Report) -> Table:
     else:
         cells.append(_cell(total.receptive_field))
     cells.append(Text(f"{human_bytes(memory.total)} all"))
+    if saved_column:
+        cells.append(_bytes_cell(total.saved_for_backward))
     if timed:
         cells += [
             Text(f"{total.latency_ms:,.3f}" if total.latency_ms is not None else "—"),
@@ -449,10 +617,12 @@ def _conventions(tools: dict[str, Any]) -> Table:
 def _report(report: Report, detail: bool) -> Group:
     parts: list[Any] = [_title(report), Text()]
     if len(report.layers) == 1 and report.command not in ("stack", "model"):
-        parts.append(_figure_table(report.layers[0], report.input.dtype))
+        parts.append(_figure_table(report.layers[0], report.input.dtype, report.total))
     else:
         parts.append(_summary_table(report))
         parts.append(_formula_lines(report))
+        if report.total.saved_for_backward is not None:
+            parts += [Text(), _memory_table(report)]
         if detail:
             for layer in report.layers:
                 parts += [
