@@ -7,6 +7,7 @@ Adding a kind: docs/architecture.md, "Add a layer kind".
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Union
 
 from convcalc.core.formulas import Figures
@@ -43,8 +44,12 @@ def kind_of(spec: Any) -> Kind:
     return _BY_TYPE[type(spec)]
 
 
+@functools.lru_cache(maxsize=4096)
 def figures(spec: LayerSpec, input_spec: InputSpec) -> Figures:
-    """Every figure of a layer by formula, whatever its kind."""
+    """Every figure of a layer by formula, whatever its kind. Computed once per layer and
+    input: building the graph, planning the run, the report and the memory model all ask for
+    them (specs and inputs are frozen, so the figures can be shared; bounded, so a long sweep
+    stays flat in memory)."""
     return kind_of(spec).figures(spec, input_spec)
 
 
