@@ -134,3 +134,14 @@ def test_choices_are_listed_in_help(cli) -> None:
     assert "<auto|cpu|meta>" in text
     for section in ("Layer options:", "Input options:", "Measurement options:", "Output options:"):
         assert section in text
+
+
+def test_solve_exits_1_when_torch_does_not_confirm_an_answer(cli, monkeypatch) -> None:
+    # exit 2 means invalid input; an answer the real layer contradicts is a failed check
+    from convcalc.measure import verify
+
+    monkeypatch.setattr(verify, "verify_answers", lambda *args: [False] * len(args[-1]))
+    result = cli("solve", "--size", "224", "--target", "112", "-k", "3", "-s", "2", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["agree"] is False
+    assert "torch gave another size than the formula for Conv2d(k=3, s=2, p=1)" in result.stderr

@@ -70,19 +70,6 @@ def build(spec: AdaptivePoolSpec, kit: TorchKit, device: str) -> Any:
     return _class(kit, spec.kind, spec.dims)(spec.output_size).to(device).eval()
 
 
-def stand_in(spec: AdaptivePoolSpec, kit: TorchKit, real_size: Ints, dtype: Any) -> Any:
-    """Its windows depend on the input size, which the probe changes: stand in with the windows
-    it has at the real size (the identity, or uniform windows); otherwise the probe stops."""
-    if spec.output_size == real_size:
-        return kit.nn.Identity()
-    if all(n % o == 0 for n, o in zip(real_size, spec.output_size)) and any(
-        o > 1 for o in spec.output_size
-    ):
-        window = tuple(n // o for n, o in zip(real_size, spec.output_size))
-        return getattr(kit.nn, f"AvgPool{spec.dims}d")(window, window)
-    return None
-
-
 def from_module(name: str, module: Any, kit: TorchKit) -> AdaptivePoolSpec | None:
     for kind in ("avg", "max"):
         for dims in (1, 2, 3):
@@ -116,7 +103,6 @@ KIND = Kind(
     build=build,
     check_fits=check_fits,
     geometry=geometry,
-    stand_in=stand_in,
     from_module=from_module,
     with_input=with_input,
     saved_for_backward=saved_for_backward,

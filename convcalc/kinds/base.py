@@ -2,7 +2,7 @@
 that kind, so that a new kind is one module in this package (and its tests), not edits in eight.
 
 Pure, like convcalc.core: no torch. The parts that need torch (building the real module, the
-receptive-field stand-in, reading a user's module back into a spec) receive the torch toolkit
+reading a user's module back into a spec) receive the torch toolkit
 from the measure room as an argument (:class:`TorchKit`): the code of a kind stays in one place
 and the rule "torch only in convcalc/measure/" still holds.
 """
@@ -33,10 +33,6 @@ class TorchKit(Protocol):
     @property
     def GroupSplit(self) -> Any:  # noqa: N802  (a class)
         """A grouped conv as ``groups`` dense convs (torch counts their backward right)."""
-
-    def averaging(self, module: Any, kernel: Ints) -> Any:
-        """``module`` with every weight 1/taps, frozen (a probe stand-in)."""
-        ...
 
 
 #: how a layer maps input positions to output positions
@@ -88,10 +84,6 @@ def _same_spec(spec: Any, input_shape: Ints) -> Any:
     return spec
 
 
-def _identity_stand_in(spec: Any, kit: TorchKit, real_size: Ints, dtype: Any) -> Any:
-    return kit.nn.Identity()
-
-
 def _no_backward_module(spec: Any, kit: TorchKit, device: str) -> Any:
     return None
 
@@ -111,9 +103,6 @@ class Kind:
     #: rules that need the layer and its input: raise SpecError
     check_fits: Callable[[Any, InputSpec, Labels], None]
     geometry: Callable[[Any], Geometry] = _pointwise
-    #: the one-channel stand-in of the receptive-field probe: (spec, kit, real input size,
-    #: torch dtype) -> nn.Module, or None where the probe stops (flat layers)
-    stand_in: Callable[[Any, TorchKit, Ints, Any], Any] = _identity_stand_in
     #: the traps of conv arithmetic this layer falls into, given its input
     warnings: Callable[[str, Any, InputSpec], list[str]] = _no_warnings
     #: the compute-rate class used to decide whether a real run is quick enough

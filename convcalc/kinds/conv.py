@@ -539,21 +539,6 @@ def build(spec: ConvSpec, kit: TorchKit, device: str) -> Any:
     return cls(spec.in_channels, spec.out_channels, spec.kernel_size, **kwargs).eval()
 
 
-def stand_in(spec: ConvSpec, kit: TorchKit, real_size: Ints, dtype: Any) -> Any:
-    """One channel, the layer's geometry, every weight 1/taps (an average: values stay <= 1)."""
-    kwargs: dict[str, Any] = {
-        "stride": spec.stride,
-        "padding": spec.padding,
-        "dilation": spec.dilation,
-        "bias": False,
-        "dtype": dtype,
-    }
-    if spec.transposed:
-        kwargs["output_padding"] = spec.output_padding
-    module = getattr(kit.nn, spec.torch_class_name)(1, 1, spec.kernel_size, **kwargs)
-    return kit.averaging(module, spec.kernel_size)
-
-
 def from_module(name: str, module: Any, kit: TorchKit) -> ConvSpec | None:
     if not isinstance(module, kit.nn.modules.conv._ConvNd):
         return None
@@ -615,7 +600,6 @@ KIND = Kind(
     build=build,
     check_fits=check_fits,
     geometry=geometry,
-    stand_in=stand_in,
     warnings=warnings,
     rate=rate,
     from_module=from_module,

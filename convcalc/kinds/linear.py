@@ -115,10 +115,6 @@ def build(spec: LinearSpec, kit: TorchKit, device: str) -> Any:
     return kit.nn.Linear(spec.in_features, spec.out_features, bias=spec.bias).to(device).eval()
 
 
-def stand_in(spec: LinearSpec, kit: TorchKit, real_size: Any, dtype: Any) -> Any:
-    return None  # the probe stops: every output sees the whole input
-
-
 def from_module(name: str, module: Any, kit: TorchKit) -> LinearSpec | None:
     if isinstance(module, kit.nn.Linear):
         return LinearSpec(module.in_features, module.out_features, module.bias is not None, name)
@@ -132,7 +128,6 @@ KIND = Kind(
     build=build,
     check_fits=check_fits,
     geometry=geometry,
-    stand_in=stand_in,
     from_module=from_module,
     saved_for_backward=saves_input,
 )

@@ -203,26 +203,6 @@ def build(spec: PoolSpec, kit: TorchKit, device: str) -> Any:
     return module.to(device).eval()
 
 
-def stand_in(spec: PoolSpec, kit: TorchKit, real_size: Ints, dtype: Any) -> Any:
-    """Max pooling routes the gradient to one input per window: the probe averages instead,
-    which reaches every input of the window (its geometry is what is measured)."""
-    if all(d == 1 for d in spec.dilation):
-        return _class(kit, "avg", spec.dims)(
-            spec.kernel_size, spec.stride, spec.padding, ceil_mode=spec.ceil_mode
-        )
-    module = getattr(kit.nn, f"Conv{spec.dims}d")(
-        1,
-        1,
-        spec.kernel_size,
-        stride=spec.stride,
-        padding=spec.padding,
-        dilation=spec.dilation,
-        bias=False,
-        dtype=dtype,
-    )
-    return kit.averaging(module, spec.kernel_size)
-
-
 def from_module(name: str, module: Any, kit: TorchKit) -> PoolSpec | None:
     for kind in ("max", "avg"):
         for dims in (1, 2, 3):
@@ -263,7 +243,6 @@ KIND = Kind(
     build=build,
     check_fits=check_fits,
     geometry=geometry,
-    stand_in=stand_in,
     warnings=warnings,
     from_module=from_module,
     with_input=with_input,

@@ -9,7 +9,7 @@ from typing import Any
 
 from convcalc.core.formulas import MUL, Derived, Figures, simple_figures
 from convcalc.core.saved import LayerIO, LayerSaved, part, saved
-from convcalc.core.spec import InputSpec, Ints, Labels
+from convcalc.core.spec import InputSpec, Labels
 from convcalc.kinds.base import POINTWISE, Geometry, Kind, TorchKit
 
 
@@ -76,12 +76,6 @@ def build(spec: ShapeSpec, kit: TorchKit, device: str) -> Any:
     return module.to(device).eval()
 
 
-def stand_in(spec: ShapeSpec, kit: TorchKit, real_size: Ints, dtype: Any) -> Any:
-    if spec.kind == "flatten":
-        return None  # the probe stops: positions become features
-    return kit.Add() if spec.kind == "add" else kit.nn.Identity()
-
-
 def saved_for_backward(spec: ShapeSpec, io: LayerIO) -> LayerSaved:
     """Nothing (flatten, identity, add, dropout in eval); dropout in training keeps a mask the
     size of its input, in its dtype (torch's CPU kernel; on CUDA a bool mask, 1 B each)."""
@@ -97,6 +91,5 @@ KIND = Kind(
     build=build,
     check_fits=check_fits,
     geometry=geometry,
-    stand_in=stand_in,
     saved_for_backward=saved_for_backward,
 )

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any
 
 import torch
 from torch import nn
@@ -29,14 +27,6 @@ class Add(nn.Module):
         return total
 
 
-def averaging(module: nn.Module, kernel: Ints) -> nn.Module:
-    """Every weight 1/taps, frozen: the probe only differentiates with respect to its input."""
-    with torch.no_grad():
-        module.weight.fill_(1.0 / math.prod(kernel))  # type: ignore[operator]
-    module.weight.requires_grad_(False)
-    return module
-
-
 class _Kit:
     """The torch toolkit handed to the layer kinds (convcalc.kinds.base.TorchKit)."""
 
@@ -46,9 +36,6 @@ class _Kit:
     @property
     def GroupSplit(self) -> type[nn.Module]:  # noqa: N802  (a class, as the protocol names it)
         return GroupSplit
-
-    def averaging(self, module: Any, kernel: Ints) -> Any:
-        return averaging(module, kernel)
 
 
 KIT: TorchKit = _Kit()

@@ -141,7 +141,6 @@ class Network:
     input: InputSpec
     nodes: list[Node] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
-    where: list[str] = field(default_factory=list)  # "layer 3 (conv2)" for each node
     notes: list[str] = field(default_factory=list)
 
 
@@ -221,7 +220,6 @@ class _Builder:
             raise SpecError(error.field, f"{where}: {error.message}") from None
         self.network.nodes.append(Node(spec, inputs, path))
         self.network.names.append(name)
-        self.network.where.append(where)
         self.tensors.append(out)
         return len(self.network.nodes) - 1
 
