@@ -16,128 +16,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from convcalc.choices import API_LABELS, Measure, plain
 from convcalc.core.grammar import parse_inline
-from convcalc.core.report import Comparison, Report
 from convcalc.core.spec import DEFAULT_SIZE, InputSpec, Labels, build_input
-from convcalc.engine import Options
 from convcalc.errors import ConvcalcError, SpecError
-from convcalc.kinds import ConvSpec, build_conv
+
+if TYPE_CHECKING:  # the library is light to import: the CLI imports it to build its options
+    from convcalc.core.report import Comparison, Report
+    from convcalc.kinds import ConvSpec
 
 Value = int | str | Sequence[int]
 
-#: argument names, for error messages from the Python API
-API_LABELS = Labels(
-    {
-        "dims": "dims",
-        "in_channels": "in_channels",
-        "out_channels": "out_channels",
-        "kernel_size": "kernel",
-        "stride": "stride",
-        "padding": "padding",
-        "dilation": "dilation",
-        "groups": "groups",
-        "bias": "bias",
-        "transposed": "transpose",
-        "output_padding": "output_padding",
-        "padding_mode": "padding_mode",
-        "size": "size",
-        "batch": "batch",
-        "dtype": "dtype",
-        "multiplier": "multiplier",
-        "measure_on": "measure_on",
-        "act": "act",
-    }
-)
-
-
-class Format(str, Enum):
-    """Output formats (``--format``)."""
-
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
-    markdown = "markdown"
-
-
-class MeasureOn(str, Enum):
-    """Where the measurement runs (``--measure-on``)."""
-
-    auto = "auto"
-    cpu = "cpu"
-    meta = "meta"
-
-
-class Dtype(str, Enum):
-    float32 = "float32"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
-
-
-class PaddingMode(str, Enum):
-    zeros = "zeros"
-    reflect = "reflect"
-    replicate = "replicate"
-    circular = "circular"
-
-
-@dataclass(frozen=True)
-class Measure:
-    """How to measure, for every command that measures: where, and what beyond the forward
-    figures. ``formula_only``: every figure by formula alone, without loading torch."""
-
-    measure_on: str = "auto"
-    train: bool = False
-    time: bool = False
-    device: str = "cpu"
-    formula_only: bool = False
-    #: the training step's optimizer (sgd, momentum, adam, adamw), and a memory limit for
-    #: the largest batch that fits ("16GiB", "80GB")
-    optimizer: str = "adam"
-    fit: str | None = None
-
-    def options(self, labels: Labels = API_LABELS) -> Options:
-        choices = [m.value for m in MeasureOn]
-        if _plain(self.measure_on) not in choices:
-            raise SpecError(
-                "measure_on",
-                f"{labels['measure_on']} {_plain(self.measure_on)!r} must be one of "
-                + ", ".join(choices),
-            )
-        for name in ("train", "time", "formula_only"):
-            _flag(getattr(self, name), name)
-        if self.formula_only and self.time:
-            raise SpecError(
-                "time", "--time measures the real layer: it does not go with --formula-only"
-            )
-        if _plain(self.device) != "cpu" and not self.time:
-            raise SpecError(
-                "device",
-                f"--device {_plain(self.device)} is where --time runs: it applies only with --time",
-            )
-        if self.formula_only and _plain(self.measure_on) != "auto":
-            raise SpecError(
-                "measure_on",
-                f"--measure-on {_plain(self.measure_on)} measures: it does not go with "
-                "--formula-only",
-            )
-        return Options(
-            measure_on=_plain(self.measure_on),
-            train=self.train,
-            time=self.time,
-            device=_plain(self.device),
-            formula_only=self.formula_only,
-            optimizer=_plain(self.optimizer),
-            fit=self.fit,
-        )
-
-
-def _plain(value: Any) -> str:
-    return str(value.value) if isinstance(value, Enum) else str(value)
+#: measure as convcalc conv does; a sweep measures on the meta device by default
+DEFAULT_MEASURE = Measure()
+SWEEP_MEASURE = Measure(measure_on="meta")
 
 
 def _text(value: Value, name: str) -> int | str:
@@ -180,7 +75,7 @@ def _input(
         channels=channels,
         size=_text(size, "size"),
         batch=_integer(batch, "batch"),
-        dtype=_plain(dtype),
+        dtype=plain(dtype),
         labels=labels,
     )
 
@@ -205,11 +100,12 @@ def conv(
     size: Value = DEFAULT_SIZE,
     batch: int = 1,
     dtype: str = "float32",
-    measure: Measure = Measure(),
+    measure: Measure = DEFAULT_MEASURE,
     labels: Labels = API_LABELS,
 ) -> Report:
     """One conv layer (``convcalc conv``): every figure measured and by formula."""
     from convcalc.engine import analyze_chain
+    from convcalc.kinds import build_conv
 
     spec = build_conv(
         dims=_integer(dims, "dims"),
@@ -223,7 +119,7 @@ def conv(
         bias=_flag(bias, "bias"),
         transpose=_flag(transpose, "transpose"),
         output_padding=_text(output_padding, "output_padding"),
-        padding_mode=_plain(padding_mode),
+        padding_mode=plain(padding_mode),
         labels=labels,
     )
     input_spec = _input(dims, in_channels, size, batch, dtype, labels)
@@ -293,7 +189,7 @@ def _block(block: Block, labels: Labels) -> Any:
     from convcalc.sources.presets import Block as PresetBlock
     from convcalc.sources.presets import check_act
 
-    act = _plain(block.act).lower()
+    act = plain(block.act).lower()
     check_act(act)
     if block.slope is not None:
         if act != "leakyrelu":
@@ -342,7 +238,7 @@ def dw(
     size: Value = DEFAULT_SIZE,
     batch: int = 1,
     dtype: str = "float32",
-    measure: Measure = Measure(),
+    measure: Measure = DEFAULT_MEASURE,
     labels: Labels = API_LABELS,
 ) -> Report:
     """Depthwise separable (``convcalc dw``): a depthwise conv (groups = in) then a pointwise
@@ -385,10 +281,11 @@ def pw(
     size: Value = DEFAULT_SIZE,
     batch: int = 1,
     dtype: str = "float32",
-    measure: Measure = Measure(),
+    measure: Measure = DEFAULT_MEASURE,
     labels: Labels = API_LABELS,
 ) -> Report:
     """Pointwise (``convcalc pw``): a 1x1 convolution that mixes channels only."""
+    from convcalc.kinds import build_conv
     from convcalc.sources.presets import single
 
     input_spec = _input(dims, in_channels, size, batch, dtype, labels)
@@ -419,12 +316,13 @@ def group(
     size: Value = DEFAULT_SIZE,
     batch: int = 1,
     dtype: str = "float32",
-    measure: Measure = Measure(),
+    measure: Measure = DEFAULT_MEASURE,
     labels: Labels = API_LABELS,
 ) -> Report:
     """A grouped conv (``convcalc group``) with its ratio to the standard conv: measured, by
     formula and by the documents' theory (1/g)."""
     from convcalc.engine import analyze_grouped
+    from convcalc.kinds import build_conv
 
     spec = build_conv(
         dims=dims,
@@ -456,13 +354,14 @@ def dilated(
     size: Value = DEFAULT_SIZE,
     batch: int = 1,
     dtype: str = "float32",
-    measure: Measure = Measure(),
+    measure: Measure = DEFAULT_MEASURE,
     labels: Labels = API_LABELS,
 ) -> Report:
     """A dilated conv (``convcalc dilated``) whose padding keeps the size when it can, beside
     the same kernel undilated."""
     from convcalc.core.spec import parse_ints
     from convcalc.engine import analyze_dilated
+    from convcalc.kinds import build_conv
     from convcalc.sources.presets import dilated_padding
 
     if padding is None:
@@ -502,10 +401,12 @@ def transpose(
     size: Value = DEFAULT_SIZE,
     batch: int = 1,
     dtype: str = "float32",
-    measure: Measure = Measure(),
+    measure: Measure = DEFAULT_MEASURE,
     labels: Labels = API_LABELS,
 ) -> Report:
     """A transposed conv (``convcalc transpose``); by default k4 s2 p1, a 2x upsampling."""
+    from convcalc.kinds import build_conv
+
     spec = build_conv(
         dims=dims,
         in_channels=_integer(in_channels, "in_channels"),
@@ -534,7 +435,7 @@ def gdconv(
     dims: int = 2,
     batch: int = 1,
     dtype: str = "float32",
-    measure: Measure = Measure(),
+    measure: Measure = DEFAULT_MEASURE,
     labels: Labels = API_LABELS,
 ) -> Report:
     """Global depthwise conv (``convcalc gdconv``, MobileFaceNet): kernel = input size, groups
@@ -566,7 +467,7 @@ def compare(
     size: Value = DEFAULT_SIZE,
     batch: int = 1,
     dtype: str = "float32",
-    measure: Measure = Measure(),
+    measure: Measure = DEFAULT_MEASURE,
     labels: Labels = API_LABELS,
 ) -> Comparison:
     """Standard, grouped and depthwise-separable versions of one layer (``convcalc compare``),
@@ -689,7 +590,7 @@ def _network(
                 "(give --input to change it)",
             )
         shape = network_input(data, shape, size, batch, dims, label, labels)
-    network = build_network(data, shape, _plain(dtype), label)
+    network = build_network(data, shape, plain(dtype), label)
     return network, label, data, shape
 
 
@@ -703,7 +604,7 @@ def stack(
     in_channels: int | None = None,
     dims: int | None = None,
     dtype: str = "float32",
-    measure: Measure = Measure(),
+    measure: Measure = DEFAULT_MEASURE,
     stdin: str | None = None,
     labels: Labels = API_LABELS,
 ) -> Report:
@@ -811,12 +712,12 @@ def model(
         raise SpecError("input", f"input {input!r} must be positive integers (N, C, ...)")
     if not isinstance(module, str) and not hasattr(module, "named_modules"):
         raise SpecError("module", f"module {module!r} must be an nn.Module or 'package.mod:Attr'")
-    if _plain(measure_on) not in ("cpu", "meta"):
+    if plain(measure_on) not in ("cpu", "meta"):
         raise SpecError(
-            "measure_on", f"--measure-on {_plain(measure_on)!r} must be cpu or meta for a model"
+            "measure_on", f"--measure-on {plain(measure_on)!r} must be cpu or meta for a model"
         )
     return analyze_model(
-        module, tuple(input), dtype=_plain(dtype), kwargs=kwargs, device=_plain(measure_on)
+        module, tuple(input), dtype=plain(dtype), kwargs=kwargs, device=plain(measure_on)
     )
 
 
@@ -852,7 +753,7 @@ def sweep(
     specs: Sequence[Any] | str,
     *,
     dtype: str = "float32",
-    measure: Measure = Measure(measure_on="meta"),
+    measure: Measure = SWEEP_MEASURE,
     labels: Labels = API_LABELS,
 ) -> Iterator[Record]:
     """Each spec's result (``convcalc batch``), in input order: ``specs`` are the text of a
@@ -862,7 +763,7 @@ def sweep(
     if isinstance(specs, str):
         specs = read_sweep(specs, "specs")
     options = measure.options(labels)
-    for spec, report, problem in run(list(specs), _plain(dtype), options):  # type: ignore[arg-type]
+    for spec, report, problem in run(list(specs), plain(dtype), options):  # type: ignore[arg-type]
         yield Record(spec.line, spec.data, report, problem)
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from convcalc import library
+from convcalc.choices import Format
 from convcalc.cli.emit import emit
 from convcalc.cli.options import (
     SHAPE,
@@ -29,7 +30,6 @@ from convcalc.cli.options import (
     Transpose,
 )
 from convcalc.core.spec import CLI_LABELS, Labels
-from convcalc.library import Format
 
 LABELS = Labels(CLI_LABELS)
 

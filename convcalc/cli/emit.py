@@ -6,9 +6,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from convcalc.choices import Format
 from convcalc.cli.exits import CheckFailed
 from convcalc.cli.options import OutputOptions
-from convcalc.library import Format
 
 
 def check_output(output: OutputOptions) -> None:

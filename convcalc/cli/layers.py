@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from convcalc import library
+from convcalc.choices import Measure, PaddingMode
 from convcalc.cli.emit import check_output, emit
 from convcalc.cli.options import (
     INPUT,
@@ -36,7 +37,6 @@ from convcalc.cli.options import (
     with_groups,
 )
 from convcalc.core.spec import CLI_LABELS, Labels
-from convcalc.library import Measure, PaddingMode
 
 app = typer.Typer(rich_markup_mode=None)
 command = app.command

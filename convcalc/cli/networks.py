@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from convcalc import library
+from convcalc.choices import Dtype, Measure
 from convcalc.cli.emit import check_output, emit
 from convcalc.cli.options import (
     INPUT,
@@ -22,7 +23,6 @@ from convcalc.cli.options import (
     with_groups,
 )
 from convcalc.core.spec import CLI_LABELS, Labels
-from convcalc.library import Dtype, Measure
 
 app = typer.Typer(rich_markup_mode=None)
 

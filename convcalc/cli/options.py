@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from convcalc.library import Dtype, Format, Measure, MeasureOn, PaddingMode
+from convcalc.choices import Dtype, Format, Measure, MeasureOn, PaddingMode
 
 LAYER = "Layer"
 INPUT = "Input"

@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 
 from convcalc import library
+from convcalc.choices import Dtype, Measure, MeasureOn
 from convcalc.cli.options import MEASURE, OUTPUT, ConvcalcCommand, Device, DtypeOpt, Time, Train
 from convcalc.core.spec import CLI_LABELS, Labels
-from convcalc.library import Dtype, Measure, MeasureOn
 
 app = typer.Typer(rich_markup_mode=None)
 
