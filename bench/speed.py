@@ -45,27 +45,29 @@ PEERS = {
 
 BASELINES = {
     "import torch": [PY, "-c", "import torch"],
+    # convcalc skips torch's interpreter teardown (os._exit after flushing): so does this one
+    "import torch, os._exit": [PY, "-c", "import torch, os; os._exit(0)"],
     "import typer, rich": [PY, "-c", "import typer, rich"],
 }
 
 #: (goal, label, command, baseline, goal ratio)
 COMMANDS: list[tuple[str, str, list[str], str, float | None]] = [
-    ("1", "convcalc --help", [*CONVCALC, "--help"], "import typer, rich", 2.0),
-    ("1", "convcalc conv --help", [*CONVCALC, "conv", "--help"], "import typer, rich", 2.0),
+    ("1", "convcalc --help", [*CONVCALC, "--help"], "import typer, rich", 1.3),
+    ("1", "convcalc conv --help", [*CONVCALC, "conv", "--help"], "import typer, rich", 1.3),
     ("1", "convcalc --version", [*CONVCALC, "--version"], "import typer, rich", 2.0),
     (
         "2",
         "convcalc conv (64→256, k3, 224²), table",
         [*CONVCALC, "conv", *LAYER],
-        "import torch",
-        1.2,
+        "import torch, os._exit",
+        1.3,
     ),
     (
         "2",
         "convcalc conv (64→256, k3, 224²), --json",
         [*CONVCALC, "conv", *LAYER, "--json"],
-        "import torch",
-        1.2,
+        "import torch, os._exit",
+        1.3,
     ),
     (
         "3",
@@ -79,14 +81,14 @@ COMMANDS: list[tuple[str, str, list[str], str, float | None]] = [
         "convcalc conv --formula-only, table",
         [*CONVCALC, "conv", *LAYER, "--formula-only"],
         "import typer, rich",
-        2.0,
+        1.6,
     ),
     (
         "6",
         "convcalc conv --formula-only --json",
         [*CONVCALC, "conv", *LAYER, "--formula-only", "--json"],
         "import typer, rich",
-        2.0,
+        1.3,
     ),
 ]
 
