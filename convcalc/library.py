@@ -67,6 +67,41 @@ def _flag(value: Any, name: str) -> bool:
     return value
 
 
+_INTS = ("in_channels", "out_channels", "groups", "dims")
+_FLAGS = ("bias", "transpose")
+_SHAPES = ("kernel", "stride", "padding", "dilation", "output_padding")
+
+
+def _conv_spec(labels: Labels, **values: Any) -> ConvSpec:
+    """A conv layer's spec from Python values (3, (3, 5) or "3x5" per dimension), each checked
+    for its type first, then by the spec's own rules."""
+
+    from convcalc.kinds import build_conv
+
+    for key, value in values.items():
+        if key in _INTS:
+            values[key] = _integer(value, key)
+        elif key in _FLAGS:
+            values[key] = _flag(value, key)
+        elif key in _SHAPES:
+            values[key] = _text(value, key)
+    if "padding_mode" in values:
+        values["padding_mode"] = plain(values["padding_mode"])
+    return build_conv(labels=labels, **values)
+
+
+def _keep_size(kernel: Value, dilation: Value, stride: Value, dims: int, labels: Labels) -> str:
+    """The padding that keeps the size (the presets' default): see presets.dilated_padding."""
+    from convcalc.core.spec import parse_ints
+    from convcalc.sources.presets import dilated_padding
+
+    return dilated_padding(
+        parse_ints(_text(kernel, "kernel"), dims, "kernel_size", labels),
+        parse_ints(_text(dilation, "dilation"), dims, "dilation", labels),
+        parse_ints(_text(stride, "stride"), dims, "stride", labels),
+    )
+
+
 def _input(
     dims: int, channels: int, size: Value, batch: int, dtype: str, labels: Labels
 ) -> InputSpec:
@@ -105,22 +140,21 @@ def conv(
 ) -> Report:
     """One conv layer (``convcalc conv``): every figure measured and by formula."""
     from convcalc.engine import analyze_chain
-    from convcalc.kinds import build_conv
 
-    spec = build_conv(
-        dims=_integer(dims, "dims"),
-        in_channels=_integer(in_channels, "in_channels"),
-        out_channels=_integer(out_channels, "out_channels"),
-        kernel=_text(kernel, "kernel"),
-        stride=_text(stride, "stride"),
-        padding=_text(padding, "padding"),
-        dilation=_text(dilation, "dilation"),
-        groups=_integer(groups, "groups"),
-        bias=_flag(bias, "bias"),
-        transpose=_flag(transpose, "transpose"),
-        output_padding=_text(output_padding, "output_padding"),
-        padding_mode=plain(padding_mode),
-        labels=labels,
+    spec = _conv_spec(
+        labels,
+        dims=dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=bias,
+        transpose=transpose,
+        output_padding=output_padding,
+        padding_mode=padding_mode,
     )
     input_spec = _input(dims, in_channels, size, batch, dtype, labels)
     return analyze_chain(
@@ -243,16 +277,11 @@ def dw(
 ) -> Report:
     """Depthwise separable (``convcalc dw``): a depthwise conv (groups = in) then a pointwise
     1x1. The padding keeps the size by default, for any kernel and dilation."""
-    from convcalc.core.spec import parse_ints
-    from convcalc.sources.presets import depthwise_separable, dilated_padding
+    from convcalc.sources.presets import depthwise_separable
 
     input_spec = _input(dims, in_channels, size, batch, dtype, labels)
     if padding is None:
-        padding = dilated_padding(
-            parse_ints(_text(kernel, "kernel"), dims, "kernel_size", labels),
-            parse_ints(_text(dilation, "dilation"), dims, "dilation", labels),
-            parse_ints(_text(stride, "stride"), dims, "stride", labels),
-        )
+        padding = _keep_size(kernel, dilation, stride, dims, labels)
     specs = depthwise_separable(
         dims=dims,
         in_channels=_integer(in_channels, "in_channels"),
@@ -285,18 +314,17 @@ def pw(
     labels: Labels = API_LABELS,
 ) -> Report:
     """Pointwise (``convcalc pw``): a 1x1 convolution that mixes channels only."""
-    from convcalc.kinds import build_conv
     from convcalc.sources.presets import single
 
     input_spec = _input(dims, in_channels, size, batch, dtype, labels)
-    spec = build_conv(
+    spec = _conv_spec(
+        labels,
         dims=dims,
-        in_channels=_integer(in_channels, "in_channels"),
-        out_channels=_integer(out_channels, "out_channels"),
+        in_channels=in_channels,
+        out_channels=out_channels,
         kernel="1",
-        bias=(not block.bn) if bias is None else _flag(bias, "bias"),
+        bias=(not block.bn) if bias is None else bias,
         name="pointwise",
-        labels=labels,
     )
     specs = single(spec, _block(block, labels))
     return _chain("pw", "pointwise 1x1 convolution", specs, input_spec, measure, labels)
@@ -322,20 +350,19 @@ def group(
     """A grouped conv (``convcalc group``) with its ratio to the standard conv: measured, by
     formula and by the documents' theory (1/g)."""
     from convcalc.engine import analyze_grouped
-    from convcalc.kinds import build_conv
 
-    spec = build_conv(
+    spec = _conv_spec(
+        labels,
         dims=dims,
-        in_channels=_integer(in_channels, "in_channels"),
-        out_channels=_integer(out_channels, "out_channels"),
-        kernel=_text(kernel, "kernel"),
-        stride=_text(stride, "stride"),
-        padding=_text(padding, "padding"),
-        dilation=_text(dilation, "dilation"),
-        groups=_integer(groups, "groups"),
-        bias=_flag(bias, "bias"),
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=bias,
         name="grouped",
-        labels=labels,
     )
     input_spec = _input(dims, in_channels, size, batch, dtype, labels)
     return analyze_grouped([spec], input_spec, options=measure.options(labels), labels=labels)
@@ -359,28 +386,21 @@ def dilated(
 ) -> Report:
     """A dilated conv (``convcalc dilated``) whose padding keeps the size when it can, beside
     the same kernel undilated."""
-    from convcalc.core.spec import parse_ints
     from convcalc.engine import analyze_dilated
-    from convcalc.kinds import build_conv
-    from convcalc.sources.presets import dilated_padding
 
     if padding is None:
-        padding = dilated_padding(
-            parse_ints(_text(kernel, "kernel"), dims, "kernel_size", labels),
-            parse_ints(_text(dilation, "dilation"), dims, "dilation", labels),
-            parse_ints(_text(stride, "stride"), dims, "stride", labels),
-        )
-    spec = build_conv(
+        padding = _keep_size(kernel, dilation, stride, dims, labels)
+    spec = _conv_spec(
+        labels,
         dims=dims,
-        in_channels=_integer(in_channels, "in_channels"),
-        out_channels=_integer(out_channels, "out_channels"),
-        kernel=_text(kernel, "kernel"),
-        stride=_text(stride, "stride"),
-        padding=_text(padding, "padding"),
-        dilation=_text(dilation, "dilation"),
-        bias=_flag(bias, "bias"),
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        bias=bias,
         name="dilated",
-        labels=labels,
     )
     input_spec = _input(dims, in_channels, size, batch, dtype, labels)
     return analyze_dilated([spec], input_spec, options=measure.options(labels), labels=labels)
@@ -405,22 +425,21 @@ def transpose(
     labels: Labels = API_LABELS,
 ) -> Report:
     """A transposed conv (``convcalc transpose``); by default k4 s2 p1, a 2x upsampling."""
-    from convcalc.kinds import build_conv
 
-    spec = build_conv(
+    spec = _conv_spec(
+        labels,
         dims=dims,
-        in_channels=_integer(in_channels, "in_channels"),
-        out_channels=_integer(out_channels, "out_channels"),
-        kernel=_text(kernel, "kernel"),
-        stride=_text(stride, "stride"),
-        padding=_text(padding, "padding"),
-        dilation=_text(dilation, "dilation"),
-        groups=_integer(groups, "groups"),
-        bias=_flag(bias, "bias"),
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=bias,
         transpose=True,
-        output_padding=_text(output_padding, "output_padding"),
+        output_padding=output_padding,
         name="transposed",
-        labels=labels,
     )
     input_spec = _input(dims, in_channels, size, batch, dtype, labels)
     return _chain("transpose", "transposed convolution", [spec], input_spec, measure, labels)

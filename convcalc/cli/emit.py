@@ -48,3 +48,17 @@ def emit(result: Any, output: OutputOptions) -> None:
         )
     if failures:
         raise CheckFailed(failures)
+
+
+def read_stdin() -> str:
+    """Standard input's text (``-`` for a file argument); not UTF-8 is invalid input, as for a
+    file."""
+    from convcalc.errors import SpecError
+
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError("source", f"<stdin>: not UTF-8 text (byte {error.start})") from None

@@ -11,7 +11,7 @@ import typer
 
 from convcalc import library
 from convcalc.choices import Dtype, Measure
-from convcalc.cli.emit import check_output, emit
+from convcalc.cli.emit import check_output, emit, read_stdin
 from convcalc.cli.options import (
     INPUT,
     LAYER,
@@ -160,18 +160,8 @@ def stack(
 
 
 def _stdin(source: str | None) -> str | None:
-    """``-``: the stack file on standard input; not UTF-8 is invalid input, as for a file."""
-    if source != "-":
-        return None
-    from convcalc.errors import SpecError
-
-    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
-    if isinstance(data, str):
-        return data
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise SpecError("source", f"<stdin>: not UTF-8 text (byte {error.start})") from None
+    """``-``: the stack file on standard input."""
+    return read_stdin() if source == "-" else None
 
 
 @app.command(cls=ConvcalcCommand)

@@ -13,6 +13,7 @@ import typer
 
 from convcalc import library
 from convcalc.choices import Dtype, Measure, MeasureOn
+from convcalc.cli.emit import read_stdin
 from convcalc.cli.options import MEASURE, OUTPUT, ConvcalcCommand, Device, DtypeOpt, Time, Train
 from convcalc.core.spec import CLI_LABELS, Labels
 
@@ -77,7 +78,7 @@ def batch(
     from convcalc.errors import SpecError
     from convcalc.output.formats import batch_footer, batch_header, batch_record
 
-    text = _stdin_text() if source == "-" else library.read_source(Path(source), source)
+    text = read_stdin() if source == "-" else library.read_source(Path(source), source)
     specs = library.read_sweep(text, source)
     if not specs:
         raise SpecError("source", f"{source}: no specs")
@@ -100,18 +101,6 @@ def batch(
     if failed:
         sys.stderr.write(f"{failed} of {len(specs)} specs failed; see their error records\n")
         raise typer.Exit(2)
-
-
-def _stdin_text() -> str:
-    from convcalc.errors import SpecError
-
-    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
-    if isinstance(data, str):
-        return data
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise SpecError("source", f"<stdin>: not UTF-8 text (byte {error.start})") from None
 
 
 @contextmanager
