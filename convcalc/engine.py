@@ -940,6 +940,11 @@ class _MemoryMeasured:
     sources: dict[str, str] = field(default_factory=dict)
 
 
+#: saved-for-backward and the inference peak are measured on real tensors up to this many
+#: estimated seconds of forward, on the meta device beyond (the same bytes, nothing computed)
+MEMORY_REAL_MAX_SECONDS = 0.05
+
+
 def _measure_memory(
     nodes: Sequence[Node],
     input_spec: InputSpec,
@@ -955,8 +960,11 @@ def _measure_memory(
     from convcalc.errors import MeasurementError
     from convcalc.measure import memory as measure_memory
 
+    # the bytes autograd saves and the live bytes of a forward are the same on the meta device
+    # (nothing is computed there): beyond a quick network, two more real passes are not worth it
+    device = "meta" if plan.estimated_seconds > MEMORY_REAL_MAX_SECONDS else plan.device
     try:
-        result.saved = measure_memory.measure_network_saved(nodes, input_spec, plan.device)
+        result.saved = measure_memory.measure_network_saved(nodes, input_spec, device)
         result.sources["memory_saved_for_backward"] = (
             result.saved.source + "; training mode, the network input requiring grad (as a "
             "layer inside a bigger network; a training step's data does not)"
@@ -964,7 +972,7 @@ def _measure_memory(
     except MeasurementError as error:
         result.sources["memory_saved_for_backward"] = f"not measured: {error}"
     try:
-        result.peak = measure_memory.measure_network_peak(nodes, input_spec, plan.device)
+        result.peak = measure_memory.measure_network_peak(nodes, input_spec, device)
         result.sources["memory_peak_inference"] = (
             result.peak.source + "; eval mode, each output freed after its last reader; per "
             "layer: the live activation bytes while that layer runs"
