@@ -14,7 +14,7 @@ arguments as the caller spells them: Python names by default, the CLI passes its
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -99,6 +99,14 @@ class Measure:
     #: the largest batch that fits ("16GiB", "80GB")
     optimizer: str = "adam"
     fit: str | None = None
+    #: the roofline (--roofline; --time implies it): the device's peaks given in GFLOP/s and
+    #: GB/s (both, or neither: then measured once and cached; ``recalibrate`` measures again);
+    #: ``progress`` is told one line before a calibration runs
+    roofline: bool = False
+    peak_gflops: float | None = None
+    peak_gbps: float | None = None
+    recalibrate: bool = False
+    progress: Callable[[str], None] | None = None
 
     def options(self, labels: Labels = API_LABELS) -> Options:
         choices = [m.value for m in MeasureOn]
@@ -108,16 +116,17 @@ class Measure:
                 f"{labels['measure_on']} {_plain(self.measure_on)!r} must be one of "
                 + ", ".join(choices),
             )
-        for name in ("train", "time", "formula_only"):
+        for name in ("train", "time", "formula_only", "roofline", "recalibrate"):
             _flag(getattr(self, name), name)
         if self.formula_only and self.time:
             raise SpecError(
                 "time", "--time measures the real layer: it does not go with --formula-only"
             )
-        if _plain(self.device) != "cpu" and not self.time:
+        if _plain(self.device) != "cpu" and not (self.time or self.roofline):
             raise SpecError(
                 "device",
-                f"--device {_plain(self.device)} is where --time runs: it applies only with --time",
+                f"--device {_plain(self.device)} is where --time runs and the roofline's peaks "
+                "are: it applies only with --time or --roofline",
             )
         if self.formula_only and _plain(self.measure_on) != "auto":
             raise SpecError(
@@ -133,6 +142,11 @@ class Measure:
             formula_only=self.formula_only,
             optimizer=_plain(self.optimizer),
             fit=self.fit,
+            roofline=self.roofline,
+            peak_gflops=self.peak_gflops,
+            peak_gbps=self.peak_gbps,
+            recalibrate=self.recalibrate,
+            progress=self.progress,
         )
 
 
@@ -861,7 +875,9 @@ def sweep(
 
     if isinstance(specs, str):
         specs = read_sweep(specs, "specs")
-    options = measure.options(labels)
+    from convcalc.engine import with_peaks
+
+    options = with_peaks(measure.options(labels), _plain(dtype))
     for spec, report, problem in run(list(specs), _plain(dtype), options):  # type: ignore[arg-type]
         yield Record(spec.line, spec.data, report, problem)
 
