@@ -559,15 +559,19 @@ def analyze_model(
         raise SpecError("input", "--input needs at least N,C (like 1,3,224,224)")
     if device not in ("cpu", "meta"):
         raise SpecError("device", f"device must be cpu or meta, not {device!r}")
+    resolve_peaks(options or Options(), dtype)  # bad peaks or device: before the model runs
     from convcalc.measure.model_run import run_model
 
     run = run_model(
         target, tuple(input_shape), kwargs=kwargs, device=device, receptive_field=receptive_field
     )
+    options = options or Options()
+    if device == "meta" and options.time:
+        raise SpecError("time", "--time runs the model: it does not go with --measure-on meta")
     report = model_report(run, tuple(input_shape), dtype)
-    if device == "meta":
-        return report
-    return with_model_memory(report, run.model, tuple(input_shape), dtype, options or Options())
+    if device != "meta":
+        report = with_model_memory(report, run.model, tuple(input_shape), dtype, options)
+    return with_model_roofline(report, run.model, options)
 
 
 def _model_input(shape: tuple[int, ...], dtype: str) -> InputSpec:
@@ -1310,9 +1314,11 @@ def with_peaks(options: Options | None, dtype: str) -> Options | None:
     return options if peaks is None else replace(options, peaks=peaks)
 
 
-def _layer_roofline(layer: LayerReport, extra_inputs: int, peaks: Any) -> Any:
+def _layer_roofline(layer: LayerReport, extra_inputs: int, peaks: Any, calls: int = 1) -> Any:
     """One layer's roofline by formula: FLOPs its formula's, bytes from its formula's shapes
-    and parameters at the dtype's width; with a measured latency, the achieved rates."""
+    and parameters at the dtype's width; with a measured latency, the achieved rates. A
+    module called ``calls`` times reads its input and writes its output each time, its
+    weights once."""
     from convcalc.core.roofline import layer_roofline, with_time
 
     if layer.flops.formula is None or layer.params.formula is None:
@@ -1320,12 +1326,12 @@ def _layer_roofline(layer: LayerReport, extra_inputs: int, peaks: Any) -> Any:
     if layer.output_shape.formula is None:
         return None
     width = DTYPE_BYTES[peaks.dtype] if peaks.dtype in DTYPE_BYTES else 4
-    elements = math.prod(layer.input_shape)
+    elements = math.prod(layer.input_shape) * calls
     roof = layer_roofline(
         flops=layer.flops.formula,
         input_elements=elements,
         weight_elements=layer.params.formula,
-        output_elements=math.prod(layer.output_shape.formula),
+        output_elements=math.prod(layer.output_shape.formula) * calls,
         dtype_bytes=width,
         peaks=peaks,
         extra_input_elements=elements * extra_inputs,
@@ -1342,9 +1348,15 @@ def roofline_total(layers: Sequence[LayerReport], peaks: Any) -> dict[str, Any]:
     rows = [(layer.name, layer.roofline) for layer in layers if layer.roofline is not None]
     bound = sum(roof.time_lower_bound_s for _, roof in rows)
     timed = bool(rows) and all(roof.time_s is not None for _, roof in rows)
+    moved = sum(roof.bytes_moved for _, roof in rows)
+    flops = sum(roof.flops for _, roof in rows)
     data: dict[str, Any] = {
         "time_lower_bound_s": bound,
-        "bytes_moved": sum(roof.bytes_moved for _, roof in rows),
+        "bytes_moved": moved,
+        "flops": flops,
+        # the layers' FLOPs over their bytes: each layer's traffic counted alone (a network
+        # that kept activations in cache would move less)
+        "intensity": flops / moved if moved and flops else 0.0,
         "layers_compute_bound": sum(1 for _, roof in rows if roof.bound == "compute"),
         "layers_memory_bound": sum(1 for _, roof in rows if roof.bound == "memory"),
         "layers_without_roofline": [layer.name for layer in layers if layer.roofline is None],
@@ -1353,7 +1365,6 @@ def roofline_total(layers: Sequence[LayerReport], peaks: Any) -> dict[str, Any]:
     key = "time_s" if timed else "time_lower_bound_s"
     if timed:
         time_s = sum(roof.time_s or 0.0 for _, roof in rows)
-        flops = sum(roof.flops for _, roof in rows)
         data.update(
             time_s=time_s,
             achieved_flops_per_s=flops / time_s if time_s > 0 else None,
@@ -1376,7 +1387,9 @@ def roofline_total(layers: Sequence[LayerReport], peaks: Any) -> dict[str, Any]:
     return data
 
 
-def with_roofline(report: Report, nodes: Sequence[Node], inputs: Sequence[Any], peaks: Any) -> Report:
+def with_roofline(
+    report: Report, nodes: Sequence[Node], inputs: Sequence[Any], peaks: Any
+) -> Report:
     """The report with every layer on the roofline of ``peaks`` (None: the report as it is)."""
     if peaks is None:
         return report
@@ -1410,11 +1423,12 @@ def roofline_why(versions: Sequence[tuple[str, Report]]) -> str:
         ridge = report.device.ridge
         rows = [(layer.name, layer.roofline) for layer in report.layers if layer.roofline]
         layers = ", ".join(
-            ("" if len(rows) == 1 else f"{layer} ")
-            + f"{r.bound}-bound ({r.intensity:,.1f} FLOP/B)"
+            ("" if len(rows) == 1 else f"{layer} ") + f"{r.bound}-bound ({r.intensity:,.1f} FLOP/B)"
             for layer, r in rows
         )
-        text = f"{name.replace('_', ' ')}: {layers}; bound {roof['time_lower_bound_s'] * 1e3:,.3f} ms"
+        text = (
+            f"{name.replace('_', ' ')}: {layers}; bound {roof['time_lower_bound_s'] * 1e3:,.3f} ms"
+        )
         if roof.get("time_s"):
             text += (
                 f", measured {roof['time_s'] * 1e3:,.3f} ms "
@@ -1426,4 +1440,76 @@ def roofline_why(versions: Sequence[tuple[str, Report]]) -> str:
         + "; ".join(parts)
         + ". A memory-bound layer's time is set by its bytes, not its FLOPs: cutting FLOPs "
         "there does not cut time."
+    )
+
+
+def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
+    """A user's model on the roofline: every row with a formula (FLOPs, parameters, output
+    shape), by formula; with --time each row's module timed alone on its real input shape."""
+    import re
+
+    peaks = resolve_peaks(options, report.input.dtype)
+    if peaks is None:
+        return report
+    layers = list(report.layers)
+    timing = report.timing
+    notes = list(report.notes)
+    if options.time:
+        from convcalc.measure.model_run import time_modules
+
+        started = __import__("time").perf_counter()
+        times, timing_notes, settings = time_modules(
+            model,
+            [(layer.name, tuple(layer.input_shape)) for layer in layers],
+            options.device,
+            options.min_run_time,
+        )
+        layers = [
+            replace(
+                layer,
+                latency_ms=None if timed is None else timed[0] * 1e3,
+                timed_runs=None if timed is None else timed[1],
+                timing_requested=True,
+            )
+            for layer, timed in zip(layers, times)
+        ]
+        notes += [f"timing: {note}" for note in timing_notes]
+        timing = {
+            **settings,
+            "seconds": round(__import__("time").perf_counter() - started, 3),
+            "scope": "each module with a row, alone on zeros of its real input shape; "
+            "container modules are not timed (their children are)",
+        }
+    roofed = []
+    for layer in layers:
+        match = re.fullmatch(r".* \(×(\d+)\)", layer.name)
+        roofed.append(
+            replace(
+                layer,
+                roofline=_layer_roofline(layer, 0, peaks, int(match.group(1)) if match else 1),
+            )
+        )
+    latencies = [x.latency_ms for x in roofed]
+    total = replace(
+        report.total,
+        roofline=roofline_total(roofed, peaks),
+        latency_ms=sum(x for x in latencies if x is not None)
+        if options.time and latencies and all(x is not None for x in latencies)
+        else None,
+        timing_requested=options.time,
+    )
+    sources = {
+        **report.sources,
+        "roofline": "by formula, for each row with one (FLOPs, parameters, output shape): "
+        "bytes moved = (input + weights + output elements) x the dtype's width; peaks: "
+        + peaks.source,
+    }
+    return replace(
+        report,
+        layers=tuple(roofed),
+        total=total,
+        sources=sources,
+        device=peaks,
+        timing=timing,
+        notes=tuple(notes),
     )

@@ -812,11 +812,13 @@ def model(
     dtype: str = "float32",
     kwargs: str | None = None,
     measure_on: str = "cpu",
+    measure: Measure | None = None,
 ) -> Report:
     """A model (``convcalc model``): an ``nn.Module``, or a target: ``"package.mod:Attr"``
     (with ``kwargs`` like ``"num_classes=10"``; pretrained weights are never downloaded),
     ``"file.py:Attr"``, ``"timm:NAME"``, a TorchScript or an ONNX file. ``measure_on="meta"``
-    counts on torch's meta device (shapes only: no receptive field)."""
+    counts on torch's meta device (shapes only: no receptive field). ``measure``: its
+    time, device, min run time and roofline fields apply (--time, --roofline)."""
     from convcalc.engine import analyze_model
 
     if isinstance(input, str) or not all(
@@ -830,7 +832,12 @@ def model(
             "measure_on", f"--measure-on {_plain(measure_on)!r} must be cpu or meta for a model"
         )
     return analyze_model(
-        module, tuple(input), dtype=_plain(dtype), kwargs=kwargs, device=_plain(measure_on)
+        module,
+        tuple(input),
+        dtype=_plain(dtype),
+        kwargs=kwargs,
+        device=_plain(measure_on),
+        options=None if measure is None else measure.options(),
     )
 
 

@@ -225,6 +225,7 @@ Device = Annotated[
     ),
 ]
 
+
 class Optimizer(str, Enum):
     sgd = "sgd"
     momentum = "momentum"
@@ -434,12 +435,14 @@ _register(
         ("device", Device, "cpu"),
         ("optimizer", OptimizerOpt, "adam"),
         ("fit", Fit, None),
-        *(_ROOFLINE_PARAMS := [
-            ("roofline", RooflineOpt, False),
-            ("peak_gflops", PeakGflops, None),
-            ("peak_gbps", PeakGbps, None),
-            ("recalibrate", Recalibrate, False),
-        ]),
+        *(
+            _ROOFLINE_PARAMS := [
+                ("roofline", RooflineOpt, False),
+                ("peak_gflops", PeakGflops, None),
+                ("peak_gbps", PeakGbps, None),
+                ("recalibrate", Recalibrate, False),
+            ]
+        ),
     ],
     lambda **v: Measure(**v, progress=progress_line),
     "measure",

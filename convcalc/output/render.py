@@ -630,6 +630,8 @@ def _report(report: Report, detail: bool) -> Group:
                     Text(f"{layer.name}: {layer.spec.describe()}", style="bold"),
                     _figure_table(layer, report.input.dtype),
                 ]
+    if report.device is not None:
+        parts += [Text(), roofline_table(report)]
     parts.append(Text())
     if "vs_standard" in report.extra:
         parts += [_vs_standard(report.extra["vs_standard"]), Text()]
@@ -644,6 +646,104 @@ def _report(report: Report, detail: bool) -> Group:
         ]
     else:
         parts += [_verdict(report.agree), _notes(report)]
+    return Group(*parts)
+
+
+# --- roofline -----------------------------------------------------------------------------------
+
+
+def device_line(peaks: Any) -> Text:
+    """The peaks the roofline is drawn on, and where they come from."""
+    where = peaks.device + (f" ({peaks.model})" if peaks.model else "")
+    threads = f", {peaks.threads} threads" if peaks.threads else ""
+    return Text(
+        f"roofline on {where} {peaks.dtype}{threads}: peak {peaks.flops_per_s / 1e9:,.1f} "
+        f"GFLOP/s, {peaks.bytes_per_s / 1e9:,.1f} GB/s, ridge {peaks.ridge:,.2f} FLOP/B "
+        f"({'measured' if peaks.measured else 'given'}; {peaks.source})"
+    )
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value * 1e3:,.4f}"
+
+
+def roofline_table(report: Report) -> Group:
+    """Per layer: bytes moved, intensity, bound, the time lower bound; with --time the
+    measured time, the achieved rates and the fraction of the bound; the total and the top
+    layers."""
+    peaks = report.device
+    timed = any(x.roofline is not None and x.roofline.time_s is not None for x in report.layers)
+    table = Table(
+        box=box.SIMPLE_HEAVY,
+        show_edge=False,
+        pad_edge=False,
+        caption="bytes moved: input + weights + output, each once, at the dtype's width (the "
+        "minimum traffic); intensity: formula FLOPs / bytes; bound: compute at or above the "
+        "ridge, memory below; bound ms: max(FLOPs / peak FLOP/s, bytes / peak B/s)"
+        + ("; of bound: bound time / measured time (1 = at the roofline)" if timed else "")
+        + ".",
+        caption_justify="left",
+    )
+    columns = ["layer", "bytes moved", "FLOP/B", "bound", "bound ms"]
+    if timed:
+        columns += ["time ms", "GFLOP/s", "GB/s", "of bound"]
+    for name in columns:
+        table.add_column(name, justify="left" if name == "layer" else "right", no_wrap=True)
+    for layer in report.layers:
+        roof = layer.roofline
+        if roof is None:
+            table.add_row(layer.name, "—", "—", "no formula", "—", *(["—"] * 4 if timed else []))
+            continue
+        style = "yellow" if roof.bound == "memory" else "cyan"
+        row = [
+            layer.name,
+            human_bytes(roof.bytes_moved),
+            f"{roof.intensity:,.2f}",
+            Text(roof.bound, style=style),
+            _seconds(roof.time_lower_bound_s),
+        ]
+        if timed:
+            row += [
+                _seconds(roof.time_s),
+                "—"
+                if roof.achieved_flops_per_s is None
+                else f"{roof.achieved_flops_per_s / 1e9:,.1f}",
+                "—"
+                if roof.achieved_bytes_per_s is None
+                else f"{roof.achieved_bytes_per_s / 1e9:,.1f}",
+                "—" if roof.fraction_of_bound is None else f"{roof.fraction_of_bound:.0%}",
+            ]
+        table.add_row(*row)
+    total = report.total.roofline or {}
+    row = [
+        Text("total", style="bold"),
+        human_bytes(total.get("bytes_moved", 0)),
+        "",
+        f"{total.get('layers_compute_bound', 0)} compute, {total.get('layers_memory_bound', 0)} memory",
+        _seconds(total.get("time_lower_bound_s")),
+    ]
+    if timed:
+        achieved = total.get("achieved_flops_per_s")
+        fraction = total.get("fraction_of_bound")
+        row += [
+            _seconds(total.get("time_s")),
+            "—" if achieved is None else f"{achieved / 1e9:,.1f}",
+            "",
+            "—" if fraction is None else f"{fraction:.0%}",
+        ]
+    table.add_section()
+    table.add_row(*row, style="bold")
+    parts: list[Any] = [device_line(peaks), table]
+    top = total.get("top_layers") or []
+    if len(report.layers) > 1 and top:
+        key = total.get("top_layers_by", "time_lower_bound_s")
+        what = "measured time" if key == "time_s" else "bound time"
+        parts.append(
+            Text(
+                f"top layers by {what}: "
+                + ", ".join(f"{t['name']} {t['share']:.0%} ({t['bound']})" for t in top)
+            )
+        )
     return Group(*parts)
 
 
@@ -668,6 +768,9 @@ def _comparison(comparison: Any, detail: bool) -> Group:
     columns += ["receptive field", "memory", "ratio"]
     if timed:
         columns += ["latency ms", "ratio", "GFLOP/s"]
+    roofline = comparison.why != ""
+    if roofline:
+        columns += ["FLOP/B", "bound ms"]
     columns.append("")
     for name in columns:
         table.add_column(name, justify="left" if name == "version" else "right", no_wrap=True)
@@ -699,6 +802,8 @@ def _comparison(comparison: Any, detail: bool) -> Group:
                 _ratio(ratios.get("latency")),
                 f"{flops / (latency * 1e-3) / 1e9:,.1f}" if latency and flops else "—",
             ]
+        if roofline:
+            row += _comparison_roofline(total.roofline or {})
         row.append(_mark(report.agree))
         table.add_row(*row)
     parts: list[Any] = [
@@ -711,6 +816,8 @@ def _comparison(comparison: Any, detail: bool) -> Group:
         table,
         Text(),
     ]
+    if roofline:
+        parts += [device_line(comparison.versions[0][1].device), Text(comparison.why), Text()]
     if detail:
         for _, report in comparison.versions:
             parts += [_report(report, detail), Text()]
@@ -719,6 +826,16 @@ def _comparison(comparison: Any, detail: bool) -> Group:
     if first.timing:
         parts.append(_notes(first))
     return Group(*parts)
+
+
+def _comparison_roofline(total: dict[str, Any]) -> list[str]:
+    """A version's intensity (all its FLOPs / all its bytes) and its bound time."""
+    moved = total.get("bytes_moved") or 0
+    intensity = total.get("intensity")
+    return [
+        "—" if intensity is None or not moved else f"{intensity:,.2f}",
+        _seconds(total.get("time_lower_bound_s")),
+    ]
 
 
 @contextmanager
