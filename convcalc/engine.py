@@ -1270,8 +1270,9 @@ def check_device_name(device: str) -> str:
 
 def resolve_peaks(options: Options, dtype: str) -> Any:
     """The device's peaks for the roofline (a :class:`convcalc.core.roofline.Peaks`), or None
-    without --roofline, --time, given peaks or --recalibrate (each asks for it): given (nothing measured), resolved already, or from the cache
-    (measured there first when absent, or with ``recalibrate``)."""
+    without --roofline, --time, given peaks or --recalibrate (each asks for it): given
+    (nothing measured), resolved already, or from the cache (measured there first when absent,
+    or with ``recalibrate``)."""
     from convcalc.core.roofline import given_peaks, validate_peaks
 
     given = validate_peaks(options.peak_gflops, options.peak_gbps)
@@ -1290,9 +1291,9 @@ def resolve_peaks(options: Options, dtype: str) -> Any:
         assert options.peak_gflops is not None and options.peak_gbps is not None
         threads = None
         if not options.formula_only:
-            import torch  # loaded for the measurement anyway
+            from convcalc.measure.timing import cpu_threads  # torch: loaded to measure anyway
 
-            threads = torch.get_num_threads() if device == "cpu" else None
+            threads = cpu_threads() if device == "cpu" else None
         return given_peaks(options.peak_gflops, options.peak_gbps, device, dtype, threads)
     if options.formula_only:
         raise SpecError(
@@ -1325,7 +1326,7 @@ def _layer_roofline(layer: LayerReport, extra_inputs: int, peaks: Any, calls: in
         return None
     if layer.output_shape.formula is None:
         return None
-    width = DTYPE_BYTES[peaks.dtype] if peaks.dtype in DTYPE_BYTES else 4
+    width = DTYPE_BYTES.get(peaks.dtype, 4)
     elements = math.prod(layer.input_shape) * calls
     roof = layer_roofline(
         flops=layer.flops.formula,

@@ -237,7 +237,7 @@ def model(
       convcalc model mynet.py:Net --input 1,3,32,32
       convcalc model torchvision.models:resnet50 --kwargs num_classes=10
       convcalc model timm:vit_base_patch16_224
-      convcalc model mynet.py:Net --input 1,3,32,32 --time   (each module timed alone, on the roofline)
+      convcalc model mynet.py:Net --input 1,3,32,32 --time   (each module timed alone)
     """
     check_output(output)
     from convcalc.core.grammar import parse_input

@@ -362,7 +362,8 @@ def markdown(data: dict[str, Any]) -> str:
 def _md_roofline(report: dict[str, Any]) -> str:
     """The roofline: the device's peaks, then a row per layer and the total."""
     device = report["device"]
-    head = "Roofline on {} {} ({}): peak {:,.1f} GFLOP/s, {:,.1f} GB/s, ridge {:,.2f} FLOP/B.\n".format(
+    head = "Roofline on {} {} ({}): peak {:,.1f} GFLOP/s, {:,.1f} GB/s, ridge {:,.2f} FLOP/B.\n"
+    head = head.format(
         device["name"],
         device["dtype"],
         "measured" if device["measured"] else "given",

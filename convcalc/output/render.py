@@ -695,7 +695,7 @@ def roofline_table(report: Report) -> Group:
             table.add_row(layer.name, "—", "—", "no formula", "—", *(["—"] * 4 if timed else []))
             continue
         style = "yellow" if roof.bound == "memory" else "cyan"
-        row = [
+        row: list[Any] = [
             layer.name,
             human_bytes(roof.bytes_moved),
             f"{roof.intensity:,.2f}",
@@ -719,7 +719,8 @@ def roofline_table(report: Report) -> Group:
         Text("total", style="bold"),
         human_bytes(total.get("bytes_moved", 0)),
         "",
-        f"{total.get('layers_compute_bound', 0)} compute, {total.get('layers_memory_bound', 0)} memory",
+        f"{total.get('layers_compute_bound', 0)} compute, "
+        f"{total.get('layers_memory_bound', 0)} memory",
         _seconds(total.get("time_lower_bound_s")),
     ]
     if timed:
