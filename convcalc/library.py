@@ -995,3 +995,47 @@ def draw_stack(
         return stack_field(network, label)
     except ValueError as error:
         raise ConvcalcError(str(error)) from None
+
+
+@dataclass(frozen=True)
+class RooflineDrawing:
+    """``convcalc draw roofline``: the report's layers as points under the device's two roofs
+    (a :class:`convcalc.core.roofline.RooflinePicture`), by name."""
+
+    report: Report
+    picture: Any
+    names: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    agree: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        assert self.report.device is not None
+        return {
+            "command": "draw roofline",
+            "title": self.report.title,
+            "device": self.report.device.to_dict(),
+            "ridge_flops_per_byte": self.picture.ridge,
+            "points": [
+                {
+                    "name": name,
+                    "intensity": point.intensity,
+                    "bound": point.bound,
+                    "attainable_flops_per_s": point.attainable_flops_per_s,
+                    "achieved_flops_per_s": point.achieved_flops_per_s,
+                }
+                for name, point in zip(self.names, self.picture.points)
+            ],
+            "total": self.report.total.roofline,
+        }
+
+
+def draw_roofline(report: Report) -> RooflineDrawing:
+    """The roofline picture of a report analysed with the roofline (``Measure(roofline=True)``
+    or ``time=True``): one point per layer that has a roofline, measured where timed."""
+    from convcalc.core.roofline import roofline_points
+
+    if report.device is None:
+        raise SpecError("roofline", "the report has no roofline: analyse it with roofline=True")
+    rows = [(layer.name, layer.roofline) for layer in report.layers if layer.roofline]
+    picture = roofline_points(rows, report.device)
+    return RooflineDrawing(report, picture, tuple(name for name, _ in rows))

@@ -1039,3 +1039,99 @@ def show(
             recorder.save_svg(svg, title=title, clear=False)
         if html:
             recorder.save_html(html, clear=False)
+
+
+# --- the roofline picture -----------------------------------------------------------------------
+
+MARKS = "123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _log_axis(low: float, high: float, size: int) -> Callable[[float], int]:
+    import math
+
+    span = math.log10(high) - math.log10(low)
+
+    def place(value: float) -> int:
+        return min(
+            size - 1, max(0, round((math.log10(value) - math.log10(low)) / span * (size - 1)))
+        )
+
+    return place
+
+
+def roofline_chart(picture: Any, names: list[str], width: int = 64, height: int = 18) -> Group:
+    """A log-log roofline drawn with characters: the memory roof (/), the compute roof (=),
+    and each layer as a mark at its intensity and its measured FLOP/s (its bound where not
+    timed); the legend below names each mark. Layers with no FLOPs sit at intensity 0, which
+    a log axis cannot show: they are listed, not drawn."""
+    import math
+
+    points = [p for p in picture.points if p.intensity > 0]
+    ridge = picture.ridge
+    xs = [p.intensity for p in points] + [ridge]
+    x_low = 10 ** math.floor(math.log10(min(xs) / 2))
+    x_high = 10 ** math.ceil(math.log10(max(xs) * 2))
+    ys = [picture.flops_per_s] + [p.attainable_flops_per_s for p in points]
+    ys += [p.achieved_flops_per_s for p in points if p.achieved_flops_per_s]
+    ys.append(x_low * picture.bytes_per_s)
+    y_low = 10 ** math.floor(math.log10(max(min(ys), picture.flops_per_s * 1e-6)))
+    y_high = max(picture.flops_per_s, *ys) * 2
+    column = _log_axis(x_low, x_high, width)
+    line = _log_axis(y_low, y_high, height)
+    grid = [[" "] * width for _ in range(height)]
+    styles = [[""] * width for _ in range(height)]
+    for x in range(width):
+        intensity = 10 ** (math.log10(x_low) + x / (width - 1) * math.log10(x_high / x_low))
+        roof = min(picture.flops_per_s, intensity * picture.bytes_per_s)
+        if roof < y_low:
+            continue
+        y = height - 1 - line(roof)
+        grid[y][x] = "=" if intensity >= ridge else "/"
+        styles[y][x] = "grey50"
+    legend = []
+    for index, (name, point) in enumerate(zip(names, picture.points)):
+        mark = MARKS[index % len(MARKS)]
+        measured = point.achieved_flops_per_s is not None
+        if point.intensity <= 0:
+            legend.append((mark, name, point, "no FLOPs: intensity 0, not drawn"))
+            continue
+        value = point.achieved_flops_per_s if measured else point.attainable_flops_per_s
+        if not value or value <= 0:
+            continue
+        x, y = column(point.intensity), height - 1 - line(value)
+        grid[y][x] = mark
+        styles[y][x] = "bold yellow" if point.bound == "memory" else "bold cyan"
+        legend.append((mark, name, point, "measured" if measured else "on its bound"))
+    text = Text()
+    for row_index, row in enumerate(grid):
+        label = ""
+        if row_index == 0:
+            label = f"{y_high / 1e9:,.3g} GFLOP/s"
+        elif row_index == height - 1:
+            label = f"{y_low / 1e9:,.3g} GFLOP/s"
+        text.append(f"{label:>16} |")
+        for char, style in zip(row, styles[row_index]):
+            text.append(char, style=style)
+        text.append("\n")
+    text.append(" " * 17 + "+" + "-" * width + "\n")
+    left, right = f"{x_low:g}", f"{x_high:g} FLOP/B"
+    text.append(" " * 18 + left + " " * max(1, width - len(left) - len(right)) + right)
+    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
+    for column_name in ("", "layer", "FLOP/B", "bound", "GFLOP/s", "drawn"):
+        table.add_column(column_name, no_wrap=True)
+    for mark, name, point, drawn in legend:
+        value = point.achieved_flops_per_s or point.attainable_flops_per_s
+        table.add_row(
+            Text(mark, style="bold yellow" if point.bound == "memory" else "bold cyan"),
+            name,
+            f"{point.intensity:,.2f}",
+            point.bound,
+            f"{value / 1e9:,.2f}",
+            drawn,
+        )
+    caption = Text(
+        f"roofs: / memory ({picture.bytes_per_s / 1e9:,.1f} GB/s × intensity), = compute "
+        f"({picture.flops_per_s / 1e9:,.1f} GFLOP/s); they meet at the ridge, "
+        f"{ridge:,.2f} FLOP/B. Log-log. Yellow: memory-bound; cyan: compute-bound."
+    )
+    return Group(text, Text(), caption, Text(), table)
