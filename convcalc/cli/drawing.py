@@ -523,18 +523,14 @@ def draw_roofline(
     if output.fmt == Format.json:
         emit(drawing, output)
         return
-    from rich.console import Group
-    from rich.text import Text
+    from convcalc.output.render import roofline_renderable, show
 
-    from convcalc.output.render import device_line, roofline_chart, show
-
-    title = f"convcalc draw roofline  {report.title or model or ''}"
     show(
-        Group(
-            Text(title, style="bold"),
-            device_line(report.device),
-            Text(),
-            roofline_chart(drawing.picture, list(drawing.names)),
+        roofline_renderable(
+            f"convcalc draw roofline  {report.title or model or ''}",
+            report.device,
+            drawing.picture,
+            list(drawing.names),
         ),
         sys.stdout,
         no_color=output.no_color,

@@ -1135,3 +1135,10 @@ def roofline_chart(picture: Any, names: list[str], width: int = 64, height: int 
         f"{ridge:,.2f} FLOP/B. Log-log. Yellow: memory-bound; cyan: compute-bound."
     )
     return Group(text, Text(), caption, Text(), table)
+
+
+def roofline_renderable(title: str, peaks: Any, picture: Any, names: list[str]) -> Group:
+    """``draw roofline``: the title, the device's peaks, the chart and its legend."""
+    return Group(
+        Text(title, style="bold"), device_line(peaks), Text(), roofline_chart(picture, names)
+    )
