@@ -3,6 +3,7 @@ its options from them before anything heavy is loaded)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,14 @@ class Measure:
     #: the largest batch that fits ("16GiB", "80GB")
     optimizer: str = "adam"
     fit: str | None = None
+    #: the roofline (--roofline; --time implies it): the device's peaks given in GFLOP/s and
+    #: GB/s (both, or neither: then measured once and cached; ``recalibrate`` measures again);
+    #: ``progress`` is told one line before a calibration runs
+    roofline: bool = False
+    peak_gflops: float | None = None
+    peak_gbps: float | None = None
+    recalibrate: bool = False
+    progress: Callable[[str], None] | None = None
 
     def options(self, labels: Labels = API_LABELS) -> Options:
         from convcalc.engine import Options
@@ -94,16 +103,17 @@ class Measure:
                 f"{labels['measure_on']} {plain(self.measure_on)!r} must be one of "
                 + ", ".join(choices),
             )
-        for name in ("train", "time", "formula_only"):
+        for name in ("train", "time", "formula_only", "roofline", "recalibrate"):
             _flag(getattr(self, name), name)
         if self.formula_only and self.time:
             raise SpecError(
                 "time", "--time measures the real layer: it does not go with --formula-only"
             )
-        if plain(self.device) != "cpu" and not self.time:
+        if plain(self.device) != "cpu" and not (self.time or self.roofline):
             raise SpecError(
                 "device",
-                f"--device {plain(self.device)} is where --time runs: it applies only with --time",
+                f"--device {plain(self.device)} is where --time runs and the roofline's peaks "
+                "are: it applies only with --time or --roofline",
             )
         if self.formula_only and plain(self.measure_on) != "auto":
             raise SpecError(
@@ -119,6 +129,11 @@ class Measure:
             formula_only=self.formula_only,
             optimizer=plain(self.optimizer),
             fit=self.fit,
+            roofline=self.roofline,
+            peak_gflops=self.peak_gflops,
+            peak_gbps=self.peak_gbps,
+            recalibrate=self.recalibrate,
+            progress=self.progress,
         )
 
 

@@ -718,11 +718,13 @@ def model(
     dtype: str = "float32",
     kwargs: str | None = None,
     measure_on: str = "cpu",
+    measure: Measure | None = None,
 ) -> Report:
     """A model (``convcalc model``): an ``nn.Module``, or a target: ``"package.mod:Attr"``
     (with ``kwargs`` like ``"num_classes=10"``; pretrained weights are never downloaded),
     ``"file.py:Attr"``, ``"timm:NAME"``, a TorchScript or an ONNX file. ``measure_on="meta"``
-    counts on torch's meta device (shapes only: no receptive field)."""
+    counts on torch's meta device (shapes only: no receptive field). ``measure``: its
+    time, device, min run time and roofline fields apply (--time, --roofline)."""
     from convcalc.engine import analyze_model
 
     if isinstance(input, str) or not all(
@@ -736,7 +738,12 @@ def model(
             "measure_on", f"--measure-on {plain(measure_on)!r} must be cpu or meta for a model"
         )
     return analyze_model(
-        module, tuple(input), dtype=plain(dtype), kwargs=kwargs, device=plain(measure_on)
+        module,
+        tuple(input),
+        dtype=plain(dtype),
+        kwargs=kwargs,
+        device=plain(measure_on),
+        options=None if measure is None else measure.options(),
     )
 
 
@@ -781,7 +788,9 @@ def sweep(
 
     if isinstance(specs, str):
         specs = read_sweep(specs, "specs")
-    options = measure.options(labels)
+    from convcalc.engine import with_peaks
+
+    options = with_peaks(measure.options(labels), plain(dtype))
     for spec, report, problem in run(list(specs), plain(dtype), options):  # type: ignore[arg-type]
         yield Record(spec.line, spec.data, report, problem)
 
@@ -892,3 +901,47 @@ def draw_stack(
         return stack_field(network, label)
     except ValueError as error:
         raise ConvcalcError(str(error)) from None
+
+
+@dataclass(frozen=True)
+class RooflineDrawing:
+    """``convcalc draw roofline``: the report's layers as points under the device's two roofs
+    (a :class:`convcalc.core.roofline.RooflinePicture`), by name."""
+
+    report: Report
+    picture: Any
+    names: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    agree: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        assert self.report.device is not None
+        return {
+            "command": "draw roofline",
+            "title": self.report.title,
+            "device": self.report.device.to_dict(),
+            "ridge_flops_per_byte": self.picture.ridge,
+            "points": [
+                {
+                    "name": name,
+                    "intensity": point.intensity,
+                    "bound": point.bound,
+                    "attainable_flops_per_s": point.attainable_flops_per_s,
+                    "achieved_flops_per_s": point.achieved_flops_per_s,
+                }
+                for name, point in zip(self.names, self.picture.points)
+            ],
+            "total": self.report.total.roofline,
+        }
+
+
+def draw_roofline(report: Report) -> RooflineDrawing:
+    """The roofline picture of a report analysed with the roofline (``Measure(roofline=True)``
+    or ``time=True``): one point per layer that has a roofline, measured where timed."""
+    from convcalc.core.roofline import roofline_points
+
+    if report.device is None:
+        raise SpecError("roofline", "the report has no roofline: analyse it with roofline=True")
+    rows = [(layer.name, layer.roofline) for layer in report.layers if layer.roofline]
+    picture = roofline_points(rows, report.device)
+    return RooflineDrawing(report, picture, tuple(name for name, _ in rows))

@@ -114,7 +114,7 @@ def test_batch_records_are_the_library_sweep(cli) -> None:
     [
         (["model", "x.py:Net", "--size", "32"], "--size"),
         (["model", "x.py:Net", "--batch", "2"], "--batch"),
-        (["model", "x.py:Net", "--time"], "--time"),
+        (["model", "x.py:Net", "--formula-only"], "--formula-only"),
         (["solve", "--size", "8", "--target", "8", "--strict"], "--strict"),
         (["solve", "--size", "8", "--target", "8", "--detail"], "--detail"),
         (["stack", "--arch", "resnet18", "--kernel", "3"], "--kernel"),

@@ -13,11 +13,12 @@ from typing import Annotated, Any
 import typer
 
 from convcalc import library
-from convcalc.choices import Format
+from convcalc.choices import Format, Measure
 from convcalc.cli.emit import emit
 from convcalc.cli.options import (
     SHAPE,
     ConvcalcCommand,
+    Device,
     Dilation,
     Dims,
     Groups,
@@ -26,8 +27,12 @@ from convcalc.cli.options import (
     OutputOptions,
     OutputPadding,
     PaddingOpt,
+    RooflineOptions,
     Stride,
+    Time,
     Transpose,
+    progress_line,
+    with_groups,
 )
 from convcalc.core.spec import CLI_LABELS, Labels
 
@@ -427,4 +432,109 @@ def draw_stack(
         svg=svg,
         html=html,
         title=field.label,
+    )
+
+
+@app.command(cls=ConvcalcCommand, name="roofline")
+@with_groups("roofline")
+def draw_roofline(
+    source: Annotated[
+        str | None, typer.Argument(show_default=False, help="A stack file, - or layers inline.")
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", show_default=False, help="A built-in architecture.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            metavar="MODULE:ATTR",
+            show_default=False,
+            help="Your nn.Module instead of a stack (as convcalc model takes it).",
+        ),
+    ] = None,
+    input_shape: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            metavar="N,C,H[,W...]",
+            show_default=False,
+            help="The input [default: the file's; inline and --model: 1,3,224,224].",
+        ),
+    ] = None,
+    time: Time = False,
+    device: Device = "cpu",
+    svg: Svg = None,
+    html: Html = None,
+    no_color: NoColor = False,
+    fmt: DrawFormatOpt = DrawFormat.table,
+    as_json: DrawJson = False,
+    *,
+    roofline: RooflineOptions,
+) -> None:
+    """Draw the roofline: log-log, FLOP/s against arithmetic intensity, the memory and compute
+    roofs of the device's peaks, and each layer as a point (measured with --time, else at its
+    bound).
+
+    \b
+    Examples:
+      convcalc draw roofline --arch mobilenet_v2 --size 112 --peak-gflops 100 --peak-gbps 20
+      convcalc draw roofline "conv k3 out64; dw k3; pw out128" --time --svg roofline.svg
+    """
+    from convcalc.cli.networks import _stdin
+
+    output = _output(fmt, as_json, no_color)
+    _check_writable(svg, html)
+    measure = Measure(
+        time=time,
+        device=device,
+        roofline=True,
+        peak_gflops=roofline.peak_gflops,
+        peak_gbps=roofline.peak_gbps,
+        recalibrate=roofline.recalibrate,
+        progress=progress_line,
+    )
+    if model is not None:
+        from convcalc.core.grammar import parse_input
+        from convcalc.errors import SpecError
+
+        if source is not None or arch is not None:
+            raise SpecError("model", "give either --model or a stack (or --arch), not both")
+        shape = parse_input(input_shape or "1,3,224,224", "--input")
+        report = library.model(model, shape, measure=measure)
+    else:
+        if (
+            source is not None
+            and arch is None
+            and input_shape is None
+            and not library._is_file(source)
+            and source != "-"
+        ):
+            input_shape = "1,3,224,224"  # an inline stack's default input
+        report = library.stack(
+            source,
+            arch=arch,
+            input=input_shape,
+            measure=measure,
+            stdin=_stdin(source),
+            labels=LABELS,
+        )
+    drawing = library.draw_roofline(report)
+    if output.fmt == Format.json:
+        emit(drawing, output)
+        return
+    from convcalc.output.render import roofline_renderable, show
+
+    show(
+        roofline_renderable(
+            f"convcalc draw roofline  {report.title or model or ''}",
+            report.device,
+            drawing.picture,
+            list(drawing.names),
+        ),
+        sys.stdout,
+        no_color=output.no_color,
+        svg=svg,
+        html=html,
+        title="roofline",
     )

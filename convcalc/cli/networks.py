@@ -18,8 +18,12 @@ from convcalc.cli.options import (
     MEASURE,
     SHAPE,
     ConvcalcCommand,
+    Device,
     DtypeOpt,
     OutputOptions,
+    RooflineOptions,
+    Time,
+    progress_line,
     with_groups,
 )
 from convcalc.core.spec import CLI_LABELS, Labels
@@ -165,7 +169,7 @@ def _stdin(source: str | None) -> str | None:
 
 
 @app.command(cls=ConvcalcCommand)
-@with_groups("output")
+@with_groups("roofline", "output")
 def model(
     target: Annotated[
         str,
@@ -208,7 +212,10 @@ def model(
             "shapes only: no receptive field).",
         ),
     ] = ModelDevice.cpu,
+    time: Time = False,
+    device: Device = "cpu",
     *,
+    roofline: RooflineOptions,
     output: OutputOptions,
 ) -> None:
     """Your own model: runs it once, counts every operator at torch's dispatch level (each
@@ -220,6 +227,7 @@ def model(
       convcalc model mynet.py:Net --input 1,3,32,32
       convcalc model torchvision.models:resnet50 --kwargs num_classes=10
       convcalc model timm:vit_base_patch16_224
+      convcalc model mynet.py:Net --input 1,3,32,32 --time   (each module timed alone)
     """
     check_output(output)
     from convcalc.core.grammar import parse_input
@@ -229,5 +237,16 @@ def model(
         from convcalc.errors import SpecError
 
         raise SpecError("input", f"--input {input_shape} must be positive integers (N, C, ...)")
-    report = library.model(target, shape, dtype=dtype, kwargs=kwargs, measure_on=measure_on.value)
+    measure = Measure(
+        time=time,
+        device=device,
+        roofline=roofline.roofline,
+        peak_gflops=roofline.peak_gflops,
+        peak_gbps=roofline.peak_gbps,
+        recalibrate=roofline.recalibrate,
+        progress=progress_line,
+    )
+    report = library.model(
+        target, shape, dtype=dtype, kwargs=kwargs, measure_on=measure_on.value, measure=measure
+    )
     emit(report, output)

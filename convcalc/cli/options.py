@@ -20,6 +20,7 @@ LAYER = "Layer"
 INPUT = "Input"
 MEASURE = "Measurement"
 OUTPUT = "Output"
+ROOFLINE = "Roofline"
 SHAPE = "N[xN...]"
 
 
@@ -42,7 +43,7 @@ class ConvcalcCommand(TyperCommand):
         if arguments:
             with formatter.section("Arguments"):
                 formatter.write_dl(arguments)
-        order = [LAYER, INPUT, MEASURE, OUTPUT]
+        order = [LAYER, INPUT, MEASURE, ROOFLINE, OUTPUT]
         for name in sorted(sections, key=lambda s: order.index(s) if s in order else len(order)):
             with formatter.section(f"{name} options" if name in order else name):
                 formatter.write_dl(sections[name])
@@ -254,6 +255,66 @@ Fit = Annotated[
     ),
 ]
 
+# --- roofline -----------------------------------------------------------------------------------
+
+RooflineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--roofline",
+        rich_help_panel=ROOFLINE,
+        help="Per layer: bytes moved, arithmetic intensity, compute- or memory-bound and the "
+        "time lower bound, on the --device's peaks (--time implies it).",
+    ),
+]
+PeakGflops = Annotated[
+    float | None,
+    typer.Option(
+        "--peak-gflops",
+        metavar="N",
+        rich_help_panel=ROOFLINE,
+        show_default=False,
+        help="The device's peak GFLOP/s (with --peak-gbps): given, nothing is calibrated "
+        "[default: measured once, cached].",
+    ),
+]
+PeakGbps = Annotated[
+    float | None,
+    typer.Option(
+        "--peak-gbps",
+        metavar="M",
+        rich_help_panel=ROOFLINE,
+        show_default=False,
+        help="The device's peak memory bandwidth in GB/s (with --peak-gflops).",
+    ),
+]
+Recalibrate = Annotated[
+    bool,
+    typer.Option(
+        "--recalibrate",
+        rich_help_panel=ROOFLINE,
+        help="Measure the device's peaks again (a matmul and a copy, about 3 s) and re-cache.",
+    ),
+]
+
+
+def progress_line(line: str) -> None:
+    """A calibration's announcement, on stderr (stdout stays the result)."""
+    import sys
+
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+@dataclass(frozen=True)
+class RooflineOptions:
+    """The roofline options of a command without the measurement group (model, batch, draw)."""
+
+    roofline: bool = False
+    peak_gflops: float | None = None
+    peak_gbps: float | None = None
+    recalibrate: bool = False
+
+
 # --- output -------------------------------------------------------------------------------------
 
 FormatOpt = Annotated[
@@ -374,10 +435,19 @@ _register(
         ("device", Device, "cpu"),
         ("optimizer", OptimizerOpt, "adam"),
         ("fit", Fit, None),
+        *(
+            _ROOFLINE_PARAMS := [
+                ("roofline", RooflineOpt, False),
+                ("peak_gflops", PeakGflops, None),
+                ("peak_gbps", PeakGbps, None),
+                ("recalibrate", Recalibrate, False),
+            ]
+        ),
     ],
-    lambda **v: Measure(**v),
+    lambda **v: Measure(**v, progress=progress_line),
     "measure",
 )
+_register("roofline", _ROOFLINE_PARAMS, lambda **v: RooflineOptions(**v), "roofline")
 _OUTPUT_PARAMS: list[tuple[str, Any, Any]] = [
     ("fmt", FormatOpt, "table"),
     ("as_json", Json, False),

@@ -14,7 +14,18 @@ import typer
 from convcalc import library
 from convcalc.choices import Dtype, Measure, MeasureOn
 from convcalc.cli.emit import read_stdin
-from convcalc.cli.options import MEASURE, OUTPUT, ConvcalcCommand, Device, DtypeOpt, Time, Train
+from convcalc.cli.options import (
+    MEASURE,
+    OUTPUT,
+    ConvcalcCommand,
+    Device,
+    DtypeOpt,
+    RooflineOptions,
+    Time,
+    Train,
+    progress_line,
+    with_groups,
+)
 from convcalc.core.spec import CLI_LABELS, Labels
 
 app = typer.Typer(rich_markup_mode=None)
@@ -27,6 +38,7 @@ class BatchFormat(str, Enum):
 
 
 @app.command(cls=ConvcalcCommand)
+@with_groups("roofline")
 def batch(
     source: Annotated[
         str,
@@ -68,12 +80,16 @@ def batch(
     train: Train = False,
     time: Time = False,
     device: Device = "cpu",
+    *,
+    roofline: RooflineOptions,
 ) -> None:
     """Sweep many specs in one process: one result per spec, in input order, each written and
     flushed as soon as it is done. A bad spec gives an error record (its line and message) and
     the others go on; the exit status is then 2.
 
     Example: convcalc batch sweep.jsonl > results.jsonl
+    With --roofline each result carries bytes moved, intensity, bound and the time lower
+    bound (CSV columns too): sort a design space by bound time.
     """
     from convcalc.errors import SpecError
     from convcalc.output.formats import batch_footer, batch_header, batch_record
@@ -82,7 +98,17 @@ def batch(
     specs = library.read_sweep(text, source)
     if not specs:
         raise SpecError("source", f"{source}: no specs")
-    measure = Measure(measure_on, train, time, device)
+    measure = Measure(
+        measure_on,
+        train,
+        time,
+        device,
+        roofline=roofline.roofline,
+        peak_gflops=roofline.peak_gflops,
+        peak_gbps=roofline.peak_gbps,
+        recalibrate=roofline.recalibrate,
+        progress=progress_line,
+    )
     records = library.sweep(specs, dtype=dtype, measure=measure, labels=Labels(CLI_LABELS))
     sys.stdout.write(batch_header(fmt.value))
     failed = written = 0

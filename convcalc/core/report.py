@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 from convcalc._version import __version__
 from convcalc.core.cumulative import Cumulative, fraction_text
 from convcalc.core.memory import Memory
+from convcalc.core.roofline import LayerRoofline, Peaks
 from convcalc.core.spec import InputSpec, Ints
 from convcalc.kinds import LayerSpec
 
@@ -96,6 +97,9 @@ class LayerReport:
     #: inference (core.memory_model; measure.memory)
     saved_for_backward: Pair[int] | None = None
     peak_inference: Pair[int] | None = None
+    #: --roofline (or --time): bytes moved, intensity, bound and time lower bound by formula on
+    #: the report's device peaks; with --time the measured time's achieved rates
+    roofline: LayerRoofline | None = None
 
     @property
     def gflops_per_s(self) -> float | None:
@@ -167,6 +171,8 @@ class LayerReport:
             data["latency_ms"] = None if self.latency_ms is None else round(self.latency_ms, 4)
             data["gflops_per_s"] = None if gflops is None else round(gflops, 3)
             data["timed_runs"] = self.timed_runs
+        if self.roofline is not None:
+            data["roofline"] = self.roofline.to_dict()
         return data
 
 
@@ -199,6 +205,9 @@ class Total:
     optimizer: str = ""
     fit: dict[str, Any] | None = None
     memory_text: dict[str, str] = field(default_factory=dict)
+    #: --roofline: the layers' bound times summed, and with --time the measured ones and the
+    #: top layers (engine.roofline_total)
+    roofline: dict[str, Any] | None = None
 
     @property
     def memory_pairs(self) -> dict[str, Pair[Any]]:
@@ -287,6 +296,8 @@ class Total:
             measured["optimizer"] = self.optimizer
         if self.fit is not None:
             measured["fit"] = self.fit
+        if self.roofline is not None:
+            measured["roofline"] = self.roofline
         measured["formula"] = self._values("formula")
         return measured
 
@@ -384,6 +395,8 @@ class Report:
     warnings: tuple[str, ...] = ()
     #: a user's model (``model``): what the dispatch-level count saw beyond the layers
     model: ModelFigures | None = None
+    #: --roofline (or --time): the device's peaks the layers' roofline figures are on
+    device: Peaks | None = None
 
     @property
     def agree(self) -> bool:
@@ -455,6 +468,7 @@ class Report:
             # nothing measured (--formula-only): nothing to agree or disagree
             "agree": self.agree if self.measured_on != "none" else None,
             **({"timing": self.timing} if self.timing else {}),
+            **({"device": self.device.to_dict()} if self.device is not None else {}),
             **(self.model.to_dict(self.strict_problems) if self.model is not None else {}),
             **self.extra,
         }
@@ -468,6 +482,8 @@ class Comparison:
     versions: tuple[tuple[str, Report], ...]
     ratios: dict[str, dict[str, Any]]
     theory_text: dict[str, str]
+    #: --roofline: one line naming the bound of each version, and why (engine.roofline_why)
+    why: str = ""
 
     @property
     def agree(self) -> bool:
@@ -502,6 +518,7 @@ class Comparison:
                 for name, report in self.versions
             ],
             "agree": self.agree,
+            **({"roofline_why": self.why} if self.why else {}),
         }
 
 

@@ -127,3 +127,57 @@ def layer_receptive_field(spec: LayerSpec, input_shape: Ints) -> Ints:
     """The receptive field of one layer of a user's model, measured by the one-channel probe;
     cached by geometry (the spec without its name, and the input's spatial size)."""
     return _probe_cached(replace(spec, name=""), tuple(input_shape[2:]))
+
+
+def time_modules(
+    model: nn.Module,
+    rows: list[tuple[str, tuple[int, ...]]],
+    device: str = "cpu",
+    min_run_time: float = 0.2,
+) -> tuple[list[tuple[float, int] | None], list[str], dict[str, object]]:
+    """Each row's module (``name`` as the model report names it: ``"(model)"`` for the root,
+    ``" (×N)"`` for a module called N times) timed alone on zeros of its first call's input
+    shape, in its parameters' dtype (calibrate.time_layer: warm-up, synchronise on CUDA/MPS).
+    A module called N times: one call's time × N. Returns (seconds, runs) or None per row, a
+    note per module not timed, and how the timing was done."""
+    import copy
+    import re
+
+    from convcalc.measure.calibrate import time_layer
+
+    modules = dict(model.named_modules())
+    results: list[tuple[float, int] | None] = []
+    notes: list[str] = []
+    settings: dict[str, object] = {}
+    for name, shape in rows:
+        match = re.fullmatch(r"(.*) \(×(\d+)\)", name)
+        base, calls = (match.group(1), int(match.group(2))) if match else (name, 1)
+        module = modules.get("" if base == "(model)" else base)
+        if module is None or not shape:
+            results.append(None)
+            notes.append(f"{name}: not timed (no module of that name takes one tensor)")
+            continue
+        dtype = next((p.dtype for p in module.parameters()), torch.float32)
+        if not dtype.is_floating_point:
+            dtype = torch.float32
+        target = module if device == "cpu" else copy.deepcopy(module)
+        try:
+            with user_code():
+                timed = time_layer(
+                    target,
+                    [torch.zeros(shape, dtype=dtype)],
+                    device=device,
+                    min_run_time=min_run_time,
+                )
+        except Exception as error:  # a module that takes more than one tensor, an embedding
+            results.append(None)
+            notes.append(
+                f"{name}: not timed alone on zeros of {tuple(shape)} "
+                f"({type(error).__name__}: {first_line(error)})"
+            )
+            continue
+        results.append((timed.seconds * calls, timed.runs))
+        settings = timed.settings()
+        if calls > 1:
+            notes.append(f"{name}: timed one call, × {calls} calls")
+    return results, notes, settings

@@ -41,10 +41,11 @@ from convcalc.measure.build import (
     first_line,
     inputs_for,
 )
+from convcalc.measure.calibrate import time_layer
 from convcalc.measure.counting import backward_flops, run_counted
 from convcalc.measure.fvcore_adapter import fvcore_count, fvcore_rule, graph_modules
 from convcalc.measure.probes import probe_cumulative_receptive_field, probe_receptive_field
-from convcalc.measure.timing import check_device, time_forward
+from convcalc.measure.timing import check_device
 
 # --- the measurement ----------------------------------------------------------------------
 
@@ -145,16 +146,25 @@ def measure_graph(
         timing: dict[str, Any] | None = None
         if extras.time and device == "cpu":
             started = time.perf_counter()
+            settings: dict[str, Any] = {}
             for index, (node, layer) in enumerate(zip(nodes, layers)):
-                moved = layer.to(time_device)
-                samples = inputs_for(node, shapes, input_spec.shape, time_device)
-                latency[index] = time_forward(moved, samples, extras.min_run_time)
+                # each layer alone on its real input shape: warm-up runs first, a device
+                # synchronise around the timed runs on CUDA/MPS (calibrate.time_layer)
+                samples = inputs_for(node, shapes, input_spec.shape, "cpu")
+                timed_layer = time_layer(
+                    layer, samples, device=time_device, min_run_time=extras.min_run_time
+                )
+                latency[index] = (timed_layer.seconds, timed_layer.runs)
+                settings = timed_layer.settings()
             timing = {
                 "device": time_device,
                 "threads": torch.get_num_threads(),
                 "tool": "torch.utils.benchmark.Timer.blocked_autorange",
                 "min_run_time_s": extras.min_run_time,
                 "seconds": round(time.perf_counter() - started, 3),
+                "warmup_runs": settings.get("warmup_runs"),
+                "synchronized": settings.get("synchronized"),
+                "cudnn_benchmark": settings.get("cudnn_benchmark"),
             }
         elif extras.time:
             timing = {

@@ -28,6 +28,11 @@ def time_forward(
     return measurement.median, len(measurement.times) * measurement.number_per_run
 
 
+def cpu_threads() -> int:
+    """The threads torch runs CPU operators on."""
+    return torch.get_num_threads()
+
+
 def check_device(device: str) -> str:
     """The torch device to time on: ``cpu``, ``cuda`` (or ``cuda:N``) where one exists."""
     if device == "cpu":

@@ -54,6 +54,15 @@ CSV_COLUMNS = (
     "fit_memory_limit_bytes",
     "fit_max_batch_training",
     "fit_max_batch_inference",
+    # the roofline (--roofline, --time; appended): a total row's are the layers' summed, its
+    # bound "compute", "memory" or "mixed", its intensity all FLOPs over all bytes
+    "bytes_moved",
+    "intensity",
+    "bound",
+    "time_lower_bound_s",
+    "time_s",
+    "achieved_flops_per_s",
+    "fraction_of_bound",
 )
 
 
@@ -156,6 +165,7 @@ def flat_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                     "gflops_per_s": layer.get("gflops_per_s"),
                     "agree": layer["agree"],
                     **_memory_columns(layer.get("memory_bytes"), layer.get("memory_bytes_formula")),
+                    **_roofline_columns(layer.get("roofline")),
                 }
             )
         total = report["total"]
@@ -185,9 +195,29 @@ def flat_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "agree": report["agree"],
                 **_memory_columns(total.get("memory_bytes"), formula.get("memory_bytes")),
                 **_fit_columns(total),
+                **_roofline_columns(_total_roofline(total.get("roofline"))),
             }
         )
     return rows
+
+
+def _roofline_columns(roofline: Any) -> dict[str, Any]:
+    """A layer's (or the total's) roofline CSV columns; empty without --roofline."""
+    roofline = roofline if isinstance(roofline, dict) else {}
+    keys = ("bytes_moved", "intensity", "bound", "time_lower_bound_s", "time_s")
+    columns = {key: roofline.get(key) for key in keys}
+    columns["achieved_flops_per_s"] = roofline.get("achieved_flops_per_s")
+    columns["fraction_of_bound"] = roofline.get("fraction_of_bound")
+    return columns
+
+
+def _total_roofline(roofline: Any) -> dict[str, Any] | None:
+    if not isinstance(roofline, dict):
+        return None
+    compute = roofline.get("layers_compute_bound", 0)
+    memory = roofline.get("layers_memory_bound", 0)
+    bound = "mixed" if compute and memory else "compute" if compute else "memory"
+    return {**roofline, "bound": bound if compute or memory else None}
 
 
 def _memory_columns(measured: Any, formula: Any) -> dict[str, Any]:
@@ -320,11 +350,52 @@ def markdown(data: dict[str, Any]) -> str:
         memory_line = _md_memory(total)
         if memory_line:
             parts.append(memory_line)
+        if report.get("device"):
+            parts.append(_md_roofline(report))
         parts.append(
             "MACs: fvcore's count (1 per multiply-add); FLOPs: torch's (2 per "
             "multiply-add); neither counts bias.\n"
         )
     return "\n".join(parts)
+
+
+def _md_roofline(report: dict[str, Any]) -> str:
+    """The roofline: the device's peaks, then a row per layer and the total."""
+    device = report["device"]
+    head = "Roofline on {} {} ({}): peak {:,.1f} GFLOP/s, {:,.1f} GB/s, ridge {:,.2f} FLOP/B.\n"
+    head = head.format(
+        device["name"],
+        device["dtype"],
+        "measured" if device["measured"] else "given",
+        device["peak_flops_per_s"] / 1e9,
+        device["peak_bytes_per_s"] / 1e9,
+        device["ridge_flops_per_byte"],
+    )
+    columns = ["layer", "bytes moved", "FLOP/B", "bound", "bound ms", "time ms", "of bound"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+    def ms(value: Any) -> str:
+        return "—" if value is None else f"{value * 1e3:,.4f}"
+
+    def cells(name: str, roof: dict[str, Any]) -> str:
+        fraction = roof.get("fraction_of_bound")
+        intensity = roof.get("intensity")
+        values = [
+            name,
+            _md(roof.get("bytes_moved")),
+            "—" if intensity is None else f"{intensity:,.2f}",
+            _md(roof.get("bound")),
+            ms(roof.get("time_lower_bound_s")),
+            ms(roof.get("time_s")),
+            "—" if fraction is None else f"{fraction:.0%}",
+        ]
+        return "| " + " | ".join(values) + " |"
+
+    for layer in report["layers"]:
+        lines.append(cells(f"`{layer['name']}`", layer.get("roofline") or {}))
+    total = _total_roofline(report["total"].get("roofline")) or {}
+    lines.append(cells("**total**", total))
+    return head + "\n".join(lines) + "\n"
 
 
 def _md_memory(total: dict[str, Any]) -> str:

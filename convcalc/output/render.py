@@ -630,6 +630,8 @@ def _report(report: Report, detail: bool) -> Group:
                     Text(f"{layer.name}: {layer.spec.describe()}", style="bold"),
                     _figure_table(layer, report.input.dtype),
                 ]
+    if report.device is not None:
+        parts += [Text(), roofline_table(report)]
     parts.append(Text())
     if "vs_standard" in report.extra:
         parts += [_vs_standard(report.extra["vs_standard"]), Text()]
@@ -644,6 +646,105 @@ def _report(report: Report, detail: bool) -> Group:
         ]
     else:
         parts += [_verdict(report.agree), _notes(report)]
+    return Group(*parts)
+
+
+# --- roofline -----------------------------------------------------------------------------------
+
+
+def device_line(peaks: Any) -> Text:
+    """The peaks the roofline is drawn on, and where they come from."""
+    where = peaks.device + (f" ({peaks.model})" if peaks.model else "")
+    threads = f", {peaks.threads} threads" if peaks.threads else ""
+    return Text(
+        f"roofline on {where} {peaks.dtype}{threads}: peak {peaks.flops_per_s / 1e9:,.1f} "
+        f"GFLOP/s, {peaks.bytes_per_s / 1e9:,.1f} GB/s, ridge {peaks.ridge:,.2f} FLOP/B "
+        f"({'measured' if peaks.measured else 'given'}; {peaks.source})"
+    )
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value * 1e3:,.4f}"
+
+
+def roofline_table(report: Report) -> Group:
+    """Per layer: bytes moved, intensity, bound, the time lower bound; with --time the
+    measured time, the achieved rates and the fraction of the bound; the total and the top
+    layers."""
+    peaks = report.device
+    timed = any(x.roofline is not None and x.roofline.time_s is not None for x in report.layers)
+    table = Table(
+        box=box.SIMPLE_HEAVY,
+        show_edge=False,
+        pad_edge=False,
+        caption="bytes moved: input + weights + output, each once, at the dtype's width (the "
+        "minimum traffic); intensity: formula FLOPs / bytes; bound: compute at or above the "
+        "ridge, memory below; bound ms: max(FLOPs / peak FLOP/s, bytes / peak B/s)"
+        + ("; of bound: bound time / measured time (1 = at the roofline)" if timed else "")
+        + ".",
+        caption_justify="left",
+    )
+    columns = ["layer", "bytes moved", "FLOP/B", "bound", "bound ms"]
+    if timed:
+        columns += ["time ms", "GFLOP/s", "GB/s", "of bound"]
+    for name in columns:
+        table.add_column(name, justify="left" if name == "layer" else "right", no_wrap=True)
+    for layer in report.layers:
+        roof = layer.roofline
+        if roof is None:
+            table.add_row(layer.name, "—", "—", "no formula", "—", *(["—"] * 4 if timed else []))
+            continue
+        style = "yellow" if roof.bound == "memory" else "cyan"
+        row: list[Any] = [
+            layer.name,
+            human_bytes(roof.bytes_moved),
+            f"{roof.intensity:,.2f}",
+            Text(roof.bound, style=style),
+            _seconds(roof.time_lower_bound_s),
+        ]
+        if timed:
+            row += [
+                _seconds(roof.time_s),
+                "—"
+                if roof.achieved_flops_per_s is None
+                else f"{roof.achieved_flops_per_s / 1e9:,.1f}",
+                "—"
+                if roof.achieved_bytes_per_s is None
+                else f"{roof.achieved_bytes_per_s / 1e9:,.1f}",
+                "—" if roof.fraction_of_bound is None else f"{roof.fraction_of_bound:.0%}",
+            ]
+        table.add_row(*row)
+    total = report.total.roofline or {}
+    row = [
+        Text("total", style="bold"),
+        human_bytes(total.get("bytes_moved", 0)),
+        "",
+        f"{total.get('layers_compute_bound', 0)} compute, "
+        f"{total.get('layers_memory_bound', 0)} memory",
+        _seconds(total.get("time_lower_bound_s")),
+    ]
+    if timed:
+        achieved = total.get("achieved_flops_per_s")
+        fraction = total.get("fraction_of_bound")
+        row += [
+            _seconds(total.get("time_s")),
+            "—" if achieved is None else f"{achieved / 1e9:,.1f}",
+            "",
+            "—" if fraction is None else f"{fraction:.0%}",
+        ]
+    table.add_section()
+    table.add_row(*row, style="bold")
+    parts: list[Any] = [device_line(peaks), table]
+    top = total.get("top_layers") or []
+    if len(report.layers) > 1 and top:
+        key = total.get("top_layers_by", "time_lower_bound_s")
+        what = "measured time" if key == "time_s" else "bound time"
+        parts.append(
+            Text(
+                f"top layers by {what}: "
+                + ", ".join(f"{t['name']} {t['share']:.0%} ({t['bound']})" for t in top)
+            )
+        )
     return Group(*parts)
 
 
@@ -668,6 +769,9 @@ def _comparison(comparison: Any, detail: bool) -> Group:
     columns += ["receptive field", "memory", "ratio"]
     if timed:
         columns += ["latency ms", "ratio", "GFLOP/s"]
+    roofline = comparison.why != ""
+    if roofline:
+        columns += ["FLOP/B", "bound ms"]
     columns.append("")
     for name in columns:
         table.add_column(name, justify="left" if name == "version" else "right", no_wrap=True)
@@ -699,6 +803,8 @@ def _comparison(comparison: Any, detail: bool) -> Group:
                 _ratio(ratios.get("latency")),
                 f"{flops / (latency * 1e-3) / 1e9:,.1f}" if latency and flops else "—",
             ]
+        if roofline:
+            row += _comparison_roofline(total.roofline or {})
         row.append(_mark(report.agree))
         table.add_row(*row)
     parts: list[Any] = [
@@ -711,6 +817,8 @@ def _comparison(comparison: Any, detail: bool) -> Group:
         table,
         Text(),
     ]
+    if roofline:
+        parts += [device_line(comparison.versions[0][1].device), Text(comparison.why), Text()]
     if detail:
         for _, report in comparison.versions:
             parts += [_report(report, detail), Text()]
@@ -719,6 +827,16 @@ def _comparison(comparison: Any, detail: bool) -> Group:
     if first.timing:
         parts.append(_notes(first))
     return Group(*parts)
+
+
+def _comparison_roofline(total: dict[str, Any]) -> list[str]:
+    """A version's intensity (all its FLOPs / all its bytes) and its bound time."""
+    moved = total.get("bytes_moved") or 0
+    intensity = total.get("intensity")
+    return [
+        "—" if intensity is None or not moved else f"{intensity:,.2f}",
+        _seconds(total.get("time_lower_bound_s")),
+    ]
 
 
 @contextmanager
@@ -921,3 +1039,106 @@ def show(
             recorder.save_svg(svg, title=title, clear=False)
         if html:
             recorder.save_html(html, clear=False)
+
+
+# --- the roofline picture -----------------------------------------------------------------------
+
+MARKS = "123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _log_axis(low: float, high: float, size: int) -> Callable[[float], int]:
+    import math
+
+    span = math.log10(high) - math.log10(low)
+
+    def place(value: float) -> int:
+        return min(
+            size - 1, max(0, round((math.log10(value) - math.log10(low)) / span * (size - 1)))
+        )
+
+    return place
+
+
+def roofline_chart(picture: Any, names: list[str], width: int = 64, height: int = 18) -> Group:
+    """A log-log roofline drawn with characters: the memory roof (/), the compute roof (=),
+    and each layer as a mark at its intensity and its measured FLOP/s (its bound where not
+    timed); the legend below names each mark. Layers with no FLOPs sit at intensity 0, which
+    a log axis cannot show: they are listed, not drawn."""
+    import math
+
+    points = [p for p in picture.points if p.intensity > 0]
+    ridge = picture.ridge
+    xs = [p.intensity for p in points] + [ridge]
+    x_low = 10 ** math.floor(math.log10(min(xs) / 2))
+    x_high = 10 ** math.ceil(math.log10(max(xs) * 2))
+    ys = [picture.flops_per_s] + [p.attainable_flops_per_s for p in points]
+    ys += [p.achieved_flops_per_s for p in points if p.achieved_flops_per_s]
+    ys.append(x_low * picture.bytes_per_s)
+    y_low = 10 ** math.floor(math.log10(max(min(ys), picture.flops_per_s * 1e-6)))
+    y_high = max(picture.flops_per_s, *ys) * 2
+    column = _log_axis(x_low, x_high, width)
+    line = _log_axis(y_low, y_high, height)
+    grid = [[" "] * width for _ in range(height)]
+    styles = [[""] * width for _ in range(height)]
+    for x in range(width):
+        intensity = 10 ** (math.log10(x_low) + x / (width - 1) * math.log10(x_high / x_low))
+        roof = min(picture.flops_per_s, intensity * picture.bytes_per_s)
+        if roof < y_low:
+            continue
+        y = height - 1 - line(roof)
+        grid[y][x] = "=" if intensity >= ridge else "/"
+        styles[y][x] = "grey50"
+    legend = []
+    for index, (name, point) in enumerate(zip(names, picture.points)):
+        mark = MARKS[index % len(MARKS)]
+        measured = point.achieved_flops_per_s is not None
+        if point.intensity <= 0:
+            legend.append((mark, name, point, "no FLOPs: intensity 0, not drawn"))
+            continue
+        value = point.achieved_flops_per_s if measured else point.attainable_flops_per_s
+        if not value or value <= 0:
+            continue
+        x, y = column(point.intensity), height - 1 - line(value)
+        grid[y][x] = mark
+        styles[y][x] = "bold yellow" if point.bound == "memory" else "bold cyan"
+        legend.append((mark, name, point, "measured" if measured else "on its bound"))
+    text = Text()
+    for row_index, row in enumerate(grid):
+        label = ""
+        if row_index == 0:
+            label = f"{y_high / 1e9:,.3g} GFLOP/s"
+        elif row_index == height - 1:
+            label = f"{y_low / 1e9:,.3g} GFLOP/s"
+        text.append(f"{label:>16} |")
+        for char, style in zip(row, styles[row_index]):
+            text.append(char, style=style)
+        text.append("\n")
+    text.append(" " * 17 + "+" + "-" * width + "\n")
+    left, right = f"{x_low:g}", f"{x_high:g} FLOP/B"
+    text.append(" " * 18 + left + " " * max(1, width - len(left) - len(right)) + right)
+    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
+    for column_name in ("", "layer", "FLOP/B", "bound", "GFLOP/s", "drawn"):
+        table.add_column(column_name, no_wrap=True)
+    for mark, name, point, drawn in legend:
+        value = point.achieved_flops_per_s or point.attainable_flops_per_s
+        table.add_row(
+            Text(mark, style="bold yellow" if point.bound == "memory" else "bold cyan"),
+            name,
+            f"{point.intensity:,.2f}",
+            point.bound,
+            f"{value / 1e9:,.2f}",
+            drawn,
+        )
+    caption = Text(
+        f"roofs: / memory ({picture.bytes_per_s / 1e9:,.1f} GB/s × intensity), = compute "
+        f"({picture.flops_per_s / 1e9:,.1f} GFLOP/s); they meet at the ridge, "
+        f"{ridge:,.2f} FLOP/B. Log-log. Yellow: memory-bound; cyan: compute-bound."
+    )
+    return Group(text, Text(), caption, Text(), table)
+
+
+def roofline_renderable(title: str, peaks: Any, picture: Any, names: list[str]) -> Group:
+    """``draw roofline``: the title, the device's peaks, the chart and its legend."""
+    return Group(
+        Text(title, style="bold"), device_line(peaks), Text(), roofline_chart(picture, names)
+    )
