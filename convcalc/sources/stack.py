@@ -471,9 +471,14 @@ def _text(value: Any) -> Any:
 
 
 def build_network(
-    data: dict[str, Any], input_shape: tuple[int, ...] | None, dtype: str, source: str
+    data: dict[str, Any],
+    input_shape: tuple[int, ...] | None,
+    dtype: str,
+    source: str,
+    dtype_label: str = "--dtype",
 ) -> Network:
-    """The graph of a stack file's data (or of inline layers, with the input given)."""
+    """The graph of a stack file's data (or of inline layers, with the input given);
+    ``dtype_label`` names where the dtype came from in errors (a batch spec's ``dtype`` key)."""
     if input_shape is None and data.get("input") is None:
         raise SpecError(
             "input",
@@ -493,6 +498,7 @@ def build_network(
                 "size": f"{source}: input size",
                 "batch": f"{source}: input batch",
                 "in_channels": f"{source}: input channels",
+                "dtype": dtype_label,
             }
         ),
     )
