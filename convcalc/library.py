@@ -114,6 +114,7 @@ class Measure:
             raise SpecError(
                 "time", "--time measures the real layer: it does not go with --formula-only"
             )
+        _check_device_name(_plain(self.device))
         if _plain(self.device) != "cpu" and not self.time:
             raise SpecError(
                 "device",
@@ -134,6 +135,15 @@ class Measure:
             optimizer=_plain(self.optimizer),
             fit=self.fit,
         )
+
+
+def _check_device_name(device: str) -> None:
+    """A device named as torch names them (cpu, cuda, cuda:N, mps): a malformed name is said
+    to be malformed, before anything asks whether such a device exists."""
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
+        raise SpecError("device", f"--device {device!r} must be cpu, cuda, cuda:N or mps")
 
 
 def _plain(value: Any) -> str:
