@@ -147,7 +147,8 @@ def parse_value(text: str) -> Any:
     else:
         if not math.isfinite(number):
             raise SpecError(
-                "expect", f"--expect value {text!r} must be a finite number (or true, false, a shape)"
+                "expect",
+                f"--expect value {text!r} must be a finite number (or true, false, a shape)",
             )
         return int(number) if number.is_integer() and math.isfinite(number) else number
     if text.startswith(("[", "{", '"')):
