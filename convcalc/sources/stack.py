@@ -545,8 +545,12 @@ def network_input(
         )
     if size is not None:
         sizes = parse_ints(str(size).replace(",", "x"), spatial, "size", labels)
+        if min(sizes) < 1:
+            raise SpecError("size", f"{labels['size']} {size} must be positive")
         shape = (shape[0], shape[1], *sizes)
     if batch is not None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise SpecError("batch", f"{labels['batch']} {batch!r} must be a positive integer")
         shape = (batch, *shape[1:])
     return tuple(shape)
 
