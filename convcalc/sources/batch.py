@@ -77,7 +77,8 @@ def spec_network(data: dict[str, Any], dtype: str) -> Any:
         if isinstance(size, bool) or not re.fullmatch(r"\d+(x\d+)*", text):
             raise SpecError(
                 "size",
-                f"size {size!r} must be a number (an integer, like 1000, not 1e3), or one per dimension like 56x80",
+                f"size {size!r} must be a number (an integer, like 1000, not 1e3), or one per "
+                "dimension like 56x80",
             )
         sizes = [int(v) for v in text.split("x")]
         if len(sizes) == 1:
