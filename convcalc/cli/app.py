@@ -143,7 +143,7 @@ app = typer.Typer(
         "the output could not be written\n"
         "  2    invalid input (one line on stderr)\n"
         "  3    convcalc itself failed (a bug)\n"
-        "  130  interrupted"
+        "  130  interrupted (Ctrl-C; batch keeps the rows it finished)"
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
