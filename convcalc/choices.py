@@ -105,6 +105,7 @@ class Measure:
             )
         for name in ("train", "time", "formula_only", "roofline", "recalibrate"):
             _flag(getattr(self, name), name)
+        check_device_name(plain(self.device))
         if self.formula_only and self.time:
             raise SpecError(
                 "time", "--time measures the real layer: it does not go with --formula-only"
@@ -145,3 +146,13 @@ def _flag(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise SpecError(name, f"{name} {value!r} must be True or False")
     return value
+
+
+def check_device_name(device: str) -> str:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (by name only: whether one exists is asked of
+    torch when something runs there)."""
+    import re
+
+    if device in ("cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", device):
+        return device
+    raise SpecError("device", f"--device {device!r} must be cpu, cuda, cuda:N or mps")

@@ -4,12 +4,14 @@ set the two side by side. Never prints, never exits; raises :mod:`convcalc.error
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
 from convcalc import kinds
+from convcalc.choices import check_device_name
 from convcalc.core import formulas, memory_model
 from convcalc.core.advice import network_warnings
 from convcalc.core.cumulative import cumulative as cumulative_figures
@@ -99,6 +101,28 @@ def plan_run(
     return RunPlan("cpu", estimated_bytes, seconds, "small enough to run for real")
 
 
+def physical_memory_bytes() -> int | None:
+    """This machine's physical memory (None where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_here(plan: RunPlan) -> None:
+    """A real CPU run asked for (--measure-on cpu) whose tensors alone exceed this machine's
+    memory: it does not fit here, which is said before torch tries and fails (or the system
+    kills it)."""
+    memory = physical_memory_bytes()
+    if plan.device == "cpu" and memory is not None and plan.estimated_bytes > memory:
+        raise SpecError(
+            "measure_on",
+            f"--measure-on cpu: a real run needs about {formulas.human_bytes(plan.estimated_bytes)}"
+            f" of tensors, more than this machine's {formulas.human_bytes(memory)} of memory: it "
+            "does not fit here; --measure-on auto or meta measures it on torch's meta device",
+        )
+
+
 def analyze_chain(
     specs: Sequence[LayerSpec],
     input_spec: InputSpec,
@@ -142,6 +166,8 @@ def analyze_graph(
     inputs = graph_inputs(nodes, input_spec, labels)
     specs = [node.spec for node in nodes]
     plan = plan_run(specs, inputs, options.measure_on)
+    if not options.formula_only:
+        check_fits_here(plan)
     cumulative = cumulative_figures(nodes, inputs, input_spec)
     if options.formula_only:
         measured = nothing_measured(len(nodes))
@@ -1264,16 +1290,6 @@ def with_model_memory(
 
 #: the top layers of total.roofline, by measured time (or by bound time when not timed)
 ROOFLINE_TOP = 5
-
-
-def check_device_name(device: str) -> str:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (by name only: whether one exists is asked of
-    torch when something runs there)."""
-    import re
-
-    if device in ("cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", device):
-        return device
-    raise SpecError("device", f"--device {device!r} must be cpu, cuda, cuda:N or mps")
 
 
 def resolve_peaks(options: Options, dtype: str) -> Any:

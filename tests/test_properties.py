@@ -97,8 +97,14 @@ def test_every_formula_equals_its_measurement(raw: dict[str, Any], device: str) 
         assume(False)
     report = analyze(spec, input_spec, measure_on=device)
     (layer,) = report.layers
-    assert layer.disagreements == [], layer.to_dict()
-    assert report.agree
+    known = []
+    if spec.transposed and spec.dims == 3 and any(spec.padding) and device == "cpu":
+        # torch's CPU kernel for 3-D transposed convs (slow_conv_transpose3d) returns a view of
+        # its uncropped output: the live bytes hold the whole storage, more than the formula's
+        # output (the meta device and 1-D/2-D kernels allocate the cropped size). Shown as a
+        # difference in the report; noted in issue 13.
+        known = ["peak_inference"]
+    assert [d for d in layer.disagreements if d not in known] == [], layer.to_dict()
 
 
 def _torch_accepts(raw: dict[str, Any]) -> bool:

@@ -5,6 +5,7 @@ only the command that runs is imported and built (ConvcalcGroup.get_command): ``
 ``--version`` build none.
 """
 
+import errno
 import importlib
 import os
 import sys
@@ -16,7 +17,7 @@ import typer.main
 from typer.core import TyperGroup
 
 from convcalc._version import __version__
-from convcalc.cli.exits import ExitStatus, exit_status, message_of
+from convcalc.cli.exits import ExitStatus, Interrupted, OutputClosed, exit_status, message_of
 
 #: every command: the module of its family, and its one-line help (``convcalc --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -66,6 +67,18 @@ class ConvcalcGroup(TyperGroup):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; Ctrl-C and a closed pipe leave as convcalc's own exceptions, which
+        Typer and click let through (they would make them a silent 130 and an exit 1)."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+        except OSError as error:
+            if error.errno == errno.EPIPE:
+                raise OutputClosed() from None
+            raise
+
     def main(  # type: ignore[override]
         self,
         args: Sequence[str] | None = None,
@@ -74,6 +87,11 @@ class ConvcalcGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        if sys.stderr is None:  # 2>&-: nowhere to say anything; say nothing
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
+        if sys.stdout is None:  # >&-: no output can be written; fail before any work
+            sys.stderr.write("error: cannot write the output: standard output is closed\n")
+            sys.exit(int(ExitStatus.INVALID_INPUT))
         try:
             result = super().main(
                 args=args,
@@ -125,7 +143,7 @@ app = typer.Typer(
         "the output could not be written\n"
         "  2    invalid input (one line on stderr)\n"
         "  3    convcalc itself failed (a bug)\n"
-        "  130  interrupted"
+        "  130  interrupted (Ctrl-C; batch keeps the rows it finished)"
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -170,11 +188,19 @@ def main() -> None:
         status = (
             leaving.code if isinstance(leaving.code, int) else (0 if leaving.code is None else 1)
         )
+        _flush_quietly()
         if "torch" not in sys.modules:
             raise
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
         os._exit(status)
+
+
+def _flush_quietly() -> None:
+    """Flush what is left; a reader that went away, or a full disk, at this point must not
+    change the exit status (nor print Python's 'Exception ignored' at teardown)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            if stream is sys.stdout:
+                _quiet_stdout()

@@ -21,6 +21,16 @@ class ExitStatus(IntEnum):
     INTERRUPTED = 130
 
 
+class Interrupted(Exception):
+    """Ctrl-C, carried past Typer (which turns a KeyboardInterrupt into a silent exit 130
+    before convcalc could say so): ConvcalcGroup.invoke raises it in the interrupt's place."""
+
+
+class OutputClosed(Exception):
+    """The reader of stdout went away (EPIPE: ``| head -1``), carried past click (which turns
+    it into exit 1): ConvcalcGroup.invoke raises it in the BrokenPipeError's place."""
+
+
 class CheckFailed(Exception):
     """--expect, --strict or solve said no: the lines to print, already on stderr's terms."""
 
@@ -52,9 +62,9 @@ def message_of(error: BaseException) -> str:
             names = ", ".join(c.strip().strip("'") for c in choices.split(","))
             return f"error: {option} {value} must be one of {names}"
         return f"error: {text}"
-    if isinstance(error, KeyboardInterrupt) or _is(error, "Abort"):
+    if isinstance(error, KeyboardInterrupt | Interrupted) or _is(error, "Abort"):
         return "interrupted"
-    if isinstance(error, BrokenPipeError):
+    if isinstance(error, BrokenPipeError | OutputClosed):
         return ""
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return "error: cannot write the output: No space left on device"
@@ -85,9 +95,9 @@ def exit_status(error: BaseException) -> ExitStatus:
         return ExitStatus.CHECK_FAILED
     if isinstance(error, ConvcalcError) or _is(error, "ClickException"):
         return ExitStatus.INVALID_INPUT
-    if isinstance(error, KeyboardInterrupt) or _is(error, "Abort"):
+    if isinstance(error, KeyboardInterrupt | Interrupted) or _is(error, "Abort"):
         return ExitStatus.INTERRUPTED
-    if isinstance(error, BrokenPipeError):
+    if isinstance(error, BrokenPipeError | OutputClosed):
         return ExitStatus.OK
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return ExitStatus.CHECK_FAILED

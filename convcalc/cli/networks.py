@@ -223,10 +223,13 @@ def model(
     module that ran it, and sets each module's figures beside its formula.
 
     \b
-    Examples (a model file of your own; models from packages you have installed):
+    Examples (the first a model file of your own; the others need torch alone; any
+    installed package's model works the same way, like torchvision.models:resnet50):
       convcalc model mynet.py:Net --input 1,3,32,32
-      convcalc model torchvision.models:resnet50 --kwargs num_classes=10
-      convcalc model timm:vit_base_patch16_224
+      convcalc model torch.nn:Conv2d --input 1,3,32,32 \\
+        --kwargs in_channels=3,out_channels=16,kernel_size=3
+      convcalc model torch.nn:TransformerEncoderLayer --input 1,16,64 \\
+        --kwargs d_model=64,nhead=4,batch_first=True
       convcalc model mynet.py:Net --input 1,3,32,32 --time   (each module timed alone)
     """
     check_output(output)

@@ -35,15 +35,20 @@ def parse_inline(text: str) -> list[dict[str, Any]]:
         if not words:
             continue
         layer: dict[str, Any] = {"op": words[0].lower()}
+        said: dict[str, str] = {"op": words[0]}  # each key and the word that set it
         for word in words[1:]:
             if "=" in word:
                 key, value = word.split("=", 1)
+                _once(said, key, word, layer, len(layers) + 1)
                 layer[key] = scalar(value)
             elif word.lower() in _FLAGS:
                 key, flag = _FLAGS[word.lower()]
+                _once(said, key, word, layer, len(layers) + 1)
                 layer[key] = flag
             elif match := _TOKEN.match(word):
-                layer[_SHORT[match.group(1)]] = scalar(match.group(2))
+                key = _SHORT[match.group(1).lower()]
+                _once(said, key, word, layer, len(layers) + 1)
+                layer[key] = scalar(match.group(2))
             else:
                 raise SpecError(
                     "inline",
@@ -54,6 +59,17 @@ def parse_inline(text: str) -> list[dict[str, Any]]:
     if not layers:
         raise SpecError("inline", "the inline stack has no layers")
     return layers
+
+
+def _once(said: dict[str, str], key: str, word: str, layer: dict[str, Any], number: int) -> None:
+    """A layer gives each key once: ``conv k3 k5`` is an error, not a kernel of 5."""
+    if key in said:
+        raise SpecError(
+            "inline",
+            f"layer {number} ({layer['op']}): {word!r} sets {key} again (after {said[key]!r}): "
+            "give each argument once",
+        )
+    said[key] = word
 
 
 def scalar(value: str) -> Any:

@@ -73,12 +73,18 @@ class Expectation:
     op: str
     expected: Any
     text: str
+    #: the value as written (a shape written with commas, 1,256,224,224, reads as thousands)
+    raw: str = ""
 
     def check(self, data: Any) -> str | None:
         """None when met; else the line that says what was expected and what was found. A
         value of another kind than the one at the path (a word for a number) is a malformed
         expectation, not a failed one."""
         actual = _comparable(get_path(data, self.path, "--expect"))
+        expected = self.expected
+        if isinstance(actual, tuple) and _GROUPED.fullmatch(self.raw.strip()):
+            expected = tuple(int(v) for v in self.raw.split(","))  # a shape, not thousands
+            return Expectation(self.path, self.op, expected, self.text).check(data)
         if not _same_kind(actual, self.expected, self.op):
             raise SpecError(
                 "expect",
@@ -117,8 +123,16 @@ def _comparable(value: Any) -> Any:
     return value
 
 
+_GROUPED = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")
+
+
 def parse_value(text: str) -> Any:
-    """``17280``, ``1e9``, ``true``, ``1x256x224x224`` (a shape) or ``[1, 2]`` (JSON)."""
+    """``17280``, ``17,280`` (as tables print it), ``1e9``, ``true``, ``1x256x224x224`` (a
+    shape) or ``[1, 2]`` (JSON). A number must be finite: nan and inf compare with nothing."""
+    if _GROUPED.fullmatch(text.strip()):
+        text = text.replace(",", "")
+    if re.fullmatch(r"\s*[+-]?\d+\s*", text):
+        return int(text)  # exactly: a float would round integers above 2**53
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -131,6 +145,11 @@ def parse_value(text: str) -> Any:
     except ValueError:
         pass
     else:
+        if not math.isfinite(number):
+            raise SpecError(
+                "expect",
+                f"--expect value {text!r} must be a finite number (or true, false, a shape)",
+            )
         return int(number) if number.is_integer() and math.isfinite(number) else number
     if text.startswith(("[", "{", '"')):
         try:
@@ -149,7 +168,7 @@ def parse_expectation(text: str) -> Expectation:
             "'total.macs<=1e9' (OP: = == != < <= > >=)",
         )
     path, op, value = match.groups()
-    return Expectation(path, op, parse_value(value), text)
+    return Expectation(path, op, parse_value(value), text, value)
 
 
 def check_all(data: Any, expectations: Sequence[Expectation]) -> list[str]:

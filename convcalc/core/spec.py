@@ -112,6 +112,12 @@ def parse_ints(text: str | int | Ints, dims: int, field_name: str, labels: Label
         values = text
     else:
         if not _INT_LIST.match(text):
+            if _is_number_list(text):  # 1e3, 2.5: numbers, but not whole ones
+                raise SpecError(
+                    field_name,
+                    f"{label} {text!r} must be an integer (like 1000, not 1e3 or 2.5), or one "
+                    "integer per dimension (like 3x5)",
+                )
             raise SpecError(
                 field_name,
                 f"{label} {text!r} is not a number or one number per dimension (like 3x5)",
@@ -131,9 +137,19 @@ def parse_ints(text: str | int | Ints, dims: int, field_name: str, labels: Label
     return values
 
 
+def _is_number_list(text: str) -> bool:
+    try:
+        return all(math.isfinite(float(v)) for v in re.split(r"[x,]", text.strip().lower()))
+    except ValueError:
+        return False
+
+
 def parse_padding(text: str | int | Ints, dims: int, labels: Labels) -> Padding:
     if isinstance(text, str) and text.strip().lower() in STRING_PADDINGS:
         return text.strip().lower()  # type: ignore[return-value]
+    if not isinstance(text, str) or _INT_LIST.match(text) or _is_number_list(text):
+        # numbers: what is wrong with them (too large, not whole, too many) is said as such
+        return parse_ints(text, dims, "padding", labels)
     try:
         return parse_ints(text, dims, "padding", labels)
     except SpecError:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -637,13 +637,42 @@ def measure_model_memory(
     and with ``training_step`` one real step with ``optimizer``."""
     import copy
 
-    sources: dict[str, str] = {}
     try:
         twin = copy.deepcopy(model).to(TORCH_DTYPES[dtype])
     except Exception as error:  # noqa: BLE001  (the user's module)
         reason = f"not measured: the model could not be copied ({first_line(error)})"
         return ModelMemory(None, None, None, dict.fromkeys(("saved", "peak", "step"), reason))
     x = make_input(InputSpec(input_shape[0], input_shape[1], tuple(input_shape[2:]), dtype))
+    found = _model_memory(twin, x, optimizer, training_step)
+    if found.saved is None and found.peak is None:
+        # a model that fixes its own precision (a half layer, a cast in its forward) fails
+        # when cast to --dtype: measured again in its own dtypes, and said so
+        own = _own_dtypes(model)
+        if own and own != {TORCH_DTYPES[dtype]}:
+            first = next(
+                t.dtype
+                for t in (*model.parameters(), *model.buffers())
+                if t.dtype.is_floating_point
+            )
+            names = ", ".join(sorted(str(d).removeprefix("torch.") for d in own))
+            why = found.sources.get("peak", "").removeprefix("not measured: ")
+            again = _model_memory(copy.deepcopy(model), x.to(first), optimizer, training_step)
+            note = (
+                f"; in the model's own dtypes ({names}), the input in "
+                f"{str(first).removeprefix('torch.')}: cast to {dtype} it failed ({why})"
+            )
+            return replace(again, sources={key: text + note for key, text in again.sources.items()})
+    return found
+
+
+def _own_dtypes(model: nn.Module) -> set[Any]:
+    return {t.dtype for t in (*model.parameters(), *model.buffers()) if t.dtype.is_floating_point}
+
+
+def _model_memory(
+    twin: nn.Module, x: torch.Tensor, optimizer: str, training_step: bool
+) -> ModelMemory:
+    sources: dict[str, str] = {}
     saved = peak = step = None
     # the user's forward may print (to stderr, as measure_model does) or raise anything
     with user_code():

@@ -542,7 +542,18 @@ def _user_code() -> Iterator[None]:
         yield
 
 
-def _inputs(example_inputs: Any, device: str) -> tuple[Any, ...]:
+def own_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype a model computes in: its first floating parameter's (or buffer's), float32
+    for a model with none. A model made half (``.half()``) is probed with a half input."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.dtype.is_floating_point and not is_lazy(tensor):
+            return tensor.dtype
+    return torch.float32
+
+
+def _inputs(
+    example_inputs: Any, device: str, dtype: torch.dtype = torch.float32
+) -> tuple[Any, ...]:
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs.to(device),)
     if isinstance(example_inputs, list | tuple) and all(
@@ -550,7 +561,7 @@ def _inputs(example_inputs: Any, device: str) -> tuple[Any, ...]:
     ):
         if not example_inputs or any(v <= 0 for v in example_inputs):
             raise SpecError("input", f"input shape {example_inputs!r} must be positive sizes")
-        return (torch.zeros(tuple(example_inputs), device=device),)
+        return (torch.zeros(tuple(example_inputs), device=device, dtype=dtype),)
     if isinstance(example_inputs, list | tuple):
         return tuple(v.to(device) if isinstance(v, torch.Tensor) else v for v in example_inputs)
     raise SpecError("input", f"cannot make inputs of {type(example_inputs).__name__}")
@@ -591,7 +602,7 @@ def count_model(
     if device not in ("cpu", "meta"):
         raise SpecError("device", f"device must be cpu or meta, not {device!r}")
     model = _on_device(model, device).eval()
-    args = _inputs(example_inputs, device)
+    args = _inputs(example_inputs, device, own_dtype(model))
     names: dict[int, str] = {}
     for name, module in model.named_modules():
         names.setdefault(id(module), name)

@@ -65,6 +65,13 @@ class Extras:
     min_run_time: float = 0.2
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """torch (or Python) could not allocate the memory a real run needs."""
+    return isinstance(error, MemoryError | torch.OutOfMemoryError) or (
+        "can't allocate memory" in str(error) or "not enough memory" in str(error)
+    )
+
+
 def measure_chain(
     specs: Sequence[LayerSpec],
     input_spec: InputSpec,
@@ -172,7 +179,13 @@ def measure_graph(
                 "skipped": "measured on the meta device (too big to run here, or "
                 "--measure-on meta): nothing ran, so nothing was timed",
             }
-    except (RuntimeError, ValueError, TypeError) as error:
+    except (RuntimeError, ValueError, TypeError, MemoryError) as error:
+        if out_of_memory(error):  # a valid layer, too big for this machine: not torch's fault
+            raise MeasurementError(
+                "the layer does not fit in this machine's memory for a real run "
+                f"({first_line(error)}); --measure-on auto or meta measures it on torch's meta "
+                "device"
+            ) from error
         # torch rejected what validation let through
         raise MeasurementError(f"torch rejected the layer: {first_line(error)}") from error
 

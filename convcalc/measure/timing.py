@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 
@@ -37,7 +38,7 @@ def check_device(device: str) -> str:
     """The torch device to time on: ``cpu``, ``cuda`` (or ``cuda:N``) where one exists."""
     if device == "cpu":
         return device
-    if device.startswith("cuda"):
+    if re.fullmatch(r"cuda(:\d+)?", device):
         if not torch.cuda.is_available():
             raise SpecError("device", f"--device {device}: no CUDA device is available here")
         return device

@@ -76,15 +76,20 @@ def spec_network(data: dict[str, Any], dtype: str) -> Any:
         text = str(size).replace(",", "x")
         if isinstance(size, bool) or not re.fullmatch(r"\d+(x\d+)*", text):
             raise SpecError(
-                "size", f"size {size!r} must be a number, or one per dimension like 56x80"
+                "size",
+                f"size {size!r} must be a number (an integer, like 1000, not 1e3), or one per "
+                "dimension like 56x80",
             )
         sizes = [int(v) for v in text.split("x")]
         if len(sizes) == 1:
             sizes *= dims
         shape = (_whole(data.get("batch", 1), "batch"), _whole(data["in"], "in"), *sizes)
+    label = "dtype" if "dtype" in data else "--dtype"  # the spec's own key, or the option
+    dtype = str(data.get("dtype", dtype))
     if isinstance(layer.get("layers"), str):  # a whole inline stack in one spec
-        return build_network({"layers": parse_inline(layer["layers"])}, shape, dtype, "spec")
-    return build_network({"layers": [layer]}, shape, str(data.get("dtype", dtype)), "spec")
+        layers = parse_inline(layer["layers"])
+        return build_network({"layers": layers}, shape, dtype, "spec", label)
+    return build_network({"layers": [layer]}, shape, dtype, "spec", label)
 
 
 def _whole(value: Any, key: str) -> int:

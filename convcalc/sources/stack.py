@@ -469,9 +469,14 @@ def _text(value: Any) -> Any:
 
 
 def build_network(
-    data: dict[str, Any], input_shape: tuple[int, ...] | None, dtype: str, source: str
+    data: dict[str, Any],
+    input_shape: tuple[int, ...] | None,
+    dtype: str,
+    source: str,
+    dtype_label: str = "--dtype",
 ) -> Network:
-    """The graph of a stack file's data (or of inline layers, with the input given)."""
+    """The graph of a stack file's data (or of inline layers, with the input given);
+    ``dtype_label`` names where the dtype came from in errors (a batch spec's ``dtype`` key)."""
     if input_shape is None and data.get("input") is None:
         raise SpecError(
             "input",
@@ -491,6 +496,7 @@ def build_network(
                 "size": f"{source}: input size",
                 "batch": f"{source}: input batch",
                 "in_channels": f"{source}: input channels",
+                "dtype": dtype_label,
             }
         ),
     )
@@ -537,8 +543,12 @@ def network_input(
         )
     if size is not None:
         sizes = parse_ints(str(size).replace(",", "x"), spatial, "size", labels)
+        if min(sizes) < 1:
+            raise SpecError("size", f"{labels['size']} {size} must be positive")
         shape = (shape[0], shape[1], *sizes)
     if batch is not None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise SpecError("batch", f"{labels['batch']} {batch!r} must be a positive integer")
         shape = (batch, *shape[1:])
     return tuple(shape)
 
