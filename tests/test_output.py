@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 from markdown_it import MarkdownIt
+from rich.cells import cell_len
 from typer.testing import CliRunner
 
 from convcalc.cli.app import app
 from convcalc.output.charset import ascii_text
 from convcalc.output.formats import md_code, md_escape
+from convcalc.output.render import fold_columns
 
 ROOT = Path(__file__).parent.parent
 
@@ -161,3 +163,75 @@ def test_md_escape_and_code() -> None:
     assert md_escape("<b>") == "\\<b>"
     assert md_code("conv1") == "`conv1`"
     assert md_code("a|b") == "a\\|b"
+
+
+# --- 1. every number whole at 80 columns ------------------------------------------------------
+
+
+def _numbers(report: dict, layers: bool = True) -> list[str]:
+    """Every layer's (with ``layers``) and the total's params, MACs and FLOPs, as the table
+    groups them."""
+    shown = []
+    for entry in [*(report["layers"] if layers else []), report["total"]]:
+        for key in ("params", "macs", "flops"):
+            value = entry[key]
+            value = value["measured"] if isinstance(value, dict) else value
+            shown.append(f"{value:,}")
+    return shown
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("dw_64_256", ["dw", "--in", "64", "--out", "256"]),
+        ("compare_16_32_s32", ["compare", "--in", "16", "--out", "32", "--size", "32"]),
+        ("stack_inline", ["stack", "conv k7 s2 p3 out64; maxpool k3 s2 p1; dw k3; pw out128"]),
+    ],
+)
+@pytest.mark.parametrize("columns", [80, 120])
+def test_tables_fit_the_width_with_every_number_whole(
+    cli, golden, name: str, args: list[str], columns: int
+) -> None:
+    # before the fix: `COLUMNS=80 convcalc dw --in 64 --out 256` showed MACs as '2…', shapes as
+    # '1×6…', no params column, and cut the caption mid-word ('flop_coun')
+    result = cli(*args, env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(cell_len(line) for line in lines) <= columns
+    assert "…" not in result.stdout  # nothing cut
+    report = cli.json(*args)
+    versions = report.get("versions", [report])
+    words = set(result.stdout.replace("(", " ").replace(")", " ").split())
+    for version in versions:
+        for number in _numbers(version, layers="versions" not in report):
+            assert number in words, number
+        for layer in version["layers"] if "versions" not in report else []:
+            assert "×".join(map(str, layer["output_shape"]["measured"])) in words
+    caption = "FLOPs: torch.utils.flop_counter's count (two per multiply-add)"
+    assert " ".join(result.stdout.split()).count(caption) >= 1  # wrapped at spaces, whole
+    golden(f"{name}_{columns}.txt", result.stdout)
+
+
+def test_piped_output_without_columns_keeps_one_line_per_row(cli) -> None:
+    """No COLUMNS: piped output is not wrapped at all (the golden files of before keep)."""
+    result = cli("dw", "--in", "64", "--out", "256")
+    assert "depthwise  Conv2d(64, 64, k=3, p=1, g=64)    1×64×224×224" in result.stdout
+
+
+def test_fold_columns_by_hand() -> None:
+    # (need, natural, wraps, header): a key column needing 9 (natural 30), two numbers of 10,
+    # a 'ratio' of 6 that stays with the second, and the check mark
+    columns = [
+        (9, 30, True, "layer"),
+        (10, 10, False, "MACs"),
+        (10, 10, False, "FLOPs"),
+        (6, 6, False, "ratio"),
+        (1, 1, False, ""),
+    ]
+    # width 40, gap 3: key = max(9, 40 // 4) = 10; MACs costs 10 + 3: 23; the unit (FLOPs,
+    # ratio, mark) costs 13 + 9 + 4 = 26: 23 + 26 = 49 > 40, so a new block: 10 + 26 = 36
+    blocks = fold_columns(columns, 40, 3)
+    assert [block for block, _ in blocks] == [[0, 1], [0, 2, 3, 4]]
+    # block 1: spare 40 - 20 - 3 = 17 goes to the key column (up to its natural 30): 27
+    # block 2: 10 + 10 + 6 + 1 + 3·3 = 36, spare 4: key 14
+    assert [widths for _, widths in blocks] == [[27, 10], [14, 10, 6, 1]]
