@@ -15,6 +15,7 @@ from rich.cells import cell_len
 from typer.testing import CliRunner
 
 from convcalc.cli.app import app
+from convcalc.measure.timing import MIN_BLOCKS
 from convcalc.output.charset import ascii_text
 from convcalc.output.formats import md_code, md_escape
 from convcalc.output.render import fold_columns
@@ -235,3 +236,18 @@ def test_fold_columns_by_hand() -> None:
     # block 1: spare 40 - 20 - 3 = 17 goes to the key column (up to its natural 30): 27
     # block 2: 10 + 10 + 6 + 1 + 3·3 = 36, spare 4: key 14
     assert [widths for _, widths in blocks] == [[27, 10], [14, 10, 6, 1]]
+
+
+# --- 21. --time states its runs and spread ----------------------------------------------------
+
+
+def test_time_states_runs_and_iqr_per_layer(cli) -> None:
+    # before: one median from blocked_autorange, however few blocks; no spread in the JSON
+    report = cli.json("conv", "--in", "2", "--out", "2", "-k", "1", "--size", "4", "--time")
+    (layer,) = report["layers"]
+    assert layer["timed_runs"] >= MIN_BLOCKS  # at least MIN_BLOCKS blocks of >= 1 run each
+    assert layer["latency_iqr_ms"] >= 0
+    assert report["timing"]["min_blocks"] == MIN_BLOCKS
+    assert report["timing"]["machine"]
+    text = cli("conv", "--in", "2", "--out", "2", "-k", "1", "--size", "4", "--time").stdout
+    assert ", IQR " in text and "an example, not a property of the layer" in " ".join(text.split())

@@ -224,6 +224,7 @@ Device = Annotated[
     ),
 ]
 
+
 class Optimizer(str, Enum):
     sgd = "sgd"
     momentum = "momentum"

@@ -371,7 +371,7 @@ def time_layer(
             for _ in range(warmup):
                 moved(*samples)
         _sync(checked)
-        seconds, runs = time_forward(moved, samples, min_run_time)
+        seconds, runs, _ = time_forward(moved, samples, min_run_time)
     except RuntimeError as error:
         raise MeasurementError(
             f"timing failed on {checked}: {str(error).splitlines()[0]}"

@@ -318,7 +318,7 @@ def _figure_table(layer: LayerReport, dtype: str, total: Total | None = None) ->
             "latency",
             f"{layer.latency_ms:,.3f} ms",
             "—",
-            f"median of {layer.timed_runs} runs"
+            f"median of {layer.timed_runs} runs{_iqr_text(layer.latency_iqr_ms)}"
             + (f"; {gflops:,.1f} GFLOP/s achieved" if gflops is not None else ""),
             "",
         )
@@ -511,6 +511,8 @@ def _summary_table(report: Report) -> Table:
         table.add_column("saved for bwd", justify="right", no_wrap=True)
     if timed:
         table.add_column("latency ms", justify="right", no_wrap=True)
+        table.add_column("IQR ms", justify="right", no_wrap=True)
+        table.add_column("runs", justify="right", no_wrap=True)
         table.add_column("GFLOP/s", justify="right", no_wrap=True)
     table.add_column("", no_wrap=True)
     for layer in report.layers:
@@ -535,6 +537,7 @@ def _summary_table(report: Report) -> Table:
             gflops = layer.gflops_per_s
             cells += [
                 Text(f"{layer.latency_ms:,.3f}" if layer.latency_ms is not None else "—"),
+                *_spread_cells(layer),
                 Text(f"{gflops:,.1f}" if gflops is not None else "—"),
             ]
         cells.append(_mark(layer.agree) if report.measured_on != "none" else Text(""))
@@ -569,11 +572,37 @@ def _summary_table(report: Report) -> Table:
         cells += [
             Text(f"{total.latency_ms:,.3f}" if total.latency_ms is not None else "—"),
             Text(""),
+            Text(""),
+            Text(""),
         ]
     cells.append(_mark(report.agree) if report.measured_on != "none" else Text(""))
     table.add_section()
     table.add_row(*cells, style="bold")
     return table
+
+
+def _iqr_text(iqr_ms: float | None) -> str:
+    return "" if iqr_ms is None else f", IQR {iqr_ms:,.3f} ms"
+
+
+def _spread_cells(layer: LayerReport) -> list[Text]:
+    """--time: the interquartile range of the timed blocks, and how many runs."""
+    iqr = layer.latency_iqr_ms
+    return [
+        Text(f"{iqr:,.3f}" if iqr is not None else "—"),
+        Text(group(layer.timed_runs) if layer.timed_runs is not None else "—"),
+    ]
+
+
+def _version_spread(report: Report) -> list[str]:
+    """compare --time: each layer's IQR (joined by +: the spread of a sum is not their sum),
+    and the fewest runs any layer was timed from."""
+    iqrs = [layer.latency_iqr_ms for layer in report.layers]
+    runs = [layer.timed_runs for layer in report.layers if layer.timed_runs is not None]
+    return [
+        "+".join(f"{iqr:,.3f}" for iqr in iqrs) if all(i is not None for i in iqrs) else "—",
+        group(min(runs)) if runs else "—",
+    ]
 
 
 def _fractions(values: tuple[Any, ...]) -> str:
@@ -679,8 +708,16 @@ def _notes(report: Report) -> Text:
             lines.append(f"timing: {timing['skipped']}\n", style="yellow")
         else:
             lines.append(
-                f"timing: {timing['tool']} on {timing['device']}, {timing['threads']} threads, "
-                f"at least {timing['min_run_time_s']} s per layer; took {timing['seconds']} s\n",
+                f"timing: {timing['tool']} on {timing['device']}"
+                + (
+                    f" ({timing['machine']}, torch {timing['torch']})"
+                    if "machine" in timing
+                    else ""
+                )
+                + f", {timing['threads']} threads, at least {timing['min_run_time_s']} s and "
+                f"{timing.get('min_blocks', 1)} timed blocks per layer (median and IQR over the "
+                f"blocks); took {timing['seconds']} s. Latencies are this machine's: an example, "
+                "not a property of the layer\n",
                 style="dim",
             )
     lines.append("measured by:\n", style="dim")
@@ -833,7 +870,7 @@ def _comparison(comparison: Any, detail: bool) -> Group:
         columns.append("train FLOPs")
     columns += ["receptive field", "memory", "ratio"]
     if timed:
-        columns += ["latency ms", "ratio", "GFLOP/s"]
+        columns += ["latency ms", "ratio", "IQR ms (layers')", "runs", "GFLOP/s"]
     columns.append("")
     for name in columns:
         table.add_column(name, justify="left" if name == "version" else "right", no_wrap=True)
@@ -863,6 +900,7 @@ def _comparison(comparison: Any, detail: bool) -> Group:
             row += [
                 f"{latency:,.3f}" if latency is not None else "—",
                 _ratio(ratios.get("latency")),
+                *_version_spread(report),
                 f"{flops / (latency * 1e-3) / 1e9:,.1f}" if latency and flops else "—",
             ]
         row.append(_mark(report.agree))
