@@ -224,6 +224,7 @@ def analyze_graph(
                 backward_flops_torch=result.backward_flops_torch,
                 latency_ms=result.latency_ms,
                 timed_runs=result.timed_runs,
+                latency_iqr_ms=result.latency_iqr_ms,
                 timing_requested=options.time,
                 cumulative=cumul,
                 cumulative_receptive_field=(

@@ -92,6 +92,7 @@ class ConvcalcGroup(TyperGroup):
         if sys.stdout is None:  # >&-: no output can be written; fail before any work
             sys.stderr.write("error: cannot write the output: standard output is closed\n")
             sys.exit(int(ExitStatus.INVALID_INPUT))
+        _ascii_where_needed()
         try:
             result = super().main(
                 args=args,
@@ -120,6 +121,15 @@ class ConvcalcGroup(TyperGroup):
                     pass
             sys.exit(int(status))
         sys.exit(result if isinstance(result, int) else int(ExitStatus.OK))
+
+
+def _ascii_where_needed() -> None:
+    """A stdout or stderr that cannot encode ×, ✓ or → gets their ASCII stand-ins (x, ok, ->)
+    instead of a UnicodeEncodeError (convcalc/output/charset.py)."""
+    from convcalc.output.charset import ascii_fallback
+
+    ascii_fallback(sys.stdout)
+    ascii_fallback(sys.stderr)
 
 
 def _quiet_stdout() -> None:

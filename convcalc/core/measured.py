@@ -26,6 +26,8 @@ class LayerMeasurement:
     #: --time: median latency of the forward pass, and the number of timed runs
     latency_ms: float | None = None
     timed_runs: int | None = None
+    #: --time: the interquartile range of the timed blocks' per-run times
+    latency_iqr_ms: float | None = None
     #: receptive field of one output relative to the network input (None: flat output)
     cumulative_receptive_field: Ints | None = None
 

@@ -85,6 +85,7 @@ class LayerReport:
     #: --time: median forward latency and achieved throughput
     latency_ms: float | None = None
     timed_runs: int | None = None
+    latency_iqr_ms: float | None = None
     timing_requested: bool = False
     #: figures relative to the network input (formula), and the measured receptive field
     cumulative: Cumulative | None = None
@@ -171,6 +172,8 @@ class LayerReport:
             data["latency_ms"] = None if self.latency_ms is None else round(self.latency_ms, 4)
             data["gflops_per_s"] = None if gflops is None else round(gflops, 3)
             data["timed_runs"] = self.timed_runs
+            iqr = self.latency_iqr_ms
+            data["latency_iqr_ms"] = None if iqr is None else round(iqr, 4)
         if self.roofline is not None:
             data["roofline"] = self.roofline.to_dict()
         return data

@@ -327,6 +327,8 @@ class LayerTiming:
     warmup_runs: int
     synchronized: bool
     cudnn_benchmark: bool | None
+    #: the spread of the timed blocks: their interquartile range, in seconds
+    iqr: float = 0.0
 
     def settings(self) -> dict[str, Any]:
         """How the time was measured, for the report (``cudnn_benchmark`` None off CUDA)."""
@@ -371,7 +373,7 @@ def time_layer(
             for _ in range(warmup):
                 moved(*samples)
         _sync(checked)
-        seconds, runs = time_forward(moved, samples, min_run_time)
+        seconds, runs, iqr = time_forward(moved, samples, min_run_time)
     except RuntimeError as error:
         raise MeasurementError(
             f"timing failed on {checked}: {str(error).splitlines()[0]}"
@@ -381,6 +383,7 @@ def time_layer(
         torch.backends.cudnn.benchmark = previous
     return LayerTiming(
         seconds=seconds,
+        iqr=iqr,
         runs=runs,
         device=checked,
         threads=torch.get_num_threads(),

@@ -45,7 +45,7 @@ from convcalc.measure.calibrate import time_layer
 from convcalc.measure.counting import backward_flops, run_counted
 from convcalc.measure.fvcore_adapter import fvcore_count, fvcore_rule, graph_modules
 from convcalc.measure.probes import probe_cumulative_receptive_field, probe_receptive_field
-from convcalc.measure.timing import check_device
+from convcalc.measure.timing import MIN_BLOCKS, check_device
 
 # --- the measurement ----------------------------------------------------------------------
 
@@ -149,9 +149,11 @@ def measure_graph(
                 if counted_right is not None:
                     split = backward_flops(counted_right, node, shapes, input_spec.shape, device)
                 backward[index] = (split, raw)
-        latency: list[tuple[float, int] | None] = [None] * len(layers)
+        latency: list[tuple[float, int, float] | None] = [None] * len(layers)
         timing: dict[str, Any] | None = None
         if extras.time and device == "cpu":
+            from convcalc.measure.calibrate import device_model
+
             started = time.perf_counter()
             settings: dict[str, Any] = {}
             for index, (node, layer) in enumerate(zip(nodes, layers)):
@@ -161,13 +163,16 @@ def measure_graph(
                 timed_layer = time_layer(
                     layer, samples, device=time_device, min_run_time=extras.min_run_time
                 )
-                latency[index] = (timed_layer.seconds, timed_layer.runs)
+                latency[index] = (timed_layer.seconds, timed_layer.runs, timed_layer.iqr)
                 settings = timed_layer.settings()
             timing = {
                 "device": time_device,
                 "threads": torch.get_num_threads(),
                 "tool": "torch.utils.benchmark.Timer.blocked_autorange",
                 "min_run_time_s": extras.min_run_time,
+                "min_blocks": MIN_BLOCKS,
+                "machine": device_model(time_device),
+                "torch": torch.__version__,
                 "seconds": round(time.perf_counter() - started, 3),
                 "warmup_runs": settings.get("warmup_runs"),
                 "synchronized": settings.get("synchronized"),
@@ -237,6 +242,7 @@ def measure_graph(
                 backward_flops_torch=None if split_raw is None else split_raw[1],
                 latency_ms=None if timed is None else timed[0] * 1e3,
                 timed_runs=None if timed is None else timed[1],
+                latency_iqr_ms=None if timed is None else timed[2] * 1e3,
                 cumulative_receptive_field=cumulative[index],
             )
         )

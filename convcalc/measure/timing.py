@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 import warnings
 from collections.abc import Sequence
 
@@ -11,11 +12,17 @@ from torch import nn
 
 from convcalc.errors import SpecError
 
+#: a median is taken over at least this many timed blocks (a slow layer was timed from one or
+#: two otherwise: its median was one run)
+MIN_BLOCKS = 15
+
 
 def time_forward(
     module: nn.Module, inputs: Sequence[torch.Tensor], min_run_time: float
-) -> tuple[float, int]:
-    """Median seconds of one forward pass, and how many runs, with torch.utils.benchmark."""
+) -> tuple[float, int, float]:
+    """Median seconds of one forward pass, how many runs, and the interquartile range (seconds)
+    of the blocks' per-run times, with torch.utils.benchmark: blocked_autorange for at least
+    ``min_run_time``, then further blocks of the same size until there are ``MIN_BLOCKS``."""
     from torch.utils import benchmark
 
     timer = benchmark.Timer(
@@ -26,7 +33,12 @@ def time_forward(
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         measurement = timer.blocked_autorange(min_run_time=min_run_time)
-    return measurement.median, len(measurement.times) * measurement.number_per_run
+        number = measurement.number_per_run
+        times = list(measurement.times)
+        while len(times) < MIN_BLOCKS:
+            times += timer.timeit(number).times
+    quartiles = statistics.quantiles(times, n=4, method="inclusive")
+    return statistics.median(times), len(times) * number, quartiles[2] - quartiles[0]
 
 
 def cpu_threads() -> int:

@@ -295,7 +295,29 @@ def _md(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, list):
         return "×".join(str(v) for v in value)
-    return str(value).replace("|", "\\|")
+    return md_escape(str(value))
+
+
+#: characters that end a Markdown table cell or start a code span or an HTML tag
+_MD_SPECIAL = "\\|`<"
+
+
+def md_escape(text: str) -> str:
+    """``text`` as one Markdown table cell, shown as written: a backslash, a pipe, a backtick
+    or a ``<`` is backslash-escaped (a bare ``|`` would split the cell), and a line break becomes
+    ``<br>`` (a newline would end the row)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    escaped = ["".join("\\" + c if c in _MD_SPECIAL else c for c in line) for line in lines]
+    return "<br>".join(escaped)
+
+
+def md_code(text: str) -> str:
+    """``text`` as code in a Markdown table cell (a layer's name). A name a code span cannot hold
+    as written (a pipe, backslash, backtick or line break) is shown escaped as plain text
+    instead."""
+    if any(c in text for c in "|\\`\r\n"):
+        return md_escape(text)
+    return f"`{text}`"
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -322,8 +344,8 @@ def markdown(data: dict[str, Any]) -> str:
         for layer in report["layers"]:
             cumulative = layer.get("cumulative", {})
             cells = [
-                f"`{layer['name']}`",
-                layer["spec"]["op"],
+                md_code(layer["name"]),
+                _md(layer["spec"]["op"]),
                 _md_figure(layer["output_shape"]),
                 _md_figure(layer["params"]),
                 _md_figure(layer["macs"]),

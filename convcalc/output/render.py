@@ -13,7 +13,9 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, Group
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -41,17 +43,25 @@ DISAGREE = "✗"
 
 
 def make_console(file: IO[str] | None = None, *, no_color: bool = False) -> Console:
-    """Colour and width follow the terminal: piped output gets no colour and no wrapping."""
+    """Colour and width follow the terminal: piped output gets no colour and no wrapping, unless
+    the COLUMNS environment variable gives a width (``COLUMNS=80 convcalc ... | less``)."""
     stream = file or sys.stdout
     is_terminal = stream.isatty()
+    width = columns_from_environment()
     return Console(
         file=stream,
-        width=None if is_terminal else 10_000,
+        width=width if width is not None else (None if is_terminal else 10_000),
         no_color=no_color or "NO_COLOR" in os.environ or not is_terminal,
         highlight=False,
-        soft_wrap=not is_terminal,
+        soft_wrap=not is_terminal and width is None,
         emoji=False,
     )
+
+
+def columns_from_environment() -> int | None:
+    """The width COLUMNS asks for (a positive whole number), or None."""
+    text = os.environ.get("COLUMNS", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
 def render_table(
@@ -60,11 +70,167 @@ def render_table(
     """Print a Report (or a Comparison) as Rich tables."""
     console = make_console(stream, no_color=no_color)
     if isinstance(report, Report):
-        console.print(_report(report, detail))
+        console.print(fit_tables(_report(report, detail)))
     elif hasattr(report, "questions"):
-        console.print(_solution(report))
+        console.print(fit_tables(_solution(report)))
     else:
-        console.print(_comparison(report, detail))
+        console.print(fit_tables(_comparison(report, detail)))
+
+
+# --- width: every number whole at any width ------------------------------------------------------
+
+#: a column with one of these headers stays beside the column before it when a table folds
+ATTACHED_HEADERS = ("", "ratio", "theory")
+#: a column of text that wraps (formula, instantiated) keeps at least this many characters
+WRAP_MIN = 24
+
+
+def fit_tables(renderable: Any) -> Any:
+    """Every table in ``renderable`` (a Group, nested) made to fit the console's width when it
+    prints: see :class:`Folded`."""
+    if isinstance(renderable, Table):
+        return Folded(renderable)
+    if isinstance(renderable, Group):
+        return Group(*(fit_tables(part) for part in renderable.renderables))
+    return renderable
+
+
+class Folded:
+    """A table that keeps every number whole at the console's width. Where its columns do not
+    fit, the first column (the layer or figure) wraps at spaces, and the columns that still do
+    not fit fold into a further block below, which repeats the first column; a column headed
+    ``ratio``, ``theory`` or nothing (the check mark) stays beside the column before it. Number
+    columns never wrap; headers wrap at spaces; text columns (formula, instantiated) wrap at
+    spaces, never narrower than their longest word (``WRAP_MIN`` characters at least).
+    The one place where width is decided: columns added to any table fold the same way."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def __rich_console__(self, console: Console, options: Any) -> Iterator[Any]:
+        width = options.max_width
+        table = self.table
+        natural = Measurement.get(console, options.update_width(10**6), table).maximum
+        if natural <= width or len(table.columns) < 2:
+            yield table
+            return
+        blocks = fold_columns(_column_widths(console, options, table), width, _gap(table))
+        for number, (columns, widths) in enumerate(blocks):
+            if number:
+                yield Text()
+            yield _block(table, columns, widths, first=number == 0, last=number == len(blocks) - 1)
+
+
+def _gap(table: Table) -> int:
+    """Characters between two columns: the padding on both sides and the divider."""
+    left, right = table.padding[3], table.padding[1]
+    return left + right + (1 if table.box is not None and table.show_lines is not None else 0)
+
+
+def _words(text: str) -> list[str]:
+    return [word for word in text.split() if word] or [""]
+
+
+def _column_widths(
+    console: Console, options: Any, table: Table
+) -> list[tuple[int, int, bool, str]]:
+    """Per column: the width it needs (its widest cell; for text that wraps, its longest word),
+    its natural width, whether it wraps, and its header."""
+    result = []
+    wide = options.update_width(10**6)
+    for index, column in enumerate(table.columns):
+        cells = list(column.cells)
+        natural = max((Measurement.get(console, wide, cell).maximum for cell in cells), default=1)
+        header = str(column.header)
+        word = max(len(w) for w in _words(header))
+        wraps = index == 0 or not column.no_wrap
+        if wraps:
+            longest = max(
+                (max(cell_len(w) for w in _words(_plain(cell))) for cell in cells),
+                default=1,
+            )
+            need = min(max(natural, word), max(longest, word, WRAP_MIN if index else 0))
+        else:
+            need = max(natural, word)
+        result.append((need, max(natural, cell_len(header)), wraps, header))
+    return result
+
+
+def _plain(cell: Any) -> str:
+    return cell.plain if isinstance(cell, Text) else str(cell)
+
+
+def fold_columns(
+    columns: list[tuple[int, int, bool, str]], width: int, gap: int
+) -> list[tuple[list[int], list[int]]]:
+    """Which columns go in which block, and each one's width, for a table ``width`` wide: the
+    first column in every block, narrowed to a quarter of the width (or its longest word);
+    the rest in order, a block holding what fits; what a block leaves over goes to its
+    wrapping columns (and the first), up to their natural width. Pure: tested on its own."""
+    need0, natural0, _, _ = columns[0]
+    key = min(natural0, max(need0, width // 4))
+    units: list[list[int]] = []
+    for index in range(1, len(columns)):
+        if units and columns[index][3].strip() in ATTACHED_HEADERS:
+            units[-1].append(index)
+        else:
+            units.append([index])
+    blocks: list[list[int]] = [[0]]
+    used = key
+    for unit in units:
+        cost = sum(columns[i][0] + gap for i in unit)
+        if used + cost > width and len(blocks[-1]) > 1:
+            blocks.append([0])
+            used = key
+        blocks[-1].extend(unit)
+        used += cost
+    result = []
+    for block in blocks:
+        widths = [key] + [columns[i][0] for i in block[1:]]
+        spare = width - sum(widths) - gap * (len(block) - 1)
+        growing = [n for n, i in enumerate(block) if columns[i][2]]
+        for n in sorted(growing, key=lambda n: n == 0):  # text columns first, then the first
+            grow = min(max(spare, 0), columns[block[n]][1] - widths[n])
+            if grow > 0:
+                widths[n] += grow
+                spare -= grow
+        result.append((block, widths))
+    return result
+
+
+def _block(
+    table: Table, columns: list[int], widths: list[int], *, first: bool, last: bool
+) -> Table:
+    """The part of ``table`` with ``columns`` at ``widths``: the title on the first block, the
+    caption on the last."""
+    part = Table(
+        box=table.box,
+        title=table.title if first else None,
+        title_justify=table.title_justify,
+        caption=table.caption if last else None,
+        caption_justify=table.caption_justify,
+        show_edge=table.show_edge,
+        pad_edge=table.pad_edge,
+        show_header=table.show_header,
+        padding=table.padding,
+    )
+    for index, width in zip(columns, widths):
+        column = table.columns[index]
+        part.add_column(
+            column.header,
+            justify=column.justify,
+            style=column.style,
+            header_style=column.header_style,
+            width=width,
+            no_wrap=False,
+            overflow="fold",
+        )
+    cells = [list(table.columns[index].cells) for index in columns]
+    for number, row in enumerate(table.rows):
+        part.add_row(
+            *(column[number] for column in cells), style=row.style, end_section=row.end_section
+        )
+    return part
 
 
 # --- pieces -------------------------------------------------------------------------------------
@@ -152,7 +318,7 @@ def _figure_table(layer: LayerReport, dtype: str, total: Total | None = None) ->
             "latency",
             f"{layer.latency_ms:,.3f} ms",
             "—",
-            f"median of {layer.timed_runs} runs"
+            f"median of {layer.timed_runs} runs{_iqr_text(layer.latency_iqr_ms)}"
             + (f"; {gflops:,.1f} GFLOP/s achieved" if gflops is not None else ""),
             "",
         )
@@ -345,6 +511,8 @@ def _summary_table(report: Report) -> Table:
         table.add_column("saved for bwd", justify="right", no_wrap=True)
     if timed:
         table.add_column("latency ms", justify="right", no_wrap=True)
+        table.add_column("IQR ms", justify="right", no_wrap=True)
+        table.add_column("runs", justify="right", no_wrap=True)
         table.add_column("GFLOP/s", justify="right", no_wrap=True)
     table.add_column("", no_wrap=True)
     for layer in report.layers:
@@ -369,6 +537,7 @@ def _summary_table(report: Report) -> Table:
             gflops = layer.gflops_per_s
             cells += [
                 Text(f"{layer.latency_ms:,.3f}" if layer.latency_ms is not None else "—"),
+                *_spread_cells(layer),
                 Text(f"{gflops:,.1f}" if gflops is not None else "—"),
             ]
         cells.append(_mark(layer.agree) if report.measured_on != "none" else Text(""))
@@ -403,11 +572,37 @@ def _summary_table(report: Report) -> Table:
         cells += [
             Text(f"{total.latency_ms:,.3f}" if total.latency_ms is not None else "—"),
             Text(""),
+            Text(""),
+            Text(""),
         ]
     cells.append(_mark(report.agree) if report.measured_on != "none" else Text(""))
     table.add_section()
     table.add_row(*cells, style="bold")
     return table
+
+
+def _iqr_text(iqr_ms: float | None) -> str:
+    return "" if iqr_ms is None else f", IQR {iqr_ms:,.3f} ms"
+
+
+def _spread_cells(layer: LayerReport) -> list[Text]:
+    """--time: the interquartile range of the timed blocks, and how many runs."""
+    iqr = layer.latency_iqr_ms
+    return [
+        Text(f"{iqr:,.3f}" if iqr is not None else "—"),
+        Text(group(layer.timed_runs) if layer.timed_runs is not None else "—"),
+    ]
+
+
+def _version_spread(report: Report) -> list[str]:
+    """compare --time: each layer's IQR (joined by +: the spread of a sum is not their sum),
+    and the fewest runs any layer was timed from."""
+    iqrs = [layer.latency_iqr_ms for layer in report.layers]
+    runs = [layer.timed_runs for layer in report.layers if layer.timed_runs is not None]
+    return [
+        "+".join(f"{iqr:,.3f}" for iqr in iqrs) if all(i is not None for i in iqrs) else "—",
+        group(min(runs)) if runs else "—",
+    ]
 
 
 def _fractions(values: tuple[Any, ...]) -> str:
@@ -513,8 +708,16 @@ def _notes(report: Report) -> Text:
             lines.append(f"timing: {timing['skipped']}\n", style="yellow")
         else:
             lines.append(
-                f"timing: {timing['tool']} on {timing['device']}, {timing['threads']} threads, "
-                f"at least {timing['min_run_time_s']} s per layer; took {timing['seconds']} s\n",
+                f"timing: {timing['tool']} on {timing['device']}"
+                + (
+                    f" ({timing['machine']}, torch {timing['torch']})"
+                    if "machine" in timing
+                    else ""
+                )
+                + f", {timing['threads']} threads, at least {timing['min_run_time_s']} s and "
+                f"{timing.get('min_blocks', 1)} timed blocks per layer (median and IQR over the "
+                f"blocks); took {timing['seconds']} s. Latencies are this machine's: an example, "
+                "not a property of the layer\n",
                 style="dim",
             )
     lines.append("measured by:\n", style="dim")
@@ -768,7 +971,7 @@ def _comparison(comparison: Any, detail: bool) -> Group:
         columns.append("train FLOPs")
     columns += ["receptive field", "memory", "ratio"]
     if timed:
-        columns += ["latency ms", "ratio", "GFLOP/s"]
+        columns += ["latency ms", "ratio", "IQR ms (layers')", "runs", "GFLOP/s"]
     roofline = comparison.why != ""
     if roofline:
         columns += ["FLOP/B", "bound ms"]
@@ -801,6 +1004,7 @@ def _comparison(comparison: Any, detail: bool) -> Group:
             row += [
                 f"{latency:,.3f}" if latency is not None else "—",
                 _ratio(ratios.get("latency")),
+                *_version_spread(report),
                 f"{flops / (latency * 1e-3) / 1e9:,.1f}" if latency and flops else "—",
             ]
         if roofline:
