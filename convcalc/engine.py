@@ -61,6 +61,9 @@ class Options:
     #: a memory size ("16GiB", "80GB"): the largest batches whose training step and whose
     #: inference fit it, per dtype (total.fit)
     fit: str | None = None
+    #: measure saved-for-backward and the inference peak (False: formula only, and the
+    #: sources say so; ``batch`` without --memory, whose rate this would halve)
+    measure_memory: bool = True
 
 
 def plan_run(
@@ -952,6 +955,8 @@ def _measure_memory(
     result = _MemoryMeasured()
     if plan.device not in ("cpu", "meta"):
         return result
+    if not options.measure_memory:
+        return _memory_not_asked(result)
     from convcalc.errors import MeasurementError
     from convcalc.measure import memory as measure_memory
 
@@ -1001,6 +1006,13 @@ def _measure_memory(
             result.sources["memory_training_step"] = f"not measured: {error}"
     if options.device.startswith("cuda"):
         result.cuda = _cuda_step(nodes, input_spec, options, result.sources)
+    return result
+
+
+def _memory_not_asked(result: _MemoryMeasured) -> _MemoryMeasured:
+    why = "formula only: measured with --memory (Options.measure_memory; batch sweeps skip it)"
+    for key in ("saved_for_backward", "peak_inference", "training_step"):
+        result.sources[f"memory_{key}"] = why
     return result
 
 

@@ -99,6 +99,9 @@ class Measure:
     #: the largest batch that fits ("16GiB", "80GB")
     optimizer: str = "adam"
     fit: str | None = None
+    #: measure saved-for-backward and the inference peak (their formulas are always there);
+    #: ``batch`` turns it off unless --memory
+    memory: bool = True
 
     def options(self, labels: Labels = API_LABELS) -> Options:
         choices = [m.value for m in MeasureOn]
@@ -108,7 +111,7 @@ class Measure:
                 f"{labels['measure_on']} {_plain(self.measure_on)!r} must be one of "
                 + ", ".join(choices),
             )
-        for name in ("train", "time", "formula_only"):
+        for name in ("train", "time", "formula_only", "memory"):
             _flag(getattr(self, name), name)
         if self.formula_only and self.time:
             raise SpecError(
@@ -133,6 +136,7 @@ class Measure:
             formula_only=self.formula_only,
             optimizer=_plain(self.optimizer),
             fit=self.fit,
+            measure_memory=self.memory,
         )
 
 

@@ -44,8 +44,25 @@ def kind_of(spec: Any) -> Kind:
 
 
 def figures(spec: LayerSpec, input_spec: InputSpec) -> Figures:
-    """Every figure of a layer by formula, whatever its kind."""
-    return kind_of(spec).figures(spec, input_spec)
+    """Every figure of a layer by formula, whatever its kind. Pure, and asked for many times per
+    analysis (plan, cumulative figures, report, memory model): the last few are remembered."""
+    key = (spec, input_spec)
+    try:
+        found = _FIGURES.get(key)
+    except TypeError:  # a spec holding something unhashable: computed every time
+        return kind_of(spec).figures(spec, input_spec)
+    if found is None:
+        found = kind_of(spec).figures(spec, input_spec)
+        if len(_FIGURES) >= _FIGURES_KEPT:
+            del _FIGURES[next(iter(_FIGURES))]
+        _FIGURES[key] = found
+    return found
+
+
+#: figures(): the most recent answers, oldest first (a bounded cache: memory stays flat over a
+#: sweep of millions of specs)
+_FIGURES: dict[tuple[Any, InputSpec], Figures] = {}
+_FIGURES_KEPT = 512
 
 
 def geometry(spec: LayerSpec) -> Geometry:
