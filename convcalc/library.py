@@ -863,7 +863,9 @@ def iter_sweep(lines: Iterable[str], source: str) -> Iterator[Any]:
     return iter_specs(lines, source)
 
 
-def sweep_grid(axes: str | dict[str, list[Any]], base: dict[str, Any] | None = None) -> Iterator[Any]:
+def sweep_grid(
+    axes: str | dict[str, list[Any]], base: dict[str, Any] | None = None
+) -> Iterator[Any]:
     """The specs of a Cartesian product, ``"kernel=1,3,5 stride=1,2 groups=1,in"`` (as
     ``batch --grid``) or a dict of key -> values, each over ``base`` (``{"in": 64, "size": 56}``);
     a value naming a key is that key's value. An unknown key or an empty list is invalid input,

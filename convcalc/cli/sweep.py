@@ -91,23 +91,39 @@ def batch(
     ] = None,
     in_channels: Annotated[
         int | None,
-        typer.Option("--in", rich_help_panel=INPUT, show_default=False, help="--grid: input "
-                     "channels of every spec."),
+        typer.Option(
+            "--in",
+            rich_help_panel=INPUT,
+            show_default=False,
+            help="--grid: input channels of every spec.",
+        ),
     ] = None,
     size: Annotated[
         str | None,
-        typer.Option("--size", rich_help_panel=INPUT, show_default=False, help="--grid: the "
-                     "spatial size of every spec (224, or 56x80)."),
+        typer.Option(
+            "--size",
+            rich_help_panel=INPUT,
+            show_default=False,
+            help="--grid: the spatial size of every spec (224, or 56x80).",
+        ),
     ] = None,
     dims: Annotated[
         int | None,
-        typer.Option("--dims", rich_help_panel=INPUT, show_default=False, help="--grid: spatial "
-                     "dimensions of every spec."),
+        typer.Option(
+            "--dims",
+            rich_help_panel=INPUT,
+            show_default=False,
+            help="--grid: spatial dimensions of every spec.",
+        ),
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch", rich_help_panel=INPUT, show_default=False, help="--grid: the "
-                     "batch size of every spec."),
+        typer.Option(
+            "--batch",
+            rich_help_panel=INPUT,
+            show_default=False,
+            help="--grid: the batch size of every spec.",
+        ),
     ] = None,
     jobs: Annotated[
         str,
@@ -221,7 +237,8 @@ def batch(
     specs = _grid_specs(grid, grid_file, base) if generated else _file_specs(names[0])
     first = next(specs, None)
     if first is None:
-        raise SpecError("source", f"{names[0] if names else 'grid'}: no specs")
+        where_from = "--grid" if generated else "<stdin>" if names[0] == "-" else names[0]
+        raise SpecError("source", f"{where_from}: no specs")
     specs = _chain(first, specs)
     done, stream = _resume(resume, fmt) if resume is not None else (set(), None)
     if done:
@@ -383,7 +400,6 @@ def _output(stream: IO[str] | None) -> Iterator[IO[str]]:
 def _merge(names: list[str], fmt: BatchFormat) -> None:
     """Shards' results in input order (each file is in order: a streamed k-way merge)."""
     from convcalc.output.formats import BATCH_COLUMNS
-    from convcalc.sources.batch import read_results
 
     if not names:
         raise SpecError("merge", "--merge needs the results files")
@@ -397,31 +413,27 @@ def _merge(names: list[str], fmt: BatchFormat) -> None:
     if len(kinds) > 1:
         raise SpecError("merge", "--merge: the files mix JSONL and CSV")
     kind = kinds.pop() if kinds else "jsonl"
-    # every file is checked whole before anything is written
-    for name in names:
-        with _open_results(Path(name)) as lines:
-            for what, _ in read_results(lines, name, header):
-                if what == "truncated":
-                    raise SpecError(
-                        "merge", f"{name}: its last line is cut short: --resume that shard first"
-                    )
-    with contextlib.ExitStack() as stack:
-        streams = [
-            _records(stack.enter_context(_open_results(Path(name))), name, header)
-            for name in names
-        ]
-        if kind == "csv":
-            sys.stdout.write(header)
+    # a first pass checks every file whole (cut, out of order, a spec twice) before anything
+    # is written; the second writes: two streamed k-way merges, memory flat
+    for write in (False, True):
         failed = written = 0
-        last = -1
-        for index, text, bad in heapq.merge(*streams):
-            if index == last:
-                raise SpecError("merge", f"--merge: the spec of index {index} appears twice")
-            last = index
-            sys.stdout.write(text)
-            written += 1
-            failed += bad
-        sys.stdout.flush()
+        with contextlib.ExitStack() as stack:
+            streams = [
+                _records(stack.enter_context(_open_results(Path(name))), name, header)
+                for name in names
+            ]
+            if write and kind == "csv":
+                sys.stdout.write(header)
+            last = -1
+            for index, text, bad in heapq.merge(*streams):
+                if index == last:
+                    raise SpecError("merge", f"--merge: the spec of index {index} appears twice")
+                last = index
+                if write:
+                    sys.stdout.write(text)
+                written += 1
+                failed += bad
+    sys.stdout.flush()
     if failed:
         sys.stderr.write(f"{failed} of {written} specs failed; see their error records\n")
         raise typer.Exit(2)
@@ -432,6 +444,10 @@ def _records(lines: Iterator[str], name: str, header: str) -> Iterator[tuple[int
 
     last = -1
     for what, result in read_results(lines, name, header):
+        if what == "truncated":
+            raise SpecError(
+                "merge", f"{name}: its last line is cut short: --resume that shard first"
+            )
         if result is None:
             continue
         if result.index <= last:

@@ -463,9 +463,8 @@ def batch_record(record: Any, fmt: str, first: bool = True) -> str:
     if record.report is None:
         return csv_text([{**data, "spec_index": record.index}], header=False, columns=BATCH_COLUMNS)
     total = flat_rows(data)[-1]
-    return csv_text(
-        [{**total, "line": record.line, "spec_index": record.index}], header=False, columns=BATCH_COLUMNS
-    )
+    row = {**total, "line": record.line, "spec_index": record.index}
+    return csv_text([row], header=False, columns=BATCH_COLUMNS)
 
 
 def batch_footer(fmt: str, count: int) -> str:

@@ -144,7 +144,8 @@ def _agrees_with_input(data: dict[str, Any], shape: tuple[int, ...]) -> None:
             same = str(value).strip() == str(implied[key])
         if not same:
             raise SpecError(
-                key, f"{key} {value!r} conflicts with input {data['input']!r} ({key} {implied[key]})"
+                key,
+                f"{key} {value!r} conflicts with input {data['input']!r} ({key} {implied[key]})",
             )
 
 
@@ -186,9 +187,7 @@ CHUNK = 16
 AHEAD = 4
 
 
-def _run_chunk(
-    chunk: list[Spec], dtype: str, options: Any
-) -> list[tuple[Spec, Any, str | None]]:
+def _run_chunk(chunk: list[Spec], dtype: str, options: Any) -> list[tuple[Spec, Any, str | None]]:
     return [(spec, *analyze_spec(spec, dtype, options)) for spec in chunk]
 
 
@@ -317,6 +316,7 @@ def read_results(
 
 # --- sweep generation ------------------------------------------------------------------------
 
+
 #: what a grid may vary: a spec's input keys and every stack-layer key
 def grid_keys() -> set[str]:
     from convcalc.sources.stack import KEYS
@@ -372,9 +372,7 @@ def read_grid_file(text: str, source: str) -> dict[str, list[Any]]:
     axes: dict[str, list[Any]] = {}
     for key, values in data.items():
         items = values if isinstance(values, list) else [values]
-        axes[str(key)] = [
-            _grid_value(str(v), str(key)) if isinstance(v, str) else v for v in items
-        ]
+        axes[str(key)] = [_grid_value(str(v), str(key)) if isinstance(v, str) else v for v in items]
     return axes
 
 
@@ -394,8 +392,8 @@ def expand_grid(axes: dict[str, list[Any]], base: dict[str, Any]) -> Iterator[Sp
         for value in values:
             if isinstance(value, Ref) and value.key not in axes and value.key not in base:
                 raise SpecError(
-                    "grid", f"--grid {key}={value.key}: {value.key!r} is neither a grid key nor "
-                    "given"
+                    "grid",
+                    f"--grid {key}={value.key}: {value.key!r} is neither a grid key nor given",
                 )
     keys = list(axes)
     for index, combination in enumerate(itertools.product(*(axes[k] for k in keys))):
@@ -405,5 +403,3 @@ def expand_grid(axes: dict[str, list[Any]], base: dict[str, Any]) -> Iterator[Sp
                 target = data[value.key]
                 data[key] = target.key if isinstance(target, Ref) else target
         yield Spec(index + 1, data, index)
-
-
