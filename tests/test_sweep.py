@@ -108,6 +108,10 @@ def test_resume_after_a_kill_anywhere_gives_the_uninterrupted_file(
         run = cli("batch", str(sweep_file), "--format", fmt, "--resume", str(results))
         assert run.stdout == ""
         assert results.read_bytes() == full, cut
+        # the status and the count cover the whole file: the bad spec (index 3) was written by
+        # this run or found by it
+        assert run.exit_code == 2
+        assert run.stderr == "1 of 5 specs failed; see their error records\n"
     missing = tmp_path / f"new.{fmt}"  # a first run with --resume creates the file
     cli("batch", str(sweep_file), "--format", fmt, "--resume", str(missing))
     assert missing.read_bytes() == full

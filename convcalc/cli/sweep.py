@@ -240,7 +240,7 @@ def batch(
         where_from = "--grid" if generated else "<stdin>" if names[0] == "-" else names[0]
         raise SpecError("source", f"{where_from}: no specs")
     specs = _chain(first, specs)
-    done, stream = _resume(resume, fmt) if resume is not None else (set(), None)
+    done, failed_before, stream = _resume(resume, fmt) if resume is not None else (set(), 0, None)
     if done:
         specs = (spec for spec in specs if spec.index not in done)
     records = library.sweep(
@@ -252,7 +252,14 @@ def batch(
         shard=where,
     )
     with _output(stream) as out:
-        _write(records, out, fmt, fail_fast, header=not done and stream_is_new(stream))
+        _write(
+            records,
+            out,
+            fmt,
+            fail_fast,
+            header=not done and stream_is_new(stream),
+            earlier=(len(done), failed_before),
+        )
 
 
 def stream_is_new(stream: IO[str] | None) -> bool:
@@ -260,8 +267,15 @@ def stream_is_new(stream: IO[str] | None) -> bool:
 
 
 def _write(
-    records: Iterable[library.Record], out: IO[str], fmt: BatchFormat, fail_fast: bool, header: bool
+    records: Iterable[library.Record],
+    out: IO[str],
+    fmt: BatchFormat,
+    fail_fast: bool,
+    header: bool,
+    earlier: tuple[int, int] = (0, 0),
 ) -> None:
+    """Stream the records; ``earlier``: the records --resume found, and how many failed (the
+    exit status and the count cover the whole file)."""
     from convcalc.output.formats import batch_footer, batch_header, batch_record
 
     if header:
@@ -279,6 +293,8 @@ def _write(
                     break
     out.write(batch_footer(fmt.value, written))
     out.flush()
+    failed += earlier[1]
+    written += earlier[0]
     if failed:
         sys.stderr.write(f"{failed} of {written} specs failed; see their error records\n")
         raise typer.Exit(2)
@@ -332,14 +348,15 @@ def _stdin_lines() -> Iterator[str]:
             raise SpecError("source", f"<stdin>: line {number} is not UTF-8 text") from None
 
 
-def _resume(path: Path, fmt: BatchFormat) -> tuple[set[int], IO[str]]:
-    """The indices RESULTS already holds, and RESULTS open for appending (a truncated last
-    line cut off). Nothing is written to it before it is known to be convcalc's output."""
+def _resume(path: Path, fmt: BatchFormat) -> tuple[set[int], int, IO[str]]:
+    """The indices RESULTS already holds, how many of those are error records, and RESULTS
+    open for appending (a truncated last line cut off). Nothing is written to it before it is
+    known to be convcalc's output."""
     from convcalc.output.formats import BATCH_COLUMNS
     from convcalc.sources.batch import read_results, results_kind
 
     done: set[int] = set()
-    keep = 0
+    keep = failed_before = 0
     if path.exists():
         header = ",".join(BATCH_COLUMNS) + "\n"
         consumed = [0]
@@ -361,6 +378,7 @@ def _resume(path: Path, fmt: BatchFormat) -> tuple[set[int], IO[str]]:
                     break
                 if result is not None:
                     done.add(result.index)
+                    failed_before += result.failed
                 keep = consumed[0]
     try:
         stream = path.open("r+" if path.exists() else "w", encoding="utf-8", newline="")
@@ -368,7 +386,7 @@ def _resume(path: Path, fmt: BatchFormat) -> tuple[set[int], IO[str]]:
         raise SpecError("resume", f"{path}: {error.strerror or error}") from None
     stream.seek(keep)
     stream.truncate()
-    return done, stream
+    return done, failed_before, stream
 
 
 @contextmanager
