@@ -293,3 +293,26 @@ def test_a_closed_pipe_ends_quietly(tmp_path) -> None:
         executable="/bin/bash",
     )
     assert status.returncode == 0 and status.stderr == ""
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_sweep_streams_its_specs(jobs) -> None:
+    """An endless sweep yields its first records: specs are pulled as needed, at most
+    jobs × AHEAD chunks of CHUNK ahead (flat memory), in input order."""
+    import itertools
+
+    from convcalc.sources.batch import AHEAD, CHUNK
+
+    pulled = []
+
+    def endless():
+        for index in itertools.count():
+            pulled.append(index)
+            yield {"in": 3, "out": 8, "size": 8 + index % 7}
+
+    measure = library.Measure(formula_only=True, memory=False)
+    records = convcalc.sweep(endless(), measure=measure, jobs=jobs)
+    first = list(itertools.islice(records, 40))
+    records.close()
+    assert [r.index for r in first] == list(range(40))
+    assert len(pulled) <= 40 + jobs * AHEAD * CHUNK + CHUNK
