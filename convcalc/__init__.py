@@ -24,11 +24,12 @@ __all__ = [
     "analyze",
     "analyze_module",
     "analyze_stack",
+    "sweep",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("analyze", "analyze_stack", "analyze_module"):
+    if name in ("analyze", "analyze_stack", "analyze_module", "sweep"):
         from convcalc import library
 
         return getattr(library, name)

@@ -92,6 +92,9 @@ class Measure:
     peak_gbps: float | None = None
     recalibrate: bool = False
     progress: Callable[[str], None] | None = None
+    #: measure saved-for-backward and the inference peak (their formulas are always there);
+    #: ``batch`` turns it off unless --memory
+    memory: bool = True
 
     def options(self, labels: Labels = API_LABELS) -> Options:
         from convcalc.engine import Options
@@ -103,7 +106,7 @@ class Measure:
                 f"{labels['measure_on']} {plain(self.measure_on)!r} must be one of "
                 + ", ".join(choices),
             )
-        for name in ("train", "time", "formula_only", "roofline", "recalibrate"):
+        for name in ("train", "time", "formula_only", "roofline", "recalibrate", "memory"):
             _flag(getattr(self, name), name)
         check_device_name(plain(self.device))
         if self.formula_only and self.time:
@@ -135,6 +138,7 @@ class Measure:
             peak_gbps=self.peak_gbps,
             recalibrate=self.recalibrate,
             progress=self.progress,
+            measure_memory=self.memory,
         )
 
 

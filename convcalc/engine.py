@@ -74,6 +74,9 @@ class Options:
     recalibrate: bool = False
     peaks: Any = None
     progress: Callable[[str], None] | None = None
+    #: measure saved-for-backward and the inference peak (False: formula only, and the
+    #: sources say so; ``batch`` without --memory, whose rate this would halve)
+    measure_memory: bool = True
 
 
 def plan_run(
@@ -1004,6 +1007,8 @@ def _measure_memory(
     result = _MemoryMeasured()
     if plan.device not in ("cpu", "meta"):
         return result
+    if not options.measure_memory:
+        return _memory_not_asked(result)
     from convcalc.errors import MeasurementError
     from convcalc.measure import memory as measure_memory
 
@@ -1056,6 +1061,13 @@ def _measure_memory(
             result.sources["memory_training_step"] = f"not measured: {error}"
     if options.device.startswith("cuda"):
         result.cuda = _cuda_step(nodes, input_spec, options, result.sources)
+    return result
+
+
+def _memory_not_asked(result: _MemoryMeasured) -> _MemoryMeasured:
+    why = "formula only: measured with --memory (Options.measure_memory; batch sweeps skip it)"
+    for key in ("saved_for_backward", "peak_inference", "training_step"):
+        result.sources[f"memory_{key}"] = why
     return result
 
 

@@ -14,7 +14,8 @@ arguments as the caller spells them: Python names by default, the CLI passes its
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ Value = int | str | Sequence[int]
 
 #: measure as convcalc conv does; a sweep measures on the meta device by default
 DEFAULT_MEASURE = Measure()
-SWEEP_MEASURE = Measure(measure_on="meta")
+SWEEP_MEASURE = Measure(measure_on="meta", memory=False)
 
 
 def _text(value: Value, name: str) -> int | str:
@@ -755,44 +756,101 @@ analyze_module = model
 
 @dataclass(frozen=True)
 class Record:
-    """One spec of a sweep: its report, or its error."""
+    """One spec of a sweep: its report, or its error. ``index``: the spec's place in the sweep
+    from 0 (stable across shards: what --resume and --merge go by); ``line``: its line in the
+    file."""
 
     line: int
     spec: dict[str, Any]
     report: Report | None
     error: str | None
+    index: int = -1
 
     def to_dict(self) -> dict[str, Any]:
         if self.report is None:
-            return {"line": self.line, "error": self.error, "spec": self.spec}
-        return {"line": self.line, **self.report.to_dict()}
+            return {"line": self.line, "index": self.index, "error": self.error, "spec": self.spec}
+        return {"line": self.line, "index": self.index, **self.report.to_dict()}
 
 
 def read_sweep(text: str, source: str) -> list[Any]:
-    """The specs of a sweep file's text (JSONL or CSV)."""
+    """The specs of a sweep file's text (JSONL or CSV); none at all is invalid input."""
     from convcalc.sources.batch import read_specs
 
     return read_specs(text, source)
 
 
+def iter_sweep(lines: Iterable[str], source: str) -> Iterator[Any]:
+    """The specs of a sweep file, streamed from its lines (an open file): memory stays flat."""
+    from convcalc.sources.batch import iter_specs
+
+    return iter_specs(lines, source)
+
+
+def sweep_grid(
+    axes: str | dict[str, list[Any]], base: dict[str, Any] | None = None
+) -> Iterator[Any]:
+    """The specs of a Cartesian product, ``"kernel=1,3,5 stride=1,2 groups=1,in"`` (as
+    ``batch --grid``) or a dict of key -> values, each over ``base`` (``{"in": 64, "size": 56}``);
+    a value naming a key is that key's value. An unknown key or an empty list is invalid input,
+    raised before the first spec."""
+    from convcalc.sources.batch import expand_grid, parse_grid
+
+    parsed = parse_grid(axes) if isinstance(axes, str) else {k: list(v) for k, v in axes.items()}
+    specs = expand_grid(parsed, dict(base or {}))
+    first = next(specs)  # validates the axes now, not at the first spec
+    return itertools.chain([first], specs)
+
+
+def jobs_count(jobs: int | str) -> int:
+    """``jobs``: a number of worker processes, or "auto" (the cores)."""
+    import os
+
+    if str(jobs).strip().lower() == "auto":
+        return max(1, os.cpu_count() or 1)
+    text = str(jobs).strip()
+    if isinstance(jobs, bool) or not text.isdigit() or int(text) < 1:
+        raise SpecError("jobs", f"--jobs {jobs!r} must be a whole number from 1, or auto")
+    return int(text)
+
+
 def sweep(
-    specs: Sequence[Any] | str,
+    specs: Iterable[Any] | str,
     *,
     dtype: str = "float32",
     measure: Measure = SWEEP_MEASURE,
     labels: Labels = API_LABELS,
+    jobs: int | str = 1,
+    shard: str | tuple[int, int] | None = None,
 ) -> Iterator[Record]:
-    """Each spec's result (``convcalc batch``), in input order: ``specs`` are the text of a
-    JSONL/CSV sweep or what :func:`read_sweep` returned."""
-    from convcalc.sources.batch import run
-
-    if isinstance(specs, str):
-        specs = read_sweep(specs, "specs")
+    """Each spec's result (``convcalc batch``), in input order, streamed. ``specs``: the text
+    of a JSONL/CSV sweep, what :func:`read_sweep`, :func:`iter_sweep` or :func:`sweep_grid`
+    give, or spec dicts (``{"in": 64, "out": 128, "kernel": 3, "size": 56}``). ``jobs``: worker
+    processes (each imports torch once; "auto": the cores); ``shard``: ``"I/N"`` or ``(I, N)``,
+    every N-th spec from the I-th (by index), for one machine's share of a sweep. By default
+    memory (saved for backward, inference peak) is by formula only: ``Measure(memory=True)``
+    measures it too, at about twice the time per spec."""
     from convcalc.engine import with_peaks
+    from convcalc.sources.batch import in_shard, iter_specs, parse_shard, run
 
     options = with_peaks(measure.options(labels), plain(dtype))
-    for spec, report, problem in run(list(specs), plain(dtype), options):  # type: ignore[arg-type]
-        yield Record(spec.line, spec.data, report, problem)
+    workers = jobs_count(jobs)
+    where = parse_shard(shard) if isinstance(shard, str) else shard
+    if where is not None:
+        parse_shard(f"{where[0]}/{where[1]}")
+    source = (
+        iter_specs(specs.splitlines(keepends=True), "specs")
+        if isinstance(specs, str)
+        else _as_specs(specs)
+    )
+    for spec, report, problem in run(in_shard(source, where), plain(dtype), options, workers):
+        yield Record(spec.line, spec.data, report, problem, spec.index)
+
+
+def _as_specs(items: Iterable[Any]) -> Iterator[Any]:
+    from convcalc.sources.batch import Spec
+
+    for index, item in enumerate(items):
+        yield Spec(index + 1, dict(item), index) if isinstance(item, dict) else item
 
 
 # --- solve -------------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def test_batch_records_are_the_library_sweep(cli) -> None:
         (["solve", "--size", "8", "--target", "8", "--strict"], "--strict"),
         (["solve", "--size", "8", "--target", "8", "--detail"], "--detail"),
         (["stack", "--arch", "resnet18", "--kernel", "3"], "--kernel"),
-        (["batch", "x.jsonl", "--size", "8"], "--size"),
+        (["batch", "x.jsonl", "--optimizer", "sgd"], "--optimizer"),
         (["draw", "conv", "--strict"], "--strict"),
     ],
 )
@@ -126,6 +126,14 @@ def test_an_option_a_command_does_not_use_is_a_usage_error(cli, args, option) ->
     result = cli(*args)
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr.startswith("error: No such option") and option in result.stderr
+
+
+def test_grid_options_without_a_grid_are_refused(cli, tmp_path) -> None:
+    specs = tmp_path / "x.jsonl"
+    specs.write_text('{"in": 3, "out": 4, "size": 8}\n')
+    result = cli("batch", str(specs), "--size", "8")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == "error: --size goes with --grid\n"
 
 
 def test_choices_are_listed_in_help(cli) -> None:

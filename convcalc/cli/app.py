@@ -103,6 +103,13 @@ class ConvcalcGroup(TyperGroup):
             )
         except typer.Exit as leaving:
             sys.exit(leaving.exit_code)
+        except SystemExit:
+            if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+                # click caught the closed pipe (EPIPE), wrapped stdout and exits 1: the table
+                # says a reader going away (`| head -1`) is 0, quietly
+                _quiet_stdout()
+                sys.exit(int(ExitStatus.OK))
+            raise
         except BaseException as error:  # every way out: one line, the status of the table
             if os.environ.get("CONVCALC_DEBUG") and exit_status(error) == ExitStatus.INTERNAL_ERROR:
                 raise

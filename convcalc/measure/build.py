@@ -7,6 +7,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,8 +45,35 @@ KIT: TorchKit = _Kit()
 def build_layer(spec: LayerSpec, device: str = "cpu") -> nn.Module:
     """The torch module a spec describes, in eval mode (inference: batch norm uses its running
     statistics, dropout is the identity)."""
-    module: nn.Module = kind_of(spec).build(spec, KIT, device)
+    with _no_random_init(device):
+        module: nn.Module = kind_of(spec).build(spec, KIT, device)
     return module
+
+
+#: the initialisers nn.ConvNd and nn.Linear draw their random weights with: on the meta device
+#: there are no values to draw, yet each runs torch's Python decompositions (about 0.1 ms a
+#: layer, a tenth of a batch spec's time); shapes, dtypes and parameter counts are unchanged
+_RANDOM_INIT = ("kaiming_uniform_", "uniform_")
+
+
+@contextlib.contextmanager
+def _no_random_init(device: str) -> Iterator[None]:
+    if device != "meta":
+        yield
+        return
+    init = nn.init
+    saved = {name: getattr(init, name) for name in _RANDOM_INIT}
+
+    def keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return tensor
+
+    for name in _RANDOM_INIT:
+        setattr(init, name, keep)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(init, name, function)
 
 
 class GraphModule(nn.Module):

@@ -157,8 +157,8 @@ def flat_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                     "cumulative_receptive_field": _shape(cumulative.get("receptive_field")),
                     "effective_stride": _shape(cumulative.get("effective_stride")),
                     "effective_padding": _shape(cumulative.get("effective_padding")),
-                    "memory_output_bytes": layer["memory_bytes"]["output"],
-                    "memory_total_bytes": layer["memory_bytes"]["total"],
+                    "memory_output_bytes": (layer["memory_bytes"] or {}).get("output"),
+                    "memory_total_bytes": (layer["memory_bytes"] or {}).get("total"),
                     "backward_flops": _pair(backward, "measured"),
                     "backward_flops_formula": _pair(backward, "formula"),
                     "latency_ms": layer.get("latency_ms"),
@@ -188,7 +188,7 @@ def flat_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "cumulative_receptive_field": _shape(total["receptive_field"]),
                 "effective_stride": _shape(total.get("effective_stride")),
                 "effective_padding": _shape(total.get("effective_padding")),
-                "memory_total_bytes": total["memory_bytes"]["total"],
+                "memory_total_bytes": (total["memory_bytes"] or {}).get("total"),
                 "train_flops": total.get("train_flops"),
                 "latency_ms": total.get("latency_ms"),
                 "gflops_per_s": total.get("gflops_per_s"),
@@ -532,8 +532,10 @@ def _write_solution(data: dict[str, Any], fmt: str, stream: IO[str]) -> None:
 
 # --- sweep records (convcalc batch) -------------------------------------------------------------
 
-#: batch's CSV columns: the spec's line and its error, then a report's total row
-BATCH_COLUMNS = ("line", "error", *CSV_COLUMNS)
+#: batch's CSV columns: the spec's line, its index (JSONL's "index": from 0, stable across
+#: shards, what --resume and --merge go by; "index" in CSV is a layer's) and its error, then a
+#: report's total row
+BATCH_COLUMNS = ("line", "spec_index", "error", *CSV_COLUMNS)
 
 
 def batch_header(fmt: str) -> str:
@@ -552,9 +554,10 @@ def batch_record(record: Any, fmt: str, first: bool = True) -> str:
     if fmt == "json":
         return ("" if first else ",\n") + json.dumps(data)
     if record.report is None:
-        return csv_text([data], header=False, columns=BATCH_COLUMNS)
+        return csv_text([{**data, "spec_index": record.index}], header=False, columns=BATCH_COLUMNS)
     total = flat_rows(data)[-1]
-    return csv_text([{"line": record.line, **total}], header=False, columns=BATCH_COLUMNS)
+    row = {**total, "line": record.line, "spec_index": record.index}
+    return csv_text([row], header=False, columns=BATCH_COLUMNS)
 
 
 def batch_footer(fmt: str, count: int) -> str:

@@ -4,10 +4,10 @@ streamed. Pure orchestration: the measuring happens in convcalc.engine and convc
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,40 +20,79 @@ INPUT_KEYS = ("in", "dims", "size", "batch", "input", "dtype")
 
 @dataclass(frozen=True)
 class Spec:
+    #: the spec's line in its file (CSV: the row's last line); grid specs: index + 1
     line: int
     data: dict[str, Any]
+    #: its place among the specs, from 0: stable across shards, what --resume and --merge use
+    index: int = -1
 
 
 def read_specs(text: str, source: str) -> list[Spec]:
     """JSONL (an object per line) or CSV (a header of keys, a spec per row), by content; a line
-    that is not a spec becomes a spec whose error is reported in its turn."""
-    lines = text.splitlines()
-    first = next((line for line in lines if line.strip()), "")
-    if first.lstrip().startswith("{"):
-        specs = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as error:
-                data = {"__error__": f"not JSON: {error.msg} (column {error.colno})"}
-            if not isinstance(data, dict):
-                data = {"__error__": "each line must be a JSON object"}
-            specs.append(Spec(number, data))
-        return specs
-    reader = csv.DictReader(io.StringIO(text))
-    specs = []
-    for row in reader:
-        data = {
-            key.strip(): scalar(value.strip())
-            for key, value in row.items()
-            if key is not None and value is not None and value.strip() != ""
-        }
-        specs.append(Spec(reader.line_num, data))
-    if not specs and text.strip():
-        raise SpecError("batch", f"{source}: no specs: JSONL objects or CSV with a header row")
+    that is not a spec becomes a spec whose error is reported in its turn. No spec at all (an
+    empty or whitespace-only text) is invalid input."""
+    specs = list(iter_specs(text.splitlines(keepends=True), source))
+    if not specs:
+        raise SpecError("batch", no_specs(source))
     return specs
+
+
+def no_specs(source: str) -> str:
+    return f"{source}: no specs: JSONL objects or CSV with a header row"
+
+
+def iter_specs(lines: Iterable[str], source: str) -> Iterator[Spec]:
+    """:func:`read_specs`, streamed: one spec at a time from an iterable of lines (a file), so a
+    sweep of millions of specs holds one in memory. Yields nothing for an empty text."""
+    lines = iter(lines)
+    number = 0
+    for line in lines:
+        number += 1
+        if line.strip():
+            break
+    else:
+        return
+    if line.lstrip().startswith("{"):
+        yield from _jsonl_specs(itertools.chain([line], lines), number)
+    else:
+        yield from _csv_specs(itertools.chain([line], lines), number)
+
+
+def _jsonl_specs(lines: Iterable[str], first: int) -> Iterator[Spec]:
+    index = 0
+    for number, line in enumerate(lines, start=first):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            data = {"__error__": f"not JSON: {error.msg} (column {error.colno})"}
+        if not isinstance(data, dict):
+            data = {"__error__": "each line must be a JSON object"}
+        yield Spec(number, data, index)
+        index += 1
+
+
+def _csv_specs(lines: Iterable[str], first: int) -> Iterator[Spec]:
+    reader = csv.reader(lines)
+    header = [key.strip() for key in next(reader)]
+    index = 0
+    for row in reader:
+        if not any(value.strip() for value in row):
+            continue
+        line = reader.line_num + first - 1
+        if len(row) > len(header):
+            data: dict[str, Any] = {
+                "__error__": f"the row has {len(row)} fields, the header {len(header)}"
+            }
+        else:
+            data = {
+                key: scalar(value.strip())
+                for key, value in zip(header, row)
+                if key and value.strip() != ""
+            }
+        yield Spec(line, data, index)
+        index += 1
 
 
 def spec_network(data: dict[str, Any], dtype: str) -> Any:
@@ -65,9 +104,8 @@ def spec_network(data: dict[str, Any], dtype: str) -> Any:
     layer = {k: v for k, v in data.items() if k not in INPUT_KEYS}
     layer.setdefault("op", "conv")
     if "input" in data:
-        if any(key in data for key in ("in", "size", "dims", "batch")):
-            raise SpecError("input", "give either 'input' or in/size/dims/batch, not both")
         shape = parse_input(data["input"], "input")
+        _agrees_with_input(data, shape)
     else:
         if "in" not in data:
             raise SpecError("in", "a spec needs 'in' (input channels) or 'input' (N,C,size...)")
@@ -92,23 +130,281 @@ def spec_network(data: dict[str, Any], dtype: str) -> Any:
     return build_network({"layers": [layer]}, shape, dtype, "spec", label)
 
 
+def _agrees_with_input(data: dict[str, Any], shape: tuple[int, ...]) -> None:
+    """'input' given with in/size/dims/batch: they must say the same."""
+    given = {key: data[key] for key in ("batch", "in", "dims", "size") if key in data}
+    implied: dict[str, Any] = {
+        "batch": shape[0],
+        "in": shape[1],
+        "dims": len(shape) - 2,
+        "size": "x".join(str(v) for v in shape[2:]),
+    }
+    for key, value in given.items():
+        if key == "size":
+            sizes = str(value).replace(",", "x").split("x")
+            if len(sizes) == 1:
+                sizes *= len(shape) - 2
+            same = "x".join(sizes) == implied["size"]
+        else:
+            same = str(value).strip() == str(implied[key])
+        if not same:
+            raise SpecError(
+                key,
+                f"{key} {value!r} conflicts with input {data['input']!r} ({key} {implied[key]})",
+            )
+
+
 def _whole(value: Any, key: str) -> int:
     if isinstance(value, bool) or not re.fullmatch(r"-?\d+", str(value).strip()):
         raise SpecError(key, f"{key} {value!r} must be a whole number")
     return int(value)
 
 
-def run(specs: list[Spec], dtype: str, options: Any) -> Iterator[tuple[Spec, Any, str | None]]:
-    """Each spec's report, or its error message, in input order."""
-    from convcalc.engine import analyze_network
+def analyze_spec(spec: Spec, dtype: str, options: Any) -> tuple[Any, str | None]:
+    """One spec's report, or its error message."""
+    from convcalc import engine
 
+    try:
+        network = spec_network(spec.data, dtype)
+        return engine.analyze_network(network, command="batch", options=options), None
+    except ConvcalcError as error:
+        return None, str(error)
+    except (ValueError, TypeError) as error:  # a value of a type nothing expected
+        return None, f"invalid spec: {error}"
+
+
+def run(
+    specs: Iterable[Spec], dtype: str, options: Any, jobs: int = 1
+) -> Iterator[tuple[Spec, Any, str | None]]:
+    """Each spec's report, or its error message, in input order; with ``jobs`` > 1 in that many
+    worker processes (each imports torch once), still in input order and streamed: at most a
+    few chunks per worker are in flight, so memory stays flat in the number of specs."""
+    if jobs <= 1:
+        for spec in specs:
+            report, problem = analyze_spec(spec, dtype, options)
+            yield spec, report, problem
+        return
+    yield from _run_parallel(specs, dtype, options, jobs)
+
+
+#: specs per task a worker takes at a time, and tasks in flight per worker
+CHUNK = 16
+AHEAD = 4
+
+
+def _run_chunk(chunk: list[Spec], dtype: str, options: Any) -> list[tuple[Spec, Any, str | None]]:
+    return [(spec, *analyze_spec(spec, dtype, options)) for spec in chunk]
+
+
+def _run_parallel(
+    specs: Iterable[Spec], dtype: str, options: Any, jobs: int
+) -> Iterator[tuple[Spec, Any, str | None]]:
+    import multiprocessing
+    from collections import deque
+
+    # spawn: a fresh interpreter per worker (forking a process that holds torch's thread pools
+    # is unsafe); each worker imports convcalc and torch once, on its first spec
+    context = multiprocessing.get_context("spawn")
+    specs = iter(specs)
+    with context.Pool(jobs) as pool:
+        pending: deque[Any] = deque()
+
+        def submit() -> bool:
+            chunk = list(itertools.islice(specs, CHUNK))
+            if chunk:
+                pending.append(pool.apply_async(_run_chunk, (chunk, dtype, options)))
+            return bool(chunk)
+
+        while len(pending) < jobs * AHEAD and submit():
+            pass
+        while pending:
+            results = pending.popleft().get()
+            submit()
+            yield from results
+
+
+# --- many machines: shards, and merging their results ----------------------------------------
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N``: every N-th spec starting at I (0 <= I < N)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise SpecError("shard", f"--shard {text!r} must be I/N, like 0/4 (whole numbers)")
+    shard, count = int(match[1]), int(match[2])
+    if count < 1:
+        raise SpecError("shard", f"--shard {text!r}: N must be at least 1")
+    if shard >= count:
+        raise SpecError("shard", f"--shard {text!r}: I must be from 0 to N-1 ({count - 1})")
+    return shard, count
+
+
+def in_shard(specs: Iterable[Spec], shard: tuple[int, int] | None) -> Iterator[Spec]:
+    if shard is None:
+        yield from specs
+        return
+    start, count = shard
     for spec in specs:
-        try:
-            network = spec_network(spec.data, dtype)
-            report = analyze_network(network, command="batch", options=options)
-        except ConvcalcError as error:
-            yield spec, None, str(error)
-        except (ValueError, TypeError) as error:  # a value of a type nothing expected
-            yield spec, None, f"invalid spec: {error}"
+        if spec.index % count == start:
+            yield spec
+
+
+@dataclass(frozen=True)
+class Result:
+    """One record line of a batch results file, as written (its bytes kept for merging)."""
+
+    index: int
+    text: str
+    failed: bool
+
+
+def results_kind(first: str) -> str:
+    return "jsonl" if first.lstrip().startswith("{") else "csv"
+
+
+def read_results(
+    lines: Iterable[str], source: str, header: str
+) -> Iterator[tuple[str, Result | None]]:
+    """The records of a batch results file (JSONL, or CSV whose first line is ``header``), in
+    file order: ``("header", None)`` for a CSV header, ``("record", result)`` for a complete
+    record, ``("truncated", None)`` for a last line cut short (no newline, or not whole). A
+    file that is not convcalc batch output is invalid input."""
+    kind = ""
+    index_column = -1
+    error_column = -1
+    for number, line in enumerate(lines, start=1):
+        complete = line.endswith("\n")
+        if not kind:
+            kind = results_kind(line)
+            if kind == "csv":
+                if line.rstrip("\r\n") != header.rstrip("\n") and complete:
+                    raise SpecError(
+                        "results", f"{source}: not convcalc batch output (its CSV header differs)"
+                    )
+                if not complete:
+                    yield "truncated", None
+                    return
+                columns = header.rstrip("\n").split(",")
+                index_column = columns.index("spec_index")
+                error_column = columns.index("error")
+                yield "header", None
+                continue
+        if kind == "jsonl":
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                data = None
+            if not complete or not isinstance(data, dict):
+                if complete:
+                    raise SpecError(
+                        "results", f"{source}: line {number} is not convcalc batch output"
+                    )
+                yield "truncated", None
+                return
+            index = data.get("index")
+            if not isinstance(index, int) or not ("error" in data or "total" in data):
+                raise SpecError(
+                    "results",
+                    f"{source}: line {number} is not convcalc batch output (no index and "
+                    "total or error)",
+                )
+            yield "record", Result(index, line, "error" in data)
         else:
-            yield spec, report, None
+            if not complete:
+                yield "truncated", None
+                return
+            row = next(csv.reader([line]))
+            if len(row) <= max(index_column, error_column) or not row[index_column].isdigit():
+                raise SpecError("results", f"{source}: line {number} is not convcalc batch output")
+            yield "record", Result(int(row[index_column]), line, bool(row[error_column]))
+
+
+# --- sweep generation ------------------------------------------------------------------------
+
+
+#: what a grid may vary: a spec's input keys and every stack-layer key
+def grid_keys() -> set[str]:
+    from convcalc.sources.stack import KEYS
+
+    return {"op", *INPUT_KEYS, *set().union(*KEYS.values())} - {"input"}
+
+
+def parse_grid(text: str) -> dict[str, list[Any]]:
+    """``"kernel=1,3,5 stride=1,2 groups=1,g=in out=64,128"``: each key's values, in order. A
+    value naming a key (``in``, ``out``: ``groups=1,in``; ``g=in`` says the same) is that
+    key's value in each spec."""
+    axes: dict[str, list[Any]] = {}
+    for token in text.split():
+        key, equals, values = token.partition("=")
+        if not equals or not key:
+            raise SpecError("grid", f"--grid {token!r} must be key=value,value,...")
+        if key in axes:
+            raise SpecError("grid", f"--grid gives {key!r} twice")
+        axes[key] = [_grid_value(v, key) for v in values.split(",")] if values else []
+    if not axes:
+        raise SpecError("grid", "--grid needs key=value,value,... like kernel=1,3 stride=1,2")
+    return axes
+
+
+def _grid_value(text: str, key: str) -> Any:
+    if not text.strip():
+        raise SpecError("grid", f"--grid {key}: an empty value")
+    if "=" in text:  # g=in: a reference written out
+        return Ref(text.partition("=")[2])
+    value = scalar(text)
+    if isinstance(value, str) and value in grid_keys() | {"in"}:
+        return Ref(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A grid value that is another key's value in the same spec."""
+
+    key: str
+
+
+def read_grid_file(text: str, source: str) -> dict[str, list[Any]]:
+    """A YAML mapping: a list is an axis, anything else is fixed (``groups: [1, in]``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpecError("grid_file", f"{source}: not YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not data:
+        raise SpecError("grid_file", f"{source}: a grid file is a mapping of keys to values")
+    axes: dict[str, list[Any]] = {}
+    for key, values in data.items():
+        items = values if isinstance(values, list) else [values]
+        axes[str(key)] = [_grid_value(str(v), str(key)) if isinstance(v, str) else v for v in items]
+    return axes
+
+
+def expand_grid(axes: dict[str, list[Any]], base: dict[str, Any]) -> Iterator[Spec]:
+    """The Cartesian product of the axes (the last varies fastest), each over ``base`` (--in,
+    --size, ...), references resolved: the specs, streamed. Invalid axes fail before any."""
+    known = grid_keys()
+    for key, values in axes.items():
+        if key not in known:
+            raise SpecError(
+                "grid", f"--grid key {key!r} is not a spec key; keys: {', '.join(sorted(known))}"
+            )
+        if not values:
+            raise SpecError("grid", f"--grid {key}: no values")
+        if key in base:
+            raise SpecError("grid", f"--grid {key} and --{key} both given: give one")
+        for value in values:
+            if isinstance(value, Ref) and value.key not in axes and value.key not in base:
+                raise SpecError(
+                    "grid",
+                    f"--grid {key}={value.key}: {value.key!r} is neither a grid key nor given",
+                )
+    keys = list(axes)
+    for index, combination in enumerate(itertools.product(*(axes[k] for k in keys))):
+        data = {**base, **dict(zip(keys, combination))}
+        for key, value in data.items():
+            if isinstance(value, Ref):
+                target = data[value.key]
+                data[key] = target.key if isinstance(target, Ref) else target
+        yield Spec(index + 1, data, index)
