@@ -86,5 +86,5 @@ def model_receptive_field(model: nn.Module, input_shape: Ints) -> tuple[Ints | N
     if len(input_shape) < 3:
         return None, ""
     with user_code():
-        fields = model_fields(model, tuple(input_shape))
+        fields = model_fields(model, tuple(input_shape), every_layer=False)
     return fields.receptive_field, fields.receptive_field_of

@@ -807,6 +807,7 @@ def model_fields(
     max_growth: int = 3,
     max_elements: int = 1 << 24,
     period_limit: int = 4,
+    every_layer: bool = True,
 ) -> ModelFields:
     """Receptive field of every conv and pool layer of ``model`` (and of each spatial output),
     relative to its input, measured on the geometry stand-in (:func:`stand_in`).
@@ -851,6 +852,17 @@ def model_fields(
             break
         if attempt == 0:
             open_keys = set(recorder.order)
+            if not every_layer:
+                # only the layer the model's field is reported of (the last with a spatial
+                # output): one backward per size tried instead of one per layer
+                spatial_keys = [
+                    key
+                    for key in recorder.order
+                    if key in recorder.captured
+                    and math.prod(recorder.captured[key].shape[2:]) > 1
+                    and key not in recorder.after_adaptive
+                ]
+                open_keys = set(spatial_keys[-1:])
             outputs = _output_fields(final, x, dims, period)
         touching: set[int] = set()
         for key in sorted(open_keys, key=recorder.order.index):
