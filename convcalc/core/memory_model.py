@@ -48,6 +48,7 @@ CUDA dropout keeps a bool mask, 1 B per element, and cuDNN keeps float32 statist
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Collection, Sequence
@@ -124,8 +125,10 @@ def _has_params(spec: LayerSpec) -> bool:
     return figures_params(spec) > 0
 
 
+@functools.lru_cache(maxsize=4096)
 def figures_params(spec: LayerSpec) -> int:
-    """Parameter count of a layer (the closed form in formulas.py), input-independent."""
+    """Parameter count of a layer (the closed form in formulas.py), input-independent.
+    Remembered per spec (bounded): the memory passes ask for it several times a layer."""
     probe = InputSpec(1, _in_channels(spec), (8,) * spec.dims if spec.dims else ())
     return figures(spec, probe).params.value
 
@@ -161,6 +164,13 @@ def _buffer_bytes(spec: LayerSpec, width: int) -> int:
 
 def shapes(nodes: Sequence[Node], input_spec: InputSpec) -> list[Ints]:
     """Each node's output shape, by formula."""
+    return list(_shapes(tuple(nodes), input_spec))
+
+
+@functools.lru_cache(maxsize=256)
+def _shapes(nodes: tuple[Node, ...], input_spec: InputSpec) -> tuple[Ints, ...]:
+    """:func:`shapes`, remembered (bounded): the memory passes (saved for backward twice, the
+    inference peak, the training step) each ask for the same network's shapes."""
     result: list[Ints] = []
     base = InputSpec(input_spec.batch, input_spec.channels, input_spec.size, "float32")
     for node in nodes:
@@ -171,7 +181,7 @@ def shapes(nodes: Sequence[Node], input_spec: InputSpec) -> list[Ints]:
             shape = result[source]
             spec_in = InputSpec(shape[0], shape[1], shape[2:], "float32")
         result.append(output_spec(node.spec, spec_in).shape)
-    return result
+    return tuple(result)
 
 
 def _check_inplace(nodes: Sequence[Node], inplace: Collection[int]) -> None:

@@ -72,6 +72,25 @@ def out_of_memory(error: BaseException) -> bool:
     )
 
 
+#: modules built on the meta device, by spec (bounded: a long sweep stays flat in memory)
+_META_LAYERS: dict[LayerSpec, torch.nn.Module] = {}
+_META_LAYERS_MAX = 512
+
+
+def _layer(spec: LayerSpec, device: str, reuse: bool) -> torch.nn.Module:
+    """:func:`build_layer`; on the meta device (with ``reuse``: no backward pass, which would
+    leave gradients on it) a module is built once per spec and reused: it holds no values (its
+    parameters are shapes on meta), and a forward pass without gradients changes nothing in it."""
+    if device != "meta" or not reuse:
+        return build_layer(spec, device)
+    module = _META_LAYERS.get(spec)
+    if module is None:
+        if len(_META_LAYERS) >= _META_LAYERS_MAX:
+            _META_LAYERS.pop(next(iter(_META_LAYERS)))
+        module = _META_LAYERS[spec] = build_layer(spec, device)
+    return module
+
+
 def measure_chain(
     specs: Sequence[LayerSpec],
     input_spec: InputSpec,
@@ -97,7 +116,7 @@ def measure_graph(
     time_device = check_device(extras.time_device) if extras.time else "cpu"
     specs = [node.spec for node in nodes]
     try:
-        layers = [build_layer(spec, device) for spec in specs]
+        layers = [_layer(spec, device, reuse=not extras.train) for spec in specs]
         graph = GraphModule(layers, [node.inputs for node in nodes])
         x = torch.zeros(input_spec.shape, device=device)
         record = run_counted(graph, x)
