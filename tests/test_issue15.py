@@ -350,7 +350,7 @@ def test_ctrl_c_says_interrupted_and_keeps_finished_rows(tmp_path) -> None:
     assert process.stdout is not None
     first = process.stdout.readline()  # running: the first row is out
     process.send_signal(signal.SIGINT)
-    rest, err = process.communicate(timeout=60)
+    rest, err = process.communicate(timeout=180)
     assert process.returncode == 130
     assert err.decode().endswith("interrupted\n")  # Typer used to swallow the line
     rows = [json.loads(line) for line in (first + rest).decode().splitlines()]

@@ -336,6 +336,13 @@ def _first_answers(ranges: _Ranges, limit: int) -> list[tuple[int, int, int]]:
                     del found[limit:]
                 d += 1
         empty_strides = 0 if produced or pruned else empty_strides + 1
+        # the stride no longer matters (a transposed conv of a size-1 input, a conv to size 1:
+        # the size formula's bound on 2p leaves it out) and past a fixed output padding it no
+        # longer limits it either: every later stride has this one's (padding, dilation)
+        # answers, sorting after them
+        stride_free = arith.n == 1 if arith.q.transposed else arith.t == 1
+        if stride_free and s > (arith.op_fixed or 0) and len(found) >= limit:
+            break
         if (
             ranges.s_high is None
             and arith.p_fixed is None
