@@ -1034,7 +1034,7 @@ def _measure_memory(
     why_not = ""
     if not options.train:
         why_not = (
-            "one real step is measured with --train (Options.train): creating a torch.optim "
+            "one real step is measured with --train (conv, the presets, stack): a torch.optim "
             "optimizer imports torch._dynamo, about 2 s"
         )
     elif plan.device != "cpu":
@@ -1286,7 +1286,7 @@ def with_model_memory(
                 f"torchsummary's total of the model is above "
                 f"{formulas.human_bytes(MODEL_TRAINING_MAX_BYTES)}"
                 if options.train
-                else "one real step is measured with --train (Options.train)"
+                else "one real step is measured with --train (conv, the presets, stack)"
             ),
         ),
     }

@@ -383,3 +383,23 @@ def test_model_conventions_match_fvcore_and_torchinfo_run() -> None:
     torchinfo = pytest.importorskip("torchinfo")
     summary = torchinfo.summary(net, input_size=(1, 3, 4, 4), verbose=0)
     assert tools["torchinfo"]["total"] == summary.total_mult_adds
+
+
+def test_table_of_a_model_with_modules_convcalc_has_no_formula_for(cli, tmp_path) -> None:
+    # LayerNorm's parameters have no formula: the total memory formula is null, and the table
+    # says "no formula" instead of failing (a new user's pass found exit 3 here)
+    net = tmp_path / "attn_net.py"
+    net.write_text(
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.norm = nn.LayerNorm(16)\n"
+        "        self.attn = nn.MultiheadAttention(16, 4, batch_first=True)\n"
+        "    def forward(self, x):\n"
+        "        f = self.norm(x)\n"
+        "        return self.attn(f, f, f)[0]\n"
+    )
+    result = cli("model", f"{net}:Net", "--input", "1,5,16")
+    assert result.exit_code == 0, result.stderr
+    assert "no formula" in result.stdout

@@ -478,7 +478,7 @@ def draw_roofline(
 
     \b
     Examples:
-      convcalc draw roofline --arch mobilenet_v2 --size 112 --peak-gflops 100 --peak-gbps 20
+      convcalc draw roofline --arch mobilenet_v2 --peak-gflops 100 --peak-gbps 20
       convcalc draw roofline "conv k3 out64; dw k3; pw out128" --time --svg roofline.svg
     """
     from convcalc.cli.networks import _stdin

@@ -381,13 +381,15 @@ def _memory_rows(table: Table, layer: LayerReport | None, total: Total | None) -
             pair = getattr(total, key)
             if pair is not None:
                 _byte_row(table, label, pair, total.memory_text.get(key, ""))
-        memory = total.memory.measured or total.memory.formula
+        measured, formula = total.memory.measured, total.memory.formula
+        both = measured is not None and formula is not None
         table.add_row(
             "fwd+bwd (torchsummary)",
-            human_bytes(memory.forward_backward) if total.memory.measured else "not measured",
-            human_bytes(total.memory.formula.forward_backward),
+            human_bytes(measured.forward_backward) if measured else "not measured",
+            # a user's model whose parameters convcalc has no formula for: none here either
+            human_bytes(formula.forward_backward) if formula else "no formula",
             "every output twice (torchinfo's 'Forward/backward pass size')",
-            _mark(total.memory.agree) if total.memory.measured else Text(""),
+            _mark(total.memory.agree) if both else Text(""),
         )
     table.add_section()
     step = total.training_step

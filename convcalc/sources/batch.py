@@ -7,6 +7,7 @@ import csv
 import itertools
 import json
 import re
+import signal
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -201,26 +202,40 @@ def _run_parallel(
 ) -> Iterator[tuple[Spec, Any, str | None]]:
     import multiprocessing
     from collections import deque
+    from concurrent.futures import Future, ProcessPoolExecutor
 
     # spawn: a fresh interpreter per worker (forking a process that holds torch's thread pools
-    # is unsafe); each worker imports convcalc and torch once, on its first spec
-    context = multiprocessing.get_context("spawn")
+    # is unsafe); each worker imports convcalc and torch once, on its first spec. An executor,
+    # not multiprocessing.Pool: stopping early (a consumer that closes the generator, Ctrl-C)
+    # cancels what has not started instead of Pool.terminate's join, which can hang; a worker
+    # that dies raises BrokenProcessPool instead of waiting forever
+    executor = ProcessPoolExecutor(
+        jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        # Ctrl-C is the parent's to handle (one 'interrupted' line); workers ignore it
+        initializer=signal.signal,
+        initargs=(signal.SIGINT, signal.SIG_IGN),
+    )
     specs = iter(specs)
-    with context.Pool(jobs) as pool:
-        pending: deque[Any] = deque()
+    pending: deque[Future[list[tuple[Spec, Any, str | None]]]] = deque()
+    finished = False
 
-        def submit() -> bool:
-            chunk = list(itertools.islice(specs, CHUNK))
-            if chunk:
-                pending.append(pool.apply_async(_run_chunk, (chunk, dtype, options)))
-            return bool(chunk)
+    def submit() -> bool:
+        chunk = list(itertools.islice(specs, CHUNK))
+        if chunk:
+            pending.append(executor.submit(_run_chunk, chunk, dtype, options))
+        return bool(chunk)
 
+    try:
         while len(pending) < jobs * AHEAD and submit():
             pass
         while pending:
-            results = pending.popleft().get()
+            results = pending.popleft().result()
             submit()
             yield from results
+        finished = True
+    finally:
+        executor.shutdown(wait=finished, cancel_futures=True)
 
 
 # --- many machines: shards, and merging their results ----------------------------------------
