@@ -593,6 +593,22 @@ def _network(
         shape = parse_input(input if isinstance(input, str) else list(input), "--input")
     if data is None:  # inline
         data = {"layers": parse_inline(str(stack))}
+        given = [
+            option
+            for option, value in (
+                ("--size", size),
+                ("--batch", batch),
+                ("--in", in_channels),
+                ("--dims", dims),
+            )
+            if value is not None
+        ]
+        if shape is not None and given:
+            raise SpecError(
+                "input",
+                f"{given[0]} does not go with --input: an inline stack's input is either --input "
+                "or --batch/--in/--size/--dims",
+            )
         if shape is None:
             shape = _input(
                 dims if dims is not None else 2,

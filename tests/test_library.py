@@ -153,3 +153,22 @@ def test_solve_exits_1_when_torch_does_not_confirm_an_answer(cli, monkeypatch) -
     assert result.exit_code == 1
     assert json.loads(result.stdout)["agree"] is False
     assert "torch gave another size than the formula for Conv2d(k=3, s=2, p=1)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            ["stack", "conv k3 out8", "--input", "1,3,32,32", "--size", "16"],
+            "error: --size does not go with --input: an inline stack's input is either --input "
+            "or --batch/--in/--size/--dims\n",
+        ),
+        (
+            ["conv", "--in", "3", "--out", "4", "--json", "--format", "csv"],
+            "error: --json and --format csv disagree: give one\n",
+        ),
+    ],
+)
+def test_options_that_contradict_each_other_are_refused(cli, args, line) -> None:
+    result = cli(*args)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", line)

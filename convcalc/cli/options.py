@@ -409,6 +409,10 @@ def _register(
 
 def _pack_output(**values: Any) -> OutputOptions:
     as_json, fmt = values.pop("as_json"), values.pop("fmt")
+    if as_json and Format(fmt) not in (Format.table, Format.json):
+        from convcalc.errors import SpecError
+
+        raise SpecError("format", f"--json and --format {Format(fmt).value} disagree: give one")
     chosen = Format.json if as_json else Format(fmt)
 
     return OutputOptions(
