@@ -309,3 +309,17 @@ def test_draw_roofline_table_json_and_svg(cli, tmp_path: Path) -> None:
     assert "/" in shown.stdout and "=" in shown.stdout and "ridge, 5.00 FLOP/B" in shown.stdout
     assert "no FLOPs: intensity 0, not drawn" in shown.stdout
     assert svg.read_text().startswith("<svg")
+
+
+def test_draw_roofline_marks_never_repeat(cli) -> None:
+    # 64 convs: marks 1-9, A-Z, a-z are the first 61 layers' own; layers 62-64 share "*" and the
+    # legend says so (the marks used to cycle, so layer 36 was drawn as a second "1")
+    stack = "; ".join(["conv k3 p1 out8"] * 64)
+    shown = cli("draw", "roofline", stack, "--input", "1,8,16,16", *PEAKS)
+    assert shown.exit_code == 0, shown.stderr
+    legend = [line.split() for line in shown.stdout.splitlines() if " conv" in line]
+    marks = [row[0] for row in legend if row[1].startswith("conv")]
+    assert len(marks) == 64
+    assert len(set(marks[:61])) == 61 and marks[61:] == ["*", "*", "*"]
+    assert "every layer after layer 61 shares this mark" in shown.stdout
+    assert "(given: --peak-gflops 100 --peak-gbps 20)" in shown.stdout

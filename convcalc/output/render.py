@@ -864,7 +864,7 @@ def device_line(peaks: Any) -> Text:
     return Text(
         f"roofline on {where} {peaks.dtype}{threads}: peak {peaks.flops_per_s / 1e9:,.1f} "
         f"GFLOP/s, {peaks.bytes_per_s / 1e9:,.1f} GB/s, ridge {peaks.ridge:,.2f} FLOP/B "
-        f"({'measured' if peaks.measured else 'given'}; {peaks.source})"
+        f"({'measured; ' if peaks.measured else ''}{peaks.source})"
     )
 
 
@@ -1249,7 +1249,9 @@ def show(
 
 # --- the roofline picture -----------------------------------------------------------------------
 
-MARKS = "123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+MARKS = "123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#: the mark of every layer past the 61st: they share it, and the legend says so
+SHARED_MARK = "*"
 
 
 def _log_axis(low: float, high: float, size: int) -> Callable[[float], int]:
@@ -1296,7 +1298,7 @@ def roofline_chart(picture: Any, names: list[str], width: int = 64, height: int 
         styles[y][x] = "grey50"
     legend = []
     for index, (name, point) in enumerate(zip(names, picture.points)):
-        mark = MARKS[index % len(MARKS)]
+        mark = MARKS[index] if index < len(MARKS) else SHARED_MARK
         measured = point.achieved_flops_per_s is not None
         if point.intensity <= 0:
             legend.append((mark, name, point, "no FLOPs: intensity 0, not drawn"))
@@ -1307,7 +1309,10 @@ def roofline_chart(picture: Any, names: list[str], width: int = 64, height: int 
         x, y = column(point.intensity), height - 1 - line(value)
         grid[y][x] = mark
         styles[y][x] = "bold yellow" if point.bound == "memory" else "bold cyan"
-        legend.append((mark, name, point, "measured" if measured else "on its bound"))
+        drawn = "measured" if measured else "on its bound"
+        if mark == SHARED_MARK:
+            drawn += f"; {SHARED_MARK}: every layer after layer {len(MARKS)} shares this mark"
+        legend.append((mark, name, point, drawn))
     text = Text()
     for row_index, row in enumerate(grid):
         label = ""
