@@ -128,7 +128,10 @@ def _has_params(spec: LayerSpec) -> bool:
 @functools.lru_cache(maxsize=4096)
 def figures_params(spec: LayerSpec) -> int:
     """Parameter count of a layer (the closed form in formulas.py), input-independent.
-    Remembered per spec (bounded): the memory passes ask for it several times a layer."""
+    Remembered per spec (bounded): the memory passes ask for it several times a layer. A
+    convolution's is its kind's own ``params`` (what its figures use), without a probe."""
+    if isinstance(spec, ConvSpec):
+        return conv_kind.params(spec).value
     probe = InputSpec(1, _in_channels(spec), (8,) * spec.dims if spec.dims else ())
     return figures(spec, probe).params.value
 

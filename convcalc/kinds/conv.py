@@ -287,7 +287,7 @@ def params(spec: ConvSpec) -> Derived[int]:
     return Derived(weights + bias, f"{shown} = {group(weights + bias)}")
 
 
-def macs(spec: ConvSpec, input_spec: InputSpec) -> Derived[int]:
+def macs(spec: ConvSpec, input_spec: InputSpec, out: Ints | None = None) -> Derived[int]:
     """Multiply-accumulates, bias excluded.
 
     A convolution does ``(C_in/g)·prod(k)`` MACs for each output element. A transposed
@@ -302,7 +302,7 @@ def macs(spec: ConvSpec, input_spec: InputSpec) -> Derived[int]:
         sites_text = MUL.join(map(str, input_spec.shape))
         per_site_text = f"({spec.out_channels}/{spec.groups}){MUL}{taps_text}"
     else:
-        out = output_shape(spec, input_spec).value
+        out = out or output_shape(spec, input_spec).value
         sites = math.prod(out)
         per_site = (spec.in_channels // spec.groups) * taps
         sites_text = MUL.join(map(str, out))
@@ -311,17 +311,18 @@ def macs(spec: ConvSpec, input_spec: InputSpec) -> Derived[int]:
     return Derived(value, f"{sites_text}{MUL}{per_site_text} = {group(value)}")
 
 
-def flops(spec: ConvSpec, input_spec: InputSpec) -> Derived[int]:
-    """Two FLOPs per MAC (torch.utils.flop_counter's convention), bias excluded."""
-    mac = macs(spec, input_spec).value
+def flops(spec: ConvSpec, input_spec: InputSpec, mac: int | None = None) -> Derived[int]:
+    """Two FLOPs per MAC (torch.utils.flop_counter's convention), bias excluded. ``mac``: the
+    layer's MACs when already known (figures computes them once)."""
+    mac = macs(spec, input_spec).value if mac is None else mac
     return Derived(2 * mac, f"2{MUL}{group(mac)} = {group(2 * mac)}")
 
 
-def bias_adds(spec: ConvSpec, input_spec: InputSpec) -> Derived[int]:
+def bias_adds(spec: ConvSpec, input_spec: InputSpec, out: Ints | None = None) -> Derived[int]:
     """One addition per output element when the layer has a bias."""
     if not spec.bias:
         return Derived(0, "0 (no bias)")
-    out = output_shape(spec, input_spec).value
+    out = out or output_shape(spec, input_spec).value
     value = math.prod(out)
     return Derived(value, f"{MUL.join(map(str, out))} = {group(value)}")
 
@@ -341,10 +342,12 @@ def receptive_field(spec: ConvSpec) -> Derived[Ints]:
     return Derived(tuple(values), per_axis(spec.dims, parts))
 
 
-def memory(spec: ConvSpec, input_spec: InputSpec) -> Derived[Memory]:
+def memory(
+    spec: ConvSpec, input_spec: InputSpec, out: Ints | None = None, count: int | None = None
+) -> Derived[Memory]:
     """Bytes of input, output and parameters for the dtype, torchsummary's accounting."""
-    out = output_shape(spec, input_spec).value
-    count = params(spec).value
+    out = out or output_shape(spec, input_spec).value
+    count = params(spec).value if count is None else count
     width = DTYPE_BYTES[input_spec.dtype]
     mem = summary_memory(math.prod(input_spec.shape), [math.prod(out)], count, width)
     parts = {
@@ -357,7 +360,7 @@ def memory(spec: ConvSpec, input_spec: InputSpec) -> Derived[Memory]:
     return Derived(mem, parts["total"], parts)
 
 
-def backward_flops(spec: ConvSpec, input_spec: InputSpec) -> Derived[int]:
+def backward_flops(spec: ConvSpec, input_spec: InputSpec, mac: int | None = None) -> Derived[int]:
     """FLOPs of the backward pass: the input gradient and the weight gradient, 2 per MAC each.
 
     The input gradient is a transposed convolution of the output gradient with the same weights:
@@ -366,7 +369,7 @@ def backward_flops(spec: ConvSpec, input_spec: InputSpec) -> Derived[int]:
     forward multiply-add, ``(C_in/g)`` input channels per output channel, not ``C_in``. Both are
     counted, as for a layer inside a network; bias gradients (sums) are not.
     """
-    mac = macs(spec, input_spec).value
+    mac = macs(spec, input_spec).value if mac is None else mac
     total = 2 * mac + 2 * mac
     shown = (
         f"input grad 2{MUL}{group(mac)} + weight grad 2{MUL}{group(mac)} "
@@ -376,15 +379,20 @@ def backward_flops(spec: ConvSpec, input_spec: InputSpec) -> Derived[int]:
 
 
 def figures(spec: ConvSpec, input_spec: InputSpec) -> Figures:
+    # the output shape and the MACs once, handed to the figures built on them (the same
+    # functions compute them alone otherwise)
+    shape = output_shape(spec, input_spec)
+    count = params(spec)
+    mac = macs(spec, input_spec, shape.value)
     return Figures(
-        output_shape=output_shape(spec, input_spec),
-        params=params(spec),
-        macs=macs(spec, input_spec),
-        flops=flops(spec, input_spec),
-        bias_adds=bias_adds(spec, input_spec),
+        output_shape=shape,
+        params=count,
+        macs=mac,
+        flops=flops(spec, input_spec, mac.value),
+        bias_adds=bias_adds(spec, input_spec, shape.value),
         receptive_field=receptive_field(spec),
-        memory=memory(spec, input_spec),
-        backward_flops=backward_flops(spec, input_spec),
+        memory=memory(spec, input_spec, shape.value, count.value),
+        backward_flops=backward_flops(spec, input_spec, mac.value),
     )
 
 

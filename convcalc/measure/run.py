@@ -91,6 +91,26 @@ def _layer(spec: LayerSpec, device: str, reuse: bool) -> torch.nn.Module:
     return module
 
 
+#: graphs of meta modules, by nodes (bounded): a batch spec's one-layer graph is built once
+_META_GRAPHS: dict[tuple[Node, ...], GraphModule] = {}
+
+
+def _graph(nodes: Sequence[Node], device: str, reuse: bool) -> GraphModule:
+    """The graph of the nodes' modules (:func:`_layer`); on the meta device with ``reuse``, built
+    once per network and reused, as its modules are (its run hooks are set and cleared around
+    each run)."""
+    key = tuple(nodes)
+    graph = _META_GRAPHS.get(key) if device == "meta" and reuse else None
+    if graph is None:
+        layers = [_layer(node.spec, device, reuse) for node in nodes]
+        graph = GraphModule(layers, [node.inputs for node in nodes])
+        if device == "meta" and reuse:
+            if len(_META_GRAPHS) >= _META_LAYERS_MAX:
+                _META_GRAPHS.pop(next(iter(_META_GRAPHS)))
+            _META_GRAPHS[key] = graph
+    return graph
+
+
 def measure_chain(
     specs: Sequence[LayerSpec],
     input_spec: InputSpec,
@@ -114,10 +134,9 @@ def measure_graph(
     if device not in ("cpu", "meta"):
         raise ValueError(f"device must be 'cpu' or 'meta', not {device!r}")
     time_device = check_device(extras.time_device) if extras.time else "cpu"
-    specs = [node.spec for node in nodes]
     try:
-        layers = [_layer(spec, device, reuse=not extras.train) for spec in specs]
-        graph = GraphModule(layers, [node.inputs for node in nodes])
+        graph = _graph(nodes, device, reuse=not extras.train)
+        layers = list(graph.nodes)
         x = torch.zeros(input_spec.shape, device=device)
         record = run_counted(graph, x)
         if device == "cpu":

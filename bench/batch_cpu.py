@@ -1,0 +1,50 @@
+"""CPU seconds a batch spec takes in one process (time.process_time, so other jobs on the
+machine matter less than to a wall clock): 100 warm-up specs, then bench/batch.py's mix through
+library.sweep and the JSONL record writer, as `convcalc batch` runs them.
+
+    python bench/batch_cpu.py [--specs 2000] [--formula-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from batch import mixed_specs  # noqa: E402
+
+from convcalc import library  # noqa: E402
+from convcalc.output.formats import batch_record  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--specs", type=int, default=2000)
+    parser.add_argument("--formula-only", action="store_true")
+    args = parser.parse_args()
+    measure = (
+        library.Measure(formula_only=True, memory=False)
+        if args.formula_only
+        else library.Measure("meta", memory=False)
+    )
+
+    def run(specs: list[dict[str, object]]) -> None:
+        out = io.StringIO()
+        for record in library.sweep(specs, measure=measure):
+            out.write(batch_record(record, "jsonl"))
+
+    run(mixed_specs(100, 1))
+    specs = mixed_specs(args.specs, 0)
+    cpu, wall = time.process_time(), time.perf_counter()
+    run(specs)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    mode = "--formula-only" if args.formula_only else "meta"
+    print(f"{mode}: {args.specs / cpu:,.0f} specs/CPU s, {args.specs / wall:,.0f} specs/s wall")
+
+
+if __name__ == "__main__":
+    main()
