@@ -560,5 +560,16 @@ def batch_record(record: Any, fmt: str, first: bool = True) -> str:
     return csv_text([row], header=False, columns=BATCH_COLUMNS)
 
 
+def batch_row_of(data: dict[str, Any]) -> str:
+    """A JSONL batch record, read back (its dict), as the CSV row ``batch --format csv`` writes
+    for the same spec (``batch --merge --format csv``)."""
+    if "error" in data:
+        return csv_text(
+            [{**data, "spec_index": data["index"]}], header=False, columns=BATCH_COLUMNS
+        )
+    row = {**flat_rows(data)[-1], "line": data["line"], "spec_index": data["index"]}
+    return csv_text([row], header=False, columns=BATCH_COLUMNS)
+
+
 def batch_footer(fmt: str, count: int) -> str:
     return ("\n]\n" if count else "]\n") if fmt == "json" else ""

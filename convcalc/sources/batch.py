@@ -292,10 +292,27 @@ class Result:
     index: int
     text: str
     failed: bool
+    #: the spec's line in its file (the record's ``line``)
+    line: int = -1
 
 
 def results_kind(first: str) -> str:
     return "jsonl" if first.lstrip().startswith("{") else "csv"
+
+
+def results_format(first: str, header: str) -> str | None:
+    """What a batch results file holds, by its first line: "jsonl" (an object), "json" (the
+    array --format json writes, which cannot be appended to or merged), "csv" (``header``, or
+    the start of it cut short), or None: not convcalc batch output."""
+    text = first.lstrip()
+    if text.startswith("{"):
+        return "jsonl"
+    if text.startswith("["):
+        return "json"
+    row = first.rstrip("\r\n")
+    if row == header.rstrip("\n") or (not first.endswith("\n") and header.startswith(row)):
+        return "csv"
+    return None
 
 
 def read_results(
@@ -308,6 +325,7 @@ def read_results(
     kind = ""
     index_column = -1
     error_column = -1
+    line_column = -1
     for number, line in enumerate(lines, start=1):
         complete = line.endswith("\n")
         if not kind:
@@ -323,6 +341,7 @@ def read_results(
                 columns = header.rstrip("\n").split(",")
                 index_column = columns.index("spec_index")
                 error_column = columns.index("error")
+                line_column = columns.index("line")
                 yield "header", None
                 continue
         if kind == "jsonl":
@@ -344,7 +363,16 @@ def read_results(
                     f"{source}: line {number} is not convcalc batch output (no index and "
                     "total or error)",
                 )
-            yield "record", Result(index, line, "error" in data)
+            number_in_file = data.get("line")
+            yield (
+                "record",
+                Result(
+                    index,
+                    line,
+                    "error" in data,
+                    number_in_file if isinstance(number_in_file, int) else -1,
+                ),
+            )
         else:
             if not complete:
                 yield "truncated", None
@@ -352,7 +380,175 @@ def read_results(
             row = next(csv.reader([line]))
             if len(row) <= max(index_column, error_column) or not row[index_column].isdigit():
                 raise SpecError("results", f"{source}: line {number} is not convcalc batch output")
-            yield "record", Result(int(row[index_column]), line, bool(row[error_column]))
+            cell = row[line_column] if len(row) > line_column else ""
+            yield (
+                "record",
+                Result(
+                    int(row[index_column]),
+                    line,
+                    bool(row[error_column]),
+                    int(cell) if cell.isdigit() else -1,
+                ),
+            )
+
+
+def record_profile(text: str, kind: str, header: str, exact_on: bool) -> dict[str, Any] | None:
+    """What a record line (JSONL, or a CSV row under ``header``) says of the options that
+    made it, the same for every spec of one run: measured or formula only (``exact_on``: on
+    which device), --memory, --train, --time, --roofline; None for an error record."""
+    if kind == "csv":
+        columns = header.rstrip("\n").split(",")
+        row = dict(zip(columns, next(csv.reader([text]))))
+        if row.get("error"):
+            return None
+        keys = {
+            "agree": "measured",
+            "saved_for_backward_bytes": "memory measured (--memory)",
+            "train_flops": "train_flops (--train)",
+            "latency_ms": "timed (--time)",
+            "bytes_moved": "roofline (--roofline)",
+        }
+        return {name: bool(row.get(key)) for key, name in keys.items()}
+    data = json.loads(text)
+    if "error" in data:
+        return None
+    total = data.get("total") or {}
+    memory = total.get("memory_bytes")
+    on = data.get("measured_on")
+    return {
+        "measured": on != "none",
+        **({"measured_on": on} if exact_on else {}),
+        "memory measured (--memory)": isinstance(memory, dict)
+        and memory.get("saved_for_backward") is not None,
+        "train_flops (--train)": total.get("train_flops") is not None,
+        "timing (--time)": data.get("timing") is not None,
+        "roofline (--roofline)": total.get("roofline") is not None,
+    }
+
+
+def held_difference(spec: Spec, result: Result, kind: str, header: str, dtype: str) -> str | None:
+    """Whether a record --resume found (``result``, of a ``kind`` file) is of ``spec``, by
+    what is cheap to know without measuring: its input shape and first layer (JSONL; CSV: its
+    input shape), its error when the spec is bad; None when it is, else the first difference
+    as ``key A, not B`` (A held, B this run's). Index and line are compared by the caller."""
+    try:
+        network = spec_network(spec.data, dtype)
+        problem = None
+    except ConvcalcError as error:
+        network, problem = None, str(error)
+    except (ValueError, TypeError) as error:
+        network, problem = None, f"invalid spec: {error}"
+    held: dict[str, Any] = {}
+    made: dict[str, Any] = {}
+    if kind == "csv":
+        columns = header.rstrip("\n").split(",")
+        row = dict(zip(columns, next(csv.reader([result.text]))))
+        if problem is not None or row.get("error"):
+            held["error"], made["error"] = row.get("error", ""), problem or row.get("error", "")
+        if network is not None and not row.get("error"):
+            held["input_shape"] = row.get("input_shape")
+            made["input_shape"] = "x".join(str(v) for v in _input_shape(network))
+            formulas = _chain_formulas(network)
+            if formulas is not None:
+                held["params_formula"], made["params_formula"] = (
+                    row.get("params_formula"),
+                    formulas[0],
+                )
+                held["output_shape_formula"] = row.get("output_shape_formula")
+                made["output_shape_formula"] = formulas[1]
+    else:
+        data = json.loads(result.text)
+        if "error" in data:
+            held["spec"], made["spec"] = data.get("spec"), json.loads(json.dumps(spec.data))
+        if problem is not None or "error" in data:
+            held["error"], made["error"] = data.get("error"), problem or data.get("error")
+        if network is not None and "error" not in data:
+            layers = data.get("layers") or [{}]
+            held["input_shape"] = data.get("input_shape")
+            made["input_shape"] = _input_shape(network)
+            held["dtype"], made["dtype"] = data.get("dtype"), network.input.dtype
+            held["layers[0].spec"] = layers[0].get("spec")
+            made["layers[0].spec"] = json.loads(json.dumps(network.nodes[0].spec.to_dict()))
+    return signature_difference(held, made)
+
+
+def _chain_formulas(network: Any) -> tuple[str, str] | None:
+    """A chain's parameters and output shape by formula, as CSV cells; None for a graph, or
+    a layer that does not fit (the engine reports that)."""
+    from convcalc import kinds
+
+    shape = network.input
+    params = 0
+    try:
+        for number, node in enumerate(network.nodes):
+            if node.inputs != (number - 1,):
+                return None
+            params += kinds.figures(node.spec, shape).params.value
+            shape = kinds.output_spec(node.spec, shape)
+    except (ConvcalcError, ValueError, TypeError, ZeroDivisionError):
+        return None
+    return str(params), "x".join(str(v) for v in shape.shape)
+
+
+def _input_shape(network: Any) -> list[int]:
+    return list(network.input.shape)
+
+
+def signature_difference(held: dict[str, Any], made: dict[str, Any]) -> str | None:
+    """The first place two record descriptions differ, as ``key: A in the file, B in this
+    run`` (A held, B made; nested dicts by dotted keys), or None when they are the same."""
+    for key in [*held, *(k for k in made if k not in held)]:
+        if isinstance(held.get(key), dict) and isinstance(made.get(key), dict):
+            inner = signature_difference(held[key], made[key])
+            if inner is not None:
+                return f"{key}.{inner}"
+            continue
+        if held.get(key, "(none)") != made.get(key, "(none)"):
+            held_text, made_text = _short(held.get(key, "(none)")), _short(made.get(key, "(none)"))
+            return f"{key}: {held_text} in the file, {made_text} in this run"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = value if value == "(none)" else json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def count_specs(lines: Iterable[str]) -> int:
+    """How many specs :func:`iter_specs` yields for these lines, without reading them as specs
+    (a progress bar's total): JSONL objects, or CSV rows after the header."""
+    lines = iter(lines)
+    for line in lines:
+        if line.strip():
+            break
+    else:
+        return 0
+    if line.lstrip().startswith("{"):
+        return 1 + sum(1 for rest in lines if rest.strip() and not rest.lstrip().startswith("#"))
+    return sum(1 for row in csv.reader(lines) if any(value.strip() for value in row))
+
+
+def shard_size(count: int, shard: tuple[int, int] | None) -> int:
+    """How many of ``count`` specs (indices 0..count-1) are in ``shard``."""
+    return count if shard is None else len(range(shard[0], count, shard[1]))
+
+
+def guess_shard(indices: Iterable[int]) -> tuple[int, int] | None:
+    """The shard ``(I, N)`` a results file's indices look like (N the gcd of their steps), or
+    None when it holds fewer than two records."""
+    import math
+
+    first = step = -1
+    last = -1
+    for index in indices:
+        if first < 0:
+            first = index
+        else:
+            step = math.gcd(max(step, 0), index - last)
+        last = index
+    if step <= 0:
+        return None
+    return first % step, step
 
 
 # --- sweep generation ------------------------------------------------------------------------
