@@ -101,3 +101,30 @@ def fvcore_rule(calls: Sequence[ConvCall], matmuls: Sequence[tuple[int, int, int
         int(conv_flop_count(list(c.x_shape), list(c.w_shape), list(c.out_shape), c.transposed))
         for c in calls
     ) + sum(rows * inner * columns for rows, inner, columns in matmuls)
+
+
+#: the aten ops, as a real run dispatches them, whose counterparts in fvcore's torch.jit trace
+#: fvcore counts with its conv or linear rule (convolution; addmm and mm under aten::linear) or
+#: ignores without a word (relu, the view of a flatten, the transpose of a linear's weight, the
+#: padding of padding='same'): a run that dispatched nothing else is counted exactly as the
+#: trace counts it by :func:`fvcore_rule` on its shapes, with no note lost (tested against the
+#: trace, tests/test_onepass.py). Anything else (pooling, batch norm, other activations, add,
+#: reflect padding) keeps the trace: fvcore's notes on it (no handler; its other counts) are
+#: the trace's.
+RULE_COVERS = frozenset(
+    {
+        "aten.convolution",
+        "aten.constant_pad_nd",
+        "aten.relu",
+        "aten.relu_",
+        "aten.view",
+        "aten.t",
+        "aten.addmm",
+        "aten.mm",
+    }
+)
+
+
+def rule_covers(ops: dict[int, list[str]]) -> bool:
+    """Whether fvcore's rules on the dispatched shapes count this run as its trace would."""
+    return all(op in RULE_COVERS for node in ops.values() for op in node)
