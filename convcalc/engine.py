@@ -1019,9 +1019,7 @@ def _measure_memory(
     device = "meta" if plan.estimated_seconds > MEMORY_REAL_MAX_SECONDS else plan.device
     saved_once, peak_once = _once(once)
     try:
-        result.saved = saved_once or measure_memory.measure_network_saved(
-            nodes, input_spec, device
-        )
+        result.saved = saved_once or measure_memory.measure_network_saved(nodes, input_spec, device)
         result.sources["memory_saved_for_backward"] = (
             result.saved.source
             + (

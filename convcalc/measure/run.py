@@ -125,13 +125,16 @@ def measure_graph(
         x = torch.zeros(input_spec.shape, device=device)
         once = _one_pass(graph, x, specs, input_spec, device, extras)
         record = once.record if once is not None else run_counted(graph, x)
+        macs: dict[int, int | None]
+        others: dict[int, dict[str, int]]
+        unsupported: dict[int, dict[str, int]]
         if device == "cpu" and rule_covers(record.counter.ops):
             macs, others, unsupported = _rule_macs(record, len(layers)), {}, {}
             macs_source = RULE_SOURCE + _mode_note(specs)
         elif device == "cpu":
             fv = fvcore_count(graph, x, graph_modules(graph))
             names = graph_modules(graph)
-            macs: dict[int, int | None] = {i: fv.macs(name) for i, name in enumerate(names)}
+            macs = {i: fv.macs(name) for i, name in enumerate(names)}
             others = {i: fv.others(name) for i, name in enumerate(names)}
             unsupported = {i: fv.unsupported.get(name, {}) for i, name in enumerate(names)}
             macs_source = "fvcore FlopCountAnalysis, tracing the real CPU run"
