@@ -7,9 +7,14 @@ a real run (on the CPU, or on torch's ``meta`` device for layers too big to run 
 * FLOPs: torch.utils.flop_counter's registered formulas, applied to each aten operator the run
   dispatches (what ``FlopCounterMode`` does, without its module tracker, whose dispatch mode pulls
   in ``torch._dynamo`` on first use: about a second).
-* MACs: fvcore's ``FlopCountAnalysis`` tracing the real CPU run. fvcore cannot trace meta
-  tensors, so for a meta run its conv rule (``fvcore.nn.jit_handles.conv_flop_count``) is applied
-  to the shapes the meta run dispatched, and the source says so.
+* MACs: fvcore's conv rule (``fvcore.nn.jit_handles.conv_flop_count``) and linear rule on the
+  shapes the run dispatched, where the run dispatched only operators whose traced counterparts
+  fvcore counts with those rules or ignores silently (``fvcore_adapter.RULE_COVERS``: conv,
+  linear, relu, flatten); otherwise fvcore's ``FlopCountAnalysis`` tracing the real CPU run, for
+  its notes on what it has no handler for or counts besides. fvcore cannot trace meta tensors:
+  a meta run always has the rules. The source says which.
+* saved for backward and the inference peak (with ``Extras.memory``, real CPU runs in float32):
+  from the same counted pass (measure.onepass), where one pass serves them.
 * receptive field: autograd on a one-channel probe with the layer's kernel, stride and dilation,
   all weights 1, on an input just large enough that the output positions measured lie inside it:
   the extent of the nonzero input gradient of one output element, the largest over one stride
