@@ -187,6 +187,7 @@ def analyze_graph(
                 time=options.time,
                 time_device=options.device,
                 min_run_time=options.min_run_time,
+                memory=options.measure_memory,
             ),
         )
 
@@ -294,7 +295,7 @@ def analyze_graph(
         notes=tuple(notes),
         warnings=tuple(warnings),
     )
-    report = with_memory(report, nodes, input_spec, options, plan, fit_bytes)
+    report = with_memory(report, nodes, input_spec, options, plan, fit_bytes, measured)
     return with_roofline(report, nodes, inputs, peaks)
 
 
@@ -1001,6 +1002,7 @@ def _measure_memory(
     options: Options,
     plan: RunPlan,
     step_bytes: int,
+    once: Any = None,
 ) -> _MemoryMeasured:
     """Saved for backward and the inference peak wherever the run is real or meta; one
     training step on small real CPU runs only; torch's CUDA peak with --device cuda."""
@@ -1015,16 +1017,24 @@ def _measure_memory(
     # the bytes autograd saves and the live bytes of a forward are the same on the meta device
     # (nothing is computed there): beyond a quick network, two more real passes are not worth it
     device = "meta" if plan.estimated_seconds > MEMORY_REAL_MAX_SECONDS else plan.device
+    saved_once, peak_once = _once(once)
     try:
-        result.saved = measure_memory.measure_network_saved(nodes, input_spec, device)
+        result.saved = saved_once or measure_memory.measure_network_saved(nodes, input_spec, device)
         result.sources["memory_saved_for_backward"] = (
-            result.saved.source + "; training mode, the network input requiring grad (as a "
+            result.saved.source
+            + (
+                "; no layer's forward depends on the training mode, so the eval-mode pass "
+                "saves what training mode does"
+                if saved_once
+                else _second_pass(peak_once)
+            )
+            + "; the network input requiring grad (as a "
             "layer inside a bigger network; a training step's data does not)"
         )
     except MeasurementError as error:
         result.sources["memory_saved_for_backward"] = f"not measured: {error}"
     try:
-        result.peak = measure_memory.measure_network_peak(nodes, input_spec, device)
+        result.peak = peak_once or measure_memory.measure_network_peak(nodes, input_spec, device)
         result.sources["memory_peak_inference"] = (
             result.peak.source + "; eval mode, each output freed after its last reader; per "
             "layer: the live activation bytes while that layer runs"
@@ -1062,6 +1072,23 @@ def _measure_memory(
     if options.device.startswith("cuda"):
         result.cuda = _cuda_step(nodes, input_spec, options, result.sources)
     return result
+
+
+def _once(once: Any) -> tuple[Any, Any]:
+    """Saved for backward and the inference peak the counted real pass measured (None each:
+    not measured there)."""
+    if once is None:
+        return None, None
+    return getattr(once, "saved", None), getattr(once, "peak", None)
+
+
+def _second_pass(peak_once: Any) -> str:
+    if peak_once is None:
+        return "; training mode"
+    return (
+        "; training mode, a second pass: a layer's forward depends on the mode (batch norm, "
+        "dropout), and the counted real pass ran in eval mode"
+    )
 
 
 def _memory_not_asked(result: _MemoryMeasured) -> _MemoryMeasured:
@@ -1108,16 +1135,19 @@ def with_memory(
     options: Options,
     plan: RunPlan,
     fit_bytes: int | None,
+    once: Any = None,
 ) -> Report:
     """The report with the memory a GPU budget is planned on: per layer saved for backward and
-    the live bytes while it runs; for the network those, one training step, and what fits."""
+    the live bytes while it runs; for the network those, one training step, and what fits.
+    ``once``: the ChainMeasurement whose real pass measured saved and peak already (either may
+    be None: measured here)."""
     saved = memory_model.saved_for_backward(nodes, input_spec)
     peak = memory_model.peak_inference(nodes, input_spec)
     step = memory_model.training_step(nodes, input_spec, options.optimizer)
     fit = None
     if fit_bytes is not None:
         fit = _fit(nodes, input_spec, options, fit_bytes, check=plan.device != "none")
-    measured = _measure_memory(nodes, input_spec, options, plan, step.total.value)
+    measured = _measure_memory(nodes, input_spec, options, plan, step.total.value, once)
     layers = []
     for index, layer in enumerate(report.layers):
         key = str(index)

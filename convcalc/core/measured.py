@@ -42,6 +42,10 @@ class ChainMeasurement:
     sources: dict[str, str]
     #: --time: what was timed, how, and how long the timing took
     timing: dict[str, Any] | None = None
+    #: saved for backward and the inference peak measured in the same real pass as the
+    #: counts (measure.onepass: SavedMeasurement, PeakMeasurement); None: measured apart
+    saved: Any = None
+    peak: Any = None
 
 
 def nothing_measured(count: int) -> ChainMeasurement:

@@ -88,6 +88,10 @@ def _no_backward_module(spec: Any, kit: TorchKit, device: str) -> Any:
     return None
 
 
+def _never(spec: Any) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class Kind:
     """Everything convcalc does with one kind of layer."""
@@ -118,6 +122,10 @@ class Kind:
     #: Found with torch.autograd.graph.saved_tensors_hooks on the real layers (torch 2.13,
     #: training mode); core.memory_model shares and sums it over a network
     saved_for_backward: Callable[[Any, LayerIO], LayerSaved] = saves_nothing
+    #: whether the layer's forward depends on the module's training mode (batch norm's
+    #: statistics, dropout's mask): such a network's saved-for-backward (training mode) and
+    #: inference peak (eval mode) need two passes; one pass serves both otherwise
+    mode_dependent: Callable[[Any], bool] = _never
 
 
 # --- checks shared by kinds ----------------------------------------------------------------

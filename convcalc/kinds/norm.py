@@ -94,4 +94,5 @@ KIND = Kind(
     from_module=from_module,
     with_input=with_input,
     saved_for_backward=saved_for_backward,
+    mode_dependent=lambda spec: True,  # batch statistics in training, running ones in eval
 )

@@ -92,4 +92,5 @@ KIND = Kind(
     check_fits=check_fits,
     geometry=geometry,
     saved_for_backward=saved_for_backward,
+    mode_dependent=lambda spec: spec.kind == "dropout",  # a random mask only in training
 )

@@ -4,10 +4,14 @@ fvcore-specific stays here so it can be replaced."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -92,12 +96,62 @@ def graph_modules(model: GraphModule) -> list[str]:
     return [f"nodes.{index}" for index in range(len(model.nodes))]
 
 
+@functools.cache
+def _conv_rule() -> Any:
+    """fvcore's conv rule, ``fvcore.nn.jit_handles.conv_flop_count``, without importing the
+    package ``fvcore.nn``: its ``__init__`` imports FlopCountAnalysis and runs torch.jit.script
+    (~0.3 s), which the rule does not need. jit_handles imports only the standard library and
+    numpy (already loaded by torch); it is loaded from fvcore's own file, under a private name
+    so that a later ``import fvcore.nn`` is not disturbed. Where fvcore.nn is loaded already,
+    its module is used."""
+    loaded = sys.modules.get("fvcore.nn.jit_handles")
+    if loaded is not None:
+        return loaded.conv_flop_count
+    package = importlib.util.find_spec("fvcore")  # finds the package without running it
+    if package is None or not package.submodule_search_locations:
+        return _fvcore()[1]
+    path = Path(package.submodule_search_locations[0]) / "nn" / "jit_handles.py"
+    spec = importlib.util.spec_from_file_location("convcalc._fvcore_jit_handles", path)
+    if spec is None or spec.loader is None:
+        return _fvcore()[1]
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.conv_flop_count
+
+
 def fvcore_rule(calls: Sequence[ConvCall], matmuls: Sequence[tuple[int, int, int]]) -> int:
-    """fvcore's rules on shapes a meta run dispatched: its conv rule (a pure function in
+    """fvcore's rules on shapes a run dispatched: its conv rule (a pure function in
     fvcore.nn.jit_handles) and its linear rule, rows × inner × columns (linear_flop_jit takes
     traced values, so it is restated here)."""
-    _, conv_flop_count, _ = _fvcore()
+    conv_flop_count = _conv_rule()
     return sum(
         int(conv_flop_count(list(c.x_shape), list(c.w_shape), list(c.out_shape), c.transposed))
         for c in calls
     ) + sum(rows * inner * columns for rows, inner, columns in matmuls)
+
+
+#: the aten ops, as a real run dispatches them, whose counterparts in fvcore's torch.jit trace
+#: fvcore counts with its conv or linear rule (convolution; addmm and mm under aten::linear) or
+#: ignores without a word (relu, the view of a flatten, the transpose of a linear's weight, the
+#: padding of padding='same'): a run that dispatched nothing else is counted exactly as the
+#: trace counts it by :func:`fvcore_rule` on its shapes, with no note lost (tested against the
+#: trace, tests/test_onepass.py). Anything else (pooling, batch norm, other activations, add,
+#: reflect padding) keeps the trace: fvcore's notes on it (no handler; its other counts) are
+#: the trace's.
+RULE_COVERS = frozenset(
+    {
+        "aten.convolution",
+        "aten.constant_pad_nd",
+        "aten.relu",
+        "aten.relu_",
+        "aten.view",
+        "aten.t",
+        "aten.addmm",
+        "aten.mm",
+    }
+)
+
+
+def rule_covers(ops: dict[int, list[str]]) -> bool:
+    """Whether fvcore's rules on the dispatched shapes count this run as its trace would."""
+    return all(op in RULE_COVERS for node in ops.values() for op in node)

@@ -134,7 +134,9 @@ def make_input(
 
 def run_freeing(graph: GraphModule, x: torch.Tensor) -> torch.Tensor:
     """Run a GraphModule as a hand-written forward would: every output dropped as soon as its
-    last reader has run (GraphModule.run keeps them all); the last output is returned."""
+    last reader has run (GraphModule.run keeps them all); the last output is returned.
+    ``graph.before``/``graph.after``, when set, are called around each node as GraphModule.run
+    calls them (the one-pass measurement counts through them)."""
     sources = graph.sources
     last: dict[int, int] = {}
     for index, inputs in enumerate(sources):
@@ -144,7 +146,11 @@ def run_freeing(graph: GraphModule, x: torch.Tensor) -> torch.Tensor:
     outputs: dict[int, torch.Tensor] = {}
     for index, (module, inputs) in enumerate(zip(graph.nodes, sources)):
         args = [x if i < 0 else outputs[i] for i in inputs]
+        if graph.before:
+            graph.before(index)
         outputs[index] = module(*args)
+        if graph.after:
+            graph.after(index, outputs[index])
         del args
         for source in set(inputs):
             if source >= 0 and source != final and last.get(source) == index:

@@ -7,9 +7,14 @@ a real run (on the CPU, or on torch's ``meta`` device for layers too big to run 
 * FLOPs: torch.utils.flop_counter's registered formulas, applied to each aten operator the run
   dispatches (what ``FlopCounterMode`` does, without its module tracker, whose dispatch mode pulls
   in ``torch._dynamo`` on first use: about a second).
-* MACs: fvcore's ``FlopCountAnalysis`` tracing the real CPU run. fvcore cannot trace meta
-  tensors, so for a meta run its conv rule (``fvcore.nn.jit_handles.conv_flop_count``) is applied
-  to the shapes the meta run dispatched, and the source says so.
+* MACs: fvcore's conv rule (``fvcore.nn.jit_handles.conv_flop_count``) and linear rule on the
+  shapes the run dispatched, where the run dispatched only operators whose traced counterparts
+  fvcore counts with those rules or ignores silently (``fvcore_adapter.RULE_COVERS``: conv,
+  linear, relu, flatten); otherwise fvcore's ``FlopCountAnalysis`` tracing the real CPU run, for
+  its notes on what it has no handler for or counts besides. fvcore cannot trace meta tensors:
+  a meta run always has the rules. The source says which.
+* saved for backward and the inference peak (with ``Extras.memory``, real CPU runs in float32):
+  from the same counted pass (measure.onepass), where one pass serves them.
 * receptive field: autograd on a one-channel probe with the layer's kernel, stride and dilation,
   all weights 1, on an input just large enough that the output positions measured lie inside it:
   the extent of the nonzero input gradient of one output element, the largest over one stride
@@ -42,8 +47,9 @@ from convcalc.measure.build import (
     inputs_for,
 )
 from convcalc.measure.calibrate import time_layer
-from convcalc.measure.counting import backward_flops, run_counted
-from convcalc.measure.fvcore_adapter import fvcore_count, fvcore_rule, graph_modules
+from convcalc.measure.counting import RunRecord, backward_flops, run_counted
+from convcalc.measure.fvcore_adapter import fvcore_count, fvcore_rule, graph_modules, rule_covers
+from convcalc.measure.onepass import OnePass, one_pass_serves, run_once
 from convcalc.measure.probes import probe_cumulative_receptive_field, probe_receptive_field
 from convcalc.measure.timing import MIN_BLOCKS, check_device
 
@@ -63,6 +69,9 @@ class Extras:
     time_device: str = "cpu"
     #: each layer is timed for at least this long (torch.utils.benchmark's blocked_autorange)
     min_run_time: float = 0.2
+    #: saved-for-backward and the inference peak from the same real CPU pass as the counts
+    #: (measure.onepass), where one pass serves them (ChainMeasurement.saved / .peak)
+    memory: bool = False
 
 
 def out_of_memory(error: BaseException) -> bool:
@@ -138,11 +147,18 @@ def measure_graph(
         graph = _graph(nodes, device, reuse=not extras.train)
         layers = list(graph.nodes)
         x = torch.zeros(input_spec.shape, device=device)
-        record = run_counted(graph, x)
-        if device == "cpu":
+        once = _one_pass(graph, x, specs, input_spec, device, extras)
+        record = once.record if once is not None else run_counted(graph, x)
+        macs: dict[int, int | None]
+        others: dict[int, dict[str, int]]
+        unsupported: dict[int, dict[str, int]]
+        if device == "cpu" and rule_covers(record.counter.ops):
+            macs, others, unsupported = _rule_macs(record, len(layers)), {}, {}
+            macs_source = RULE_SOURCE + _mode_note(specs)
+        elif device == "cpu":
             fv = fvcore_count(graph, x, graph_modules(graph))
             names = graph_modules(graph)
-            macs: dict[int, int | None] = {i: fv.macs(name) for i, name in enumerate(names)}
+            macs = {i: fv.macs(name) for i, name in enumerate(names)}
             others = {i: fv.others(name) for i, name in enumerate(names)}
             unsupported = {i: fv.unsupported.get(name, {}) for i, name in enumerate(names)}
             macs_source = "fvcore FlopCountAnalysis, tracing the real CPU run"
@@ -154,12 +170,7 @@ def measure_graph(
                     "own conv rule for it"
                 )
         else:
-            macs = {
-                index: fvcore_rule(
-                    record.counter.convs.get(index, []), record.counter.matmuls.get(index, [])
-                )
-                for index in range(len(layers))
-            }
+            macs = _rule_macs(record, len(layers))
             others, unsupported = {}, {}
             macs_source = (
                 "fvcore's conv and linear rules on the meta run's shapes: fvcore cannot trace "
@@ -320,4 +331,57 @@ def measure_graph(
         total_memory=total_memory,
         sources=sources,
         timing=timing,
+        saved=None if once is None else once.saved,
+        peak=None if once is None else once.peak,
+    )
+
+
+#: the MACs source where fvcore's rules count a real run (fvcore_adapter.RULE_COVERS)
+RULE_SOURCE = (
+    "fvcore's conv_flop_count and linear rule on the shapes the real CPU run dispatched (its "
+    "torch.jit trace, FlopCountAnalysis, counts these operators with the same rules and no "
+    "others: not traced)"
+)
+
+
+def _mode_note(specs: Sequence[LayerSpec]) -> str:
+    """padding='same'/'valid': the trace would meet aten::_convolution_mode, fvcore's gap."""
+    if any(isinstance(getattr(spec, "padding", None), str) for spec in specs):
+        return (
+            "; padding='same'/'valid' is torch's aten::_convolution_mode, which fvcore's trace "
+            "has no handler for (convcalc registers fvcore's own conv rule for it there): here "
+            "the rule counts the aten::convolution it dispatches"
+        )
+    return ""
+
+
+def _rule_macs(record: RunRecord, count: int) -> dict[int, int | None]:
+    return {
+        index: fvcore_rule(
+            record.counter.convs.get(index, []), record.counter.matmuls.get(index, [])
+        )
+        for index in range(count)
+    }
+
+
+def _one_pass(
+    graph: GraphModule,
+    x: torch.Tensor,
+    specs: Sequence[LayerSpec],
+    input_spec: InputSpec,
+    device: str,
+    extras: Extras,
+) -> OnePass | None:
+    """The counted pass measuring saved-for-backward and the inference peak too (real CPU runs
+    in float32, the dtype the layers run in here, with ``extras.memory``); what one pass cannot
+    serve (onepass.one_pass_serves) is dropped, for the caller to measure apart. None: the
+    plain counted pass."""
+    if not extras.memory or device != "cpu" or input_spec.dtype != "float32":
+        return None
+    serves_saved, serves_peak = one_pass_serves(specs)
+    if not serves_saved and not serves_peak:
+        return None
+    once = run_once(graph, x)
+    return OnePass(
+        once.record, once.saved if serves_saved else None, once.peak if serves_peak else None
     )

@@ -1,0 +1,194 @@
+"""One real forward pass that yields every figure a report measures from a forward: the output
+shapes and torch's FLOP formulas (measure.counting's dispatch mode), the shapes fvcore's rules
+count (convolutions, matrix multiplies), the bytes saved for backward and the inference peak.
+
+How saved-for-backward and the inference peak come from the same pass: the pass runs with
+autograd on and the network input requiring grad, under
+``torch.autograd.graph.saved_tensors_hooks`` whose pack hook RECORDS each saved tensor (its
+storage and bytes, as measure.memory.measure_saved counts them) and hands autograd a token
+instead of the tensor. Autograd then keeps no activation alive: every storage dies when it
+would under ``torch.no_grad()``, so measure.memory's live-storage tracker (a dispatch mode with
+``StorageWeakRef``) measures the inference peak in the same pass. No backward runs; unpacking
+a token raises.
+
+What this does not cover (the callers measure it separately, and say so):
+
+* a network with a layer whose forward depends on the training mode (batch norm, dropout:
+  ``Kind.mode_dependent``): the pass runs in eval mode, so its saved-for-backward is not the
+  training mode's;
+* an in-place activation whose in-place backward saves a copy of its input (relu6, silu,
+  hardswish, hardsigmoid: ``kinds.activation.INPLACE_SAVES_COPY``): that copy is made only with
+  autograd on, so the pass's live bytes are not the inference peak's.
+
+Tested equal to the separate passes (measure.memory.measure_network_saved in training mode,
+measure_network_peak under no_grad) on conv, pool, activation, linear, residual and
+concatenating networks, in-place activations included (tests/test_onepass.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+
+from convcalc.core.spec import InputSpec, Node
+from convcalc.errors import MeasurementError
+from convcalc.kinds import ActSpec, kind_of
+from convcalc.kinds.activation import INPLACE_SAVES_COPY
+from convcalc.measure.build import GraphModule
+from convcalc.measure.counting import RunRecord, observed
+from convcalc.measure.memory import (
+    NOT_COUNTED,
+    PeakMeasurement,
+    SavedMeasurement,
+    SavedTensor,
+    _LiveTracker,
+    _nbytes,
+    _state_ids,
+    _storage_id,
+    build_network,
+    make_input,
+    run_freeing,
+)
+
+
+class _Saved:
+    """The token autograd keeps in place of a saved tensor: nothing to unpack."""
+
+    __slots__ = ()
+
+
+_TOKEN = _Saved()
+
+
+def _unpack(token: Any) -> torch.Tensor:
+    raise RuntimeError(
+        "convcalc's one-pass measurement keeps no saved tensors: no backward can run on it"
+    )
+
+
+@dataclass
+class OnePass:
+    """What one pass measured: the counted record (shapes, FLOPs, dispatched convolution and
+    matrix-multiply shapes), and, where asked, saved-for-backward and the inference peak."""
+
+    record: RunRecord
+    saved: SavedMeasurement | None
+    peak: PeakMeasurement | None
+
+
+def run_once(graph: GraphModule, x: torch.Tensor, *, memory: bool = True) -> OnePass:
+    """One forward of ``graph`` on ``x``, each output freed after its last reader
+    (measure.memory.run_freeing), counted by torch's FLOP formulas; with ``memory``, under
+    autograd with ``x`` requiring grad, recording what is saved for backward (each storage
+    once, parameters and buffers not counted, attributed to the node that saves it first) and
+    the live activation bytes after every op. Layers keyed by node index as text. The module
+    mode is the caller's (see the module docstring for what one pass cannot serve)."""
+    started = time.perf_counter()
+    record = RunRecord()
+    names = [str(index) for index in range(len(graph.nodes))]
+    if not memory:
+        with torch.no_grad(), observed(graph, record):
+            run_freeing(graph, x)
+        return OnePass(record, None, None)
+    excluded = _state_ids(graph)
+    current = [""]
+    tracker = _LiveTracker(excluded, current)
+    x = x if x.requires_grad else x.detach().requires_grad_(True)
+    tracker.register(x)
+    #: storage -> (a weak reference to it, what was saved): the storage is not kept alive, so
+    #: its address may be reused once it dies; a dead entry is a different storage
+    seen: dict[int, tuple[StorageWeakRef, SavedTensor]] = {}
+
+    def pack(tensor: torch.Tensor) -> _Saved:
+        key = _storage_id(tensor)
+        if key not in excluded:
+            old = seen.get(key)
+            if old is None or old[0].expired():
+                seen[key] = (
+                    StorageWeakRef(tensor.untyped_storage()),
+                    SavedTensor(
+                        current[0],
+                        tuple(tensor.shape),
+                        str(tensor.dtype).removeprefix("torch."),
+                        _nbytes(tensor),
+                    ),
+                )
+        return _TOKEN
+
+    try:
+        with (
+            torch.enable_grad(),
+            tracker,
+            observed(graph, record),
+            torch.autograd.graph.saved_tensors_hooks(pack, _unpack),
+        ):
+            counted = graph.before
+
+            def before(index: int) -> None:
+                current[0] = names[index]
+                tracker.enter(names[index])
+                if counted is not None:
+                    counted(index)
+
+            graph.before = before
+            out = run_freeing(graph, x)
+            del out
+        tracker.finish()
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise MeasurementError(f"torch rejected the forward: {error}") from error
+    seconds = time.perf_counter() - started
+    tensors = tuple(saved for _, saved in seen.values())
+    per_layer = dict.fromkeys(names, 0)
+    for tensor in tensors:
+        per_layer[tensor.layer] = per_layer.get(tensor.layer, 0) + tensor.bytes
+    saved = SavedMeasurement(
+        per_layer,
+        sum(t.bytes for t in tensors),
+        tensors,
+        seconds,
+        "torch.autograd.graph.saved_tensors_hooks on the real forward; each storage once; "
+        "parameters and buffers not counted; in the same real CPU pass as the counts (the "
+        "hook records each saved storage and keeps a token in its place)",
+    )
+    peak = PeakMeasurement(
+        tracker.peak,
+        tracker.peak_layer,
+        tracker.peak_op,
+        {name: tracker.layer_peak.get(name, 0) for name in names},
+        seconds,
+        "storages returned by aten ops (TorchDispatchMode) until freed (StorageWeakRef), in "
+        "the same real CPU pass as the counts, autograd on with every saved tensor replaced "
+        "by a token (nothing is kept for backward: each storage dies when it would under "
+        "torch.no_grad()); " + NOT_COUNTED,
+    )
+    return OnePass(record, saved, peak)
+
+
+def one_pass_serves(specs: Sequence[Any], inplace: Collection[int] = ()) -> tuple[bool, bool]:
+    """Whether one pass (eval mode, autograd on) gives (saved for backward, the inference
+    peak) of these layers as the separate passes would: saved, unless a layer's forward depends
+    on the training mode; the peak, unless an in-place activation saves a copy of its input."""
+    saved = not any(kind_of(spec).mode_dependent(spec) for spec in specs)
+    peak = not any(
+        index in inplace and isinstance(spec, ActSpec) and spec.kind in INPLACE_SAVES_COPY
+        for index, spec in enumerate(specs)
+    )
+    return saved, peak
+
+
+def measure_network_once(
+    nodes: Sequence[Node],
+    input_spec: InputSpec,
+    *,
+    inplace: Collection[int] = (),
+    training: bool = False,
+) -> OnePass:
+    """:func:`run_once` on the real CPU layers of ``nodes`` in the spec's dtype (measure.memory
+    .build_network: ``training`` mode, ``inplace`` activations), the input requiring grad."""
+    graph = build_network(nodes, "cpu", input_spec.dtype, training=training, inplace=inplace)
+    return run_once(graph, make_input(input_spec, "cpu"))
