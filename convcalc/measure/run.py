@@ -143,6 +143,7 @@ def measure_graph(
     if device not in ("cpu", "meta"):
         raise ValueError(f"device must be 'cpu' or 'meta', not {device!r}")
     time_device = check_device(extras.time_device) if extras.time else "cpu"
+    specs = [node.spec for node in nodes]
     try:
         graph = _graph(nodes, device, reuse=not extras.train)
         layers = list(graph.nodes)
