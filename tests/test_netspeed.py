@@ -119,3 +119,21 @@ def test_model_fields_equal_the_dense_stand_ins(monkeypatch: pytest.MonkeyPatch)
     quick = model_fields(Split(), shape, every_layer=False)
     assert quick.receptive_field == fast.receptive_field
     assert quick.receptive_field_of == fast.receptive_field_of
+
+
+class ReadsTheWeight(nn.Module):
+    """A forward that reads a conv's weight itself: the stand-in still runs it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return torch.nn.functional.conv2d(y, self.conv.weight[:, :3].transpose(0, 1), padding=1)
+
+
+def test_a_forward_reading_a_conv_weight_still_runs() -> None:
+    # conv k3: 3; the functional conv k3 p1 with the stand-in's weight: 3 + 2 = 5
+    fields = model_fields(ReadsTheWeight(), (1, 2, 16, 16))
+    assert fields.receptive_field == (5, 5)

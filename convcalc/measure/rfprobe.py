@@ -611,12 +611,11 @@ class _ConstantConv(nn.Module):
     number, ``1/fan-in`` times the sum over the group's input channels and the window's taps.
     So the group's input channels are summed first, one channel per group is convolved (torch's
     own conv functional, the layer's stride, padding, padding mode, dilation, output padding)
-    and broadcast to the group's output channels (a stride-0 view for an ungrouped conv). The same function as the dense layer with
-    those weights (values, and so gradients, equal up to the order of summation), at the cost of
-    ``groups`` channels instead of ``in x out``: the receptive-field probe of a whole ResNet-50
-    at 224² is a few hundred megaFLOPs instead of tens of gigaFLOPs."""
+    and broadcast to the group's output channels (a stride-0 view for an ungrouped conv). The
+    same function as the dense layer with those weights (values, and so gradients, equal up to
+    the order of summation), at the cost of ``groups`` channels instead of ``in x out``."""
 
-    def __init__(self, conv: nn.Module, dims: int) -> None:
+    def __init__(self, conv: Any, dims: int) -> None:
         super().__init__()
         self.dims = dims
         self.transposed = bool(conv.transposed)
@@ -625,7 +624,7 @@ class _ConstantConv(nn.Module):
         self.out_channels = int(conv.out_channels)
         self.kernel_size = tuple(conv.kernel_size)
         self.stride = tuple(conv.stride)
-        self.padding = conv.padding
+        self.padding: Any = conv.padding  # ints, or "same"/"valid"
         self.dilation = tuple(conv.dilation)
         self.output_padding = tuple(conv.output_padding)
         self.padding_mode = str(conv.padding_mode)
@@ -634,7 +633,31 @@ class _ConstantConv(nn.Module):
         self.value = 1.0 / max(self.in_channels // self.groups * math.prod(self.kernel_size), 1)
         # the original, unregistered (no parameters copied into the stand-in): its own
         # _output_padding when a transposed layer is called with output_size
-        self._original = (conv,)
+        self._original: tuple[Any] = (conv,)
+        # from the layer's settings: the copy's own weight is a placeholder (_not_copied)
+        first, second = (
+            (self.in_channels, self.out_channels)
+            if self.transposed
+            else (self.out_channels, self.in_channels)
+        )
+        self._weight_shape = (first, second // self.groups, *self.kernel_size)
+        self._bias = conv.bias is not None
+        # empty, follows .double(): the dtype of ``weight`` if a forward reads it
+        self.register_buffer("_dtype", torch.empty(0, dtype=conv.weight.dtype))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense stand-in's weight (every value 1/fan-in), for a forward that reads the
+        layer's weight itself (``F.conv2d(x, self.conv.weight)``)."""
+        buffer = self._buffers["_dtype"]
+        assert buffer is not None
+        return torch.full(self._weight_shape, self.value, dtype=buffer.dtype)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        buffer = self._buffers["_dtype"]
+        assert buffer is not None
+        return torch.zeros(self.out_channels, dtype=buffer.dtype) if self._bias else None
 
     def forward(self, x: torch.Tensor, output_size: Any = None) -> torch.Tensor:
         dims, groups = self.dims, self.groups
@@ -676,7 +699,7 @@ class _ConstantConv(nn.Module):
             )
         else:
             conv_fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims]
-            padding = self.padding
+            padding: Any = self.padding
             if self.padding_mode != "zeros":
                 summed = F.pad(summed, self.reversed_padding, mode=self.padding_mode)
                 padding = (0,) * dims
@@ -711,13 +734,37 @@ _HOOKED: tuple[type[nn.Module], ...] = (
 )
 
 
+def _replaced(module: nn.Module) -> bool:
+    return (
+        isinstance(module, (*_ACTIVATIONS, *_NORMS))
+        or type(module) in _MAX_POOLS
+        or _constant_conv(module)
+    )
+
+
+def _not_copied(model: nn.Module) -> dict[int, Any]:
+    """A deepcopy memo that leaves out the tensors of modules the stand-in replaces (convs
+    computed without channels, norms): each is given an empty placeholder instead of a copy of
+    its values (a ResNet-50: 100 MB not copied). A tensor also held by a module the stand-in
+    keeps (a tied weight) is copied as usual."""
+    kept: set[int] = set()
+    dropped: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        if _replaced(module):
+            dropped.update((id(t), t) for t in own)
+        else:
+            kept.update(id(t) for t in own)
+    return {key: torch.empty(0, dtype=t.dtype) for key, t in dropped.items() if key not in kept}
+
+
 def stand_in(model: nn.Module) -> tuple[nn.Module, list[str]]:
     """A copy of ``model`` whose receptive fields are its geometry's: every conv and linear
     weight the positive constant 1/fan-in, biases 0; activations, dropout and norms the
     identity; max pools averaging the same windows. Functional calls in ``forward`` stay: with
     a positive input every value is positive, where ReLU and its kin pass gradients on. Returns
     the copy and what was replaced, by kind, for the notes."""
-    probe = copy.deepcopy(model).eval()
+    probe = copy.deepcopy(model, _not_copied(model)).eval()
     replaced: dict[str, int] = {}
 
     def swap(parent: nn.Module, name: str, new: nn.Module, kind: str) -> None:
@@ -992,9 +1039,7 @@ def model_fields(
                 continue
             if attempt and key in recorder.after_adaptive:
                 continue
-            layer, touched = _layer_field(
-                key, recorder.captured[key], x, size, period, every_layer
-            )
+            layer, touched = _layer_field(key, recorder.captured[key], x, size, period, every_layer)
             results[key] = layer
             if touched and key not in recorder.after_adaptive:
                 touching |= touched
