@@ -940,8 +940,12 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
             "flops": "torch.utils.flop_counter's formulas on the same dispatched operators",
             "receptive_field": (
                 "each layer's: a one-channel probe of its geometry; the model's: autograd on "
-                "the real model, extent of the input gradient of one element of its first "
-                "output"
+                "a stand-in of the model (the same graph; every conv and linear weight "
+                "1/fan-in, biases 0, torch's own conv classes computed without their channels, "
+                "the same function; activations, dropout and norms the identity; max pools "
+                "averaging the same windows), extent of the input gradient of the central "
+                "element of its first spatial output, else of its last spatial layer "
+                "(receptive_field_of)"
             ),
             "measured_on": (
                 "cpu: the model runs for real"

@@ -35,7 +35,8 @@ class ModelRun:
     own_params: dict[str, int]
     #: every module's parameters with its children's
     subtree_params: dict[str, int]
-    #: autograd on the real model, of the first output tensor (None: not measured, see notes)
+    #: autograd on the model's geometry stand-in (rfprobe.model_fields), of the first spatial
+    #: output, else the last spatial layer (None: not measured, see notes)
     receptive_field: Ints | None
     receptive_field_of: str
     #: wall-clock seconds of each step: load, count, receptive_field

@@ -594,7 +594,168 @@ class _WindowAverage(nn.Module):
         return (y, torch.zeros_like(y, dtype=torch.long)) if self.return_indices else y
 
 
-_HOOKED: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd, _WindowAverage, *_POOLS)
+_PLAIN_CONVS: dict[type[nn.Module], int] = {
+    nn.Conv1d: 1,
+    nn.Conv2d: 2,
+    nn.Conv3d: 3,
+    nn.ConvTranspose1d: 1,
+    nn.ConvTranspose2d: 2,
+    nn.ConvTranspose3d: 3,
+}
+
+
+class _ConstantConv(nn.Module):
+    """A convolution whose every weight is the same constant ``1/fan-in`` and whose bias is 0
+    (torch's own ``nn.ConvNd`` / ``nn.ConvTransposeNd`` of exactly that class, float32 or
+    float64), computed without its channels: every output channel of a group is then the same
+    number, ``1/fan-in`` times the sum over the group's input channels and the window's taps.
+    So the group's input channels are summed first, one channel per group is convolved (torch's
+    own conv functional, the layer's stride, padding, padding mode, dilation, output padding)
+    and broadcast to the group's output channels (a stride-0 view for an ungrouped conv). The
+    same function as the dense layer with those weights (values, and so gradients, equal up to
+    the order of summation), at the cost of ``groups`` channels instead of ``in x out``."""
+
+    def __init__(self, conv: Any, dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+        self.transposed = bool(conv.transposed)
+        self.groups = int(conv.groups)
+        self.in_channels = int(conv.in_channels)
+        self.out_channels = int(conv.out_channels)
+        self.kernel_size = tuple(conv.kernel_size)
+        self.stride = tuple(conv.stride)
+        self.padding: Any = conv.padding  # ints, or "same"/"valid"
+        self.dilation = tuple(conv.dilation)
+        self.output_padding = tuple(conv.output_padding)
+        self.padding_mode = str(conv.padding_mode)
+        self.reversed_padding = list(conv._reversed_padding_repeated_twice)
+        # fan-in: an output sums its group's in_channels/groups channels (plain and transposed)
+        self.value = 1.0 / max(self.in_channels // self.groups * math.prod(self.kernel_size), 1)
+        # the original, unregistered (no parameters copied into the stand-in): its own
+        # _output_padding when a transposed layer is called with output_size
+        self._original: tuple[Any] = (conv,)
+        # from the layer's settings: the copy's own weight is a placeholder (_not_copied)
+        first, second = (
+            (self.in_channels, self.out_channels)
+            if self.transposed
+            else (self.out_channels, self.in_channels)
+        )
+        self._weight_shape = (first, second // self.groups, *self.kernel_size)
+        self._bias = conv.bias is not None
+        # empty, follows .double(): the dtype of ``weight`` if a forward reads it
+        self.register_buffer("_dtype", torch.empty(0, dtype=conv.weight.dtype))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense stand-in's weight (every value 1/fan-in), for a forward that reads the
+        layer's weight itself (``F.conv2d(x, self.conv.weight)``)."""
+        buffer = self._buffers["_dtype"]
+        assert buffer is not None
+        return torch.full(self._weight_shape, self.value, dtype=buffer.dtype)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        buffer = self._buffers["_dtype"]
+        assert buffer is not None
+        return torch.zeros(self.out_channels, dtype=buffer.dtype) if self._bias else None
+
+    def forward(self, x: torch.Tensor, output_size: Any = None) -> torch.Tensor:
+        dims, groups = self.dims, self.groups
+        batched = x if x.dim() == dims + 2 else x.unsqueeze(0)
+        n, spatial = batched.shape[0], batched.shape[2:]
+        summed = (
+            batched.sum(1, keepdim=True)
+            if groups == 1
+            else batched.reshape(n, groups, -1, *spatial).sum(2)
+        )
+        weight = torch.full(
+            (groups, 1, *self.kernel_size), self.value, dtype=x.dtype, device=x.device
+        )
+        if self.transposed:
+            output_padding = self.output_padding
+            if output_size is not None:
+                conv = self._original[0]
+                output_padding = tuple(
+                    conv._output_padding(
+                        batched,
+                        output_size,
+                        list(self.stride),
+                        list(self.padding),
+                        list(self.kernel_size),
+                        dims,
+                        list(self.dilation),
+                    )
+                )
+            transpose = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+            y = transpose[dims](
+                summed,
+                weight,
+                None,
+                self.stride,
+                self.padding,
+                output_padding,
+                groups,
+                self.dilation,
+            )
+        else:
+            conv_fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims]
+            padding: Any = self.padding
+            if self.padding_mode != "zeros":
+                summed = F.pad(summed, self.reversed_padding, mode=self.padding_mode)
+                padding = (0,) * dims
+            y = conv_fn(summed, weight, None, self.stride, padding, self.dilation, groups)
+        if groups == 1:  # a view: every output channel the same memory (stride 0)
+            out = y.expand(n, self.out_channels, *y.shape[2:])
+        elif groups == self.out_channels:  # depthwise: one output channel per group
+            out = y
+        else:
+            out = y.repeat_interleave(self.out_channels // groups, dim=1)
+        return out if x.dim() == dims + 2 else out.squeeze(0)
+
+
+def _constant_conv(module: nn.Module) -> bool:
+    """A conv the stand-in computes without its channels (:class:`_ConstantConv`): torch's own
+    class exactly (a subclass may change its forward, e.g. standardise its weight) with float32
+    or float64 weights (half-precision layers keep their dtype and their note)."""
+    weight = getattr(module, "weight", None)
+    return (
+        type(module) in _PLAIN_CONVS
+        and isinstance(weight, torch.Tensor)
+        and not isinstance(weight, nn.parameter.UninitializedParameter)
+        and weight.dtype in (torch.float32, torch.float64)
+    )
+
+
+_HOOKED: tuple[type[nn.Module], ...] = (
+    nn.modules.conv._ConvNd,
+    _ConstantConv,
+    _WindowAverage,
+    *_POOLS,
+)
+
+
+def _replaced(module: nn.Module) -> bool:
+    return (
+        isinstance(module, (*_ACTIVATIONS, *_NORMS))
+        or type(module) in _MAX_POOLS
+        or _constant_conv(module)
+    )
+
+
+def _not_copied(model: nn.Module) -> dict[int, Any]:
+    """A deepcopy memo that leaves out the tensors of modules the stand-in replaces (convs
+    computed without channels, norms): each is given an empty placeholder instead of a copy of
+    its values (a ResNet-50: 100 MB not copied). A tensor also held by a module the stand-in
+    keeps (a tied weight) is copied as usual."""
+    kept: set[int] = set()
+    dropped: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        if _replaced(module):
+            dropped.update((id(t), t) for t in own)
+        else:
+            kept.update(id(t) for t in own)
+    return {key: torch.empty(0, dtype=t.dtype) for key, t in dropped.items() if key not in kept}
 
 
 def stand_in(model: nn.Module) -> tuple[nn.Module, list[str]]:
@@ -603,7 +764,7 @@ def stand_in(model: nn.Module) -> tuple[nn.Module, list[str]]:
     identity; max pools averaging the same windows. Functional calls in ``forward`` stay: with
     a positive input every value is positive, where ReLU and its kin pass gradients on. Returns
     the copy and what was replaced, by kind, for the notes."""
-    probe = copy.deepcopy(model).eval()
+    probe = copy.deepcopy(model, _not_copied(model)).eval()
     replaced: dict[str, int] = {}
 
     def swap(parent: nn.Module, name: str, new: nn.Module, kind: str) -> None:
@@ -618,6 +779,8 @@ def stand_in(model: nn.Module) -> tuple[nn.Module, list[str]]:
                 swap(parent, name, nn.Identity(), "norms")
             elif type(child) in _MAX_POOLS:
                 swap(parent, name, _WindowAverage(child, _MAX_POOLS[type(child)]), "max pools")
+            elif _constant_conv(child):
+                setattr(parent, name, _ConstantConv(child, _PLAIN_CONVS[type(child)]))
     with torch.no_grad():
         for module in probe.modules():
             weight = getattr(module, "weight", None)
@@ -793,7 +956,7 @@ def _probe_dtype(probe: nn.Module, notes: list[str]) -> tuple[nn.Module, torch.d
     depth = sum(
         math.log10(math.prod(m.kernel_size))
         for m in probe.modules()
-        if isinstance(m, nn.modules.conv._ConvNd)
+        if isinstance(m, nn.modules.conv._ConvNd | _ConstantConv)
     )
     if depth > 30 and not odd:
         return probe.double(), torch.float64
@@ -822,6 +985,10 @@ def model_fields(
     windows change with the input size). The forward pass stops after the last layer still open,
     so heads that need the real size do not stop the growth. What cannot be measured is said in
     a note, never raised.
+
+    ``every_layer=False``: only the layer the model's field is reported of, and its field only
+    (the central output and, with transposed layers, its period's positions; no neighbours, so
+    no effective stride or padding): one plain backward per position and size tried.
     """
     if len(input_shape) < 3:
         return ModelFields((), (), None, "", "", (), ("no spatial dimensions",))
@@ -832,7 +999,9 @@ def model_fields(
         (name, m) for name, m in probe.named_modules() if isinstance(m, _HOOKED)
     ]
     recorder = _Recorder(hooked)
-    transposed = any(isinstance(m, nn.modules.conv._ConvNd) and m.transposed for _, m in hooked)
+    transposed = any(
+        isinstance(m, nn.modules.conv._ConvNd | _ConstantConv) and m.transposed for _, m in hooked
+    )
     period = period_limit if transposed else 1
     size = tuple(int(n) for n in input_shape[2:])
     dims = len(size)
@@ -863,14 +1032,14 @@ def model_fields(
                     and key not in recorder.after_adaptive
                 ]
                 open_keys = set(spatial_keys[-1:])
-            outputs = _output_fields(final, x, dims, period)
+            outputs = _output_fields(final, x, dims, period, every_layer)
         touching: set[int] = set()
         for key in sorted(open_keys, key=recorder.order.index):
             if key not in recorder.captured:
                 continue
             if attempt and key in recorder.after_adaptive:
                 continue
-            layer, touched = _layer_field(key, recorder.captured[key], x, size, period)
+            layer, touched = _layer_field(key, recorder.captured[key], x, size, period, every_layer)
             results[key] = layer
             if touched and key not in recorder.after_adaptive:
                 touching |= touched
@@ -924,7 +1093,12 @@ def _with_note(layer: LayerField, note: str) -> LayerField:
 
 
 def _layer_field(
-    key: tuple[str, int], y: torch.Tensor, x: torch.Tensor, size: Ints, period: int
+    key: tuple[str, int],
+    y: torch.Tensor,
+    x: torch.Tensor,
+    size: Ints,
+    period: int,
+    neighbours_too: bool = True,
 ) -> tuple[LayerField, set[int]]:
     """Measure one captured layer output; also the axes along which the field of the central
     output (or of one of its period's positions) touches the input's border.
@@ -933,7 +1107,9 @@ def _layer_field(
     effective stride and padding, from whichever neighbour's field is clear of the border); for
     models with transposed layers, ``period`` positions along each axis (fields differ within a
     period: the largest is kept). All gradients in one batched backward
-    (``is_grads_batched``), or one by one where torch cannot batch a layer's backward."""
+    (``is_grads_batched``), or one by one where torch cannot batch a layer's backward.
+    ``neighbours_too=False``: the field only (the centre and its period's positions; no
+    effective stride and padding), in as many backward passes as positions, without vmap."""
     name, call = key
     shape = tuple(int(n) for n in y.shape)
     dims = len(size)
@@ -951,13 +1127,13 @@ def _layer_field(
             pos = list(center)
             pos[axis] += step
             if 0 <= pos[axis] < spatial[axis]:
-                if step in (-1, 1):
+                if step in (-1, 1) and neighbours_too:
                     neighbours[(axis, step)] = tuple(pos)
                 if step >= 1 and step < period:
                     field_positions.add(tuple(pos))
     positions = sorted(field_positions | set(neighbours.values()))
     lead = (0,) * (y.dim() - dims)
-    supports = _batched_supports(y, x, [lead + p for p in positions])
+    supports = _batched_supports(y, x, [lead + p for p in positions], batched=neighbours_too)
     if supports is None:
         return _with_note(base, "the output does not depend on the input"), set()
     found = dict(zip(positions, supports))
@@ -972,7 +1148,7 @@ def _layer_field(
         if s[axis][0] == 0 or s[axis][1] == size[axis] - 1
     }
     here = found[center]
-    if here is None or touched:
+    if here is None or touched or not neighbours_too:
         return replace_field(base, fields, None, None), touched
     strides: list[Fraction] = []
     paddings: list[Fraction] = []
@@ -997,10 +1173,13 @@ def _layer_field(
 
 
 def _batched_supports(
-    y: torch.Tensor, x: torch.Tensor, indices: Sequence[tuple[int, ...]]
+    y: torch.Tensor, x: torch.Tensor, indices: Sequence[tuple[int, ...]], batched: bool = True
 ) -> list[list[tuple[int, int]] | None] | None:
     """Per output element at each index: the first and last input position with a nonzero
-    gradient, per spatial axis (None: a zero gradient); None if no gradient reaches ``x``."""
+    gradient, per spatial axis (None: a zero gradient); None if no gradient reaches ``x``.
+    ``batched=False`` (or one index): one backward per index, without vmap."""
+    if not batched or len(indices) == 1:
+        return _one_by_one(y, x, indices)
     ones = torch.zeros((len(indices), *y.shape), dtype=y.dtype)
     for i, index in enumerate(indices):
         ones[(i,) + tuple(index)] = 1
@@ -1011,16 +1190,24 @@ def _batched_supports(
                 y, x, ones, retain_graph=True, allow_unused=True, is_grads_batched=True
             )
     except RuntimeError:  # an op without a batching rule: one backward per position
-        grads_list = []
-        for index in indices:
-            (grad,) = torch.autograd.grad(y[index], x, retain_graph=True, allow_unused=True)
-            if grad is None:
-                return None
-            grads_list.append(grad)
-        grads = torch.stack(grads_list)
+        return _one_by_one(y, x, indices)
     if grads is None:
         return None
     return [_support(g) for g in grads]
+
+
+def _one_by_one(
+    y: torch.Tensor, x: torch.Tensor, indices: Sequence[tuple[int, ...]]
+) -> list[list[tuple[int, int]] | None] | None:
+    supports = []
+    for index in indices:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (grad,) = torch.autograd.grad(y[index], x, retain_graph=True, allow_unused=True)
+        if grad is None:
+            return None
+        supports.append(_support(grad))
+    return supports
 
 
 def replace_field(
@@ -1036,7 +1223,9 @@ def replace_field(
     )
 
 
-def _output_fields(final: Any, x: torch.Tensor, dims: int, period: int) -> list[OutputField]:
+def _output_fields(
+    final: Any, x: torch.Tensor, dims: int, period: int, neighbours_too: bool = True
+) -> list[OutputField]:
     out: list[OutputField] = []
     for name, value in _flatten_outputs(final):
         if not isinstance(value, torch.Tensor):
@@ -1055,7 +1244,7 @@ def _output_fields(final: Any, x: torch.Tensor, dims: int, period: int) -> list[
             out.append(OutputField(name, shape, None, "no gradient reaches it"))
             continue
         size = tuple(int(n) for n in x.shape[2:])
-        layer, touched = _layer_field((name, 0), value, x, size, period)
+        layer, touched = _layer_field((name, 0), value, x, size, period, neighbours_too)
         note = layer.note
         if touched:
             note = "reaches the input's border: at least this"
