@@ -1000,6 +1000,26 @@ class _MemoryMeasured:
 MEMORY_REAL_MAX_SECONDS = 0.05
 
 
+#: up to this estimated forward time, a network with a layer whose forward depends on the
+#: training mode (batch norm, dropout) has its memory passes run for real on the CPU: on the
+#: meta device, batch norm in training mode runs torch's Python decompositions, whose first use
+#: imports torch._dynamo (ResNet-50's saved-for-backward: 2.05 s on meta, 0.3 s on the CPU)
+MEMORY_REAL_MODE_DEPENDENT_MAX_SECONDS = 1.0
+
+
+def _memory_device(nodes: Sequence[Node], plan: RunPlan) -> str:
+    """Where the memory passes run: where the counted run did, except that beyond a quick
+    network the meta device is cheaper (nothing is computed there), unless batch norm's
+    decompositions make it dearer (MEMORY_REAL_MODE_DEPENDENT_MAX_SECONDS)."""
+    if plan.device != "cpu" or plan.estimated_seconds <= MEMORY_REAL_MAX_SECONDS:
+        return plan.device
+    if plan.estimated_seconds <= MEMORY_REAL_MODE_DEPENDENT_MAX_SECONDS and any(
+        kinds.kind_of(node.spec).mode_dependent(node.spec) for node in nodes
+    ):
+        return "cpu"
+    return "meta"
+
+
 def _measure_memory(
     nodes: Sequence[Node],
     input_spec: InputSpec,
@@ -1020,7 +1040,7 @@ def _measure_memory(
 
     # the bytes autograd saves and the live bytes of a forward are the same on the meta device
     # (nothing is computed there): beyond a quick network, two more real passes are not worth it
-    device = "meta" if plan.estimated_seconds > MEMORY_REAL_MAX_SECONDS else plan.device
+    device = _memory_device(nodes, plan)
     saved_once, peak_once = _once(once)
     try:
         result.saved = saved_once or measure_memory.measure_network_saved(nodes, input_spec, device)

@@ -385,3 +385,42 @@ def test_one_layer_report_imports_no_sympy() -> None:
         [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_memory_passes_of_a_batch_norm_network_run_for_real_up_to_a_second() -> None:
+    # beyond a quick network the memory passes move to the meta device, except where batch
+    # norm would run torch's Python decompositions there (and import torch._dynamo): up to
+    # MEMORY_REAL_MODE_DEPENDENT_MAX_SECONDS of estimated forward, the CPU is cheaper
+    from convcalc.engine import MEMORY_REAL_MODE_DEPENDENT_MAX_SECONDS, RunPlan, _memory_device
+
+    plain = chain([conv(C, 8), relu(8)])
+    normed = chain([conv(C, 8), NormSpec(8, 2), relu(8)])
+    quick, slower = RunPlan("cpu", 0, 0.01, ""), RunPlan("cpu", 0, 0.5, "")
+    slowest = RunPlan("cpu", 0, MEMORY_REAL_MODE_DEPENDENT_MAX_SECONDS + 0.1, "")
+    assert [_memory_device(plain, plan) for plan in (quick, slower, slowest)] == [
+        "cpu",
+        "meta",
+        "meta",
+    ]
+    assert [_memory_device(normed, plan) for plan in (quick, slower, slowest)] == [
+        "cpu",
+        "cpu",
+        "meta",
+    ]
+    assert _memory_device(normed, RunPlan("meta", 0, 0.01, "")) == "meta"
+
+
+def test_blank_layers_save_and_hold_what_initialised_ones_do() -> None:
+    # the memory passes build their layers with zeros for values (no random initialisation):
+    # the bytes are those of the randomly initialised layers, pass for pass
+    nodes = chain([conv(C, 8), NormSpec(8, 2), relu(8), conv(8, 4, 1)])
+    spec = InputSpec(2, C, (9, 9))
+    blank = me.measure_network_saved(nodes, spec, "cpu")
+    graph = GraphModule([build_layer(n.spec).train() for n in nodes], [n.inputs for n in nodes])
+    x = me.make_input(spec, "cpu").requires_grad_(True)
+    names = [(str(i), m) for i, m in enumerate(graph.nodes)]
+    initialised = me.measure_saved(graph, x, names, me._graph_forward)
+    assert blank.total == initialised.total > 0
+    assert blank.layers == initialised.layers
+    built = me.build_network(nodes, "cpu")
+    assert all(not p.any() for p in built.parameters())
