@@ -1020,6 +1020,12 @@ def _memory_device(nodes: Sequence[Node], plan: RunPlan) -> str:
     return "meta"
 
 
+def _built(once: Any, device: str) -> Any:
+    """The modules the counted run built, where the memory pass runs on their device."""
+    modules = getattr(once, "modules", None)
+    return modules if device == "cpu" else None
+
+
 def _measure_memory(
     nodes: Sequence[Node],
     input_spec: InputSpec,
@@ -1043,7 +1049,9 @@ def _measure_memory(
     device = _memory_device(nodes, plan)
     saved_once, peak_once = _once(once)
     try:
-        result.saved = saved_once or measure_memory.measure_network_saved(nodes, input_spec, device)
+        result.saved = saved_once or measure_memory.measure_network_saved(
+            nodes, input_spec, device, built=_built(once, device)
+        )
         result.sources["memory_saved_for_backward"] = (
             result.saved.source
             + (

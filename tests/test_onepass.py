@@ -410,17 +410,20 @@ def test_memory_passes_of_a_batch_norm_network_run_for_real_up_to_a_second() -> 
     assert _memory_device(normed, RunPlan("meta", 0, 0.01, "")) == "meta"
 
 
-def test_blank_layers_save_and_hold_what_initialised_ones_do() -> None:
-    # the memory passes build their layers with zeros for values (no random initialisation):
-    # the bytes are those of the randomly initialised layers, pass for pass
+def test_the_saved_pass_reuses_the_counted_modules_and_saves_the_same() -> None:
+    # a batch-norm network's saved-for-backward is a second, training-mode pass: it reuses the
+    # modules the counted run built (no second build) and saves what freshly built ones do
     nodes = chain([conv(C, 8), NormSpec(8, 2), relu(8), conv(8, 4, 1)])
     spec = InputSpec(2, C, (9, 9))
-    blank = me.measure_network_saved(nodes, spec, "cpu")
-    graph = GraphModule([build_layer(n.spec).train() for n in nodes], [n.inputs for n in nodes])
-    x = me.make_input(spec, "cpu").requires_grad_(True)
-    names = [(str(i), m) for i, m in enumerate(graph.nodes)]
-    initialised = me.measure_saved(graph, x, names, me._graph_forward)
-    assert blank.total == initialised.total > 0
-    assert blank.layers == initialised.layers
-    built = me.build_network(nodes, "cpu")
-    assert all(not p.any() for p in built.parameters())
+    measured = measure_graph(nodes, spec, "cpu", Extras(memory=True))
+    assert measured.modules is not None and measured.saved is None  # batch norm: apart
+    reused = me.measure_network_saved(nodes, spec, "cpu", built=measured.modules)
+    fresh = me.measure_network_saved(nodes, spec, "cpu")
+    assert reused.total == fresh.total > 0
+    assert reused.layers == fresh.layers
+    assert all(module.training for module in measured.modules.nodes)
+    # float16 runs its own modules: the counted ones are float32
+    half = me.measure_network_saved(
+        nodes, InputSpec(2, C, (9, 9), "float16"), "cpu", built=measured.modules
+    )
+    assert half.total == fresh.total // 2

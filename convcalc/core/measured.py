@@ -46,6 +46,9 @@ class ChainMeasurement:
     #: counts (measure.onepass: SavedMeasurement, PeakMeasurement); None: measured apart
     saved: Any = None
     peak: Any = None
+    #: the real modules the counted run built and ran (a measure.build.GraphModule; None on
+    #: the meta device), for the memory passes to reuse instead of building them again
+    modules: Any = None
 
 
 def nothing_measured(count: int) -> ChainMeasurement:

@@ -334,6 +334,7 @@ def measure_graph(
         timing=timing,
         saved=None if once is None else once.saved,
         peak=None if once is None else once.peak,
+        modules=graph if device == "cpu" and not extras.train else None,
     )
 
 
