@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from fractions import Fraction
 from typing import Any
 
 from convcalc import kinds
+from convcalc._dataclass import dataclass
 from convcalc.choices import check_device_name
 from convcalc.core import formulas, memory_model
 from convcalc.core.advice import network_warnings

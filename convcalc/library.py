@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from convcalc._dataclass import dataclass
 from convcalc.choices import API_LABELS, Measure, plain
 from convcalc.core.grammar import parse_inline
 from convcalc.core.spec import DEFAULT_SIZE, InputSpec, Labels, build_input

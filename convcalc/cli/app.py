@@ -16,6 +16,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
+from convcalc import _dataclass
 from convcalc._version import __version__
 from convcalc.cli.exits import ExitStatus, Interrupted, OutputClosed, exit_status, message_of
 
@@ -206,6 +207,7 @@ def main() -> None:
             leaving.code if isinstance(leaving.code, int) else (0 if leaving.code is None else 1)
         )
         _flush_quietly()
+        _dataclass.save()  # the classes' generated code, for the next run (convcalc/_dataclass.py)
         if "torch" not in sys.modules:
             raise
         os._exit(status)

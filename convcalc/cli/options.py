@@ -7,13 +7,13 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand
 
+from convcalc._dataclass import dataclass
 from convcalc.choices import Dtype, Format, Measure, MeasureOn, PaddingMode
 
 LAYER = "Layer"

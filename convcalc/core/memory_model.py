@@ -52,9 +52,9 @@ import functools
 import math
 import re
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.formulas import MUL, Derived, group, human_bytes
 from convcalc.core.saved import INDEX_BYTES, LayerIO, LayerSaved, SavedPart, part
 from convcalc.core.spec import InputSpec, Ints, Node

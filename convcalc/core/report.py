@@ -5,9 +5,10 @@ No torch, no Rich: rendering lives in :mod:`convcalc.render`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Generic, TypeVar
 
+from convcalc._dataclass import dataclass
 from convcalc._version import __version__
 from convcalc.core.cumulative import Cumulative, fraction_text
 from convcalc.core.memory import Memory
