@@ -95,3 +95,53 @@ def test_the_cli_writes_the_cache_and_the_library_does_not(tmp_path: Path) -> No
     )
     assert json.loads(done.stdout)["total"]["params"] == 147712  # 64*256*9 + 256
     assert (tmp_path / "convcalc").exists()
+
+
+#: what `convcalc conv ... --formula-only` must not load: torch and its kin (never, by formula),
+#: the sources (yaml), and convcalc's modules of other paths, made lazy for start-up: the query
+#: (--get/--expect), the roofline (--roofline/--time), the inline grammar (stacks), csv
+#: (--format csv). (difflib is not listed: Typer's click loads it for every command.)
+NOT_LOADED = (
+    "torch",
+    "fvcore",
+    "sympy",
+    "yaml",
+    "csv",
+    "convcalc.measure",
+    "convcalc.sources",
+    "convcalc.core.query",
+    "convcalc.core.roofline",
+    "convcalc.core.grammar",
+    "convcalc.core.solve",
+    "convcalc.core.picture",
+)
+
+LOADED = (
+    "import json, sys\n"
+    "from convcalc.cli.app import main\n"
+    "sys.argv = ['convcalc', *sys.argv[1:]]\n"
+    "try:\n"
+    "    main()\n"
+    "finally:\n"
+    "    sys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)))\n"
+)
+
+
+@pytest.mark.parametrize("output", [["--json"], []], ids=["json", "table"])
+def test_formula_only_loads_only_its_path(tmp_path: Path, output: list[str]) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED, *LAYER, *output],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "147,712" in done.stdout or '"params": 147712' in done.stdout  # 64*256*9 + 256
+    loaded = set(json.loads(done.stderr.rpartition("MODULES ")[2]))
+    assert "convcalc.engine" in loaded  # the test sees the run's modules
+    assert ("rich.console" in loaded) == (not output)  # Rich's console for the table only
+    unwanted = sorted(
+        name for name in loaded for top in NOT_LOADED if name == top or name.startswith(top + ".")
+    )
+    assert unwanted == []
