@@ -145,3 +145,19 @@ def test_formula_only_loads_only_its_path(tmp_path: Path, output: list[str]) -> 
         name for name in loaded for top in NOT_LOADED if name == top or name.startswith(top + ".")
     )
     assert unwanted == []
+
+
+def test_only_the_running_command_works_out_its_options(tmp_path: Path) -> None:
+    """cli/options.with_groups: a command's signature (its options and its groups') is worked
+    out when Typer builds that command, not for every command of the module at import."""
+    code = LOADED.replace(
+        "sorted(sys.modules)",
+        "sorted(n for n, c in vars(sys.modules['convcalc.cli.layers']).items()"
+        " if getattr(c, '_prepared', 0) is not None and hasattr(c, '_prepare'))",
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *LAYER, "--json"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stderr.rpartition("MODULES ")[2]) == ["conv"]
