@@ -4,10 +4,10 @@ its options from them before anything heavy is loaded)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.spec import Labels
 from convcalc.errors import SpecError
 

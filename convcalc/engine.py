@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from fractions import Fraction
 from typing import Any
 
 from convcalc import kinds
+from convcalc._dataclass import dataclass
 from convcalc.choices import check_device_name
 from convcalc.core import formulas, memory_model
 from convcalc.core.advice import network_warnings
@@ -1367,11 +1368,26 @@ def with_model_memory(
 ROOFLINE_TOP = 5
 
 
+def _asks_for_peaks(options: Options) -> bool:
+    """Anything that asks for the roofline's peaks: --roofline, --time, either peak (a lone one
+    is refused by roofline.validate_peaks) or --recalibrate; without any, resolve_peaks is
+    None whatever else is set."""
+    return bool(
+        options.roofline
+        or options.time
+        or options.recalibrate
+        or options.peak_gflops is not None
+        or options.peak_gbps is not None
+    )
+
+
 def resolve_peaks(options: Options, dtype: str) -> Any:
     """The device's peaks for the roofline (a :class:`convcalc.core.roofline.Peaks`), or None
     without --roofline, --time, given peaks or --recalibrate (each asks for it): given
     (nothing measured), resolved already, or from the cache (measured there first when absent,
     or with ``recalibrate``)."""
+    if not _asks_for_peaks(options):  # the roofline module is not even loaded (start-up)
+        return None
     from convcalc.core.roofline import given_peaks, validate_peaks
 
     given = validate_peaks(options.peak_gflops, options.peak_gbps)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from convcalc._dataclass import dataclass
 from convcalc.choices import API_LABELS, Measure, plain
-from convcalc.core.grammar import parse_inline
 from convcalc.core.spec import DEFAULT_SIZE, InputSpec, Labels, build_input
 from convcalc.errors import ConvcalcError, SpecError
 
@@ -584,7 +584,7 @@ def _network(
     stdin: str | None,
     labels: Labels,
 ) -> tuple[Any, str, dict[str, Any], tuple[int, ...] | None]:
-    from convcalc.core.grammar import parse_input
+    from convcalc.core.grammar import parse_inline, parse_input
     from convcalc.sources.stack import build_network, network_input
 
     data, label = stack_source(stack, arch, stdin=stdin, labels=labels)

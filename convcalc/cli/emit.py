@@ -13,30 +13,35 @@ from convcalc.cli.options import OutputOptions
 
 def check_output(output: OutputOptions) -> None:
     """Malformed --get or --expect fail before any work (invalid input, exit 2)."""
-    from convcalc.core.query import parse_expectation
     from convcalc.errors import SpecError
 
     for path in output.get:
         if not path.strip():
             raise SpecError("get", "--get needs a path, like total.params")
-    for text in output.expect:
-        parse_expectation(text)
+    if output.expect:  # core.query is loaded only when asked for (start-up: docs/benchmarks.md)
+        from convcalc.core.query import parse_expectation
+
+        for text in output.expect:
+            parse_expectation(text)
 
 
 def emit(result: Any, output: OutputOptions) -> None:
     """Write ``result`` (any of the library's result types) and decide the exit status. A bad
     --get or --expect path is invalid input: it fails before anything is written."""
-    from convcalc.core.query import check_all, format_value, get_path, parse_expectation
     from convcalc.output.formats import write
 
     if output.conventions:
         result = result.with_conventions()
-    data = result.to_dict() if (output.get or output.expect) else None
-    failures = check_all(data, [parse_expectation(text) for text in output.expect])
-    values = [get_path(data, path) for path in output.get]
-    if output.get:
-        sys.stdout.write("".join(format_value(value) + "\n" for value in values))
-    else:
+    failures: list[str] = []
+    if output.get or output.expect:  # core.query only then (start-up: docs/benchmarks.md)
+        from convcalc.core.query import check_all, format_value, get_path, parse_expectation
+
+        data = result.to_dict()
+        failures = check_all(data, [parse_expectation(text) for text in output.expect])
+        values = [get_path(data, path) for path in output.get]
+        if output.get:
+            sys.stdout.write("".join(format_value(value) + "\n" for value in values))
+    if not output.get:
         write(result, output.fmt.value, no_color=output.no_color, detail=output.detail)
     sys.stdout.flush()
     if output.fmt != Format.json or output.get:  # JSON carries them in its "warnings" list

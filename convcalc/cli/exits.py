@@ -43,7 +43,8 @@ def _is(error: BaseException, name: str) -> bool:
     return any(cls.__name__ == name for cls in type(error).__mro__)
 
 
-_CHOICE = re.compile(r"Invalid value for '([^']+)'(?: / '[^']+')*: (.*?) is not one of (.*)\.$")
+#: compiled at its first use (re caches it), not at import: start-up
+_CHOICE = r"Invalid value for '([^']+)'(?: / '[^']+')*: (.*?) is not one of (.*)\.$"
 
 
 def message_of(error: BaseException) -> str:
@@ -56,7 +57,7 @@ def message_of(error: BaseException) -> str:
         return f"error: {error}"
     if _is(error, "ClickException"):  # click's usage errors (Typer's vendored click)
         text = error.format_message()  # type: ignore[attr-defined]
-        match = _CHOICE.match(text)
+        match = re.match(_CHOICE, text)
         if match:  # "--format 'yaml' must be one of table, json, ...": as convcalc says it
             option, value, choices = match.groups()
             names = ", ".join(c.strip().strip("'") for c in choices.split(","))

@@ -7,13 +7,13 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand
 
+from convcalc._dataclass import dataclass
 from convcalc.choices import Dtype, Format, Measure, MeasureOn, PaddingMode
 
 LAYER = "Layer"
@@ -480,37 +480,68 @@ def with_groups(*names: str, defaults: dict[str, Any] | None = None) -> Callable
     defaults = defaults or {}
 
     def decorate(func: Callable[..., None]) -> Callable[..., None]:
-        signature = inspect.signature(func, eval_str=True)
-        into_names = {GROUPS[name][0] for name in names}
-        own = [p for p in signature.parameters.values() if p.name not in into_names]
-        own_names = {p.name for p in own}
-        added = [
-            inspect.Parameter(
-                option,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=defaults.get(option, default),
-                annotation=annotation,
-            )
-            for name in names
-            for option, annotation, default in GROUPS[name][1]
-            if option not in own_names
-        ]
-
-        @functools.wraps(func)
-        def command(**kwargs: Any) -> None:
-            packed = {}
-            for name in names:
-                into, params, pack = GROUPS[name]
-                values = {
-                    option: kwargs[option] if option in own_names else kwargs.pop(option)
-                    for option, _, _ in params
-                }
-                packed[into] = pack(**values)
-            func(**kwargs, **packed)
-
-        parameters = [*own, *added]
-        command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in parameters}
-        return command
+        return _Grouped(func, names, defaults)
 
     return decorate
+
+
+class _Grouped:
+    """A command of :func:`with_groups`: called as the command, with each group packed. Its
+    signature and annotations (the command's own options and its groups'), which Typer reads to
+    build the command, are worked out when first asked for: only for the command that runs,
+    not for every command of the module at import (start-up: docs/benchmarks.md)."""
+
+    def __init__(self, func: Callable[..., None], names: tuple[str, ...], defaults: dict[str, Any]):
+        # __annotations__ is worked out below, not copied from func
+        functools.update_wrapper(
+            self, func, assigned=("__module__", "__name__", "__qualname__", "__doc__")
+        )
+        self._func = func
+        self._names = names
+        self._defaults = defaults
+        self._prepared: tuple[set[str], inspect.Signature, dict[str, Any]] | None = None
+
+    def _prepare(self) -> tuple[set[str], inspect.Signature, dict[str, Any]]:
+        if self._prepared is None:
+            signature = inspect.signature(self._func, eval_str=True)
+            into_names = {GROUPS[name][0] for name in self._names}
+            own = [p for p in signature.parameters.values() if p.name not in into_names]
+            own_names = {p.name for p in own}
+            added = [
+                inspect.Parameter(
+                    option,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=self._defaults.get(option, default),
+                    annotation=annotation,
+                )
+                for name in self._names
+                for option, annotation, default in GROUPS[name][1]
+                if option not in own_names
+            ]
+            parameters = [*own, *added]
+            self._prepared = (
+                own_names,
+                signature.replace(parameters=parameters),
+                {p.name: p.annotation for p in parameters},
+            )
+        return self._prepared
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return self._prepare()[1]
+
+    @property
+    def __annotations__(self) -> dict[str, Any]:  # type: ignore[override]
+        return self._prepare()[2]
+
+    def __call__(self, **kwargs: Any) -> None:
+        own_names = self._prepare()[0]
+        packed = {}
+        for name in self._names:
+            into, params, pack = GROUPS[name]
+            values = {
+                option: kwargs[option] if option in own_names else kwargs.pop(option)
+                for option, _, _ in params
+            }
+            packed[into] = pack(**values)
+        self._func(**kwargs, **packed)

@@ -24,10 +24,10 @@ Extensions, each said in the output where it applies:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.formulas import adaptive_window
 from convcalc.core.spec import InputSpec, Node
 from convcalc.kinds import geometry

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Generic, TypeVar
 
+from convcalc._dataclass import dataclass
 from convcalc.core.memory import Memory, summary_memory
 from convcalc.core.spec import (
     DTYPE_BYTES,

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.memory import Memory
 from convcalc.core.spec import Ints
 

@@ -9,7 +9,8 @@ a dtype) comes either from closed forms (formulas.py) or from torch (measure.py)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from convcalc._dataclass import dataclass
 
 
 @dataclass(frozen=True)

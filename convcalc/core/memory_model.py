@@ -52,9 +52,9 @@ import functools
 import math
 import re
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.formulas import MUL, Derived, group, human_bytes
 from convcalc.core.saved import INDEX_BYTES, LayerIO, LayerSaved, SavedPart, part
 from convcalc.core.spec import InputSpec, Ints, Node
@@ -602,13 +602,14 @@ _UNITS = {
     "gib": 2**30,
     "tib": 2**40,
 }
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?(?:e\+?\d+)?|\.\d+(?:e\+?\d+)?)\s*([a-z]*)\s*$", re.I)
+#: compiled at its first use (re caches it), not at import: start-up (docs/benchmarks.md)
+_SIZE = r"^\s*(\d+(?:\.\d*)?(?:e\+?\d+)?|\.\d+(?:e\+?\d+)?)\s*([a-z]*)\s*$"
 
 
 def parse_size(text: str, option: str = "--fit") -> int:
     """``"16GiB"`` -> 17179869184, ``"80GB"`` -> 80·10^9, ``"512MiB"``, ``"1e9"`` (bytes).
     GB/MB/KB/TB are powers of 10, GiB/MiB/KiB/TiB powers of 2."""
-    match = _SIZE.match(text)
+    match = re.match(_SIZE, text, re.I)
     if not match or match.group(2).lower() not in _UNITS:
         raise SpecError("fit", f"{option} {text!r} is not a size like 16GiB or 80GB")
     value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])

@@ -18,9 +18,10 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.spec import Ints
 from convcalc.kinds import ConvSpec
 from convcalc.kinds.conv import padding_pairs

@@ -8,9 +8,9 @@ import math
 import operator
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.errors import SpecError
 
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {

@@ -5,15 +5,18 @@ No torch, no Rich: rendering lives in :mod:`convcalc.render`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from dataclasses import field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from convcalc._dataclass import dataclass
 from convcalc._version import __version__
 from convcalc.core.cumulative import Cumulative, fraction_text
 from convcalc.core.memory import Memory
-from convcalc.core.roofline import LayerRoofline, Peaks
 from convcalc.core.spec import InputSpec, Ints
 from convcalc.kinds import LayerSpec
+
+if TYPE_CHECKING:  # annotations only: the roofline module loads with --roofline (start-up)
+    from convcalc.core.roofline import LayerRoofline, Peaks
 
 T = TypeVar("T")
 

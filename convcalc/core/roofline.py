@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any, Literal
 
+from convcalc._dataclass import dataclass
 from convcalc.errors import MeasurementError, SpecError
 
 Bound = Literal["compute", "memory"]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.formulas import MUL, Derived, group
 from convcalc.core.spec import Ints
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc._version import __version__
 from convcalc.core.formulas import (
     conv_output_length,

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Literal, Union
 
+from convcalc._dataclass import dataclass
 from convcalc.errors import SpecError
 
 if TYPE_CHECKING:  # the kinds build on this module; at run time a spec is any kind's

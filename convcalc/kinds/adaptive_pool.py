@@ -3,9 +3,10 @@ size whatever the input; windows of differing widths."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.formulas import Derived, Figures, adaptive_window, per_axis, simple_figures
 from convcalc.core.saved import INDEX_BYTES, LayerIO, LayerSaved, part, saved
 from convcalc.core.spec import InputSpec, Ints, Labels, compact_ints

@@ -10,9 +10,9 @@ and the rule "torch only in convcalc/measure/" still holds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from convcalc._dataclass import dataclass
 from convcalc.core.formulas import Figures
 from convcalc.core.saved import LayerIO, LayerSaved, saves_nothing
 from convcalc.core.spec import InputSpec, Ints, Labels, axis_note, show_ints

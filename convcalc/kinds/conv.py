@@ -8,9 +8,9 @@ Counting conventions are convcalc.core.formulas': MACs exclude bias, FLOPs are 2
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.formulas import (
     MUL,
     Derived,

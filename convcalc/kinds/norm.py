@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.formulas import MUL, Derived, Figures, group, simple_figures
 from convcalc.core.saved import LayerIO, LayerSaved, SavedPart, part, saved
 from convcalc.core.spec import InputSpec, Ints, Labels

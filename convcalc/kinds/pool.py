@@ -3,9 +3,9 @@ no multiply-adds (convcalc counts those of convolutions and linear layers); a wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.formulas import MUL, Derived, Figures, per_axis, simple_figures
 from convcalc.core.saved import INDEX_BYTES, LayerIO, LayerSaved, part, saved
 from convcalc.core.spec import (

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.formulas import MUL, Derived, Figures, simple_figures
 from convcalc.core.saved import LayerIO, LayerSaved, part, saved
 from convcalc.core.spec import InputSpec, Labels

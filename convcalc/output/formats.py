@@ -3,7 +3,6 @@ csv, markdown) need only the standard library; ``table`` loads Rich (convcalc.re
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import sys
@@ -255,6 +254,8 @@ def _fit_columns(total: dict[str, Any]) -> dict[str, Any]:
 def csv_text(
     rows: list[dict[str, Any]], header: bool = True, columns: tuple[str, ...] = CSV_COLUMNS
 ) -> str:
+    import csv  # here, not at import: start-up of the other formats (docs/benchmarks.md)
+
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     if header:

@@ -110,8 +110,10 @@ class Folded:
     def __rich_console__(self, console: Console, options: Any) -> Iterator[Any]:
         width = options.max_width
         table = self.table
-        natural = Measurement.get(console, options.update_width(10**6), table).maximum
+        natural, widths = _natural_widths(console, options, table)
         if natural <= width or len(table.columns) < 2:
+            if natural <= width:
+                _fix_widths(table, widths)
             yield table
             return
         blocks = fold_columns(_column_widths(console, options, table), width, _gap(table))
@@ -119,6 +121,25 @@ class Folded:
             if number:
                 yield Text()
             yield _block(table, columns, widths, first=number == 0, last=number == len(blocks) - 1)
+
+
+def _natural_widths(console: Console, options: Any, table: Table) -> tuple[int, list[int]]:
+    """The table's natural width and its columns' (padding included), each cell measured once:
+    what ``Measurement.get(table)`` gives, which measures every cell twice, and Rich's render
+    then a third time (start-up: docs/benchmarks.md)."""
+    wide = options.update_width(10**6)
+    widths = [table._measure_column(console, wide, column).maximum for column in table.columns]
+    return sum(widths) + table._extra_width, widths
+
+
+def _fix_widths(table: Table, widths: list[int]) -> None:
+    """Fix each column at the width it was measured at (a table that fits at its natural
+    width: the widths Rich would compute), so that Rich's render does not measure the cells
+    again. A column too narrow for its padding is left to Rich."""
+    for index, (column, width) in enumerate(zip(table.columns, widths)):
+        inner = width - table._get_padding_width(index)
+        if column.width is None and inner >= 1:
+            column.width = inner
 
 
 def _gap(table: Table) -> int:

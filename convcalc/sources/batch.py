@@ -9,9 +9,9 @@ import json
 import re
 import signal
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.grammar import parse_inline, parse_input, scalar
 from convcalc.errors import ConvcalcError, SpecError
 

@@ -4,10 +4,11 @@ and the ratios that settle which is cheaper. Pure: no torch, no Rich."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.spec import Labels
 from convcalc.errors import SpecError
 from convcalc.kinds import ACTIVATIONS, ActSpec, ConvSpec, LayerSpec, NormSpec, build_conv

@@ -23,9 +23,10 @@ Inline: layers separated by ``;``, each an op and its arguments, ``k3`` (kernel)
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from convcalc._dataclass import dataclass
 from convcalc.core.grammar import parse_input
 from convcalc.core.spec import InputSpec, Labels, Node, build_input, parse_ints
 from convcalc.errors import SpecError

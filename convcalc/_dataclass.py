@@ -1,0 +1,147 @@
+"""``dataclass``, exactly the standard library's, with its generated code kept between runs.
+
+Start-up matters (convcalc runs in shell loops), and most of what importing convcalc cost was
+the standard ``@dataclass`` compiling the source of every class's ``__init__``, ``__repr__``,
+``__eq__``, ``__hash__``, ``__setattr__`` and ``__delattr__``: six ``exec`` calls of generated
+text per class, about 0.6 ms a class here, ~30 ms for the classes `convcalc conv
+--formula-only` loads (docs/benchmarks.md). Python caches a module's compiled code in
+``__pycache__``; nothing caches this code, so every process compiled it again.
+
+This ``dataclass`` calls :func:`dataclasses.dataclass` itself, with one difference: while it runs,
+the ``exec`` that ``dataclasses`` calls looks the generated text up in a table of code objects
+compiled from that same text (``compile(text, "<string>", "exec")``, what ``exec(text)`` does),
+and compiles only what is not there. The classes are the standard library's in every respect
+(``fields``, ``replace``, ``asdict``, pickling, mypy's checks); only the compiling is skipped.
+
+The table is a marshal file in convcalc's cache directory (``$XDG_CACHE_HOME/convcalc``, as
+the roofline's peaks), named by the interpreter (``dataclasses-cpython-311.marshal``) and
+headed by its bytecode magic number: another Python ignores it. It is read once, at the first
+class; a missing, unreadable or foreign file is an empty table. Only the command-line entry
+point writes it (:func:`save`, at exit, when a class was compiled: the first run, or after an
+upgrade), never the library, so importing convcalc writes nothing. Deleting the file is always
+safe. (PYTHONDONTWRITEBYTECODE is about ``__pycache__`` and is not consulted: like the peaks,
+this is convcalc's own cache.)
+"""
+
+from __future__ import annotations
+
+import sys
+from types import CodeType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dataclasses import dataclass as dataclass
+else:
+    import dataclasses
+
+    def dataclass(cls: Any = None, /, **options: Any) -> Any:
+        """:func:`dataclasses.dataclass`, its generated methods' code taken from the table."""
+
+        def wrap(cls: Any) -> Any:
+            previous = dataclasses.__dict__.get("exec")
+            dataclasses.exec = _exec
+            try:
+                return dataclasses.dataclass(**options)(cls)
+            finally:
+                if previous is None:
+                    dataclasses.__dict__.pop("exec", None)
+                else:
+                    dataclasses.exec = previous
+
+        return wrap if cls is None else wrap(cls)
+
+
+#: the file's format; with the interpreter's magic number, the file's first bytes
+FORMAT = b"convcalc dataclass code 1\n"
+#: more entries than this (old versions' classes): rewritten with this run's only
+MOST_ENTRIES = 4000
+
+_table: dict[str, Any] | None = None  # generated text -> its code object, once read
+_compiled: set[str] = set()  # texts compiled in this process (not yet in the file)
+_used: set[str] = set()  # texts this process asked for
+
+
+def cache_file() -> str:
+    """Where the table is kept: convcalc's cache directory (measure/calibrate.py's
+    default_cache_dir: it is not imported here, the measure room imports torch's kin)."""
+    import os
+
+    if sys.platform == "darwin":
+        base = os.path.join(os.path.expanduser("~"), "Library", "Caches", "convcalc")
+    elif sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA") or os.path.join(
+            os.path.expanduser("~"), "AppData", "Local"
+        )
+        base = os.path.join(local, "convcalc", "Cache")
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        home = os.path.expanduser("~")
+        root = xdg if xdg and os.path.isabs(xdg) else os.path.join(home, ".cache")
+        base = os.path.join(root, "convcalc")
+    return os.path.join(base, f"dataclasses-{sys.implementation.cache_tag}.marshal")
+
+
+def _header() -> bytes:
+    from importlib.util import MAGIC_NUMBER
+
+    return FORMAT + MAGIC_NUMBER
+
+
+def _read() -> dict[str, Any]:
+    import marshal
+
+    try:
+        with open(cache_file(), "rb") as handle:
+            data = handle.read()
+        header = _header()
+        if not data.startswith(header):
+            return {}
+        table = marshal.loads(data[len(header) :])
+    except Exception:  # missing, unreadable, truncated: compile as dataclasses would
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+def _exec(source: Any, globals: Any = None, locals: Any = None) -> None:
+    """``exec`` as ``dataclasses`` calls it, the text's code object taken from the table."""
+    global _table
+    if isinstance(source, str):
+        if _table is None:
+            _table = _read()
+        code = _table.get(source)
+        if type(code) is not CodeType:
+            code = compile(source, "<string>", "exec", dont_inherit=True)
+            _table[source] = code
+            _compiled.add(source)
+        _used.add(source)
+        source = code
+    if globals is None:  # exec's own default: the caller's namespace
+        frame = sys._getframe(1)
+        globals = frame.f_globals
+        if locals is None:
+            locals = frame.f_locals
+    exec(source, globals, locals)
+
+
+def save() -> None:
+    """Write the table if this process compiled anything new (the CLI calls this at exit).
+    Written whole to a temporary file and renamed: processes running at once each leave a
+    complete file. Any failure is ignored: the table only saves time."""
+    if not _compiled or _table is None:
+        return
+    import contextlib
+    import marshal
+    import os
+
+    table = _table if len(_table) <= MOST_ENTRIES else {text: _table[text] for text in _used}
+    path = cache_file()
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(temporary, "wb") as handle:
+            handle.write(_header() + marshal.dumps(table))
+        os.replace(temporary, path)
+        _compiled.clear()
+    except Exception:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)

@@ -1,0 +1,163 @@
+"""Start-up (issue 11): the dataclass code cache (convcalc/_dataclass.py) changes nothing but the
+compiling, and `convcalc conv --formula-only` loads only what it needs (a module-set assertion,
+not a timing: docs/benchmarks.md has the timings)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from convcalc import _dataclass
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYER = ["conv", "--in", "64", "--out", "256", "-k", "3", "-p", "1", "--formula-only"]
+
+GENERATED = ("__init__", "__repr__", "__eq__", "__hash__", "__setattr__", "__delattr__")
+
+
+def _body(decorator):  # the same class made by either decorator
+    @decorator(frozen=True)
+    class Point:
+        x: int
+        y: int = 2
+        tags: tuple[str, ...] = dataclasses.field(default=())
+
+    return Point
+
+
+def test_same_class_as_the_standard_library() -> None:
+    ours, theirs = _body(_dataclass.dataclass), _body(dataclasses.dataclass)
+    # every generated method is the same code (code objects compare their bytecode, constants,
+    # names and line table, not the file name)
+    for name in GENERATED:
+        method, standard = getattr(ours, name), getattr(theirs, name)
+        if name == "__repr__":  # wrapped against recursion by dataclasses
+            method, standard = method.__wrapped__, standard.__wrapped__
+        assert method.__code__ == standard.__code__, name
+    assert [f.name for f in dataclasses.fields(ours)] == ["x", "y", "tags"]
+    point = ours(1)
+    assert repr(point) == repr(theirs(1)) == "_body.<locals>.Point(x=1, y=2, tags=())"
+    assert point == ours(1, 2) and point != ours(1, 3) and hash(point) == hash(ours(1))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        point.x = 5  # type: ignore[misc]
+    assert dataclasses.replace(point, y=7) == ours(1, 7)
+    assert "exec" not in vars(dataclasses)  # the stand-in exec lives only while a class is made
+
+
+def _run(code: str, cache: Path) -> str:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+MAKE = (
+    "from convcalc import _dataclass\n"
+    "import convcalc.core.report\n"
+    "print(len(_dataclass._compiled))\n"
+    "_dataclass.save()\n"
+)
+
+
+def test_the_second_process_compiles_nothing(tmp_path: Path) -> None:
+    first = int(_run(MAKE, tmp_path))
+    assert first > 0  # nothing cached yet: the report's classes compiled
+    assert Path(_dataclass.cache_file()).name in {p.name for p in (tmp_path / "convcalc").iterdir()}
+    assert int(_run(MAKE, tmp_path)) == 0  # all of them taken from the file
+
+
+def test_a_foreign_or_broken_file_is_ignored(tmp_path: Path) -> None:
+    _run(MAKE, tmp_path)
+    (path,) = (tmp_path / "convcalc").iterdir()
+    path.write_bytes(b"not a table at all")
+    assert int(_run(MAKE, tmp_path)) > 0  # compiled again, as without a cache
+    path.write_bytes(_dataclass.FORMAT + b"\x00\x00\r\n" + b"truncated")  # another Python's
+    assert int(_run(MAKE, tmp_path)) > 0
+
+
+def test_the_cli_writes_the_cache_and_the_library_does_not(tmp_path: Path) -> None:
+    _run("import convcalc.engine", tmp_path)
+    assert not (tmp_path / "convcalc").exists()
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "convcalc", *LAYER, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout)["total"]["params"] == 147712  # 64*256*9 + 256
+    assert (tmp_path / "convcalc").exists()
+
+
+#: what `convcalc conv ... --formula-only` must not load: torch and its kin (never, by formula),
+#: the sources (yaml), and convcalc's modules of other paths, made lazy for start-up: the query
+#: (--get/--expect), the roofline (--roofline/--time), the inline grammar (stacks), csv
+#: (--format csv). (difflib is not listed: Typer's click loads it for every command.)
+NOT_LOADED = (
+    "torch",
+    "fvcore",
+    "sympy",
+    "yaml",
+    "csv",
+    "convcalc.measure",
+    "convcalc.sources",
+    "convcalc.core.query",
+    "convcalc.core.roofline",
+    "convcalc.core.grammar",
+    "convcalc.core.solve",
+    "convcalc.core.picture",
+)
+
+LOADED = (
+    "import json, sys\n"
+    "from convcalc.cli.app import main\n"
+    "sys.argv = ['convcalc', *sys.argv[1:]]\n"
+    "try:\n"
+    "    main()\n"
+    "finally:\n"
+    "    sys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)))\n"
+)
+
+
+@pytest.mark.parametrize("output", [["--json"], []], ids=["json", "table"])
+def test_formula_only_loads_only_its_path(tmp_path: Path, output: list[str]) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED, *LAYER, *output],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "147,712" in done.stdout or '"params": 147712' in done.stdout  # 64*256*9 + 256
+    loaded = set(json.loads(done.stderr.rpartition("MODULES ")[2]))
+    assert "convcalc.engine" in loaded  # the test sees the run's modules
+    assert ("rich.console" in loaded) == (not output)  # Rich's console for the table only
+    unwanted = sorted(
+        name for name in loaded for top in NOT_LOADED if name == top or name.startswith(top + ".")
+    )
+    assert unwanted == []
+
+
+def test_only_the_running_command_works_out_its_options(tmp_path: Path) -> None:
+    """cli/options.with_groups: a command's signature (its options and its groups') is worked
+    out when Typer builds that command, not for every command of the module at import."""
+    code = LOADED.replace(
+        "sorted(sys.modules)",
+        "sorted(n for n, c in vars(sys.modules['convcalc.cli.layers']).items()"
+        " if getattr(c, '_prepared', 0) is not None and hasattr(c, '_prepare'))",
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *LAYER, "--json"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stderr.rpartition("MODULES ")[2]) == ["conv"]
