@@ -28,6 +28,7 @@ from convcalc.errors import ConvcalcError, SpecError
 if TYPE_CHECKING:  # the library is light to import: the CLI imports it to build its options
     from convcalc.core.report import Comparison, Report
     from convcalc.kinds import ConvSpec
+    from convcalc.sources.batch import Held
 
 Value = int | str | Sequence[int]
 
@@ -927,7 +928,7 @@ def held(
     dtype: str = "float32",
     measure: Measure = SWEEP_MEASURE,
     shard: str | tuple[int, int] | None = None,
-) -> Any:
+) -> Held:
     """What a results file (``batch --resume``'s RESULTS) already holds of this sweep, checked
     before anything is written: a ``convcalc.sources.batch.Held`` with ``count`` (its complete
     records: this sweep's first specs, in order), ``failed`` (its error records), ``keep``
@@ -961,7 +962,7 @@ def held(
 
 def resume(
     path: str | Path,
-    specs: Iterable[Any] | str,
+    specs: Held | Iterable[Any] | str,
     *,
     format: str | None = None,
     dtype: str = "float32",
