@@ -18,7 +18,7 @@ import itertools
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from convcalc.choices import API_LABELS, Measure, plain
 from convcalc.core.grammar import parse_inline
@@ -1006,7 +1006,9 @@ def _checked(records: Iterator[Record], found: Any, path: Path, exact_on: bool) 
     return itertools.chain(ahead, records)
 
 
-def _appended(records: Iterable[Record], stream: Any, found: Any) -> Generator[Record, None, None]:
+def _appended(
+    records: Iterable[Record], stream: IO[str], found: Held
+) -> Generator[Record, None, None]:
     from convcalc.output.formats import batch_footer, batch_header, batch_record
 
     with stream:

@@ -205,7 +205,7 @@ def batch(
 
     Example: convcalc batch sweep.jsonl > results.jsonl
     """
-    from convcalc.sources.batch import in_shard, parse_shard
+    from convcalc.sources.batch import parse_shard
 
     names = list(sources or [])
     if merge:
@@ -252,12 +252,12 @@ def batch(
     if first is None:
         where_from = "--grid" if generated else "<stdin>" if names[0] == "-" else names[0]
         raise SpecError("source", f"{where_from}: no specs")
-    specs = in_shard(itertools.chain([first], specs), where)
+    specs = itertools.chain([first], specs)
     found = None
     if resume is not None:
         # the same sweep's, checked before anything is written
         given = fmt.value if _format_given(context) else None
-        found = library.held(resume, specs, format=given, dtype=dtype, measure=measure)
+        found = library.held(resume, specs, format=given, dtype=dtype, measure=measure, shard=where)
     done = found.count if found is not None else 0
     total = None
     if _shows_progress():
@@ -275,6 +275,7 @@ def batch(
         measure=measure,
         labels=Labels(CLI_LABELS),
         jobs=workers,
+        shard=where,
     )
     _write(records, sys.stdout, fmt, fail_fast, total=total)
 
