@@ -15,10 +15,10 @@ arguments as the caller spells them: Python names by default, the CLI passes its
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from convcalc._dataclass import dataclass
 from convcalc.choices import API_LABELS, Measure, plain
@@ -28,6 +28,7 @@ from convcalc.errors import ConvcalcError, SpecError
 if TYPE_CHECKING:  # the library is light to import: the CLI imports it to build its options
     from convcalc.core.report import Comparison, Report
     from convcalc.kinds import ConvSpec
+    from convcalc.sources.batch import Held
 
 Value = int | str | Sequence[int]
 
@@ -867,6 +868,223 @@ def _as_specs(items: Iterable[Any]) -> Iterator[Any]:
 
     for index, item in enumerate(items):
         yield Spec(index + 1, dict(item), index) if isinstance(item, dict) else item
+
+
+def sweep_file(source: str | Path) -> Iterator[Any]:
+    """The specs of a sweep file (JSONL or CSV), streamed; ``"-"``: standard input. A file
+    that cannot be read, or is not UTF-8, is invalid input (raised when it is read)."""
+    import sys
+
+    from convcalc.sources.batch import file_lines, iter_specs, stream_lines
+
+    if str(source) == "-":
+        return iter_specs(stream_lines(sys.stdin, "<stdin>"), "<stdin>")
+    return iter_specs(file_lines(Path(source), str(source)), str(source))
+
+
+def sweep_axes(
+    grid: str | None = None, grid_file: str | Path | None = None
+) -> dict[str, list[Any]]:
+    """The axes of a grid (what :func:`sweep_grid` takes): ``grid`` as ``batch --grid``
+    writes it, or ``grid_file``, YAML (a list is an axis, anything else fixed); one of them."""
+    from convcalc.sources.batch import grid_axes
+
+    return grid_axes(grid, None if grid_file is None else Path(grid_file), read_source)
+
+
+def sweep_size(
+    source: str | Path | None,
+    axes: dict[str, list[Any]] | None = None,
+    shard: str | tuple[int, int] | None = None,
+    done: int = 0,
+) -> int | None:
+    """How many specs a sweep of ``source`` (a file) or of ``axes`` (a grid) runs, in
+    ``shard``, after the ``done`` a results file holds: None when that is not known before
+    it runs (standard input, an unreadable file)."""
+    from convcalc.sources.batch import parse_shard, planned_count
+
+    where = parse_shard(shard) if isinstance(shard, str) else shard
+    return planned_count(None if source is None else str(source), axes, where, done)
+
+
+def _batch_csv_header() -> str:
+    from convcalc.output.formats import BATCH_COLUMNS
+
+    return ",".join(BATCH_COLUMNS) + "\n"
+
+
+def _results_format(format: Any, option: str) -> str:
+    text = plain(format).lower()
+    if text not in ("jsonl", "csv", "json"):
+        raise SpecError(option, f"{option} {format!r} must be jsonl, csv or json")
+    return text
+
+
+def held(
+    path: str | Path,
+    specs: Iterable[Any] | str,
+    *,
+    format: str | None = None,
+    dtype: str = "float32",
+    measure: Measure = SWEEP_MEASURE,
+    shard: str | tuple[int, int] | None = None,
+) -> Held:
+    """What a results file (``batch --resume``'s RESULTS) already holds of this sweep, checked
+    before anything is written: a ``convcalc.sources.batch.Held`` with ``count`` (its complete
+    records: this sweep's first specs, in order), ``failed`` (its error records), ``keep``
+    (its bytes up to the last complete line: a truncated last line is dropped), ``format``
+    and ``rest`` (the sweep's specs after those held: what is left to run). ``specs`` as
+    :func:`sweep` takes them; ``format``: what this run writes, "jsonl" (the default, also
+    for a new file) or "csv". A file of another sweep (other specs, shard, dtype, or options
+    such as formula-only or memory), of another format, or not convcalc batch output raises
+    SpecError("resume", ...). A missing file holds nothing."""
+    from convcalc.sources.batch import held_records, in_shard, iter_specs, parse_shard
+
+    fmt = "jsonl" if format is None else _results_format(format, "--format")
+    if fmt == "json":
+        raise SpecError("resume", "--resume appends records: it needs --format jsonl or csv")
+    where = parse_shard(shard) if isinstance(shard, str) else shard
+    source = (
+        iter_specs(specs.splitlines(keepends=True), "specs")
+        if isinstance(specs, str)
+        else _as_specs(specs)
+    )
+    return held_records(
+        Path(path),
+        fmt,
+        format is not None,
+        in_shard(source, where),
+        plain(dtype),
+        plain(measure.measure_on) != "auto",
+        _batch_csv_header(),
+    )
+
+
+def resume(
+    path: str | Path,
+    specs: Held | Iterable[Any] | str,
+    *,
+    format: str | None = None,
+    dtype: str = "float32",
+    measure: Measure = SWEEP_MEASURE,
+    labels: Labels = API_LABELS,
+    jobs: int | str = 1,
+    shard: str | tuple[int, int] | None = None,
+) -> Generator[Record, None, None]:
+    """Resume a sweep into its results file (``batch --resume``): run the specs the file
+    does not hold (:func:`held`; or give what :func:`held` returned as ``specs``), append
+    each record to the file as it is made (flushed; a truncated last line is cut off first,
+    a new file is created) and yield it. Everything is checked before the file is touched:
+    what :func:`held` checks, and that this run's first report is made with the options of
+    the file's last. Iterate to the end to run the sweep."""
+    from convcalc.sources.batch import Held, append_to
+
+    found = (
+        specs
+        if isinstance(specs, Held)
+        else held(path, specs, format=format, dtype=dtype, measure=measure, shard=shard)
+    )
+    exact_on = plain(measure.measure_on) != "auto"
+    records = sweep(found.rest, dtype=dtype, measure=measure, labels=labels, jobs=jobs)
+    records = _checked(records, found, Path(path), exact_on)
+    return _appended(records, append_to(Path(path), found.keep), found)
+
+
+def _checked(records: Iterator[Record], found: Any, path: Path, exact_on: bool) -> Iterator[Record]:
+    """The run's records, once its first report says the options that made the results
+    file's last report: read ahead to that report, before anything is written."""
+    from convcalc.output.formats import batch_record
+    from convcalc.sources.batch import check_made
+
+    header = _batch_csv_header()
+    ahead: list[Record] = []
+    if found.profile is not None:
+        for record in records:
+            ahead.append(record)
+            if check_made(found, batch_record(record, found.format), header, exact_on, path):
+                break
+    return itertools.chain(ahead, records)
+
+
+def _appended(
+    records: Iterable[Record], stream: IO[str], found: Held
+) -> Generator[Record, None, None]:
+    from convcalc.output.formats import batch_footer, batch_header, batch_record
+
+    with stream:
+        if not found.count and stream.tell() == 0:
+            stream.write(batch_header(found.format))
+        written = 0
+        for record in records:
+            stream.write(batch_record(record, found.format, first=written == 0))
+            stream.flush()
+            written += 1
+            yield record
+        stream.write(batch_footer(found.format, written))
+        stream.flush()
+
+
+class Merged:
+    """The text :func:`merge` writes, streamed: iterate it. ``format``: what it is ("jsonl",
+    "csv" or "json"); ``count``: the records; ``failed``: how many are error records (known
+    before the first line: the files are checked whole first)."""
+
+    def __init__(self, lines: Iterator[str], format: str, count: int, failed: int) -> None:
+        self._lines = lines
+        self.format = format
+        self.count = count
+        self.failed = failed
+
+    def __iter__(self) -> Merged:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._lines)
+
+
+def merge(paths: Iterable[str | Path], format: str | None = None) -> Merged:
+    """Shards' results files (``batch --merge``) joined in input order, as text, streamed (a
+    k-way merge: memory stays flat): in the files' format, or ``format`` ("jsonl", "csv",
+    "json") when given (JSONL records become CSV rows or a JSON array; CSV rows cannot become
+    JSONL). Every file is checked whole before the first line: one cut short or out of order,
+    a spec twice, specs in none of the files (naming the shard missing or stopping early),
+    mixed formats or not convcalc batch output raise SpecError("merge", ...)."""
+    from convcalc.sources.batch import merge_formats, merged_records
+
+    names = [str(path) for path in paths]
+    header = _batch_csv_header()
+    given = None if format is None else _results_format(format, "--format")
+    kind, out = merge_formats(names, given, header)
+    count = failed = 0
+    for _, _, bad in merged_records(names, header):  # the check: nothing is written yet
+        count += 1
+        failed += bad
+    return Merged(_merged_text(names, header, kind, out), out, count, failed)
+
+
+def _merged_text(names: list[str], header: str, kind: str, out: str) -> Iterator[str]:
+    from convcalc.output.formats import batch_footer, batch_header
+    from convcalc.sources.batch import merged_records
+
+    written = 0
+    yield batch_header(out)
+    for _, text, _ in merged_records(names, header):
+        yield _converted(text, kind, out, written == 0)
+        written += 1
+    yield batch_footer(out, written)
+
+
+def _converted(text: str, kind: str, out: str, first: bool) -> str:
+    """A record line of a ``kind`` file as merge writes it in ``out``."""
+    if out == kind:
+        return text
+    if out == "json":
+        return ("" if first else ",\n") + text.rstrip("\n")
+    import json
+
+    from convcalc.output.formats import batch_row_of
+
+    return batch_row_of(json.loads(text))
 
 
 # --- solve -------------------------------------------------------------------------------------

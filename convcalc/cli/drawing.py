@@ -56,6 +56,24 @@ At = Annotated[
         "[default: the first].",
     ),
 ]
+OutputAt = Annotated[
+    str | None,
+    typer.Option(
+        "--at",
+        metavar="Y,X",
+        show_default=False,
+        help="The output position drawn [default: the first].",
+    ),
+]
+InputAt = Annotated[
+    str | None,
+    typer.Option(
+        "--at",
+        metavar="Y,X",
+        show_default=False,
+        help="The input position drawn [default: the first].",
+    ),
+]
 Steps = Annotated[
     int, typer.Option("--steps", help="Draw this many positions, one frame each, in order.")
 ]
@@ -231,7 +249,7 @@ def draw_dw(
     dilation: Dilation = "1",
     dims: Dims = 2,
     size: DrawSize = "7",
-    at: At = None,
+    at: OutputAt = None,
     steps: Steps = 1,
     svg: Svg = None,
     html: Html = None,
@@ -278,11 +296,18 @@ def draw_dilated(
     stride: Stride = "1",
     padding: Annotated[
         str | None,
-        typer.Option("-p", "--padding", show_default=False, help="[default: keeps the size]"),
+        typer.Option(
+            "-p",
+            "--padding",
+            metavar="N[xN...]|same|valid",
+            show_default=False,
+            help="Padding: 1, 1x2, 'same' or 'valid' [default: keeps the size: d(k-1)/2 each "
+            "side (floored), or 'same' at stride 1 when that is not whole].",
+        ),
     ] = None,
     dims: Dims = 2,
     size: DrawSize = "7",
-    at: At = None,
+    at: OutputAt = None,
     steps: Steps = 1,
     svg: Svg = None,
     html: Html = None,
@@ -325,7 +350,7 @@ def draw_transpose(
     dilation: Dilation = "1",
     dims: Dims = 2,
     size: DrawSize = "4",
-    at: At = None,
+    at: InputAt = None,
     steps: Steps = 1,
     svg: Svg = None,
     html: Html = None,

@@ -139,13 +139,15 @@ PaddingModeOpt = Annotated[
     typer.Option("--padding-mode", rich_help_panel=LAYER, case_sensitive=False, help="How to pad."),
 ]
 Bn = Annotated[bool, typer.Option("--bn", rich_help_panel=LAYER, help="BatchNorm after each conv.")]
+#: --act's choices (convcalc.sources.presets.ACT_CHOICES; a test keeps the two the same)
+ACT_METAVAR = "none|relu|relu6|leakyrelu|prelu|elu|gelu|silu|hardswish|hardsigmoid|sigmoid|tanh"
 Act = Annotated[
     str,
     typer.Option(
         "--act",
+        metavar=ACT_METAVAR,
         rich_help_panel=LAYER,
-        help="Activation after each conv: relu, relu6, leakyrelu, prelu, elu, gelu, silu, "
-        "hardswish, hardsigmoid, sigmoid, tanh, or none.",
+        help="Activation after each conv (case-insensitive), or none.",
     ),
 ]
 Slope = Annotated[
@@ -216,10 +218,13 @@ Time = Annotated[
         help="Also the measured forward latency (torch.utils.benchmark).",
     ),
 ]
+#: --device's names (convcalc.choices.check_device_name; N: a CUDA device's number)
+DEVICE_METAVAR = "cpu|cuda|cuda:N|mps"
 Device = Annotated[
     str,
     typer.Option(
         "--device",
+        metavar=DEVICE_METAVAR,
         rich_help_panel=MEASURE,
         help="Where --time runs: cpu, cuda (cuda:N) or mps, where one exists.",
     ),

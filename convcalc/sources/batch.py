@@ -3,13 +3,18 @@ streamed. Pure orchestration: the measuring happens in convcalc.engine and convc
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import heapq
 import itertools
 import json
 import re
 import signal
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import field
+from pathlib import Path
+from typing import IO, Any
 
 from convcalc._dataclass import dataclass
 from convcalc.core.grammar import parse_inline, parse_input, scalar
@@ -640,3 +645,354 @@ def expand_grid(axes: dict[str, list[Any]], base: dict[str, Any]) -> Iterator[Sp
                 target = data[value.key]
                 data[key] = target.key if isinstance(target, Ref) else target
         yield Spec(index + 1, data, index)
+
+
+# --- reading a sweep's specs: a file, standard input, a grid, and how many there are ----------
+
+
+def file_lines(path: Path, source: str) -> Iterator[str]:
+    """A file's lines, streamed; unreadable or not UTF-8 is invalid input."""
+    try:
+        handle = path.open(encoding="utf-8", newline="")
+    except OSError as error:
+        raise SpecError("source", f"{source}: {error.strerror or error}") from None
+    with handle:
+        try:
+            yield from handle
+        except UnicodeDecodeError as error:
+            raise SpecError("source", f"{source}: not UTF-8 text (byte {error.start})") from None
+
+
+def stream_lines(stream: IO[str], source: str = "<stdin>") -> Iterator[str]:
+    """A text stream's lines (standard input), decoded here from its bytes when it has them:
+    a line that is not UTF-8 is invalid input, named by its number."""
+    raw = getattr(stream, "buffer", None)
+    if raw is None:
+        yield from stream
+        return
+    for number, line in enumerate(raw, start=1):
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SpecError("source", f"{source}: line {number} is not UTF-8 text") from None
+
+
+def grid_axes(
+    grid: str | None, grid_file: Path | None, read: Callable[[Path, str], str]
+) -> dict[str, list[Any]]:
+    """The axes of ``--grid`` or ``--grid-file`` (one of them; ``read``: a file's text)."""
+    if grid is not None and grid_file is not None:
+        raise SpecError("grid", "give --grid or --grid-file, not both")
+    if grid_file is not None:
+        return read_grid_file(read(grid_file, str(grid_file)), str(grid_file))
+    return parse_grid(grid or "")
+
+
+def planned_count(
+    source: str | None,
+    axes: dict[str, list[Any]] | None,
+    shard: tuple[int, int] | None,
+    done: int,
+) -> int | None:
+    """The specs a run will analyse, when known before it starts (a file, a grid), after the
+    ``done`` that --resume found; None for standard input (``-``: a stream is read once) or
+    an unreadable file."""
+    import math
+
+    if axes is not None:
+        count = math.prod(len(values) for values in axes.values())
+    elif source is None or source == "-":
+        return None
+    else:
+        try:
+            with Path(source).open(encoding="utf-8", newline="") as handle:
+                count = count_specs(handle)
+        except (OSError, UnicodeDecodeError):
+            return None
+    return max(shard_size(count, shard) - done, 0)
+
+
+# --- results files: what --resume finds in one, what --merge joins -----------------------------
+
+
+#: what a results file's name says it holds (a new file named .csv is not given JSONL)
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+NAMES = {"csv": "CSV", "jsonl": "JSONL", "json": "JSON"}
+
+
+def _no_specs() -> Iterator[Spec]:
+    return iter(())
+
+
+@dataclass(frozen=True)
+class Held:
+    """What a results file (--resume's RESULTS) holds of a sweep: its complete records, how
+    many of them are error records, and the bytes to keep (a truncated last line is cut
+    off)."""
+
+    count: int
+    failed: int
+    keep: int
+    #: the options its last report says made it (:func:`record_profile`)
+    profile: dict[str, Any] | None = None
+    #: what the file holds and a resumed run appends: "jsonl" or "csv"
+    format: str = "jsonl"
+    #: the sweep's specs after those the file holds: what is left to run
+    rest: Iterator[Spec] = field(default_factory=_no_specs, compare=False, repr=False)
+
+
+@contextmanager
+def open_results(path: Path, option: str = "") -> Iterator[Iterator[str]]:
+    """A results file's lines; unreadable or not UTF-8 is invalid input. ``option``: how
+    messages name the file's option ("--resume ")."""
+    try:
+        handle = path.open(encoding="utf-8", newline="")
+    except OSError as error:
+        raise SpecError("results", f"{option}{path}: {error.strerror or error}") from None
+    with handle:
+
+        def lines() -> Iterator[str]:
+            try:
+                yield from handle
+            except UnicodeDecodeError:
+                raise SpecError("results", f"{option}{path}: not convcalc batch output") from None
+
+        yield lines()
+
+
+def held_records(
+    path: Path,
+    fmt: str,
+    format_given: bool,
+    specs: Iterator[Spec],
+    dtype: str,
+    exact_on: bool,
+    header: str,
+) -> Held:
+    """What ``path`` holds, and this run's specs after those it holds (``Held.rest``), once
+    it is known to be this sweep's (nothing is written): convcalc batch output in the format
+    this run writes (``fmt``; ``format_given``: chosen, not the default) or new or empty (a
+    name that does not say another format); its records this run's first specs, one by one
+    (index, line, and what is known without measuring: input shape, first layer, error); its
+    last report made with the options that make this run's (checked by :func:`check_made` on
+    this run's first report; ``exact_on``: the device counts). Refused (SpecError "resume")
+    otherwise. ``header``: the CSV header line."""
+    writes = f"this run writes {NAMES[fmt]}" + ("" if format_given else " (the default)")
+    head = ""
+    if path.exists():
+        with open_results(path, "--resume ") as lines:
+            head = next(lines, "")
+    if not head.strip():
+        named = SUFFIXES.get(path.suffix.lower())
+        if named is not None and named != fmt:
+            raise SpecError(
+                "resume",
+                f"--resume {path}: its name says {NAMES[named]} and {writes}: add --format "
+                f"{named}, or give a name ending .{fmt}",
+            )
+        return Held(0, 0, 0, None, fmt, specs)
+    kind = results_format(head, header)
+    if kind is None:
+        raise SpecError("resume", f"--resume {path}: not convcalc batch output")
+    if kind == "json":
+        raise SpecError(
+            "resume",
+            f"--resume {path}: holds a JSON array (--format json), which records cannot be "
+            "appended to: resume a JSONL or CSV file",
+        )
+    if kind != fmt:
+        raise SpecError(
+            "resume",
+            f"--resume {path}: holds {NAMES[kind]} records and {writes}: add --format {kind}",
+        )
+    other = "the results of another sweep"
+    count = failed = keep = consumed = 0
+    last: str | None = None
+
+    def counted(lines: Iterator[str]) -> Iterator[str]:
+        nonlocal consumed
+        for line in lines:
+            consumed += len(line.encode("utf-8"))
+            yield line
+
+    with open_results(path, "--resume ") as lines:
+        for what, result in read_results(counted(lines), f"--resume {path}", header):
+            if what == "truncated":
+                break
+            keep = consumed
+            if result is None:
+                continue
+            spec = next(specs, None)
+            if spec is None:
+                raise SpecError(
+                    "resume",
+                    f"--resume {path}: holds more records than this run's {count} specs: "
+                    f"{other} (other specs or --shard)",
+                )
+            if (result.index, result.line) != (spec.index, spec.line):
+                raise SpecError(
+                    "resume",
+                    f"--resume {path}: its record {count + 1} is of spec index {result.index} "
+                    f"(line {result.line}), this run's spec {count + 1} is index {spec.index} "
+                    f"(line {spec.line}): {other} (other specs or --shard)",
+                )
+            difference = held_difference(spec, result, kind, header, dtype)
+            if difference is not None:
+                raise SpecError("resume", _not_this_sweep(path, spec, difference))
+            if not result.failed:
+                last = result.text
+            count += 1
+            failed += result.failed
+    profile = None
+    if last is not None:
+        profile = record_profile(last, kind, header, exact_on)
+    return Held(count, failed, keep, profile, kind, specs)
+
+
+def _not_this_sweep(path: Path, spec: Spec, difference: str) -> str:
+    return (
+        f"--resume {path}: its record of spec index {spec.index} is not what this run makes of "
+        f"that spec ({difference}): the results of another sweep (other specs, or options such "
+        "as --formula-only, --memory, --dtype)"
+    )
+
+
+def check_made(held: Held, text: str, header: str, exact_on: bool, path: Path) -> bool:
+    """Whether this run's record ``text`` (in ``held.format``) tells the options that made it
+    (an error record does not): when it does, they must be those of the held records
+    (SpecError "resume" otherwise)."""
+    if held.profile is None:
+        return True
+    made = record_profile(text, held.format, header, exact_on)
+    if made is None:
+        return False
+    difference = signature_difference(held.profile, made)
+    if difference is not None:
+        raise SpecError(
+            "resume",
+            f"--resume {path}: its records were made with other options than this "
+            f"run's ({difference}): the results of another sweep",
+        )
+    return True
+
+
+def append_to(path: Path, keep: int) -> IO[str]:
+    """A results file open for appending, created if missing, cut to ``keep`` bytes (a
+    truncated last line goes)."""
+    try:
+        stream = path.open("r+" if path.exists() else "w", encoding="utf-8", newline="")
+    except OSError as error:
+        raise SpecError("resume", f"--resume {path}: {error.strerror or error}") from None
+    stream.seek(keep)
+    stream.truncate()
+    return stream
+
+
+def merge_formats(names: list[str], fmt: str | None, header: str) -> tuple[str, str]:
+    """What the results files hold ("jsonl" or "csv") and what --merge writes: their format,
+    or ``fmt`` when given (JSONL records become CSV rows or a JSON array; CSV rows, a spec's
+    total only, cannot become JSONL). Refused (SpecError "merge") otherwise."""
+    if not names:
+        raise SpecError("merge", "--merge needs the results files")
+    kinds = set()
+    for name in names:
+        with open_results(Path(name)) as lines:
+            first = next(lines, "")
+        if first.strip():
+            kind = results_format(first, header)
+            if kind is None:
+                raise SpecError("merge", f"--merge {name}: not convcalc batch output")
+            if kind == "json":
+                raise SpecError(
+                    "merge",
+                    f"--merge {name}: holds a JSON array (--format json): merge the shards' "
+                    "JSONL or CSV results",
+                )
+            kinds.add(kind)
+    if len(kinds) > 1:
+        raise SpecError("merge", "--merge: the files mix JSONL and CSV")
+    kind = kinds.pop() if kinds else fmt if fmt is not None else "jsonl"
+    out = fmt if fmt is not None else kind
+    if kind == "csv" and out != "csv":
+        raise SpecError(
+            "merge",
+            f"--merge --format {out}: the files hold CSV rows (each spec's total only), which "
+            f"cannot become {NAMES[out]}: give --format csv",
+        )
+    return kind, out
+
+
+def merged_records(names: list[str], header: str) -> Iterator[tuple[int, str, bool]]:
+    """The records of the results files (each in input order) in input order, streamed (a
+    k-way merge, memory flat): ``(index, line, failed)``. A file cut short or out of order, a
+    spec twice, or specs in none of the files (raised at the end, naming the shard missing or
+    stopping early) is refused (SpecError "merge")."""
+    missing: list[int] = []
+    missed = 0
+    with contextlib.ExitStack() as stack:
+        streams = [
+            results_records(stack.enter_context(open_results(Path(name))), name, header)
+            for name in names
+        ]
+        last = -1
+        for index, text, bad in heapq.merge(*streams):
+            if index == last:
+                raise SpecError("merge", f"--merge: the spec of index {index} appears twice")
+            if index > last + 1:  # a gap: none of the files holds these specs
+                missed += index - last - 1
+                missing.extend(range(last + 1, min(index, last + 1 + 1000 - len(missing))))
+            last = index
+            yield index, text, bad
+    if missed:
+        raise SpecError("merge", missing_message(names, header, missing, missed))
+
+
+def missing_message(names: list[str], header: str, missing: list[int], missed: int) -> str:
+    """What --merge says when specs are in none of the files: the first of them, and which
+    shard is missing or stops early, when the files look like shards I/N of one N."""
+    listed = ", ".join(str(i) for i in missing[:5]) + (", ..." if missed > 5 else "")
+    noun = "index" if missed == 1 else "indices"
+    text = f"--merge: no file holds {missed} of the specs ({noun} {listed})"
+    firsts: dict[str, int] = {}
+    steps = set()
+    for name in names:
+        with open_results(Path(name)) as lines:
+            indices = [index for index, _, _ in results_records(lines, name, header)]
+        if indices:
+            firsts[name] = indices[0]
+            guess = guess_shard(indices)
+            if guess is not None:
+                steps.add(guess[1])
+    if len(steps) != 1:
+        return f"{text}: a shard's results are missing, or stop early (--resume them)"
+    count = steps.pop()
+    lacking = {index % count for index in missing}
+    absent = sorted(lacking - {first % count for first in firsts.values()})
+    short = [f"{n} (shard {f % count}/{count})" for n, f in firsts.items() if f % count in lacking]
+    parts = []
+    if absent:
+        shards = " and ".join(f"{i}/{count}" for i in absent)
+        parts.append(
+            f"shards {shards} are missing" if len(absent) > 1 else f"shard {shards} is missing"
+        )
+    parts += [f"{name} stops early (--resume it)" for name in short]
+    return f"{text}: " + "; ".join(parts)
+
+
+def results_records(
+    lines: Iterator[str], name: str, header: str
+) -> Iterator[tuple[int, str, bool]]:
+    """A results file's records to merge, ``(index, line, failed)``: one cut short or out of
+    input order is refused."""
+    last = -1
+    for what, result in read_results(lines, name, header):
+        if what == "truncated":
+            raise SpecError(
+                "merge", f"{name}: its last line is cut short: --resume that shard first"
+            )
+        if result is None:
+            continue
+        if result.index <= last:
+            raise SpecError("merge", f"{name}: its records are not in input order")
+        last = result.index
+        yield result.index, result.text, result.failed
