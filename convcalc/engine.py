@@ -1585,6 +1585,7 @@ def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
                 layer,
                 latency_ms=None if timed is None else timed[0] * 1e3,
                 timed_runs=None if timed is None else timed[1],
+                latency_iqr_ms=None if timed is None else timed[2] * 1e3,
                 timing_requested=True,
             )
             for layer, timed in zip(layers, times)

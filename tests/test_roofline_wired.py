@@ -160,6 +160,11 @@ def test_model_time_and_roofline(cli, tmp_path: Path) -> None:
     assert conv["bytes_moved"] == 3_712 and conv["bound"] == "compute"
     assert conv["time_s"] > 0 and report["layers"][0]["latency_ms"] > 0
     assert report["total"]["roofline"]["time_s"] > 0
+    # the spread of each module's timed runs, as the layer report gives it
+    assert all(layer["latency_iqr_ms"] >= 0 for layer in report["layers"])
+    table = cli("model", f"{source}:Net", "--input", "1,3,8,8", "--time", *PEAKS)
+    assert table.exit_code == 0, table.stderr
+    assert "IQR ms" in table.stdout
 
 
 def test_compare_has_the_intensity_and_why(cli) -> None:

@@ -135,19 +135,19 @@ def time_modules(
     rows: list[tuple[str, tuple[int, ...]]],
     device: str = "cpu",
     min_run_time: float = 0.2,
-) -> tuple[list[tuple[float, int] | None], list[str], dict[str, object]]:
+) -> tuple[list[tuple[float, int, float] | None], list[str], dict[str, object]]:
     """Each row's module (``name`` as the model report names it: ``"(model)"`` for the root,
     ``" (×N)"`` for a module called N times) timed alone on zeros of its first call's input
     shape, in its parameters' dtype (calibrate.time_layer: warm-up, synchronise on CUDA/MPS).
-    A module called N times: one call's time × N. Returns (seconds, runs) or None per row, a
-    note per module not timed, and how the timing was done."""
+    A module called N times: one call's time × N (its IQR too). Returns (seconds, runs, IQR
+    seconds) or None per row, a note per module not timed, and how the timing was done."""
     import copy
     import re
 
     from convcalc.measure.calibrate import time_layer
 
     modules = dict(model.named_modules())
-    results: list[tuple[float, int] | None] = []
+    results: list[tuple[float, int, float] | None] = []
     notes: list[str] = []
     settings: dict[str, object] = {}
     for name, shape in rows:
@@ -177,7 +177,7 @@ def time_modules(
                 f"({type(error).__name__}: {first_line(error)})"
             )
             continue
-        results.append((timed.seconds * calls, timed.runs))
+        results.append((timed.seconds * calls, timed.runs, timed.iqr * calls))
         settings = timed.settings()
         if calls > 1:
             notes.append(f"{name}: timed one call, × {calls} calls")
