@@ -403,3 +403,30 @@ def test_table_of_a_model_with_modules_convcalc_has_no_formula_for(cli, tmp_path
     result = cli("model", f"{net}:Net", "--input", "1,5,16")
     assert result.exit_code == 0, result.stderr
     assert "no formula" in result.stdout
+
+
+def test_model_conventions_table_names_what_each_rule_leaves_out(cli, tmp_path) -> None:
+    # a functional adaptive pool and a torch.matmul in forward: the table says which tools'
+    # module rules cannot see them (fvcore's trace counts F.adaptive_avg_pool2d; thop hooks
+    # modules only and leaves the matmul's MACs out of its total, so the "(model)" row is named)
+    source = tmp_path / "fnet.py"
+    source.write_text(
+        "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 8, 3, padding=1)\n"
+        "        self.w = nn.Parameter(torch.ones(8, 4))\n"
+        "    def forward(self, x):\n"
+        "        return torch.matmul(F.adaptive_avg_pool2d(self.conv(x), 1).flatten(1), self.w)\n"
+    )
+    result = cli("model", f"{source}:Net", "--input", "1,3,8,8", "--conventions")
+    assert result.exit_code == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "what other tools would print: each tool's rule on every module it counts" in text
+    assert "fvcore: module rules only: functional calls its torch.jit trace counts" in text
+    assert "thop does not count: (model)" in text
+    data = cli.json("model", f"{source}:Net", "--input", "1,3,8,8", "--conventions")
+    thop = data["conventions"]["thop"]
+    # conv 3->8 k3 p1 on 8x8: 8·8·8·27 = 13,824 MACs; the matmul (1x8 @ 8x4): 32 MACs, unseen
+    assert thop["total"] == 13_824 and thop["not_counted_by_this_rule"] == ["(model)"]

@@ -206,6 +206,19 @@ def _module_figure(tool: str, m: dict[str, Any]) -> int | None:
     return None
 
 
+#: what a tool counts that its module rule above cannot see: calls in a forward that are not
+#: modules (thop and torchinfo hook modules only: nothing to add)
+CAVEATS = {
+    "fvcore": "module rules only: functional calls its torch.jit trace counts as well "
+    "(F.adaptive_avg_pool2d, F.batch_norm, F.layer_norm, F.group_norm, F.interpolate) are "
+    "not modelled; its matrix products are (counted at the dispatch level)",
+    "ptflops": "module rules only: functional calls in forward (F.relu, x + y, torch.matmul) "
+    "that the tool may patch are not modelled",
+    "calflops / DeepSpeed": "module rules only: functional calls in forward (F.relu, x + y, "
+    "torch.matmul) that the tool may patch are not modelled",
+}
+
+
 def model_conventions(report: dict[str, Any]) -> dict[str, Any]:
     """Per tool, for a whole model (a ``model`` report's JSON): its rule applied to every
     module it counts, from the dispatch-level count (MACs, bias adds, elements in and out of
@@ -227,11 +240,6 @@ def model_conventions(report: dict[str, Any]) -> dict[str, Any]:
             "layers": figures,
             "total": sum(figures.values()),
             "not_counted_by_this_rule": left_out,
-            "caveat": (
-                "module rules only: functional calls in forward (F.relu, x + y, torch.matmul) "
-                "that the tool may patch are not modelled"
-                if tool in ("ptflops", "calflops / DeepSpeed")
-                else ""
-            ),
+            "caveat": CAVEATS.get(tool, ""),
         }
     return result

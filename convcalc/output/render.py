@@ -823,21 +823,40 @@ def _vs_undilated(extra: dict[str, Any]) -> Table:
     return table
 
 
-def _conventions(tools: dict[str, Any]) -> Table:
+def _conventions(tools: dict[str, Any]) -> Group:
     table = Table(
         box=box.SIMPLE_HEAVY,
         show_edge=False,
         pad_edge=False,
-        title="what other tools would print (convolutions and linear layers)",
+        title="what other tools would print"
+        + (
+            ": each tool's rule on every module it counts"
+            if any("not_counted_by_this_rule" in entry for entry in tools.values())
+            else " (convolutions and linear layers)"
+        ),
         title_justify="left",
-        caption="Rules checked against each tool's source: see convcalc/conventions.py.",
-        caption_justify="left",
     )
     for name in ("tool", "prints", "rule", "total"):
         table.add_column(name, justify="right" if name == "total" else "left", no_wrap=True)
     for tool, entry in tools.items():
         table.add_row(tool, entry["label"], entry["rule"], group(entry["total"]))
-    return table
+    # below the table, not its caption: a table folded for a narrow terminal would wrap the
+    # caption to its last part's width
+    return Group(table, Text(_conventions_caption(tools)))
+
+
+def _conventions_caption(tools: dict[str, Any], shown: int = 5) -> str:
+    """Where the rules come from, and per tool what its rule leaves out: the modules with
+    counted work it does not count (the first ``shown``), and its caveat."""
+    lines = ["Rules checked against each tool's source: see convcalc/core/conventions.py."]
+    for tool, entry in tools.items():
+        left_out = entry.get("not_counted_by_this_rule") or []
+        if left_out:
+            more = f" and {len(left_out) - shown:,} more" if len(left_out) > shown else ""
+            lines.append(f"{tool} does not count: {', '.join(left_out[:shown])}{more}")
+        if entry.get("caveat"):
+            lines.append(f"{tool}: {entry['caveat']}")
+    return "\n".join(lines)
 
 
 def _report(report: Report, detail: bool) -> Group:
