@@ -570,6 +570,25 @@ def analyze_network(
     )
 
 
+def _keeping_modes(analyze: Callable[..., Report]) -> Callable[..., Report]:
+    """A user's ``nn.Module`` comes back in the training mode it came in (each module's flag):
+    the analysis runs it in eval mode."""
+    import functools
+
+    @functools.wraps(analyze)
+    def kept(target: Any, *args: Any, **kwargs: Any) -> Report:
+        modules = getattr(target, "modules", None)
+        modes = [] if modules is None else [(m, bool(m.training)) for m in modules()]
+        try:
+            return analyze(target, *args, **kwargs)
+        finally:
+            for module, training in modes:
+                module.training = training
+
+    return kept
+
+
+@_keeping_modes
 def analyze_model(
     target: Any,
     input_shape: tuple[int, ...],
@@ -595,14 +614,21 @@ def analyze_model(
     from convcalc.measure.model_run import run_model
 
     run = run_model(
-        target, tuple(input_shape), kwargs=kwargs, device=device, receptive_field=receptive_field
+        target,
+        tuple(input_shape),
+        kwargs=kwargs,
+        device=device,
+        receptive_field=receptive_field,
+        memory=dtype if device != "meta" else None,
     )
     options = options or Options()
     if device == "meta" and options.time:
         raise SpecError("time", "--time runs the model: it does not go with --measure-on meta")
     report = model_report(run, tuple(input_shape), dtype)
     if device != "meta":
-        report = with_model_memory(report, run.model, tuple(input_shape), dtype, options)
+        report = with_model_memory(
+            report, run.model, tuple(input_shape), dtype, options, once=run.memory
+        )
     return with_model_roofline(report, run.model, options)
 
 
@@ -1294,11 +1320,19 @@ def _check_fit(nodes: Sequence[Node], input_spec: InputSpec, answer: Any) -> dic
 
 
 def with_model_memory(
-    report: Report, model: Any, input_shape: tuple[int, ...], dtype: str, options: Options
+    report: Report,
+    model: Any,
+    input_shape: tuple[int, ...],
+    dtype: str,
+    options: Options,
+    *,
+    once: Any = None,
 ) -> Report:
     """A user's model: saved for backward, the inference peak and (for a model whose
     torchsummary total is at most MODEL_TRAINING_MAX_BYTES) one training step, measured on a
-    copy. No formula: convcalc has none for an arbitrary graph (the formula side is null)."""
+    copy, or taken from the counted forward (``once``: measure.modelpass.ModelPass) and the
+    model put back. No formula: convcalc has none for an arbitrary graph (the formula side is
+    null)."""
     check_memory_options(options)
     if options.fit is not None:
         raise SpecError(
@@ -1306,11 +1340,11 @@ def with_model_memory(
             "--fit needs the formulas of a network of known layers: convcalc has none for an "
             "arbitrary model's graph",
         )
-    from convcalc.measure.memory import measure_model_memory
+    from convcalc.measure.modelpass import model_memory
 
     summary = report.total.memory.measured
     small = summary is not None and summary.total <= MODEL_TRAINING_MAX_BYTES and options.train
-    found = measure_model_memory(model, input_shape, dtype, options.optimizer, training_step=small)
+    found = model_memory(model, once, input_shape, dtype, options.optimizer, training_step=small)
     saved_layers = found.saved.layers if found.saved is not None else {}
     peak_layers = found.peak.layers if found.peak is not None else {}
     layers = [

@@ -644,10 +644,13 @@ def measure_model_memory(
     optimizer: str = "adam",
     *,
     training_step: bool = True,
+    peak: PeakMeasurement | None = None,
+    saved: SavedMeasurement | None = None,
 ) -> ModelMemory:
     """A user's model measured on a copy (its mode, parameters and buffers are left alone):
     saved for backward (training mode, data needing no grad), the inference peak (eval mode),
-    and with ``training_step`` one real step with ``optimizer``."""
+    and with ``training_step`` one real step with ``optimizer``. ``peak``/``saved``: already
+    measured (measure.modelpass: by the counted forward), not measured again."""
     import copy
 
     try:
@@ -656,7 +659,10 @@ def measure_model_memory(
         reason = f"not measured: the model could not be copied ({first_line(error)})"
         return ModelMemory(None, None, None, dict.fromkeys(("saved", "peak", "step"), reason))
     x = make_input(InputSpec(input_shape[0], input_shape[1], tuple(input_shape[2:]), dtype))
-    found = _model_memory(twin, x, optimizer, training_step)
+    # the passes draw random numbers (dropout in training mode, the step's data): the user's
+    # random state is left as it was
+    with torch.random.fork_rng(devices=[]):
+        found = _model_memory(twin, x, optimizer, training_step, peak, saved)
     if found.saved is None and found.peak is None:
         # a model that fixes its own precision (a half layer, a cast in its forward) fails
         # when cast to --dtype: measured again in its own dtypes, and said so
@@ -669,7 +675,8 @@ def measure_model_memory(
             )
             names = ", ".join(sorted(str(d).removeprefix("torch.") for d in own))
             why = found.sources.get("peak", "").removeprefix("not measured: ")
-            again = _model_memory(copy.deepcopy(model), x.to(first), optimizer, training_step)
+            with torch.random.fork_rng(devices=[]):
+                again = _model_memory(copy.deepcopy(model), x.to(first), optimizer, training_step)
             note = (
                 f"; in the model's own dtypes ({names}), the input in "
                 f"{str(first).removeprefix('torch.')}: cast to {dtype} it failed ({why})"
@@ -683,22 +690,33 @@ def _own_dtypes(model: nn.Module) -> set[Any]:
 
 
 def _model_memory(
-    twin: nn.Module, x: torch.Tensor, optimizer: str, training_step: bool
+    twin: nn.Module,
+    x: torch.Tensor,
+    optimizer: str,
+    training_step: bool,
+    peak: PeakMeasurement | None = None,
+    saved: SavedMeasurement | None = None,
 ) -> ModelMemory:
     sources: dict[str, str] = {}
-    saved = peak = step = None
+    step = None
     # the user's forward may print (to stderr, as measure_model does) or raise anything
     with user_code():
-        try:
-            saved = measure_saved(twin.train(), x)
-            sources["saved"] = saved.source + "; training mode, the data needing no grad"
-        except Exception as error:  # noqa: BLE001  (the user's code)
-            sources["saved"] = f"not measured: {first_line(error)}"
-        try:
-            peak = measure_peak_inference(twin.eval(), x)
-            sources["peak"] = peak.source + "; eval mode"
-        except Exception as error:  # noqa: BLE001
-            sources["peak"] = f"not measured: {first_line(error)}"
+        if saved is not None:
+            sources["saved"] = saved.source
+        else:
+            try:
+                saved = measure_saved(twin.train(), x)
+                sources["saved"] = saved.source + "; training mode, the data needing no grad"
+            except Exception as error:  # noqa: BLE001  (the user's code)
+                sources["saved"] = f"not measured: {first_line(error)}"
+        if peak is not None:
+            sources["peak"] = peak.source
+        else:
+            try:
+                peak = measure_peak_inference(twin.eval(), x)
+                sources["peak"] = peak.source + "; eval mode"
+            except Exception as error:  # noqa: BLE001
+                sources["peak"] = f"not measured: {first_line(error)}"
         if training_step:
             try:
                 step = measure_training_step(twin.train(), x, optimizer)

@@ -43,6 +43,8 @@ class ModelRun:
     seconds: dict[str, float]
     #: the model itself (memory figures measure it on a copy)
     model: Any = None
+    #: the memory figures the counted forward measured (measure.modelpass.ModelPass), when asked
+    memory: Any = None
 
 
 class _FirstTensor(nn.Module):
@@ -64,10 +66,13 @@ def run_model(
     kwargs: str | None = None,
     device: str = "cpu",
     receptive_field: bool = True,
+    memory: str | None = None,
 ) -> ModelRun:
     """Load ``target`` (a target string, see :func:`~convcalc.measure.loaders.load_target`, or
     an ``nn.Module``), count one forward pass on zeros of ``input_shape`` on ``device`` ("cpu";
-    "meta": shapes only), and probe the receptive field of its first output tensor."""
+    "meta": shapes only), and probe the receptive field of its first output tensor. With
+    ``memory`` (a dtype name), the counted forward also measures the memory figures it can for
+    that dtype (:func:`_count`)."""
     from convcalc.measure.loaders import load_target
 
     seconds: dict[str, float] = {}
@@ -85,7 +90,11 @@ def run_model(
         raise SpecError("model", f"cannot analyze a {type(target).__name__}: not an nn.Module")
     seconds["load"] = time.perf_counter() - start
     start = time.perf_counter()
-    count = count_model(model, tuple(input_shape), device)
+    once = None
+    if memory is None or device != "cpu":
+        count = count_model(model, tuple(input_shape), device)
+    else:
+        count, once = _count(model, tuple(input_shape), memory)
     seconds["count"] = time.perf_counter() - start
     own: dict[str, int] = {}
     subtree: dict[str, int] = {}
@@ -116,7 +125,42 @@ def run_model(
             where = count.output_names[0] if count.output_names else "0"
             of = f"output {where}: {of}"
     seconds["receptive_field"] = time.perf_counter() - start
-    return ModelRun(title, count, tuple(notes), own, subtree, field, of, seconds, model)
+    return ModelRun(title, count, tuple(notes), own, subtree, field, of, seconds, model, once)
+
+
+def _count(model: nn.Module, input_shape: Ints, dtype: str) -> tuple[CountResult, Any]:
+    """The dispatch count of one CPU forward that also measures the inference peak and, where
+    no module's forward depends on the training mode, saved-for-backward
+    (measure.modelpass.ModelPass). Counted again without autograd where autograd changed the
+    forward (it copied an in-place op's operand) or the model failed with autograd on: the count
+    is of a no_grad forward; saved-for-backward is kept from the first where it was measured."""
+    from convcalc.measure.modelpass import ModelPass, plan_pass
+
+    once = plan_pass(model, dtype)
+    if once.blocked:
+        return count_model(model, input_shape), once
+    if not once.saved_asked:
+        return count_model(model, input_shape, within=once), once
+    try:
+        count = count_model(model, input_shape, within=once)
+    except SpecError:
+        again = ModelPass(False, not_saved=["the model failed with autograd on"])
+        return count_model(model, input_shape, within=again), again
+    if once.autograd_copy is None:
+        return count, once
+    again = ModelPass(False)
+    count = count_model(model, input_shape, within=again)
+    if once.saved is not None:
+        again.saved = replace(
+            once.saved,
+            source=once.saved.source.replace(
+                "in the dispatch count's forward",
+                "in a first run of the dispatch count's forward (counted again without "
+                f"autograd, which copied the operand of {once.autograd_copy} first)",
+            ),
+        )
+    again.autograd_copy = once.autograd_copy
+    return count, again
 
 
 @functools.lru_cache(maxsize=4096)

@@ -589,6 +589,8 @@ def count_model(
     example_inputs: Any,
     device: str = "cpu",
     strict: bool = False,
+    *,
+    within: Any = None,
 ) -> CountResult:
     """Run ``model`` once under no_grad on ``device`` ("cpu" or "meta": shapes only, so huge
     models count in milliseconds) and count every dispatched operator.
@@ -598,6 +600,10 @@ def count_model(
     nested). Raises :class:`SpecError` when the model raises, exits, or returns no tensor;
     with ``strict``, :class:`MeasurementError` when there is any warning (an operator torch's
     counter counts and convcalc does not, or one where the two disagree).
+
+    ``within``: an object whose ``running(model, inputs)`` is a context entered inside the
+    counting mode around the forward (measure.modelpass.ModelPass: the memory figures of the
+    same forward; its dispatch mode sees each operator before the counting mode does).
     """
     if device not in ("cpu", "meta"):
         raise SpecError("device", f"device must be cpu or meta, not {device!r}")
@@ -656,7 +662,12 @@ def count_model(
     # arithmetic as separate projections and attention products, each attributed and counted
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.no_grad(), counter, _user_code():
+        with (
+            torch.no_grad(),
+            counter,
+            within.running(model, args) if within is not None else contextlib.nullcontext(),
+            _user_code(),
+        ):
             output = model(*args)
     except SystemExit as leaving:
         raise SpecError("model", f"the model called sys.exit({leaving.code!r})") from None
