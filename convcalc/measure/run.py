@@ -48,7 +48,13 @@ from convcalc.measure.build import (
 )
 from convcalc.measure.calibrate import time_layer
 from convcalc.measure.counting import RunRecord, backward_flops, run_counted
-from convcalc.measure.fvcore_adapter import fvcore_count, fvcore_rule, graph_modules, rule_covers
+from convcalc.measure.fvcore_adapter import (
+    FvcoreCount,
+    dispatch_count,
+    fvcore_count,
+    fvcore_rule,
+    graph_modules,
+)
 from convcalc.measure.onepass import OnePass, one_pass_serves, run_once
 from convcalc.measure.probes import probe_cumulative_receptive_field, probe_receptive_field
 from convcalc.measure.timing import MIN_BLOCKS, check_device
@@ -153,9 +159,14 @@ def measure_graph(
         macs: dict[int, int | None]
         others: dict[int, dict[str, int]]
         unsupported: dict[int, dict[str, int]]
-        if device == "cpu" and rule_covers(record.counter.ops):
-            macs, others, unsupported = _rule_macs(record, len(layers)), {}, {}
-            macs_source = RULE_SOURCE + _mode_note(specs)
+        counted = (
+            dispatch_count(graph, record.counter.ops, record.counter.calls)
+            if device == "cpu"
+            else None
+        )
+        if counted is not None:
+            macs, others, unsupported = _per_node(counted, graph)
+            macs_source = dispatch_source(counted)
         elif device == "cpu":
             fv = fvcore_count(graph, x, graph_modules(graph))
             names = graph_modules(graph)
@@ -355,6 +366,35 @@ def _mode_note(specs: Sequence[LayerSpec]) -> str:
             "the rule counts the aten::convolution it dispatches"
         )
     return ""
+
+
+def dispatch_source(counted: FvcoreCount) -> str:
+    """The MACs source where fvcore's handles counted the dispatched shapes
+    (fvcore_adapter.dispatch_count): which handle counted which op, exactly."""
+    ran = "; ".join(f"{op}: {handle}" for op, handle in sorted(counted.handles.items()))
+    text = (
+        "fvcore's own handles (fvcore.nn.jit_handles) on the shapes the real CPU run "
+        "dispatched, each op named as fvcore's torch.jit trace records it"
+        + (f" ({ran})" if ran else "")
+        + "; what it ignores or has no handler for from fvcore's own tables (not traced)"
+    )
+    if counted.extended:
+        text += (
+            "; fvcore has no handler for aten::_convolution_mode (torch's op for "
+            "padding='same'/'valid'): convcalc's handle applies fvcore's conv_flop_count"
+        )
+    return text
+
+
+def _per_node(
+    counted: FvcoreCount, graph: GraphModule
+) -> tuple[dict[int, int | None], dict[int, dict[str, int]], dict[int, dict[str, int]]]:
+    """MACs, fvcore's other counts and its unsupported ops, per node of ``graph``."""
+    names = graph_modules(graph)
+    macs: dict[int, int | None] = {i: counted.macs(name) for i, name in enumerate(names)}
+    others = {i: counted.others(name) for i, name in enumerate(names)}
+    unsupported = {i: counted.unsupported.get(name, {}) for i, name in enumerate(names)}
+    return macs, others, unsupported
 
 
 def _rule_macs(record: RunRecord, count: int) -> dict[int, int | None]:
