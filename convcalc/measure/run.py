@@ -349,25 +349,6 @@ def measure_graph(
     )
 
 
-#: the MACs source where fvcore's rules count a real run (fvcore_adapter.RULE_COVERS)
-RULE_SOURCE = (
-    "fvcore's conv_flop_count and linear rule on the shapes the real CPU run dispatched (its "
-    "torch.jit trace, FlopCountAnalysis, counts these operators with the same rules and no "
-    "others: not traced)"
-)
-
-
-def _mode_note(specs: Sequence[LayerSpec]) -> str:
-    """padding='same'/'valid': the trace would meet aten::_convolution_mode, fvcore's gap."""
-    if any(isinstance(getattr(spec, "padding", None), str) for spec in specs):
-        return (
-            "; padding='same'/'valid' is torch's aten::_convolution_mode, which fvcore's trace "
-            "has no handler for (convcalc registers fvcore's own conv rule for it there): here "
-            "the rule counts the aten::convolution it dispatches"
-        )
-    return ""
-
-
 def dispatch_source(counted: FvcoreCount) -> str:
     """The MACs source where fvcore's handles counted the dispatched shapes
     (fvcore_adapter.dispatch_count): which handle counted which op, exactly."""
