@@ -7,12 +7,13 @@ a real run (on the CPU, or on torch's ``meta`` device for layers too big to run 
 * FLOPs: torch.utils.flop_counter's registered formulas, applied to each aten operator the run
   dispatches (what ``FlopCounterMode`` does, without its module tracker, whose dispatch mode pulls
   in ``torch._dynamo`` on first use: about a second).
-* MACs: fvcore's conv rule (``fvcore.nn.jit_handles.conv_flop_count``) and linear rule on the
-  shapes the run dispatched, where the run dispatched only operators whose traced counterparts
-  fvcore counts with those rules or ignores silently (``fvcore_adapter.RULE_COVERS``: conv,
-  linear, relu, flatten); otherwise fvcore's ``FlopCountAnalysis`` tracing the real CPU run, for
-  its notes on what it has no handler for or counts besides. fvcore cannot trace meta tensors:
-  a meta run always has the rules. The source says which.
+* MACs, and fvcore's notes (what else it counts, what it has no handler for): on a real CPU run,
+  fvcore's own handles (``fvcore.nn.jit_handles``) on the shapes the run dispatched, each op
+  named as fvcore's torch.jit trace records it, with fvcore's own tables of ignored and handled
+  ops (``fvcore_adapter.dispatch_count``, tested equal to the trace); where the run dispatched an
+  op outside ``fvcore_adapter.RULE_COVERS`` or ran a module convcalc has not checked, fvcore's
+  ``FlopCountAnalysis`` tracing the real CPU run. fvcore cannot trace meta tensors: a meta run
+  has its conv and linear rules on the dispatched shapes. The source says which.
 * saved for backward and the inference peak (with ``Extras.memory``, real CPU runs in float32):
   from the same counted pass (measure.onepass), where one pass serves them.
 * receptive field: autograd on a one-channel probe with the layer's kernel, stride and dilation,
@@ -142,8 +143,9 @@ def measure_graph(
     device: str,
     extras: Extras | None = None,
 ) -> ChainMeasurement:
-    """Build the real layers, run them once counted by torch and once traced by fvcore (CPU), or
-    once on the meta device; probe every receptive field by autograd; with ``extras``, run each
+    """Build the real layers, run them once counted by torch (fvcore's count from the same
+    dispatch; its trace, a second run, only where that cannot be vouched for), on the CPU or the
+    meta device; probe every receptive field by autograd; with ``extras``, run each
     layer's backward pass and time its forward pass."""
     extras = extras or Extras()
     if device not in ("cpu", "meta"):
