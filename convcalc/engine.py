@@ -1330,8 +1330,7 @@ def with_model_memory(
 ) -> Report:
     """A user's model: saved for backward, the inference peak and (for a model whose
     torchsummary total is at most MODEL_TRAINING_MAX_BYTES) one training step, measured on a
-    copy, or taken from the counted forward (``once``: measure.modelpass.ModelPass) and the
-    model put back. No formula: convcalc has none for an arbitrary graph (the formula side is
+    copy, or taken from the counted forward (``once``: measure.modelpass.ModelPass). No formula: convcalc has none for an arbitrary graph (the formula side is
     null)."""
     check_memory_options(options)
     if options.fit is not None:

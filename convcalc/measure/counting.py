@@ -32,6 +32,20 @@ class ConvCall:
     transposed: bool
 
 
+#: the dispatched ops whose argument and output shapes fvcore's handles read, where its
+#: by-module count comes from the dispatch (measure.fvcore_adapter.CARRIERS; tested equal)
+RECORDED_CALLS = frozenset(
+    {
+        "aten.convolution",
+        "aten.addmm",
+        "aten.mm",
+        "aten.native_batch_norm",
+        "aten.mean",
+        "aten._adaptive_avg_pool2d",
+    }
+)
+
+
 class DispatchCounter(TorchDispatchMode):
     """Counts each dispatched aten op with torch.utils.flop_counter's registered formula."""
 
@@ -49,6 +63,8 @@ class DispatchCounter(TorchDispatchMode):
         #: (rows, inner, columns) of each matrix multiply (linear layers)
         self.matmuls: dict[int, list[tuple[int, int, int]]] = {}
         self.ops: dict[int, list[str]] = {}
+        #: (op, argument shapes, output shapes) of each op in RECORDED_CALLS, in order
+        self.calls: dict[int, list[tuple[str, Any, Any]]] = {}
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -56,7 +72,10 @@ class DispatchCounter(TorchDispatchMode):
         if self.current is None:
             return out
         packet = func._overloadpacket
-        self.ops.setdefault(self.current, []).append(str(packet))
+        name = str(packet)
+        self.ops.setdefault(self.current, []).append(name)
+        if name in RECORDED_CALLS:
+            self.calls.setdefault(self.current, []).append((name, _shapes(args), _shapes(out)))
         if packet in flop_registry:
             count = _flop_formula(packet, args, kwargs, out)
             self.flops[self.current] = self.flops.get(self.current, 0) + int(count)

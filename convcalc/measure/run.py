@@ -7,12 +7,13 @@ a real run (on the CPU, or on torch's ``meta`` device for layers too big to run 
 * FLOPs: torch.utils.flop_counter's registered formulas, applied to each aten operator the run
   dispatches (what ``FlopCounterMode`` does, without its module tracker, whose dispatch mode pulls
   in ``torch._dynamo`` on first use: about a second).
-* MACs: fvcore's conv rule (``fvcore.nn.jit_handles.conv_flop_count``) and linear rule on the
-  shapes the run dispatched, where the run dispatched only operators whose traced counterparts
-  fvcore counts with those rules or ignores silently (``fvcore_adapter.RULE_COVERS``: conv,
-  linear, relu, flatten); otherwise fvcore's ``FlopCountAnalysis`` tracing the real CPU run, for
-  its notes on what it has no handler for or counts besides. fvcore cannot trace meta tensors:
-  a meta run always has the rules. The source says which.
+* MACs, and fvcore's notes (what else it counts, what it has no handler for): on a real CPU run,
+  fvcore's own handles (``fvcore.nn.jit_handles``) on the shapes the run dispatched, each op
+  named as fvcore's torch.jit trace records it, with fvcore's own tables of ignored and handled
+  ops (``fvcore_adapter.dispatch_count``, tested equal to the trace); where the run dispatched an
+  op outside ``fvcore_adapter.RULE_COVERS`` or ran a module convcalc has not checked, fvcore's
+  ``FlopCountAnalysis`` tracing the real CPU run. fvcore cannot trace meta tensors: a meta run
+  has its conv and linear rules on the dispatched shapes. The source says which.
 * saved for backward and the inference peak (with ``Extras.memory``, real CPU runs in float32):
   from the same counted pass (measure.onepass), where one pass serves them.
 * receptive field: autograd on a one-channel probe with the layer's kernel, stride and dilation,
@@ -48,7 +49,13 @@ from convcalc.measure.build import (
 )
 from convcalc.measure.calibrate import time_layer
 from convcalc.measure.counting import RunRecord, backward_flops, run_counted
-from convcalc.measure.fvcore_adapter import fvcore_count, fvcore_rule, graph_modules, rule_covers
+from convcalc.measure.fvcore_adapter import (
+    FvcoreCount,
+    dispatch_count,
+    fvcore_count,
+    fvcore_rule,
+    graph_modules,
+)
 from convcalc.measure.onepass import OnePass, one_pass_serves, run_once
 from convcalc.measure.probes import probe_cumulative_receptive_field, probe_receptive_field
 from convcalc.measure.timing import MIN_BLOCKS, check_device
@@ -136,8 +143,9 @@ def measure_graph(
     device: str,
     extras: Extras | None = None,
 ) -> ChainMeasurement:
-    """Build the real layers, run them once counted by torch and once traced by fvcore (CPU), or
-    once on the meta device; probe every receptive field by autograd; with ``extras``, run each
+    """Build the real layers, run them once counted by torch (fvcore's count from the same
+    dispatch; its trace, a second run, only where that cannot be vouched for), on the CPU or the
+    meta device; probe every receptive field by autograd; with ``extras``, run each
     layer's backward pass and time its forward pass."""
     extras = extras or Extras()
     if device not in ("cpu", "meta"):
@@ -153,9 +161,14 @@ def measure_graph(
         macs: dict[int, int | None]
         others: dict[int, dict[str, int]]
         unsupported: dict[int, dict[str, int]]
-        if device == "cpu" and rule_covers(record.counter.ops):
-            macs, others, unsupported = _rule_macs(record, len(layers)), {}, {}
-            macs_source = RULE_SOURCE + _mode_note(specs)
+        counted = (
+            dispatch_count(graph, record.counter.ops, record.counter.calls)
+            if device == "cpu"
+            else None
+        )
+        if counted is not None:
+            macs, others, unsupported = _per_node(counted, graph)
+            macs_source = dispatch_source(counted)
         elif device == "cpu":
             fv = fvcore_count(graph, x, graph_modules(graph))
             names = graph_modules(graph)
@@ -338,23 +351,33 @@ def measure_graph(
     )
 
 
-#: the MACs source where fvcore's rules count a real run (fvcore_adapter.RULE_COVERS)
-RULE_SOURCE = (
-    "fvcore's conv_flop_count and linear rule on the shapes the real CPU run dispatched (its "
-    "torch.jit trace, FlopCountAnalysis, counts these operators with the same rules and no "
-    "others: not traced)"
-)
-
-
-def _mode_note(specs: Sequence[LayerSpec]) -> str:
-    """padding='same'/'valid': the trace would meet aten::_convolution_mode, fvcore's gap."""
-    if any(isinstance(getattr(spec, "padding", None), str) for spec in specs):
-        return (
-            "; padding='same'/'valid' is torch's aten::_convolution_mode, which fvcore's trace "
-            "has no handler for (convcalc registers fvcore's own conv rule for it there): here "
-            "the rule counts the aten::convolution it dispatches"
+def dispatch_source(counted: FvcoreCount) -> str:
+    """The MACs source where fvcore's handles counted the dispatched shapes
+    (fvcore_adapter.dispatch_count): which handle counted which op, exactly."""
+    ran = "; ".join(f"{op}: {handle}" for op, handle in sorted(counted.handles.items()))
+    text = (
+        "fvcore's own handles (fvcore.nn.jit_handles) on the shapes the real CPU run "
+        "dispatched, each op named as fvcore's torch.jit trace records it"
+        + (f" ({ran})" if ran else "")
+        + "; what it ignores or has no handler for from fvcore's own tables (not traced)"
+    )
+    if counted.extended:
+        text += (
+            "; fvcore has no handler for aten::_convolution_mode (torch's op for "
+            "padding='same'/'valid'): convcalc's handle applies fvcore's conv_flop_count"
         )
-    return ""
+    return text
+
+
+def _per_node(
+    counted: FvcoreCount, graph: GraphModule
+) -> tuple[dict[int, int | None], dict[int, dict[str, int]], dict[int, dict[str, int]]]:
+    """MACs, fvcore's other counts and its unsupported ops, per node of ``graph``."""
+    names = graph_modules(graph)
+    macs: dict[int, int | None] = {i: counted.macs(name) for i, name in enumerate(names)}
+    others = {i: counted.others(name) for i, name in enumerate(names)}
+    unsupported = {i: counted.unsupported.get(name, {}) for i, name in enumerate(names)}
+    return macs, others, unsupported
 
 
 def _rule_macs(record: RunRecord, count: int) -> dict[int, int | None]:
