@@ -279,7 +279,7 @@ def test_too_big_for_this_machine_is_not_torchs_fault(cli, monkeypatch) -> None:
 
     # conv 8 -> 8, k3, on 1x8x64x64: float32 tensors of input 32,768 + output 8·62·62 = 30,752
     # + params 584 elements, 4 B each = 256,416 B; a machine of 100 kB cannot hold them
-    monkeypatch.setattr(engine, "physical_memory_bytes", lambda: 100_000)
+    monkeypatch.setattr(engine.plan, "physical_memory_bytes", lambda: 100_000)
     result = cli("conv", "--in", "8", "--out", "8", "--size", "64", "--measure-on", "cpu")
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr.startswith(

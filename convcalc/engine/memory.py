@@ -1,0 +1,421 @@
+"""Memory a user can plan a GPU budget on (issue 13): saved for backward, the inference peak,
+one training step and what fits, measured beside the formulas."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import field, replace
+from typing import Any
+
+from convcalc import kinds
+from convcalc._dataclass import dataclass
+from convcalc.core import formulas, memory_model
+from convcalc.core.report import Pair, Report
+from convcalc.core.spec import InputSpec, Node
+from convcalc.engine.plan import Options, RunPlan
+from convcalc.errors import SpecError
+
+#: One real training step (forward, backward, optimizer step) is measured only with --train
+#: (Options.train: torch.optim imports torch._dynamo, ~2 s), on a real CPU run whose step
+#: needs at most this much by formula ...
+TRAINING_RUN_MAX_BYTES = 64 * 2**20
+#: ... and whose forward plan_run estimates at most this long (a step costs about three
+#: forwards). Anything larger, and everything on the meta device (``batch`` sweeps thousands
+#: of specs there), has the training step by formula only, and the sources say why.
+TRAINING_RUN_MAX_SECONDS = 0.1
+#: models (analyze_model): the training step is measured when torchsummary's total (input +
+#: 2·outputs + params, measured) is at most this
+MODEL_TRAINING_MAX_BYTES = 64 * 2**20
+
+
+def check_memory_options(options: Options) -> int | None:
+    """Validate ``optimizer`` and ``fit``; the limit in bytes (None: no --fit)."""
+    if options.optimizer not in memory_model.OPTIMIZERS:
+        raise SpecError(
+            "optimizer",
+            f"--optimizer {options.optimizer!r} must be one of "
+            f"{', '.join(memory_model.OPTIMIZERS)}",
+        )
+    return None if options.fit is None else memory_model.parse_size(options.fit)
+
+
+@dataclass
+class _MemoryMeasured:
+    saved: Any = None
+    peak: Any = None
+    step: Any = None
+    cuda: dict[str, int] | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+#: saved-for-backward and the inference peak are measured on real tensors up to this many
+#: estimated seconds of forward, on the meta device beyond (the same bytes, nothing computed)
+MEMORY_REAL_MAX_SECONDS = 0.05
+
+
+#: up to this estimated forward time, a network with a layer whose forward depends on the
+#: training mode (batch norm, dropout) has its memory passes run for real on the CPU: on the
+#: meta device, batch norm in training mode runs torch's Python decompositions, whose first use
+#: imports torch._dynamo (ResNet-50's saved-for-backward: 2.05 s on meta, 0.3 s on the CPU)
+MEMORY_REAL_MODE_DEPENDENT_MAX_SECONDS = 1.0
+
+
+def _memory_device(nodes: Sequence[Node], plan: RunPlan) -> str:
+    """Where the memory passes run: where the counted run did, except that beyond a quick
+    network the meta device is cheaper (nothing is computed there), unless batch norm's
+    decompositions make it dearer (MEMORY_REAL_MODE_DEPENDENT_MAX_SECONDS)."""
+    if plan.device != "cpu" or plan.estimated_seconds <= MEMORY_REAL_MAX_SECONDS:
+        return plan.device
+    if plan.estimated_seconds <= MEMORY_REAL_MODE_DEPENDENT_MAX_SECONDS and any(
+        kinds.kind_of(node.spec).mode_dependent(node.spec) for node in nodes
+    ):
+        return "cpu"
+    return "meta"
+
+
+def _built(once: Any, device: str) -> Any:
+    """The modules the counted run built, where the memory pass runs on their device."""
+    modules = getattr(once, "modules", None)
+    return modules if device == "cpu" else None
+
+
+def _measure_memory(
+    nodes: Sequence[Node],
+    input_spec: InputSpec,
+    options: Options,
+    plan: RunPlan,
+    step_bytes: int,
+    once: Any = None,
+) -> _MemoryMeasured:
+    """Saved for backward and the inference peak wherever the run is real or meta; one
+    training step on small real CPU runs only; torch's CUDA peak with --device cuda."""
+    result = _MemoryMeasured()
+    if plan.device not in ("cpu", "meta"):
+        return result
+    if not options.measure_memory:
+        return _memory_not_asked(result)
+    from convcalc.errors import MeasurementError
+    from convcalc.measure import memory as measure_memory
+
+    # the bytes autograd saves and the live bytes of a forward are the same on the meta device
+    # (nothing is computed there): beyond a quick network, two more real passes are not worth it
+    device = _memory_device(nodes, plan)
+    saved_once, peak_once = _once(once)
+    try:
+        result.saved = saved_once or measure_memory.measure_network_saved(
+            nodes, input_spec, device, built=_built(once, device)
+        )
+        result.sources["memory_saved_for_backward"] = (
+            result.saved.source
+            + (
+                "; no layer's forward depends on the training mode, so the eval-mode pass "
+                "saves what training mode does"
+                if saved_once
+                else _second_pass(peak_once)
+            )
+            + "; the network input requiring grad (as a "
+            "layer inside a bigger network; a training step's data does not)"
+        )
+    except MeasurementError as error:
+        result.sources["memory_saved_for_backward"] = f"not measured: {error}"
+    try:
+        result.peak = peak_once or measure_memory.measure_network_peak(nodes, input_spec, device)
+        result.sources["memory_peak_inference"] = (
+            result.peak.source + "; eval mode, each output freed after its last reader; per "
+            "layer: the live activation bytes while that layer runs"
+        )
+    except MeasurementError as error:
+        result.sources["memory_peak_inference"] = f"not measured: {error}"
+    why_not = ""
+    if not options.train:
+        why_not = (
+            "one real step is measured with --train (conv, the presets, stack): a torch.optim "
+            "optimizer imports torch._dynamo, about 2 s"
+        )
+    elif plan.device != "cpu":
+        why_not = "measured on the meta device: nothing runs, no step is taken"
+    elif step_bytes > TRAINING_RUN_MAX_BYTES:
+        why_not = (
+            f"the step needs {formulas.human_bytes(step_bytes)} by formula (a real step is "
+            f"run up to {formulas.human_bytes(TRAINING_RUN_MAX_BYTES)})"
+        )
+    elif plan.estimated_seconds > TRAINING_RUN_MAX_SECONDS:
+        why_not = (
+            f"the forward alone would take about {plan.estimated_seconds:.2f} s (a real step "
+            f"is run up to {TRAINING_RUN_MAX_SECONDS} s of forward)"
+        )
+    if why_not:
+        result.sources["memory_training_step"] = f"formula only: {why_not}"
+    else:
+        try:
+            result.step = measure_memory.measure_network_training(
+                nodes, input_spec, options.optimizer
+            )
+            result.sources["memory_training_step"] = _step_source(result.step)
+        except MeasurementError as error:
+            result.sources["memory_training_step"] = f"not measured: {error}"
+    if options.device.startswith("cuda"):
+        result.cuda = _cuda_step(nodes, input_spec, options, result.sources)
+    return result
+
+
+def _once(once: Any) -> tuple[Any, Any]:
+    """Saved for backward and the inference peak the counted real pass measured (None each:
+    not measured there)."""
+    if once is None:
+        return None, None
+    return getattr(once, "saved", None), getattr(once, "peak", None)
+
+
+def _second_pass(peak_once: Any) -> str:
+    if peak_once is None:
+        return "; training mode"
+    return (
+        "; training mode, a second pass: a layer's forward depends on the mode (batch norm, "
+        "dropout), and the counted real pass ran in eval mode"
+    )
+
+
+def _memory_not_asked(result: _MemoryMeasured) -> _MemoryMeasured:
+    why = "formula only: measured with --memory (Options.measure_memory; batch sweeps skip it)"
+    for key in ("saved_for_backward", "peak_inference", "training_step"):
+        result.sources[f"memory_{key}"] = why
+    return result
+
+
+def _step_source(step: Any) -> str:
+    return (
+        "one real step on the CPU (forward, out.sum().backward(), optimizer.step()): "
+        + "; ".join(f"{key}: {text}" for key, text in step.sources.items())
+        + "; transient and total: the formula is an upper bound (saved tensors are freed "
+        "during backward), shown beside the measurement, no agreement claimed"
+    )
+
+
+def _cuda_step(
+    nodes: Sequence[Node], input_spec: InputSpec, options: Options, sources: dict[str, str]
+) -> dict[str, int] | None:
+    from convcalc.errors import MeasurementError
+    from convcalc.measure import memory as measure_memory
+
+    try:
+        graph = measure_memory.build_network(nodes, "cpu", input_spec.dtype, training=True)
+        result = measure_memory.measure_training_step_cuda(
+            graph, measure_memory.make_input(input_spec), options.optimizer
+        )
+    except MeasurementError as error:
+        sources["memory_cuda"] = f"not measured: {error}"
+        return None
+    sources["memory_cuda"] = (
+        "torch.cuda.max_memory_allocated over one training step (the caching allocator's "
+        "peak: cuDNN workspaces and allocator rounding included, which no formula counts)"
+    )
+    return result
+
+
+def with_memory(
+    report: Report,
+    nodes: Sequence[Node],
+    input_spec: InputSpec,
+    options: Options,
+    plan: RunPlan,
+    fit_bytes: int | None,
+    once: Any = None,
+) -> Report:
+    """The report with the memory a GPU budget is planned on: per layer saved for backward and
+    the live bytes while it runs; for the network those, one training step, and what fits.
+    ``once``: the ChainMeasurement whose real pass measured saved and peak already (either may
+    be None: measured here)."""
+    saved = memory_model.saved_for_backward(nodes, input_spec)
+    peak = memory_model.peak_inference(nodes, input_spec)
+    step = memory_model.training_step(nodes, input_spec, options.optimizer)
+    fit = None
+    if fit_bytes is not None:
+        fit = _fit(nodes, input_spec, options, fit_bytes, check=plan.device != "none")
+    measured = _measure_memory(nodes, input_spec, options, plan, step.total.value, once)
+    layers = []
+    for index, layer in enumerate(report.layers):
+        key = str(index)
+        layers.append(
+            replace(
+                layer,
+                saved_for_backward=Pair(
+                    None if measured.saved is None else measured.saved.layers.get(key),
+                    saved.layers[index].value,
+                ),
+                peak_inference=Pair(
+                    None if measured.peak is None else measured.peak.layers.get(key),
+                    peak.layers[index].value,
+                ),
+                formula_text={
+                    **layer.formula_text,
+                    "memory_saved_for_backward": saved.layers[index].shown,
+                    "memory_peak_inference": peak.layers[index].shown,
+                },
+            )
+        )
+    step_parts = {
+        key: getattr(step, key)
+        for key in ("params", "buffers", "grads", "optimizer_state", "saved_for_backward")
+    }
+    step_parts.update(transient=step.transient, total=step.total)
+    total = replace(
+        report.total,
+        saved_for_backward=Pair(
+            None if measured.saved is None else measured.saved.total, saved.total.value
+        ),
+        peak_inference=Pair(
+            None if measured.peak is None else measured.peak.peak, peak.total.value
+        ),
+        training_step=Pair(
+            None if measured.step is None else measured.step.to_dict(), step.to_dict()
+        ),
+        optimizer=options.optimizer,
+        fit=fit,
+        memory_text={
+            "saved_for_backward": saved.total.shown,
+            "peak_inference": peak.total.shown,
+            **{f"training_step.{key}": part.shown for key, part in step_parts.items()},
+        },
+    )
+    sources = {**report.sources, **measured.sources}
+    extra = dict(report.extra)
+    if measured.cuda is not None:
+        extra["memory_cuda"] = {"optimizer": options.optimizer, **measured.cuda}
+    return replace(report, layers=tuple(layers), total=total, sources=sources, extra=extra)
+
+
+def _fit(
+    nodes: Sequence[Node], input_spec: InputSpec, options: Options, limit: int, *, check: bool
+) -> dict[str, Any]:
+    """total.fit: the entry of the report's dtype at the top (memory_limit_bytes,
+    max_batch_training, max_batch_inference), every dtype in ``by_dtype``; each answer found
+    by formula and, unless --formula-only, checked on the meta device at that batch."""
+    answers = memory_model.fit(nodes, input_spec, limit, options.optimizer, limit_text=options.fit)
+    by_dtype = []
+    for answer in answers:
+        entry = answer.to_dict()
+        entry["checked"] = _check_fit(nodes, input_spec, answer) if check else None
+        by_dtype.append(entry)
+    main = next((e for e in by_dtype if e["dtype"] == input_spec.dtype), by_dtype[0])
+    return {
+        "memory_limit": options.fit,
+        "memory_limit_bytes": limit,
+        "dtype": main["dtype"],
+        "optimizer": options.optimizer,
+        "max_batch_training": main["max_batch_training"],
+        "max_batch_inference": main["max_batch_inference"],
+        "by_dtype": by_dtype,
+    }
+
+
+def _check_fit(nodes: Sequence[Node], input_spec: InputSpec, answer: Any) -> dict[str, Any]:
+    """At the batch found, the meta device's inference peak (activations) and saved for
+    backward (data needing no grad), measured beside the formula's. Nothing runs on meta:
+    shapes and storages only; int8 is not checked (torch's layers do not run in int8).
+    Known: in float16/bfloat16 training torch's meta batch norm keeps float32 statistics (as
+    CUDA does) where the CPU, and the formula, keep the input's dtype: 4·C bytes apart."""
+    from convcalc.errors import MeasurementError
+    from convcalc.measure import memory as measure_memory
+
+    checked: dict[str, Any] = {"on": "meta", "inference_peak": None, "saved_for_backward": None}
+    if answer.dtype not in memory_model.TRAINING_DTYPES:
+        return checked
+    try:
+        if answer.max_batch_inference:
+            at = replace(input_spec, batch=answer.max_batch_inference, dtype=answer.dtype)
+            checked["inference_peak"] = {
+                "batch": at.batch,
+                "measured": measure_memory.measure_network_peak(nodes, at, "meta").peak,
+                "formula": memory_model.peak_inference(nodes, at).total.value,
+            }
+        if answer.max_batch_training:
+            at = replace(input_spec, batch=answer.max_batch_training, dtype=answer.dtype)
+            checked["saved_for_backward"] = {
+                "batch": at.batch,
+                "measured": measure_memory.measure_network_saved(
+                    nodes, at, "meta", input_requires_grad=False
+                ).total,
+                "formula": memory_model.saved_for_backward(
+                    nodes, at, input_requires_grad=False
+                ).total.value,
+            }
+    except MeasurementError:
+        pass
+    return checked
+
+
+def with_model_memory(
+    report: Report,
+    model: Any,
+    input_shape: tuple[int, ...],
+    dtype: str,
+    options: Options,
+    *,
+    once: Any = None,
+) -> Report:
+    """A user's model: saved for backward, the inference peak and (for a model whose
+    torchsummary total is at most MODEL_TRAINING_MAX_BYTES) one training step, measured on a
+    copy, or taken from the counted forward (``once``: measure.modelpass.ModelPass). No
+    formula: convcalc has none for an arbitrary graph (the formula side is null)."""
+    check_memory_options(options)
+    if options.fit is not None:
+        raise SpecError(
+            "fit",
+            "--fit needs the formulas of a network of known layers: convcalc has none for an "
+            "arbitrary model's graph",
+        )
+    from convcalc.measure.modelpass import model_memory
+
+    summary = report.total.memory.measured
+    small = summary is not None and summary.total <= MODEL_TRAINING_MAX_BYTES and options.train
+    found = model_memory(model, once, input_shape, dtype, options.optimizer, training_step=small)
+    saved_layers = found.saved.layers if found.saved is not None else {}
+    peak_layers = found.peak.layers if found.peak is not None else {}
+    layers = [
+        replace(
+            layer,
+            saved_for_backward=Pair(saved_layers.get(layer.name), None),  # type: ignore[arg-type]
+            peak_inference=Pair(peak_layers.get(layer.name), None),  # type: ignore[arg-type]
+        )
+        for layer in report.layers
+    ]
+    total = replace(
+        report.total,
+        saved_for_backward=Pair(
+            None if found.saved is None else found.saved.total,
+            None,  # type: ignore[arg-type]
+        ),
+        peak_inference=Pair(
+            None if found.peak is None else found.peak.peak,
+            None,  # type: ignore[arg-type]
+        ),
+        training_step=Pair(
+            None if found.step is None else found.step.to_dict(),
+            None,  # type: ignore[arg-type]
+        ),
+        optimizer=options.optimizer,
+    )
+    sources = {
+        **report.sources,
+        "memory_saved_for_backward": found.sources["saved"],
+        "memory_peak_inference": found.sources["peak"]
+        + "; per layer: the live activation bytes while that layer runs",
+        "memory_training_step": found.sources.get(
+            "step",
+            "not measured: "
+            + (
+                f"torchsummary's total of the model is above "
+                f"{formulas.human_bytes(MODEL_TRAINING_MAX_BYTES)}"
+                if options.train
+                else "one real step is measured with --train (conv, the presets, stack)"
+            ),
+        ),
+    }
+    note = (
+        "memory: saved for backward, the inference peak and the training step are measured "
+        "only: convcalc has no formula for an arbitrary model's graph"
+    )
+    return replace(
+        report, layers=tuple(layers), total=total, sources=sources, notes=(*report.notes, note)
+    )

@@ -1,0 +1,436 @@
+"""A user's model (a torch module, a factory, a file): counted at the dispatch level and
+reported module by module."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from convcalc import kinds
+from convcalc.core.memory import summary_memory
+from convcalc.core.report import LayerReport, Pair, Report, Total
+from convcalc.core.spec import DTYPE_BYTES, InputSpec
+from convcalc.engine.memory import with_model_memory
+from convcalc.engine.plan import Options
+from convcalc.engine.roofline import resolve_peaks, with_model_roofline
+from convcalc.errors import SpecError
+from convcalc.kinds import ConvSpec
+
+
+def _keeping_modes(analyze: Callable[..., Report]) -> Callable[..., Report]:
+    """A user's ``nn.Module`` comes back in the training mode it came in (each module's flag):
+    the analysis runs it in eval mode."""
+    import functools
+
+    @functools.wraps(analyze)
+    def kept(target: Any, *args: Any, **kwargs: Any) -> Report:
+        modules = getattr(target, "modules", None)
+        modes = [] if modules is None else [(m, bool(m.training)) for m in modules()]
+        try:
+            return analyze(target, *args, **kwargs)
+        finally:
+            for module, training in modes:
+                module.training = training
+
+    return kept
+
+
+@_keeping_modes
+def analyze_model(
+    target: Any,
+    input_shape: tuple[int, ...],
+    *,
+    dtype: str = "float32",
+    kwargs: str | None = None,
+    device: str = "cpu",
+    receptive_field: bool = True,
+    options: Options | None = None,
+) -> Report:
+    """A user's own network: a target string (``pkg.mod:Attr`` with ``kwargs`` like
+    ``"num_classes=10"``, ``file.py:Attr``, ``timm:NAME``, a TorchScript or ONNX file) or an
+    ``nn.Module``. One forward pass on ``device`` ("cpu"; "meta": shapes only) is counted at
+    torch's dispatch level (every operator counted by a rule or named as not counted, each
+    counted one attributed to the innermost module running it), and every module that did
+    counted work or that a layer kind knows is set beside its closed form on the input it
+    really received. ``receptive_field=False`` skips the autograd probe of the whole model."""
+    if len(input_shape) < 2:
+        raise SpecError("input", "--input needs at least N,C (like 1,3,224,224)")
+    if device not in ("cpu", "meta"):
+        raise SpecError("device", f"device must be cpu or meta, not {device!r}")
+    resolve_peaks(options or Options(), dtype)  # bad peaks or device: before the model runs
+    from convcalc.measure.model_run import run_model
+
+    run = run_model(
+        target,
+        tuple(input_shape),
+        kwargs=kwargs,
+        device=device,
+        receptive_field=receptive_field,
+        memory=dtype if device != "meta" else None,
+    )
+    options = options or Options()
+    if device == "meta" and options.time:
+        raise SpecError("time", "--time runs the model: it does not go with --measure-on meta")
+    report = model_report(run, tuple(input_shape), dtype)
+    if device != "meta":
+        report = with_model_memory(
+            report, run.model, tuple(input_shape), dtype, options, once=run.memory
+        )
+    return with_model_roofline(report, run.model, options)
+
+
+def _model_input(shape: tuple[int, ...], dtype: str) -> InputSpec:
+    return InputSpec(shape[0], shape[1] if len(shape) > 1 else 1, tuple(shape[2:]), dtype)
+
+
+def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] | None:
+    """The row of one module that ran, and its :class:`ModuleFigures`; None for a module that
+    did no counted work and that no kind knows."""
+    from convcalc.core.opformulas import flops_of, mha_params
+    from convcalc.core.report import ModuleFigures, ModuleSpec
+    from convcalc.measure.model_run import layer_receptive_field
+    from convcalc.measure.opcount import conv_call_formula, module_formula
+
+    spec = module.spec
+    calls = [inputs[0] for inputs in module.call_inputs if inputs]
+    width = DTYPE_BYTES[dtype]
+    out_shape = module.output_shapes[0] if module.output_shapes else None
+    in_elements = sum(math.prod(c) for c in calls)
+    out_elements = module.calls * math.prod(out_shape) if out_shape is not None else 0
+    op_calls = {op.op: op.calls for op in module.ops}
+    name = module.name or "(model)"
+    if module.calls > 1:
+        name = f"{name} (×{module.calls})"
+    first = calls[0] if calls else ()
+    if spec is not None and calls and (len(first) >= 2):
+        texts: dict[str, str] = {}
+        per_call = []
+        for index, shape in enumerate(calls):
+            layer_spec, layer_shape = spec, shape
+            received = module.conv_received[index] if index < len(module.conv_received) else None
+            if isinstance(spec, ConvSpec) and received is not None and received[0] != shape:
+                # padded at run time (F.pad in forward): the conv's figures are those of the
+                # padded input it really received
+                layer_spec, layer_shape = replace(spec, padding=received[1]), received[0]
+            layer_spec = kinds.kind_of(layer_spec).with_input(layer_spec, layer_shape)
+            per_call.append(
+                (
+                    layer_spec,
+                    layer_shape,
+                    kinds.figures(layer_spec, _model_input(layer_shape, dtype)),
+                )
+            )
+        spec0, shape0, fig0 = per_call[0]
+        texts = fig0.texts()
+        if shape0 != first:
+            texts["macs"] = f"on the padded input it received (run-time padding): {texts['macs']}"
+        mac = sum(f.macs.value for _, _, f in per_call)
+        flop = sum(f.flops.value for _, _, f in per_call)
+        bias = sum(f.bias_adds.value for _, _, f in per_call)
+        if len(per_call) > 1:
+            texts["macs"] = f"{len(per_call)} calls: {mac:,}"
+            texts["flops"] = f"{len(per_call)} calls: {flop:,}"
+        out_formula = per_call[-1][2].output_shape.value
+        measured_field = (
+            layer_receptive_field(spec0, shape0)
+            if len(shape0) > 2 and not isinstance(spec0, kinds.LinearSpec)
+            else fig0.receptive_field.value
+            if isinstance(spec0, kinds.LinearSpec)
+            else ()
+        )
+        params = module.params
+        report = LayerReport(
+            name=name,
+            spec=spec0,
+            input_shape=first,
+            output_shape=Pair(out_shape, out_formula),
+            params=Pair(params, fig0.params.value),
+            macs=Pair(module.macs, mac),
+            flops=Pair(module.flops, flop),
+            bias_adds=bias,
+            receptive_field=Pair(
+                None if isinstance(spec0, kinds.LinearSpec) else measured_field,
+                fig0.receptive_field.value,
+            ),
+            memory=Pair(
+                # the tensor the layer's operator really read (the padded one, padded at run
+                # time)
+                summary_memory(math.prod(shape0), [math.prod(out_shape or ())], params, width),
+                fig0.memory.value,
+            ),
+            formula_text=texts,
+            notes=module.notes,
+        )
+        positions = sum(
+            math.prod(f.output_shape.value[:1] + f.output_shape.value[2:])
+            if isinstance(s, ConvSpec)
+            else math.prod(f.output_shape.value[:-1])
+            for s, _, f in per_call
+        )
+        weight_positions = (
+            positions * fig0.params.value if isinstance(spec0, ConvSpec | kinds.LinearSpec) else 0
+        )
+        figures = ModuleFigures(
+            module.name,
+            module.type,
+            module.calls,
+            spec0.op if not isinstance(spec0, kinds.NormSpec) else "batchnorm",
+            module.macs,
+            bias,
+            params,
+            in_elements,
+            out_elements,
+            op_calls,
+            weight_positions,
+            out_shape[0] if out_shape else 0,
+            _bias_size(spec0),
+        )
+        return report, figures
+    if not module.ops:
+        return None
+    # no kind knows it, and it did counted work: an attention block, a module calling
+    # matmul or a functional conv on a child's weight
+    formula = module_formula(module)
+    params_pair: Pair[int]
+    hyper: tuple[tuple[str, Any], ...] = ()
+    op = ""
+    if module.attention is not None:
+        a = module.attention
+        op = "attention"
+        hyper = (("embed_dim", a.embed_dim), ("num_heads", a.num_heads))
+        params_formula = mha_params(a.embed_dim, a.kdim, a.vdim, a.bias, a.bias_kv)
+        params_pair = Pair(run.subtree_params.get(module.name, module.params), params_formula.value)
+        if a.bias_kv:
+            formula = None  # the source grows by one position: no closed form here
+    else:
+        params_pair = Pair(module.params, None)  # type: ignore[arg-type]
+        convs = [c for c in run.count.conv_calls if c.module == module.name]
+        counted_ops = {op.op for op in module.ops}
+        if convs and counted_ops <= {"aten.convolution", "aten._convolution"}:
+            parts = [conv_call_formula(c) for c in convs]
+            from convcalc.core.formulas import Derived
+
+            formula = Derived(
+                sum(p.value for p in parts),
+                " + ".join(f"[{c.weight or 'conv'}: {p.shown}]" for c, p in zip(convs, parts)),
+            )
+    texts = {}
+    if formula is not None:
+        texts["macs"] = formula.shown
+        texts["flops"] = flops_of(formula).shown
+    if params_pair.formula is not None and module.attention is not None:
+        texts["params"] = mha_params(
+            module.attention.embed_dim,
+            module.attention.kdim,
+            module.attention.vdim,
+            module.attention.bias,
+            module.attention.bias_kv,
+        ).shown
+    notes = list(module.notes)
+    if formula is None:
+        notes.append(
+            "no closed form for this module's work ("
+            + ", ".join(f"{op} ×{n}" for op, n in op_calls.items())
+            + "): measured only"
+        )
+    report = LayerReport(
+        name=name,
+        spec=ModuleSpec(module.type, module.name, hyper),
+        input_shape=first,
+        output_shape=Pair(out_shape, None),  # type: ignore[arg-type]
+        params=params_pair,
+        macs=Pair(module.macs, None if formula is None else formula.value),  # type: ignore[arg-type]
+        flops=Pair(module.flops, None if formula is None else 2 * formula.value),  # type: ignore[arg-type]
+        bias_adds=0,
+        receptive_field=Pair(None, ()),
+        memory=Pair(
+            summary_memory(
+                math.prod(first), [math.prod(out_shape or ())], params_pair.measured or 0, width
+            ),
+            None,  # type: ignore[arg-type]
+        ),
+        formula_text=texts,
+        notes=tuple(notes),
+    )
+    figures = ModuleFigures(
+        module.name,
+        module.type,
+        module.calls,
+        op,
+        module.macs,
+        0,
+        module.params,
+        in_elements,
+        out_elements,
+        op_calls,
+    )
+    return report, figures
+
+
+def _bias_size(spec: Any) -> int:
+    if isinstance(spec, ConvSpec) and spec.bias:
+        return spec.out_channels
+    if isinstance(spec, kinds.LinearSpec) and spec.bias:
+        return spec.out_features
+    return 0
+
+
+def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
+    """The report of one measured model (:class:`convcalc.measure.model_run.ModelRun`)."""
+    from convcalc.core.report import ModelFigures, ModuleFigures
+
+    count = run.count
+    layers: list[LayerReport] = []
+    modules: list[ModuleFigures] = []
+    for module in count.modules:
+        found = _model_layer(module, run, dtype)
+        if found is None:
+            if module.spec is None:
+                # still part of the whole-model conventions (activations, norms, adds)
+                out = module.output_shapes[0] if module.output_shapes else ()
+                ins = [i[0] for i in module.call_inputs if i]
+                modules.append(
+                    ModuleFigures(
+                        module.name,
+                        module.type,
+                        module.calls,
+                        "",
+                        module.macs,
+                        0,
+                        module.params,
+                        sum(math.prod(s) for s in ins),
+                        module.calls * math.prod(out) if out else 0,
+                    )
+                )
+            continue
+        layers.append(found[0])
+        modules.append(found[1])
+    notes: list[str] = list(run.notes)
+    if any("(×" in layer.name for layer in layers):
+        notes.append(
+            "a layer marked ×N runs N times in one forward pass: its MACs and FLOPs, measured "
+            "and by formula, add up every call; its output shape is the first call's"
+        )
+    # parameters no formula covers: modules with parameters and no row, outside any attention
+    # block's row (whose formula counts its out_proj)
+    covered = {layer.spec.name for layer in layers if layer.params.formula is not None}
+    blocks = [
+        layer.spec.name
+        for layer in layers
+        if getattr(layer.spec, "op", "") == "module" and layer.params.formula is not None
+    ]
+    uncovered = {
+        name: n
+        for name, n in run.own_params.items()
+        if name not in covered and not any(name.startswith(f"{b}.") or not b for b in blocks)
+    }
+    formula_params = sum(x.params.formula for x in layers if x.params.formula is not None)
+    if uncovered:
+        listed = ", ".join(
+            f"{name or '(model)'} ({n:,})" for name, n in list(uncovered.items())[:5]
+        )
+        more = f" and {len(uncovered) - 5} more" if len(uncovered) > 5 else ""
+        notes.append(
+            f"{sum(uncovered.values()):,} parameters sit in modules convcalc has no formula "
+            f"for: {listed}{more}; the formulas cover {formula_params:,} of "
+            f"{count.params:,}, so the total has no parameter formula"
+        )
+    no_form = [x.name for x in layers if x.macs.formula is None]
+    # counted operators outside every module that ran (a TorchScript root runs no hook)
+    stray = count.total_macs - sum(x.macs.measured or 0 for x in layers)
+    if no_form:
+        notes.append(
+            "modules whose counted work has no closed form (measured only, so the total MACs "
+            "have no formula): " + ", ".join(no_form)
+        )
+    arithmetic = dict(sorted(count.arithmetic.items(), key=lambda kv: -kv[1]))
+    if arithmetic:
+        shown = ", ".join(f"{op} ×{n}" for op, n in list(arithmetic.items())[:8])
+        more = f" and {len(arithmetic) - 8} more" if len(arithmetic) > 8 else ""
+        notes.append(
+            "not counted (elementwise, norm, softmax, pooling arithmetic is not MACs): "
+            f"{shown}{more}; every operator with calls: uncounted_ops"
+        )
+    notes.extend(count.notes)
+    whole = not no_form and not stray
+    width = DTYPE_BYTES[dtype]
+    outputs = {name: shape for name, shape in zip(count.output_names, count.output_shapes)}
+    first_out = count.output_shapes[0]
+    total = Total(
+        params=Pair(count.params, None if uncovered else formula_params),  # type: ignore[arg-type]
+        macs=Pair(
+            count.total_macs,
+            sum(x.macs.formula for x in layers) if whole else None,  # type: ignore[arg-type]
+        ),
+        flops=Pair(
+            count.total_flops,
+            sum(x.flops.formula for x in layers) if whole else None,  # type: ignore[arg-type]
+        ),
+        bias_adds=sum(x.bias_adds for x in layers),
+        output_shape=Pair(first_out, None),  # type: ignore[arg-type]
+        receptive_field=Pair(run.receptive_field, None),  # type: ignore[arg-type]
+        memory=Pair(
+            summary_memory(
+                math.prod(input_shape),
+                [math.prod(x.output_shape.measured or ()) for x in layers] or [0],
+                count.params,
+                width,
+            ),
+            # no formula where some parameters have none (the params total is null too)
+            None  # type: ignore[arg-type]
+            if uncovered or any(x.output_shape.formula is None for x in layers)
+            else summary_memory(
+                math.prod(input_shape),
+                [math.prod(x.output_shape.formula or ()) for x in layers] or [0],
+                formula_params,
+                width,
+            ),
+        ),
+        receptive_field_of=run.receptive_field_of,
+    )
+    if not layers:
+        notes.append("no module did counted work or is a kind convcalc knows")
+    figures = ModelFigures(
+        uncounted_ops={"zero_cost": dict(count.zero_cost), "arithmetic": arithmetic},
+        output_structure=count.output_structure,
+        outputs=outputs,
+        count_warnings=count.warnings,
+        modules=tuple(modules),
+        seconds=dict(run.seconds),
+    )
+    report = Report(
+        command="model",
+        input=_model_input(input_shape, dtype),
+        layers=tuple(layers),
+        total=total,
+        measured_on=count.device,
+        sources={
+            "output_shape": "the real run (hooks on every module)",
+            "params": "the model's own parameters (each row's: its module's)",
+            "macs": (
+                "convcalc's rule on the shapes torch dispatched, for every convolution and "
+                "matrix-product operator, attributed to the innermost module running it"
+            ),
+            "flops": "torch.utils.flop_counter's formulas on the same dispatched operators",
+            "receptive_field": (
+                "each layer's: a one-channel probe of its geometry; the model's: autograd on "
+                "a stand-in of the model (the same graph; every conv and linear weight "
+                "1/fan-in, biases 0, torch's own conv classes computed without their channels, "
+                "the same function; activations, dropout and norms the identity; max pools "
+                "averaging the same windows), extent of the input gradient of the central "
+                "element of its first spatial output, else of its last spatial layer "
+                "(receptive_field_of)"
+            ),
+            "measured_on": (
+                "cpu: the model runs for real"
+                if count.device == "cpu"
+                else "meta: shapes only, no arithmetic run"
+            ),
+        },
+        title=run.title,
+        notes=tuple(dict.fromkeys(notes)),
+        model=figures,
+    )
+    return report

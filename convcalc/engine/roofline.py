@@ -1,0 +1,282 @@
+"""The roofline (issue 14): bytes moved, intensity, bound and time per layer on the device's
+peaks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from convcalc.choices import check_device_name
+from convcalc.core.report import LayerReport, Report
+from convcalc.core.spec import DTYPE_BYTES, Node
+from convcalc.engine.plan import Options
+from convcalc.errors import SpecError
+
+#: the top layers of total.roofline, by measured time (or by bound time when not timed)
+ROOFLINE_TOP = 5
+
+
+def _asks_for_peaks(options: Options) -> bool:
+    """Anything that asks for the roofline's peaks: --roofline, --time, either peak (a lone one
+    is refused by roofline.validate_peaks) or --recalibrate; without any, resolve_peaks is
+    None whatever else is set."""
+    return bool(
+        options.roofline
+        or options.time
+        or options.recalibrate
+        or options.peak_gflops is not None
+        or options.peak_gbps is not None
+    )
+
+
+def resolve_peaks(options: Options, dtype: str) -> Any:
+    """The device's peaks for the roofline (a :class:`convcalc.core.roofline.Peaks`), or None
+    without --roofline, --time, given peaks or --recalibrate (each asks for it): given
+    (nothing measured), resolved already, or from the cache (measured there first when absent,
+    or with ``recalibrate``)."""
+    if not _asks_for_peaks(options):  # the roofline module is not even loaded (start-up)
+        return None
+    from convcalc.core.roofline import given_peaks, validate_peaks
+
+    given = validate_peaks(options.peak_gflops, options.peak_gbps)
+    # giving the peaks, or asking to measure them again, asks for the roofline too
+    if not (options.roofline or options.time or given is not None or options.recalibrate):
+        return None
+    if options.peaks is not None:
+        return options.peaks
+    device = check_device_name(options.device)
+    if given is not None:
+        if options.recalibrate:
+            raise SpecError(
+                "recalibrate",
+                "--recalibrate measures the peaks: it does not go with --peak-gflops/--peak-gbps",
+            )
+        assert options.peak_gflops is not None and options.peak_gbps is not None
+        threads = None
+        if not options.formula_only:
+            from convcalc.measure.timing import cpu_threads  # torch: loaded to measure anyway
+
+            threads = cpu_threads() if device == "cpu" else None
+        return given_peaks(options.peak_gflops, options.peak_gbps, device, dtype, threads)
+    if options.formula_only:
+        raise SpecError(
+            "peak_gflops",
+            "--roofline with --formula-only needs --peak-gflops and --peak-gbps (measuring "
+            "the device's peaks needs torch)",
+        )
+    from convcalc.measure.calibrate import cached_peaks
+
+    return cached_peaks(device, dtype, recalibrate=options.recalibrate, progress=options.progress)
+
+
+def with_peaks(options: Options | None, dtype: str) -> Options | None:
+    """``options`` with its peaks resolved once (compare and batch: several reports, one
+    calibration)."""
+    if options is None:
+        return None
+    peaks = resolve_peaks(options, dtype)
+    return options if peaks is None else replace(options, peaks=peaks)
+
+
+def _layer_roofline(layer: LayerReport, extra_inputs: int, peaks: Any, calls: int = 1) -> Any:
+    """One layer's roofline by formula: FLOPs its formula's, bytes from its formula's shapes
+    and parameters at the dtype's width; with a measured latency, the achieved rates. A
+    module called ``calls`` times reads its input and writes its output each time, its
+    weights once."""
+    from convcalc.core.roofline import layer_roofline, with_time
+
+    if layer.flops.formula is None or layer.params.formula is None:
+        return None
+    if layer.output_shape.formula is None:
+        return None
+    width = DTYPE_BYTES.get(peaks.dtype, 4)
+    elements = math.prod(layer.input_shape) * calls
+    roof = layer_roofline(
+        flops=layer.flops.formula,
+        input_elements=elements,
+        weight_elements=layer.params.formula,
+        output_elements=math.prod(layer.output_shape.formula) * calls,
+        dtype_bytes=width,
+        peaks=peaks,
+        extra_input_elements=elements * extra_inputs,
+    )
+    if layer.latency_ms is not None and layer.latency_ms > 0:
+        roof = with_time(roof, layer.latency_ms * 1e-3)
+    return roof
+
+
+def roofline_total(layers: Sequence[LayerReport], peaks: Any) -> dict[str, Any]:
+    """total.roofline: the bound times summed (each layer alone: the network's bound when
+    layers do not overlap), the measured times summed, the fraction reached, and the top
+    layers by measured time (by bound time when not timed)."""
+    rows = [(layer.name, layer.roofline) for layer in layers if layer.roofline is not None]
+    bound = sum(roof.time_lower_bound_s for _, roof in rows)
+    timed = bool(rows) and all(roof.time_s is not None for _, roof in rows)
+    moved = sum(roof.bytes_moved for _, roof in rows)
+    flops = sum(roof.flops for _, roof in rows)
+    data: dict[str, Any] = {
+        "time_lower_bound_s": bound,
+        "bytes_moved": moved,
+        "flops": flops,
+        # the layers' FLOPs over their bytes: each layer's traffic counted alone (a network
+        # that kept activations in cache would move less)
+        "intensity": flops / moved if moved and flops else 0.0,
+        "layers_compute_bound": sum(1 for _, roof in rows if roof.bound == "compute"),
+        "layers_memory_bound": sum(1 for _, roof in rows if roof.bound == "memory"),
+        "layers_without_roofline": [layer.name for layer in layers if layer.roofline is None],
+        "ridge_flops_per_byte": peaks.ridge,
+    }
+    key = "time_s" if timed else "time_lower_bound_s"
+    if timed:
+        time_s = sum(roof.time_s or 0.0 for _, roof in rows)
+        data.update(
+            time_s=time_s,
+            achieved_flops_per_s=flops / time_s if time_s > 0 else None,
+            fraction_of_bound=bound / time_s if time_s > 0 else None,
+        )
+    whole = sum(getattr(roof, key) or 0.0 for _, roof in rows) or 1.0
+    top = sorted(rows, key=lambda row: -(getattr(row[1], key) or 0.0))[:ROOFLINE_TOP]
+    data["top_layers_by"] = key
+    data["top_layers"] = [
+        {
+            "name": name,
+            key: getattr(roof, key),
+            "share": (getattr(roof, key) or 0.0) / whole,
+            "bound": roof.bound,
+            "intensity": roof.intensity,
+            **({"fraction_of_bound": roof.fraction_of_bound} if timed else {}),
+        }
+        for name, roof in top
+    ]
+    return data
+
+
+def with_roofline(
+    report: Report, nodes: Sequence[Node], inputs: Sequence[Any], peaks: Any
+) -> Report:
+    """The report with every layer on the roofline of ``peaks`` (None: the report as it is)."""
+    if peaks is None:
+        return report
+    del inputs  # each layer's input shape is in its row
+    layers = tuple(
+        replace(layer, roofline=_layer_roofline(layer, len(node.inputs) - 1, peaks))
+        for layer, node in zip(report.layers, nodes)
+    )
+    total = replace(report.total, roofline=roofline_total(layers, peaks))
+    sources = {
+        **report.sources,
+        "roofline": (
+            "by formula: bytes moved = (input + weights + output elements) x the dtype's "
+            "width, each read or written once (the minimum traffic: caches, re-reads and "
+            "workspace not counted); intensity = formula FLOPs / bytes; bound = "
+            "max(FLOPs / peak FLOP/s, bytes / peak bytes/s); peaks: " + peaks.source
+        ),
+    }
+    return replace(report, layers=layers, total=total, sources=sources, device=peaks)
+
+
+def roofline_why(versions: Sequence[tuple[str, Report]]) -> str:
+    """compare's one line: each version's layers with their bound and intensity against the
+    ridge, its bound time, and (timed) the fraction of that bound its measured time reached."""
+    parts = []
+    ridge = None
+    for name, report in versions:
+        roof = report.total.roofline
+        if roof is None or report.device is None:
+            return ""
+        ridge = report.device.ridge
+        rows = [(layer.name, layer.roofline) for layer in report.layers if layer.roofline]
+        layers = ", ".join(
+            ("" if len(rows) == 1 else f"{layer} ") + f"{r.bound}-bound ({r.intensity:,.1f} FLOP/B)"
+            for layer, r in rows
+        )
+        text = (
+            f"{name.replace('_', ' ')}: {layers}; bound {roof['time_lower_bound_s'] * 1e3:,.3f} ms"
+        )
+        if roof.get("time_s"):
+            text += (
+                f", measured {roof['time_s'] * 1e3:,.3f} ms "
+                f"({roof['fraction_of_bound']:.0%} of the roofline)"
+            )
+        parts.append(text)
+    return (
+        f"why (ridge {ridge:,.1f} FLOP/B): "
+        + "; ".join(parts)
+        + ". A memory-bound layer's time is set by its bytes, not its FLOPs: cutting FLOPs "
+        "there does not cut time."
+    )
+
+
+def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
+    """A user's model on the roofline: every row with a formula (FLOPs, parameters, output
+    shape), by formula; with --time each row's module timed alone on its real input shape."""
+    import re
+
+    peaks = resolve_peaks(options, report.input.dtype)
+    if peaks is None:
+        return report
+    layers = list(report.layers)
+    timing = report.timing
+    notes = list(report.notes)
+    if options.time:
+        from convcalc.measure.model_run import time_modules
+
+        started = __import__("time").perf_counter()
+        times, timing_notes, settings = time_modules(
+            model,
+            [(layer.name, tuple(layer.input_shape)) for layer in layers],
+            options.device,
+            options.min_run_time,
+        )
+        layers = [
+            replace(
+                layer,
+                latency_ms=None if timed is None else timed[0] * 1e3,
+                timed_runs=None if timed is None else timed[1],
+                latency_iqr_ms=None if timed is None else timed[2] * 1e3,
+                timing_requested=True,
+            )
+            for layer, timed in zip(layers, times)
+        ]
+        notes += [f"timing: {note}" for note in timing_notes]
+        timing = {
+            **settings,
+            "seconds": round(__import__("time").perf_counter() - started, 3),
+            "scope": "each module with a row, alone on zeros of its real input shape; "
+            "container modules are not timed (their children are)",
+        }
+    roofed = []
+    for layer in layers:
+        match = re.fullmatch(r".* \(×(\d+)\)", layer.name)
+        roofed.append(
+            replace(
+                layer,
+                roofline=_layer_roofline(layer, 0, peaks, int(match.group(1)) if match else 1),
+            )
+        )
+    latencies = [x.latency_ms for x in roofed]
+    total = replace(
+        report.total,
+        roofline=roofline_total(roofed, peaks),
+        latency_ms=sum(x for x in latencies if x is not None)
+        if options.time and latencies and all(x is not None for x in latencies)
+        else None,
+        timing_requested=options.time,
+    )
+    sources = {
+        **report.sources,
+        "roofline": "by formula, for each row with one (FLOPs, parameters, output shape): "
+        "bytes moved = (input + weights + output elements) x the dtype's width; peaks: "
+        + peaks.source,
+    }
+    return replace(
+        report,
+        layers=tuple(roofed),
+        total=total,
+        sources=sources,
+        device=peaks,
+        timing=timing,
+        notes=tuple(notes),
+    )
