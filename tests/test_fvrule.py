@@ -256,3 +256,21 @@ def test_a_module_whose_trace_is_not_derived_keeps_the_trace(
     measured = measure_graph(chain(specs), InputSpec(1, C, (8, 8)), "cpu")
     assert measured.sources["macs"].startswith("fvcore FlopCountAnalysis")
     assert any("fvcore also counts batch_norm" in n for n in measured.layers[1].notes)
+
+
+def test_an_fvcore_whose_tables_cannot_be_read_keeps_the_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a future fvcore laid out otherwise (its table not a dict literal): the trace counts, as
+    # before the dispatch path, never an internal error
+    def unreadable() -> None:
+        raise LookupError("fvcore's _DEFAULT_SUPPORTED_OPS is not a dict literal")
+
+    monkeypatch.setattr(fa, "fvcore_tables", unreadable)
+    specs = [conv(C, 8), NormSpec(8, 2)]
+    graph = graph_of(chain(specs))
+    counter = run_counted(graph, torch.zeros(1, C, 8, 8)).counter
+    assert fa.dispatch_count(graph, counter.ops, counter.calls) is None
+    measured = measure_graph(chain(specs), InputSpec(1, C, (8, 8)), "cpu")
+    assert measured.sources["macs"].startswith("fvcore FlopCountAnalysis")
+    assert measured.layers[0].macs == 10_368  # 8·4·9·36, as above

@@ -442,7 +442,10 @@ def dispatch_count(
     whose dispatched counterpart is not where it is expected (the caller traces)."""
     if not rule_covers(ops):
         return None
-    handles, ignored = fvcore_tables()
+    try:
+        handles, ignored = fvcore_tables()
+    except LookupError:  # an fvcore whose source is laid out otherwise: its trace counts
+        return None
     names = graph_modules(graph)
     by_module: dict[str, Counter[str]] = {name: Counter() for name in ("", "nodes", *names)}
     unsupported: dict[str, Counter[str]] = {name: Counter() for name in ("", "nodes", *names)}
