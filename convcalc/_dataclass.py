@@ -19,8 +19,11 @@ headed by its bytecode magic number: another Python ignores it. It is read once,
 class; a missing, unreadable or foreign file is an empty table. Only the command-line entry
 point writes it (:func:`save`, at exit, when a class was compiled: the first run, or after an
 upgrade), never the library, so importing convcalc writes nothing. Deleting the file is always
-safe. (PYTHONDONTWRITEBYTECODE is about ``__pycache__`` and is not consulted: like the peaks,
-this is convcalc's own cache.)
+safe. The file is written for this user alone (0600) and read only when this user owns it and
+nobody else may write it, so a shared cache directory cannot hand convcalc code to run.
+``CONVCALC_NO_CODE_CACHE=1`` turns the table off (nothing read, nothing written).
+(PYTHONDONTWRITEBYTECODE is about ``__pycache__`` and is not consulted: like the peaks, this is
+convcalc's own cache.)
 """
 
 from __future__ import annotations
@@ -87,11 +90,38 @@ def _header() -> bytes:
     return FORMAT + MAGIC_NUMBER
 
 
+#: set (to anything but empty) to neither read nor write the table
+OFF_VARIABLE = "CONVCALC_NO_CODE_CACHE"
+
+
+def enabled() -> bool:
+    import os
+
+    return not os.environ.get(OFF_VARIABLE)
+
+
+def _trusted(handle: Any) -> bool:
+    """Code is loaded only from a file this user owns that nobody else may write (as ssh
+    treats its keys): a cache directory shared with others (a CI cache, a group-writable home)
+    cannot hand convcalc code to run. Elsewhere than POSIX, the file is the user's profile's."""
+    import os
+    import stat
+
+    if not hasattr(os, "getuid"):
+        return True
+    info = os.fstat(handle.fileno())
+    return info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 def _read() -> dict[str, Any]:
     import marshal
 
+    if not enabled():
+        return {}
     try:
         with open(cache_file(), "rb") as handle:
+            if not _trusted(handle):
+                return {}
             data = handle.read()
         header = _header()
         if not data.startswith(header):
@@ -127,7 +157,7 @@ def save() -> None:
     """Write the table if this process compiled anything new (the CLI calls this at exit).
     Written whole to a temporary file and renamed: processes running at once each leave a
     complete file. Any failure is ignored: the table only saves time."""
-    if not _compiled or _table is None:
+    if not _compiled or _table is None or not enabled():
         return
     import contextlib
     import marshal
@@ -138,7 +168,9 @@ def save() -> None:
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(temporary, "wb") as handle:
+        # this user's alone (0600): _read trusts nothing else
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
             handle.write(_header() + marshal.dumps(table))
         os.replace(temporary, path)
         _compiled.clear()

@@ -82,6 +82,31 @@ def test_a_foreign_or_broken_file_is_ignored(tmp_path: Path) -> None:
     assert int(_run(MAKE, tmp_path)) > 0
 
 
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_the_file_is_the_users_alone_and_a_writable_one_is_not_trusted(tmp_path: Path) -> None:
+    _run(MAKE, tmp_path)
+    (path,) = (tmp_path / "convcalc").iterdir()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert int(_run(MAKE, tmp_path)) == 0  # trusted: all taken from it
+    path.chmod(0o620)  # others may write it: its code is not loaded
+    assert int(_run(MAKE, tmp_path)) > 0
+
+
+def test_the_variable_turns_the_table_off(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "XDG_CACHE_HOME": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+        _dataclass.OFF_VARIABLE: "1",
+    }
+    for _ in range(2):  # nothing written, so the second run compiles everything again
+        done = subprocess.run(
+            [sys.executable, "-c", MAKE], env=env, capture_output=True, text=True, check=True
+        )
+        assert int(done.stdout) > 0
+    assert not (tmp_path / "convcalc").exists()
+
+
 def test_the_cli_writes_the_cache_and_the_library_does_not(tmp_path: Path) -> None:
     _run("import convcalc.engine", tmp_path)
     assert not (tmp_path / "convcalc").exists()
