@@ -269,7 +269,9 @@ def test_residual_paths_that_do_not_match(cli, tmp_path: Path) -> None:
 def test_model_totals_equal_the_models_own_and_fvcores(cli) -> None:
     import importlib.util
 
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():  # fvcore.nn's import runs torch.jit.script: deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     spec = importlib.util.spec_from_file_location("mynet_for_test", DATA / "mynet.py")
     module = importlib.util.module_from_spec(spec)
