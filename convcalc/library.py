@@ -782,10 +782,16 @@ class Record:
     report: Report | None
     error: str | None
     index: int = -1
+    #: the spec's line as written, when it could not be read as a spec (not JSON, not an
+    #: object: ``spec`` then holds only ``__error__``); None otherwise
+    text: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         if self.report is None:
-            return {"line": self.line, "index": self.index, "error": self.error, "spec": self.spec}
+            data = {"line": self.line, "index": self.index, "error": self.error, "spec": self.spec}
+            if self.text is not None:  # added beside spec (the schema is additive)
+                data["text"] = self.text
+            return data
         return {"line": self.line, "index": self.index, **self.report.to_dict()}
 
 
@@ -846,6 +852,39 @@ def sweep(
     every N-th spec from the I-th (by index), for one machine's share of a sweep. By default
     memory (saved for backward, inference peak) is by formula only: ``Measure(memory=True)``
     measures it too, at about twice the time per spec."""
+    check_sweep_measure(measure, labels)  # before the first spec, as the CLI does
+    return _sweep(specs, dtype=dtype, measure=measure, labels=labels, jobs=jobs, shard=shard)
+
+
+def check_sweep_measure(measure: Measure, labels: Labels = API_LABELS) -> None:
+    """A sweep's measuring options that would run and give nothing: timing (``time``) on the
+    meta device (``measure_on`` "meta", the sweep's default), where nothing runs to be timed.
+    SpecError("time", ...), naming the options as ``labels`` does (the CLI: --time,
+    --measure-on)."""
+    on = plain(measure.measure_on)
+    if measure.time is True and not measure.formula_only and on == "meta":
+        if labels["measure_on"].startswith("--"):
+            raise SpecError(
+                "time",
+                "--time needs a real run, and --measure-on meta (batch's default) runs "
+                "nothing: add --measure-on auto or cpu",
+            )
+        raise SpecError(
+            "time",
+            f"time needs a real run, and {labels['measure_on']} 'meta' (the sweep's default) "
+            "runs nothing: give Measure(measure_on='auto') or 'cpu'",
+        )
+
+
+def _sweep(
+    specs: Iterable[Any] | str,
+    *,
+    dtype: str,
+    measure: Measure,
+    labels: Labels,
+    jobs: int | str,
+    shard: str | tuple[int, int] | None,
+) -> Iterator[Record]:
     from convcalc.engine import with_peaks
     from convcalc.sources.batch import in_shard, iter_specs, parse_shard, run
 
@@ -860,7 +899,7 @@ def sweep(
         else _as_specs(specs)
     )
     for spec, report, problem in run(in_shard(source, where), plain(dtype), options, workers):
-        yield Record(spec.line, spec.data, report, problem, spec.index)
+        yield Record(spec.line, spec.data, report, problem, spec.index, getattr(spec, "text", None))
 
 
 def _as_specs(items: Iterable[Any]) -> Iterator[Any]:

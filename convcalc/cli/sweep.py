@@ -246,6 +246,7 @@ def batch(
         progress=progress_line,
     )
     measure.options(Labels(CLI_LABELS))  # bad combinations fail before anything is written
+    library.check_sweep_measure(measure, Labels(CLI_LABELS))
     axes = library.sweep_axes(grid, grid_file) if generated else None
     specs = library.sweep_grid(axes, base) if axes is not None else library.sweep_file(names[0])
     first = next(specs, None)

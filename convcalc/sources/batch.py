@@ -31,6 +31,9 @@ class Spec:
     data: dict[str, Any]
     #: its place among the specs, from 0: stable across shards, what --resume and --merge use
     index: int = -1
+    #: the line as written, when it could not be read as a spec (not JSON, not an object):
+    #: the error record's ``text``; None otherwise
+    text: str | None = None
 
 
 def read_specs(text: str, source: str) -> list[Spec]:
@@ -69,13 +72,16 @@ def _jsonl_specs(lines: Iterable[str], first: int) -> Iterator[Spec]:
     for number, line in enumerate(lines, start=first):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
+        text = None
         try:
             data = json.loads(line)
         except json.JSONDecodeError as error:
             data = {"__error__": f"not JSON: {error.msg} (column {error.colno})"}
+            text = line.rstrip("\r\n")
         if not isinstance(data, dict):
             data = {"__error__": "each line must be a JSON object"}
-        yield Spec(number, data, index)
+            text = line.rstrip("\r\n")
+        yield Spec(number, data, index, text)
         index += 1
 
 

@@ -1,0 +1,128 @@
+"""What a new user hit in `convcalc batch` and the sweep API (the batchfix pass): a finished
+file resumed with other options, --time on the meta device, a CSV resumed with another dtype,
+the API's messages naming CLI options, the raw text of a line that is not JSON, --get with
+--format. Each refusal: one line on stderr, exit 2, nothing on stdout, the file untouched."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from convcalc import library
+from convcalc.choices import Measure
+from convcalc.errors import SpecError
+
+#: 4 specs: kernel 1,3 x out 4,8 (out fastest), in 4, size 8
+GRID = ["--grid", "kernel=1,3 out=4,8", "--in", "4", "--size", "8"]
+FORMULA = Measure(formula_only=True, memory=False)
+
+
+def refused(result, line: str) -> None:
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {line}\n")
+
+
+# --- 2. --time on the meta device times nothing -------------------------------------------------
+
+
+@pytest.mark.parametrize("on", [[], ["--measure-on", "meta"]])
+def test_batch_time_on_meta_is_a_usage_error(cli, on) -> None:
+    # before any work: no spec is read (the grid's file argument is never opened)
+    refused(
+        cli("batch", *GRID, "--time", *on),
+        "--time needs a real run, and --measure-on meta (batch's default) runs nothing: add "
+        "--measure-on auto or cpu",
+    )
+
+
+def test_sweep_time_on_meta_is_refused_by_the_api() -> None:
+    # raised by the call itself, before the first record is asked for
+    with pytest.raises(SpecError) as caught:
+        library.sweep([{"in": 4, "out": 4, "size": 8}], measure=Measure("meta", time=True))
+    assert caught.value.field == "time"
+    assert str(caught.value) == (
+        "time needs a real run, and measure_on 'meta' (the sweep's default) runs nothing: "
+        "give Measure(measure_on='auto') or 'cpu'"
+    )
+
+
+def test_sweep_time_on_cpu_times() -> None:
+    # the same spec measured for real: timed (latency_ms a positive number)
+    (record,) = library.sweep([{"in": 4, "out": 4, "size": 8}], measure=Measure("cpu", time=True))
+    assert record.error is None
+    assert record.to_dict()["total"]["latency_ms"] > 0
+
+
+# --- 6. a line that is not JSON: its raw text in the error record -------------------------------
+
+
+def test_error_record_keeps_the_raw_line(cli) -> None:
+    specs = '{"in": 4, "out": 4, "size": 8}\nnot json {\n[1, 2]\n'
+    result = cli("batch", "-", "--formula-only", input=specs)
+    assert result.exit_code == 2
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert "text" not in records[0]  # a report: no text key
+    # not JSON: line 2, index 1; its spec keeps __error__ (the existing key), text the line
+    assert records[1] == {
+        "line": 2,
+        "index": 1,
+        "error": "not JSON: Expecting value (column 1)",
+        "spec": {"__error__": "not JSON: Expecting value (column 1)"},
+        "text": "not json {",
+    }
+    assert records[2]["text"] == "[1, 2]"
+    assert records[2]["error"] == "each line must be a JSON object"
+
+
+def test_error_record_of_a_bad_value_has_no_text() -> None:
+    # a JSON object with a bad value: its spec is the object itself, no text key
+    (record,) = library.sweep([{"in": 4, "out": 0, "size": 8}], measure=FORMULA)
+    assert record.error is not None
+    assert "text" not in record.to_dict()
+
+
+# --- 7. --get with --format --------------------------------------------------------------------
+
+
+CONV = ["conv", "--in", "8", "--out", "8", "-k", "3", "--formula-only"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "markdown"])
+def test_get_refuses_another_format(cli, fmt) -> None:
+    refused(
+        cli(*CONV, "--get", "total.params", "--format", fmt),
+        f"--get prints the value alone: it does not go with --format {fmt} (give one of them)",
+    )
+
+
+@pytest.mark.parametrize("fmt", [[], ["--format", "json"], ["--json"]])
+def test_get_with_table_or_json(cli, fmt) -> None:
+    # 8*8*3*3 weights + 8 biases = 584
+    result = cli(*CONV, "--get", "total.params", *fmt)
+    assert (result.exit_code, result.stdout) == (0, "584\n")
+
+
+# --- 5. the sources of memory not measured: in the user's words ---------------------------------
+
+
+def test_memory_sources_name_the_options_that_measure_it() -> None:
+    (record,) = library.sweep([{"in": 4, "out": 4, "size": 8}])  # meta, memory by formula
+    sources = record.to_dict()["sources"]
+    for key in ("memory_saved_for_backward", "memory_peak_inference"):
+        assert sources[key] == (
+            "formula only: not measured in this run (batch: add --memory; the Python API: "
+            "Measure(memory=True))"
+        )
+    assert sources["memory_training_step"] == (
+        "formula only: not measured in this run (batch: one real step with --memory and "
+        "--train, when the layer runs on the CPU, --measure-on auto or cpu, and is small "
+        "enough; the Python API: Measure(memory=True, train=True))"
+    )
+    assert not any("Options." in text for text in sources.values())
+
+
+def test_memory_and_train_on_cpu_measure_the_step() -> None:
+    # what the training-step source promises: --memory --train on the CPU measures a real step
+    measure = Measure("cpu", train=True, memory=True)
+    (record,) = library.sweep([{"in": 4, "out": 4, "size": 8}], measure=measure)
+    assert record.to_dict()["sources"]["memory_training_step"].startswith("one real step")
