@@ -988,7 +988,7 @@ def held(
         if isinstance(specs, str)
         else _as_specs(specs)
     )
-    return held_records(
+    found = held_records(
         Path(path),
         fmt,
         format is not None,
@@ -997,6 +997,8 @@ def held(
         plain(measure.measure_on) != "auto",
         _batch_csv_header(),
     )
+    _check_csv_formulas(found, Path(path), plain(dtype))
+    return found
 
 
 def resume(
@@ -1024,9 +1026,62 @@ def resume(
         else held(path, specs, format=format, dtype=dtype, measure=measure, shard=shard)
     )
     exact_on = plain(measure.measure_on) != "auto"
-    records = sweep(found.rest, dtype=dtype, measure=measure, labels=labels, jobs=jobs)
+    first = next(found.rest, None)
+    if first is None:  # nothing left to run: the options are checked on the file's last spec
+        _check_finished(found, Path(path), dtype, measure, labels, exact_on)
+    rest = found.rest if first is None else itertools.chain([first], found.rest)
+    records = sweep(rest, dtype=dtype, measure=measure, labels=labels, jobs=jobs)
     records = _checked(records, found, Path(path), exact_on)
     return _appended(records, append_to(Path(path), found.keep), found)
+
+
+def _check_finished(
+    found: Held, path: Path, dtype: str, measure: Measure, labels: Labels, exact_on: bool
+) -> None:
+    """A file that holds every spec of the sweep: its last report's spec analysed once more
+    with this run's options (the record is not written), so that other options are refused
+    as they are when specs are left (:func:`_checked`)."""
+    from convcalc.output.formats import batch_record
+    from convcalc.sources.batch import check_made
+
+    if found.profile is None or found.last_spec is None:
+        return  # nothing to compare with: no report in the file
+    for record in sweep([found.last_spec], dtype=dtype, measure=measure, labels=labels):
+        text = batch_record(record, found.format)
+        check_made(found, text, _batch_csv_header(), exact_on, path)
+
+
+def _check_csv_formulas(found: Held, path: Path, dtype: str) -> None:
+    """A CSV results file's last report against what this run writes for the same spec in
+    the columns set by formula alone (parameters, output shape, MACs, FLOPs, memory bytes: the
+    dtype shows in the memory columns), computed here by formula (no torch): a file made with
+    another --dtype is refused as another sweep's. JSONL records carry their dtype and are
+    compared by it (sources.batch.held_difference)."""
+    import csv
+
+    from convcalc.output.formats import batch_record
+    from convcalc.sources.batch import _not_this_sweep, signature_difference
+
+    if found.format != "csv" or found.last_spec is None or found.last_text is None:
+        return
+    (record,) = sweep([found.last_spec], dtype=dtype, measure=_FORMULAS)
+    if record.report is None:
+        return  # the engine's refusal is reported when the spec runs (it ran before: no)
+    columns = _batch_csv_header().rstrip("\n").split(",")
+    held_row = dict(zip(columns, next(csv.reader([found.last_text]))))
+    made_row = dict(zip(columns, next(csv.reader([batch_record(record, "csv")]))))
+    keys = [key for key in columns if key in _FORMULA_COLUMNS or key.endswith("_formula")]
+    difference = signature_difference(
+        {key: held_row.get(key, "") for key in keys}, {key: made_row.get(key, "") for key in keys}
+    )
+    if difference is not None:
+        raise SpecError("resume", _not_this_sweep(path, found.last_spec, difference))
+
+
+#: a sweep by formula alone (the CSV check of :func:`held`), and the CSV columns beyond those
+#: named *_formula that hold a formula whatever was measured
+_FORMULAS = Measure(formula_only=True, memory=False)
+_FORMULA_COLUMNS = ("memory_total_bytes", "forward_backward_torchsummary_bytes")
 
 
 def _checked(records: Iterator[Record], found: Any, path: Path, exact_on: bool) -> Iterator[Record]:

@@ -126,3 +126,91 @@ def test_memory_and_train_on_cpu_measure_the_step() -> None:
     measure = Measure("cpu", train=True, memory=True)
     (record,) = library.sweep([{"in": 4, "out": 4, "size": 8}], measure=measure)
     assert record.to_dict()["sources"]["memory_training_step"].startswith("one real step")
+
+
+# --- 1. a finished file resumed with other options ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished(cli, tmp_path_factory) -> dict[str, str]:
+    """The 4-spec sweep run whole: formula only, and on the meta device (memory by formula)."""
+    runs = {
+        "fo.jsonl": cli("batch", *GRID, "--formula-only"),
+        "meta.jsonl": cli("batch", *GRID),
+        "meta.csv": cli("batch", *GRID, "-f", "csv"),
+    }
+    assert all(run.exit_code == 0 for run in runs.values())
+    return {name: run.stdout for name, run in runs.items()}
+
+
+@pytest.mark.parametrize(
+    ("made", "options", "difference"),
+    [
+        ("meta.jsonl", ["--memory"], "memory measured (--memory): false in the file, true in this "
+         "run"),
+        ("meta.jsonl", ["--train"], "train_flops (--train): false in the file, true in this run"),
+        ("meta.jsonl", ["--formula-only"], "measured: true in the file, false in this run"),
+        ("fo.jsonl", [], "measured: false in the file, true in this run"),
+        ("meta.jsonl", ["--measure-on", "cpu"], 'measured_on: "meta" in the file, "cpu" in this '
+         "run"),
+    ],
+)  # fmt: skip
+def test_resume_of_a_finished_file_checks_the_options(
+    cli, finished, tmp_path, made, options, difference
+) -> None:
+    # the file holds all 4 specs: nothing is left, yet its last spec is analysed (not
+    # written) with this run's options and compared, as for a partial file
+    results = tmp_path / "r.jsonl"
+    results.write_text(finished[made])
+    refused(
+        cli("batch", *GRID, *options, "--resume", str(results)),
+        f"--resume {results}: its records were made with other options than this run's "
+        f"({difference}): the results of another sweep",
+    )
+    assert results.read_text() == finished[made]
+
+
+def test_resume_of_a_finished_file_with_its_options_adds_nothing(cli, finished, tmp_path) -> None:
+    results = tmp_path / "r.jsonl"
+    results.write_text(finished["meta.jsonl"])
+    result = cli("batch", *GRID, "--resume", str(results))
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    assert results.read_text() == finished["meta.jsonl"]
+
+
+def test_api_resume_of_a_finished_file_checks_the_options(finished, tmp_path) -> None:
+    results = tmp_path / "r.jsonl"
+    results.write_text(finished["fo.jsonl"])
+    specs = library.sweep_grid("kernel=1,3 out=4,8", {"in": 4, "size": 8})
+    with pytest.raises(SpecError) as caught:
+        library.resume(results, specs, measure=Measure("meta", memory=False))  # at the call
+    assert caught.value.field == "resume"
+    assert "measured: false in the file, true in this run" in str(caught.value)
+    assert results.read_text() == finished["fo.jsonl"]
+
+
+# --- 3. a CSV resumed with another dtype ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("rows", [3, 5])  # header + 2 records (partial), header + 4 (finished)
+def test_csv_resume_refuses_another_dtype(cli, finished, tmp_path, rows) -> None:
+    # the file's last record (spec index rows-2) is float32: 4->8 channels of 8x8, kernel 1 or 3:
+    # memory_total_bytes by formula is dtype-linear, so float16 halves it; the first column of
+    # the formula columns that differs is memory_total_bytes (its value in the file shown)
+    results = tmp_path / "r.csv"
+    text = "".join(finished["meta.csv"].splitlines(keepends=True)[:rows])
+    results.write_text(text)
+    held_row = text.splitlines()[-1].split(",")
+    total = held_row[finished["meta.csv"].splitlines()[0].split(",").index("memory_total_bytes")]
+    result = cli("batch", *GRID, "-f", "csv", "--dtype", "float16", "--resume", str(results))
+    refused(
+        result,
+        f"--resume {results}: its record of spec index {rows - 2} is not what this run makes of "
+        f'that spec (memory_total_bytes: "{total}" in the file, "{int(total) // 2}" in this '
+        "run): the results of another sweep (other specs, or options such as --formula-only, "
+        "--memory, --dtype)",
+    )
+    assert results.read_text() == text
+    # the same dtype resumes: the file becomes the whole run
+    assert cli("batch", *GRID, "-f", "csv", "--resume", str(results)).exit_code == 0
+    assert results.read_text() == finished["meta.csv"]
