@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -959,6 +960,35 @@ def _results_format(format: Any, option: str) -> str:
     return text
 
 
+def _cli_words(labels: Labels) -> bool:
+    """Whether ``labels`` name the CLI's options (``--measure-on``), not the API's parameters."""
+    return labels["measure_on"].startswith("--")
+
+
+@contextmanager
+def _worded(labels: Labels) -> Iterator[None]:
+    """The results files' refusals (sources.batch speaks the CLI's words: ``--resume PATH:``,
+    ``--merge:``, ``--format csv``, ``--formula-only``) in the Python API's when ``labels``
+    are the API's: ``path PATH:``, ``merge:``, ``format='csv'``, ``formula_only``, and
+    ``resume()`` for the advice to resume; the CLI's labels keep the messages as they are."""
+    try:
+        yield
+    except SpecError as error:
+        if _cli_words(labels):
+            raise
+        raise SpecError(error.field, _api_words(error.message)) from None
+
+
+def _api_words(message: str) -> str:
+    import re
+
+    text = re.sub(r"^--resume (?!appends)", "path ", message)
+    text = text.replace("--format jsonl or csv", "format='jsonl' or 'csv'")
+    text = re.sub(r"--format (jsonl|csv|json)\b", r"format='\1'", text)
+    text = re.sub(r"--resume\b", "resume()", text)
+    return re.sub(r"--([a-z][a-z-]*)", lambda m: m[1].replace("-", "_"), text)
+
+
 def held(
     path: str | Path,
     specs: Iterable[Any] | str,
@@ -967,6 +997,7 @@ def held(
     dtype: str = "float32",
     measure: Measure = SWEEP_MEASURE,
     shard: str | tuple[int, int] | None = None,
+    labels: Labels = API_LABELS,
 ) -> Held:
     """What a results file (``batch --resume``'s RESULTS) already holds of this sweep, checked
     before anything is written: a ``convcalc.sources.batch.Held`` with ``count`` (its complete
@@ -976,7 +1007,21 @@ def held(
     :func:`sweep` takes them; ``format``: what this run writes, "jsonl" (the default, also
     for a new file) or "csv". A file of another sweep (other specs, shard, dtype, or options
     such as formula-only or memory), of another format, or not convcalc batch output raises
-    SpecError("resume", ...). A missing file holds nothing."""
+    SpecError("resume", ...), its message naming this function's parameters (``labels``:
+    the CLI's name its options, ``--resume PATH``). A missing file holds nothing."""
+    with _worded(labels):
+        return _held(path, specs, format=format, dtype=dtype, measure=measure, shard=shard)
+
+
+def _held(
+    path: str | Path,
+    specs: Iterable[Any] | str,
+    *,
+    format: str | None,
+    dtype: str,
+    measure: Measure,
+    shard: str | tuple[int, int] | None,
+) -> Held:
     from convcalc.sources.batch import held_records, in_shard, iter_specs, parse_shard
 
     fmt = "jsonl" if format is None else _results_format(format, "--format")
@@ -1017,13 +1062,31 @@ def resume(
     each record to the file as it is made (flushed; a truncated last line is cut off first,
     a new file is created) and yield it. Everything is checked before the file is touched:
     what :func:`held` checks, and that this run's first report is made with the options of
-    the file's last. Iterate to the end to run the sweep."""
+    the file's last (with nothing left to run: of the file's last spec analysed again, not
+    written). Refusals name this function's parameters (``labels``: the CLI's, its options).
+    Iterate to the end to run the sweep."""
+    with _worded(labels):
+        return _resume(path, specs, format, dtype, measure, labels, jobs, shard)
+
+
+def _resume(
+    path: str | Path,
+    specs: Held | Iterable[Any] | str,
+    format: str | None,
+    dtype: str,
+    measure: Measure,
+    labels: Labels,
+    jobs: int | str,
+    shard: str | tuple[int, int] | None,
+) -> Generator[Record, None, None]:
     from convcalc.sources.batch import Held, append_to
 
     found = (
         specs
         if isinstance(specs, Held)
-        else held(path, specs, format=format, dtype=dtype, measure=measure, shard=shard)
+        else held(
+            path, specs, format=format, dtype=dtype, measure=measure, shard=shard, labels=labels
+        )
     )
     exact_on = plain(measure.measure_on) != "auto"
     first = next(found.rest, None)
@@ -1136,13 +1199,21 @@ class Merged:
         return next(self._lines)
 
 
-def merge(paths: Iterable[str | Path], format: str | None = None) -> Merged:
+def merge(
+    paths: Iterable[str | Path], format: str | None = None, *, labels: Labels = API_LABELS
+) -> Merged:
     """Shards' results files (``batch --merge``) joined in input order, as text, streamed (a
     k-way merge: memory stays flat): in the files' format, or ``format`` ("jsonl", "csv",
     "json") when given (JSONL records become CSV rows or a JSON array; CSV rows cannot become
     JSONL). Every file is checked whole before the first line: one cut short or out of order,
     a spec twice, specs in none of the files (naming the shard missing or stopping early),
-    mixed formats or not convcalc batch output raise SpecError("merge", ...)."""
+    mixed formats or not convcalc batch output raise SpecError("merge", ...), naming this
+    function's parameters (``labels``: the CLI's name its options, ``--merge``)."""
+    with _worded(labels):
+        return _merge(paths, format)
+
+
+def _merge(paths: Iterable[str | Path], format: str | None) -> Merged:
     from convcalc.sources.batch import merge_formats, merged_records
 
     names = [str(path) for path in paths]

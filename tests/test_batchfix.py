@@ -214,3 +214,60 @@ def test_csv_resume_refuses_another_dtype(cli, finished, tmp_path, rows) -> None
     # the same dtype resumes: the file becomes the whole run
     assert cli("batch", *GRID, "-f", "csv", "--resume", str(results)).exit_code == 0
     assert results.read_text() == finished["meta.csv"]
+
+
+# --- 4. the API's refusals name its parameters ----------------------------------------------------
+
+
+def test_api_merge_and_held_messages_name_parameters(finished, tmp_path) -> None:
+    jsonl, csv_file = tmp_path / "r.jsonl", tmp_path / "r.csv"
+    jsonl.write_text(finished["meta.jsonl"])
+    csv_file.write_text(finished["meta.csv"])
+    specs = library.sweep_grid("kernel=1,3 out=4,8", {"in": 4, "size": 8})
+    cases = [
+        (lambda: library.merge([]), "merge needs the results files"),
+        (lambda: library.merge([jsonl, csv_file]), "merge: the files mix JSONL and CSV"),
+        (
+            lambda: library.merge([csv_file], "jsonl"),
+            "merge format='jsonl': the files hold CSV rows (each spec's total only), which "
+            "cannot become JSONL: give format='csv'",
+        ),
+        (
+            lambda: library.held(csv_file, specs),
+            f"path {csv_file}: holds CSV records and this run writes JSONL (the default): add "
+            "format='csv'",
+        ),
+        (
+            lambda: library.held(jsonl, specs, format="json"),
+            "resume() appends records: it needs format='jsonl' or 'csv'",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(SpecError) as caught:
+            call()
+        assert str(caught.value) == message
+        assert "--" not in str(caught.value)
+
+
+def test_api_resume_message_names_parameters(finished, tmp_path) -> None:
+    results = tmp_path / "r.jsonl"
+    results.write_text("".join(finished["meta.jsonl"].splitlines(keepends=True)[:2]))
+    other = library.sweep_grid("kernel=1,3 out=4,16", {"in": 4, "size": 8})
+    with pytest.raises(SpecError) as caught:  # index 1: out 8 in the file, 16 here
+        library.resume(results, other)
+    assert str(caught.value) == (
+        f"path {results}: its record of spec index 1 is not what this run makes of that spec "
+        "(layers[0].spec.out_channels: 8 in the file, 16 in this run): the results of another "
+        "sweep (other specs, or options such as formula_only, memory, dtype)"
+    )
+
+
+def test_top_level_exports() -> None:
+    import convcalc
+
+    assert (convcalc.held, convcalc.resume, convcalc.merge) == (
+        library.held,
+        library.resume,
+        library.merge,
+    )
+    assert {"held", "resume", "merge"} <= set(convcalc.__all__)
