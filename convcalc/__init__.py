@@ -24,12 +24,15 @@ __all__ = [
     "analyze",
     "analyze_module",
     "analyze_stack",
+    "held",
+    "merge",
+    "resume",
     "sweep",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("analyze", "analyze_stack", "analyze_module", "sweep"):
+    if name in ("analyze", "analyze_stack", "analyze_module", "sweep", "held", "resume", "merge"):
         from convcalc import library
 
         return getattr(library, name)

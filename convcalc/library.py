@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -782,10 +783,16 @@ class Record:
     report: Report | None
     error: str | None
     index: int = -1
+    #: the spec's line as written, when it could not be read as a spec (not JSON, not an
+    #: object: ``spec`` then holds only ``__error__``); None otherwise
+    text: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         if self.report is None:
-            return {"line": self.line, "index": self.index, "error": self.error, "spec": self.spec}
+            data = {"line": self.line, "index": self.index, "error": self.error, "spec": self.spec}
+            if self.text is not None:  # added beside spec (the schema is additive)
+                data["text"] = self.text
+            return data
         return {"line": self.line, "index": self.index, **self.report.to_dict()}
 
 
@@ -846,6 +853,39 @@ def sweep(
     every N-th spec from the I-th (by index), for one machine's share of a sweep. By default
     memory (saved for backward, inference peak) is by formula only: ``Measure(memory=True)``
     measures it too, at about twice the time per spec."""
+    check_sweep_measure(measure, labels)  # before the first spec, as the CLI does
+    return _sweep(specs, dtype=dtype, measure=measure, labels=labels, jobs=jobs, shard=shard)
+
+
+def check_sweep_measure(measure: Measure, labels: Labels = API_LABELS) -> None:
+    """A sweep's measuring options that would run and give nothing: timing (``time``) on the
+    meta device (``measure_on`` "meta", the sweep's default), where nothing runs to be timed.
+    SpecError("time", ...), naming the options as ``labels`` does (the CLI: --time,
+    --measure-on)."""
+    on = plain(measure.measure_on)
+    if measure.time is True and not measure.formula_only and on == "meta":
+        if labels["measure_on"].startswith("--"):
+            raise SpecError(
+                "time",
+                "--time needs a real run, and --measure-on meta (batch's default) runs "
+                "nothing: add --measure-on auto or cpu",
+            )
+        raise SpecError(
+            "time",
+            f"time needs a real run, and {labels['measure_on']} 'meta' (the sweep's default) "
+            "runs nothing: give Measure(measure_on='auto') or 'cpu'",
+        )
+
+
+def _sweep(
+    specs: Iterable[Any] | str,
+    *,
+    dtype: str,
+    measure: Measure,
+    labels: Labels,
+    jobs: int | str,
+    shard: str | tuple[int, int] | None,
+) -> Iterator[Record]:
     from convcalc.engine import with_peaks
     from convcalc.sources.batch import in_shard, iter_specs, parse_shard, run
 
@@ -860,7 +900,7 @@ def sweep(
         else _as_specs(specs)
     )
     for spec, report, problem in run(in_shard(source, where), plain(dtype), options, workers):
-        yield Record(spec.line, spec.data, report, problem, spec.index)
+        yield Record(spec.line, spec.data, report, problem, spec.index, getattr(spec, "text", None))
 
 
 def _as_specs(items: Iterable[Any]) -> Iterator[Any]:
@@ -920,6 +960,35 @@ def _results_format(format: Any, option: str) -> str:
     return text
 
 
+def _cli_words(labels: Labels) -> bool:
+    """Whether ``labels`` name the CLI's options (``--measure-on``), not the API's parameters."""
+    return labels["measure_on"].startswith("--")
+
+
+@contextmanager
+def _worded(labels: Labels) -> Iterator[None]:
+    """The results files' refusals (sources.batch speaks the CLI's words: ``--resume PATH:``,
+    ``--merge:``, ``--format csv``, ``--formula-only``) in the Python API's when ``labels``
+    are the API's: ``path PATH:``, ``merge:``, ``format='csv'``, ``formula_only``, and
+    ``resume()`` for the advice to resume; the CLI's labels keep the messages as they are."""
+    try:
+        yield
+    except SpecError as error:
+        if _cli_words(labels):
+            raise
+        raise SpecError(error.field, _api_words(error.message)) from None
+
+
+def _api_words(message: str) -> str:
+    import re
+
+    text = re.sub(r"^--resume (?!appends)", "path ", message)
+    text = text.replace("--format jsonl or csv", "format='jsonl' or 'csv'")
+    text = re.sub(r"--format (jsonl|csv|json)\b", r"format='\1'", text)
+    text = re.sub(r"--resume\b", "resume()", text)
+    return re.sub(r"--([a-z][a-z-]*)", lambda m: m[1].replace("-", "_"), text)
+
+
 def held(
     path: str | Path,
     specs: Iterable[Any] | str,
@@ -928,6 +997,7 @@ def held(
     dtype: str = "float32",
     measure: Measure = SWEEP_MEASURE,
     shard: str | tuple[int, int] | None = None,
+    labels: Labels = API_LABELS,
 ) -> Held:
     """What a results file (``batch --resume``'s RESULTS) already holds of this sweep, checked
     before anything is written: a ``convcalc.sources.batch.Held`` with ``count`` (its complete
@@ -937,7 +1007,21 @@ def held(
     :func:`sweep` takes them; ``format``: what this run writes, "jsonl" (the default, also
     for a new file) or "csv". A file of another sweep (other specs, shard, dtype, or options
     such as formula-only or memory), of another format, or not convcalc batch output raises
-    SpecError("resume", ...). A missing file holds nothing."""
+    SpecError("resume", ...), its message naming this function's parameters (``labels``:
+    the CLI's name its options, ``--resume PATH``). A missing file holds nothing."""
+    with _worded(labels):
+        return _held(path, specs, format=format, dtype=dtype, measure=measure, shard=shard)
+
+
+def _held(
+    path: str | Path,
+    specs: Iterable[Any] | str,
+    *,
+    format: str | None,
+    dtype: str,
+    measure: Measure,
+    shard: str | tuple[int, int] | None,
+) -> Held:
     from convcalc.sources.batch import held_records, in_shard, iter_specs, parse_shard
 
     fmt = "jsonl" if format is None else _results_format(format, "--format")
@@ -949,7 +1033,7 @@ def held(
         if isinstance(specs, str)
         else _as_specs(specs)
     )
-    return held_records(
+    found = held_records(
         Path(path),
         fmt,
         format is not None,
@@ -958,6 +1042,8 @@ def held(
         plain(measure.measure_on) != "auto",
         _batch_csv_header(),
     )
+    _check_csv_formulas(found, Path(path), plain(dtype))
+    return found
 
 
 def resume(
@@ -976,18 +1062,89 @@ def resume(
     each record to the file as it is made (flushed; a truncated last line is cut off first,
     a new file is created) and yield it. Everything is checked before the file is touched:
     what :func:`held` checks, and that this run's first report is made with the options of
-    the file's last. Iterate to the end to run the sweep."""
+    the file's last (with nothing left to run: of the file's last spec analysed again, not
+    written). Refusals name this function's parameters (``labels``: the CLI's, its options).
+    Iterate to the end to run the sweep."""
+    with _worded(labels):
+        return _resume(path, specs, format, dtype, measure, labels, jobs, shard)
+
+
+def _resume(
+    path: str | Path,
+    specs: Held | Iterable[Any] | str,
+    format: str | None,
+    dtype: str,
+    measure: Measure,
+    labels: Labels,
+    jobs: int | str,
+    shard: str | tuple[int, int] | None,
+) -> Generator[Record, None, None]:
     from convcalc.sources.batch import Held, append_to
 
     found = (
         specs
         if isinstance(specs, Held)
-        else held(path, specs, format=format, dtype=dtype, measure=measure, shard=shard)
+        else held(
+            path, specs, format=format, dtype=dtype, measure=measure, shard=shard, labels=labels
+        )
     )
     exact_on = plain(measure.measure_on) != "auto"
-    records = sweep(found.rest, dtype=dtype, measure=measure, labels=labels, jobs=jobs)
+    first = next(found.rest, None)
+    if first is None:  # nothing left to run: the options are checked on the file's last spec
+        _check_finished(found, Path(path), dtype, measure, labels, exact_on)
+    rest = found.rest if first is None else itertools.chain([first], found.rest)
+    records = sweep(rest, dtype=dtype, measure=measure, labels=labels, jobs=jobs)
     records = _checked(records, found, Path(path), exact_on)
     return _appended(records, append_to(Path(path), found.keep), found)
+
+
+def _check_finished(
+    found: Held, path: Path, dtype: str, measure: Measure, labels: Labels, exact_on: bool
+) -> None:
+    """A file that holds every spec of the sweep: its last report's spec analysed once more
+    with this run's options (the record is not written), so that other options are refused
+    as they are when specs are left (:func:`_checked`)."""
+    from convcalc.output.formats import batch_record
+    from convcalc.sources.batch import check_made
+
+    if found.profile is None or found.last_spec is None:
+        return  # nothing to compare with: no report in the file
+    for record in sweep([found.last_spec], dtype=dtype, measure=measure, labels=labels):
+        text = batch_record(record, found.format)
+        check_made(found, text, _batch_csv_header(), exact_on, path)
+
+
+def _check_csv_formulas(found: Held, path: Path, dtype: str) -> None:
+    """A CSV results file's last report against what this run writes for the same spec in
+    the columns set by formula alone (parameters, output shape, MACs, FLOPs, memory bytes: the
+    dtype shows in the memory columns), computed here by formula (no torch): a file made with
+    another --dtype is refused as another sweep's. JSONL records carry their dtype and are
+    compared by it (sources.batch.held_difference)."""
+    import csv
+
+    from convcalc.output.formats import batch_record
+    from convcalc.sources.batch import _not_this_sweep, signature_difference
+
+    if found.format != "csv" or found.last_spec is None or found.last_text is None:
+        return
+    (record,) = sweep([found.last_spec], dtype=dtype, measure=_FORMULAS)
+    if record.report is None:
+        return  # the engine's refusal is reported when the spec runs (it ran before: no)
+    columns = _batch_csv_header().rstrip("\n").split(",")
+    held_row = dict(zip(columns, next(csv.reader([found.last_text]))))
+    made_row = dict(zip(columns, next(csv.reader([batch_record(record, "csv")]))))
+    keys = [key for key in columns if key in _FORMULA_COLUMNS or key.endswith("_formula")]
+    difference = signature_difference(
+        {key: held_row.get(key, "") for key in keys}, {key: made_row.get(key, "") for key in keys}
+    )
+    if difference is not None:
+        raise SpecError("resume", _not_this_sweep(path, found.last_spec, difference))
+
+
+#: a sweep by formula alone (the CSV check of :func:`held`), and the CSV columns beyond those
+#: named *_formula that hold a formula whatever was measured
+_FORMULAS = Measure(formula_only=True, memory=False)
+_FORMULA_COLUMNS = ("memory_total_bytes", "forward_backward_torchsummary_bytes")
 
 
 def _checked(records: Iterator[Record], found: Any, path: Path, exact_on: bool) -> Iterator[Record]:
@@ -1042,13 +1199,21 @@ class Merged:
         return next(self._lines)
 
 
-def merge(paths: Iterable[str | Path], format: str | None = None) -> Merged:
+def merge(
+    paths: Iterable[str | Path], format: str | None = None, *, labels: Labels = API_LABELS
+) -> Merged:
     """Shards' results files (``batch --merge``) joined in input order, as text, streamed (a
     k-way merge: memory stays flat): in the files' format, or ``format`` ("jsonl", "csv",
     "json") when given (JSONL records become CSV rows or a JSON array; CSV rows cannot become
     JSONL). Every file is checked whole before the first line: one cut short or out of order,
     a spec twice, specs in none of the files (naming the shard missing or stopping early),
-    mixed formats or not convcalc batch output raise SpecError("merge", ...)."""
+    mixed formats or not convcalc batch output raise SpecError("merge", ...), naming this
+    function's parameters (``labels``: the CLI's name its options, ``--merge``)."""
+    with _worded(labels):
+        return _merge(paths, format)
+
+
+def _merge(paths: Iterable[str | Path], format: str | None) -> Merged:
     from convcalc.sources.batch import merge_formats, merged_records
 
     names = [str(path) for path in paths]

@@ -9,10 +9,13 @@ import pytest
 
 from convcalc import library
 from convcalc.choices import Measure
+from convcalc.core.spec import CLI_LABELS, Labels
 from convcalc.errors import SpecError
 
 #: formula only: no torch, the records are the same on every machine and run
 FORMULA = Measure("auto", formula_only=True, memory=False)
+#: the CLI's words in messages (--merge, --format): what `batch` passes
+CLI = Labels(CLI_LABELS)
 
 
 def grid() -> object:
@@ -73,7 +76,7 @@ def test_a_missing_shard_raises_naming_it(runs) -> None:
     # without shard 1/3: indices 1, 4, 7 are in no file; s0 starts at 0 and s2 at 2, steps
     # of 3, so the shard whose start (1) no file has is 1/3
     with pytest.raises(SpecError) as caught:
-        library.merge(shards(runs, "jsonl", (0, 2)))
+        library.merge(shards(runs, "jsonl", (0, 2)), labels=CLI)
     assert caught.value.field == "merge"
     assert str(caught.value) == (
         "--merge: no file holds 3 of the specs (indices 1, 4, 7): shard 1/3 is missing"
@@ -98,13 +101,13 @@ def test_a_shard_that_stops_early_raises_naming_it(runs, tmp_path) -> None:
 )
 def test_merge_refusals(runs, paths, message) -> None:
     with pytest.raises(SpecError) as caught:
-        library.merge([runs["root"] / name for name in paths])
+        library.merge([runs["root"] / name for name in paths], labels=CLI)
     assert str(caught.value) == message
 
 
 def test_merge_refuses_csv_as_jsonl(runs) -> None:
     with pytest.raises(SpecError, match="cannot become JSONL: give --format csv"):
-        library.merge(shards(runs, "csv"), "jsonl")
+        library.merge(shards(runs, "csv"), "jsonl", labels=CLI)
 
 
 def test_held_of_a_truncated_file_drops_the_cut_last_line(runs, tmp_path) -> None:

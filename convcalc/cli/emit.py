@@ -18,6 +18,14 @@ def check_output(output: OutputOptions) -> None:
     for path in output.get:
         if not path.strip():
             raise SpecError("get", "--get needs a path, like total.params")
+    if output.get and output.fmt not in (Format.table, Format.json):
+        # --get writes the values alone (JSON for anything composite): another format would
+        # be ignored, so the combination is refused rather than silently half-honoured
+        raise SpecError(
+            "get",
+            f"--get prints the value alone: it does not go with --format {output.fmt.value} "
+            "(give one of them)",
+        )
     if output.expect:  # core.query is loaded only when asked for (start-up: docs/benchmarks.md)
         from convcalc.core.query import parse_expectation
 

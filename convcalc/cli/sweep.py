@@ -246,6 +246,7 @@ def batch(
         progress=progress_line,
     )
     measure.options(Labels(CLI_LABELS))  # bad combinations fail before anything is written
+    library.check_sweep_measure(measure, Labels(CLI_LABELS))
     axes = library.sweep_axes(grid, grid_file) if generated else None
     specs = library.sweep_grid(axes, base) if axes is not None else library.sweep_file(names[0])
     first = next(specs, None)
@@ -257,7 +258,15 @@ def batch(
     if resume is not None:
         # the same sweep's, checked before anything is written
         given = fmt.value if _format_given(context) else None
-        found = library.held(resume, specs, format=given, dtype=dtype, measure=measure, shard=where)
+        found = library.held(
+            resume,
+            specs,
+            format=given,
+            dtype=dtype,
+            measure=measure,
+            shard=where,
+            labels=Labels(CLI_LABELS),
+        )
     done = found.count if found is not None else 0
     total = None
     if _shows_progress():
@@ -327,7 +336,7 @@ def _format_given(context: typer.Context) -> bool:
 
 def _merge(names: list[str], fmt: BatchFormat, format_given: bool = False) -> None:
     """Shards' results in input order (library.merge), on stdout."""
-    merged = library.merge(names, fmt.value if format_given else None)
+    merged = library.merge(names, fmt.value if format_given else None, labels=Labels(CLI_LABELS))
     for text in merged:
         sys.stdout.write(text)
     sys.stdout.flush()

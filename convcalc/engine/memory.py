@@ -177,9 +177,19 @@ def _second_pass(peak_once: Any) -> str:
 
 
 def _memory_not_asked(result: _MemoryMeasured) -> _MemoryMeasured:
-    why = "formula only: measured with --memory (Options.measure_memory; batch sweeps skip it)"
-    for key in ("saved_for_backward", "peak_inference", "training_step"):
+    """The sources when memory is not measured (batch without --memory, the sweep API's
+    default): what would measure each figure, in the user's words."""
+    why = (
+        "formula only: not measured in this run (batch: add --memory; the Python API: "
+        "Measure(memory=True))"
+    )
+    for key in ("saved_for_backward", "peak_inference"):
         result.sources[f"memory_{key}"] = why
+    result.sources["memory_training_step"] = (
+        "formula only: not measured in this run (batch: one real step with --memory and "
+        "--train, when the layer runs on the CPU, --measure-on auto or cpu, and is small "
+        "enough; the Python API: Measure(memory=True, train=True))"
+    )
     return result
 
 

@@ -31,6 +31,9 @@ class Spec:
     data: dict[str, Any]
     #: its place among the specs, from 0: stable across shards, what --resume and --merge use
     index: int = -1
+    #: the line as written, when it could not be read as a spec (not JSON, not an object):
+    #: the error record's ``text``; None otherwise
+    text: str | None = None
 
 
 def read_specs(text: str, source: str) -> list[Spec]:
@@ -69,13 +72,16 @@ def _jsonl_specs(lines: Iterable[str], first: int) -> Iterator[Spec]:
     for number, line in enumerate(lines, start=first):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
+        text = None
         try:
             data = json.loads(line)
         except json.JSONDecodeError as error:
             data = {"__error__": f"not JSON: {error.msg} (column {error.colno})"}
+            text = line.rstrip("\r\n")
         if not isinstance(data, dict):
             data = {"__error__": "each line must be a JSON object"}
-        yield Spec(number, data, index)
+            text = line.rstrip("\r\n")
+        yield Spec(number, data, index, text)
         index += 1
 
 
@@ -739,6 +745,10 @@ class Held:
     format: str = "jsonl"
     #: the sweep's specs after those the file holds: what is left to run
     rest: Iterator[Spec] = field(default_factory=_no_specs, compare=False, repr=False)
+    #: the spec of the file's last report (not an error record) and that record's line: what
+    #: a resumed run with nothing left to run analyses again to check its options
+    last_spec: Spec | None = None
+    last_text: str | None = None
 
 
 @contextmanager
@@ -808,6 +818,7 @@ def held_records(
     other = "the results of another sweep"
     count = failed = keep = consumed = 0
     last: str | None = None
+    last_spec: Spec | None = None
 
     def counted(lines: Iterator[str]) -> Iterator[str]:
         nonlocal consumed
@@ -840,13 +851,13 @@ def held_records(
             if difference is not None:
                 raise SpecError("resume", _not_this_sweep(path, spec, difference))
             if not result.failed:
-                last = result.text
+                last, last_spec = result.text, spec
             count += 1
             failed += result.failed
     profile = None
     if last is not None:
         profile = record_profile(last, kind, header, exact_on)
-    return Held(count, failed, keep, profile, kind, specs)
+    return Held(count, failed, keep, profile, kind, specs, last_spec, last)
 
 
 def _not_this_sweep(path: Path, spec: Spec, difference: str) -> str:
