@@ -11,11 +11,11 @@ def test_meta_saved_line_does_not_call_the_meta_forward_real(cli) -> None:
     data = cli.json(
         "conv", "--in", "4", "--out", "8", "-k", "3", "--size", "8", "--measure-on", "meta"
     )
-    line = data["measurements"]["memory_saved_for_backward"]
+    line = data["sources"]["memory_saved_for_backward"]
     assert "on the forward on torch's meta device (shapes only, nothing computed)" in line
     assert "real forward" not in line and "nothing ran" not in line
     # a real CPU run still says it ran for real
     data = cli.json(
         "conv", "--in", "4", "--out", "8", "-k", "3", "--size", "8", "--measure-on", "cpu"
     )
-    assert "on the real forward" in data["measurements"]["memory_saved_for_backward"]
+    assert "on the real forward" in data["sources"]["memory_saved_for_backward"]
