@@ -19,3 +19,27 @@ def test_meta_saved_line_does_not_call_the_meta_forward_real(cli) -> None:
         "conv", "--in", "4", "--out", "8", "-k", "3", "--size", "8", "--measure-on", "cpu"
     )
     assert "on the real forward" in data["sources"]["memory_saved_for_backward"]
+
+
+def test_stack_arch_and_file_refuse_input_with_batch_or_size(cli, tmp_path) -> None:
+    import pytest
+
+    from convcalc import library
+    from convcalc.errors import SpecError
+
+    # before: --arch resnet18 --input 2,3,64,64 --batch 4 silently ran on [4, 3, 64, 64]
+    result = cli("stack", "--arch", "resnet18", "--input", "2,3,64,64", "--batch", "4")
+    assert result.exit_code == 2
+    assert "--batch does not go with --input" in result.stderr
+    path = tmp_path / "net.yaml"
+    path.write_text("input: [1, 3, 32, 32]\nlayers:\n  - {op: conv, out: 8, kernel: 3}\n")
+    result = cli("stack", str(path), "--input", "1,3,16,16", "--size", "8")
+    assert result.exit_code == 2
+    assert "--size does not go with --input" in result.stderr
+    with pytest.raises(SpecError, match="--batch does not go with --input"):
+        library.stack(arch="resnet18", input=(2, 3, 64, 64), batch=4)
+    # each alone still works: --input replaces the file's input, --size changes its size
+    data = cli.json("stack", str(path), "--input", "2,3,16,16", "--formula-only")
+    assert data["input_shape"] == [2, 3, 16, 16]
+    data = cli.json("stack", str(path), "--size", "8", "--formula-only")
+    assert data["input_shape"] == [1, 3, 8, 8]
