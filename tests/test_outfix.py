@@ -4,8 +4,6 @@ fallback's table widths, --help's option groups, the roofline's marks, the --fit
 
 from __future__ import annotations
 
-import json
-
 
 def test_meta_saved_line_does_not_call_the_meta_forward_real(cli) -> None:
     data = cli.json(
@@ -43,3 +41,22 @@ def test_stack_arch_and_file_refuse_input_with_batch_or_size(cli, tmp_path) -> N
     assert data["input_shape"] == [2, 3, 16, 16]
     data = cli.json("stack", str(path), "--size", "8", "--formula-only")
     assert data["input_shape"] == [1, 3, 8, 8]
+
+
+def test_ascii_fallback_keeps_every_table_row_one_width() -> None:
+    from typer.testing import CliRunner
+
+    from convcalc.cli.app import app
+
+    # before: the output-shape row's ⌊…⌋ became floor(…) after Rich had padded the cells, so
+    # that row was 223 characters against 217 for the others (and ✓ -> ok one wider)
+    result = CliRunner(charset="ascii").invoke(
+        app, ["conv", "--in", "64", "--out", "256", "-k", "3", "-p", "1"]
+    )
+    assert result.exit_code == 0, result.stderr
+    text = result.stdout
+    assert text.isascii() and "floor(" in text and "\\u" not in text
+    rows = [line for line in text.splitlines() if "|" in line or set(line) <= set("-+ ")]
+    rows = [line for line in rows if line.strip()]
+    assert len(rows) > 20
+    assert len({len(line) for line in rows}) == 1, sorted({len(line) for line in rows})

@@ -48,7 +48,7 @@ def make_console(file: IO[str] | None = None, *, no_color: bool = False) -> Cons
     stream = file or sys.stdout
     is_terminal = stream.isatty()
     width = columns_from_environment()
-    return Console(
+    return _console_class(stream)(
         file=stream,
         width=width if width is not None else (None if is_terminal else 10_000),
         no_color=no_color or "NO_COLOR" in os.environ or not is_terminal,
@@ -56,6 +56,64 @@ def make_console(file: IO[str] | None = None, *, no_color: bool = False) -> Cons
         soft_wrap=not is_terminal and width is None,
         emoji=False,
     )
+
+
+def _console_class(stream: IO[str]) -> type[Console]:
+    """Rich's Console, or, on a stream that cannot encode convcalc's symbols, one that turns
+    them into their ASCII stand-ins before Rich lays the tables out (so that every row of a
+    table has one width: ``⌊`` becoming ``floor(`` after the layout would widen its row)."""
+    from convcalc.output.charset import needs_fallback
+
+    return AsciiConsole if needs_fallback(stream) else Console
+
+
+class AsciiConsole(Console):
+    """A Console whose printed renderables have every symbol by its ASCII stand-in
+    (convcalc/output/charset.py), converted cell by cell before the layout."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(ascii_renderable(part) for part in objects), **kwargs)
+
+
+def ascii_renderable(renderable: Any) -> Any:
+    """``renderable`` (text, a Text, a Table, a Group, nested) with every symbol by its ASCII
+    stand-in; tables and groups are changed in place; styles kept."""
+    from convcalc.output.charset import ascii_text
+
+    if isinstance(renderable, str):
+        return ascii_text(renderable)
+    if isinstance(renderable, Text):
+        return _ascii_styled(renderable, ascii_text)
+    if isinstance(renderable, Folded):
+        renderable.table = ascii_renderable(renderable.table)
+    elif isinstance(renderable, Group):
+        renderable._renderables = tuple(ascii_renderable(part) for part in renderable._renderables)
+    elif isinstance(renderable, Table):
+        for name in ("title", "caption"):
+            if getattr(renderable, name) is not None:
+                setattr(renderable, name, ascii_renderable(getattr(renderable, name)))
+        for column in renderable.columns:
+            column.header = ascii_renderable(column.header)
+            column.footer = ascii_renderable(column.footer)
+            column._cells = [ascii_renderable(cell) for cell in column._cells]
+    elif hasattr(renderable, "renderable"):  # Padding, Panel, Align
+        renderable.renderable = ascii_renderable(renderable.renderable)
+    return renderable
+
+
+def _ascii_styled(text: Text, convert: Callable[[str], str]) -> Text:
+    """``text`` with each character converted, its spans moved to the converted positions."""
+    pieces = [convert(char) for char in text.plain]
+    starts = [0]
+    for piece in pieces:
+        starts.append(starts[-1] + len(piece))
+    result = text.copy()
+    result.plain = "".join(pieces)
+    result.spans = [
+        span.__class__(starts[span.start], starts[min(span.end, len(pieces))], span.style)
+        for span in text.spans
+    ]
+    return result
 
 
 def columns_from_environment() -> int | None:
