@@ -60,3 +60,71 @@ def test_ascii_fallback_keeps_every_table_row_one_width() -> None:
     rows = [line for line in rows if line.strip()]
     assert len(rows) > 20
     assert len({len(line) for line in rows}) == 1, sorted({len(line) for line in rows})
+
+
+def _commands() -> list[list[str]]:
+    """Every command and subcommand, as the app's (lazy) group lists them."""
+    import typer.main
+    from typer._click.core import Context  # typer 0.28 carries its own click
+
+    from convcalc.cli.app import app
+
+    group = typer.main.get_command(app)
+    ctx = Context(group)
+    found = []
+    for name in group.list_commands(ctx):  # type: ignore[attr-defined]
+        command = group.get_command(ctx, name)  # type: ignore[attr-defined]
+        if hasattr(command, "list_commands"):
+            sub_ctx = Context(command, parent=ctx)
+            found.extend([name, sub] for sub in command.list_commands(sub_ctx))
+        else:
+            found.append([name])
+    return found
+
+
+def test_every_command_is_listed_for_the_help_test() -> None:
+    names = [" ".join(c) for c in _commands()]
+    assert {"solve", "draw roofline", "draw conv", "model", "stack", "conv"} <= set(names)
+
+
+def _sections(cli, command: list[str]) -> dict[str, list[str]]:
+    result = cli(*command, "--help", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in result.stdout.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            current = line[:-1]
+            sections[current] = []
+        elif current is not None and line.startswith("  -"):
+            sections[current].append(line.split()[0].rstrip(","))
+    return sections
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("command", _commands(), ids=" ".join)
+def test_no_option_sits_under_other(cli, command) -> None:
+    sections = _sections(cli, command)
+    assert "Other options" not in sections, sections.get("Other options")
+    assert sections.get("Help") == ["-h"]
+
+
+def test_help_texts_named_in_the_issue(cli) -> None:
+    solve = _sections(cli, ["solve"])
+    assert {"--size", "--dims"} <= set(solve["Input options"])
+    assert {"-s", "-p", "-d", "--output-padding", "-k"} <= set(solve["Layer options"])
+    assert {"--target", "--vary", "--inverse-of", "--limit"} <= set(solve["Search options"])
+    roofline = _sections(cli, ["draw", "roofline"])
+    # draw roofline always draws the roofline: no --roofline to give
+    assert "--roofline" not in roofline["Roofline options"]
+    assert {"--svg", "--html", "-f", "--json", "--no-color"} <= set(roofline["Output options"])
+    result = cli("draw", "roofline", "--roofline", "--arch", "resnet18")
+    assert result.exit_code == 2
+    from tests.test_help_texts import option_help
+
+    assert "whose peaks the roofline uses" in option_help(cli, ["stack"], "--device")
+    assert "one real training step's memory" in option_help(cli, ["conv"], "--train")
+    model_help = cli("model", "--help", env={"COLUMNS": "200"}).stdout
+    assert "--time   # each module timed alone" in model_help
