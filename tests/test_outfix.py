@@ -128,3 +128,54 @@ def test_help_texts_named_in_the_issue(cli) -> None:
     assert "one real training step's memory" in option_help(cli, ["conv"], "--train")
     model_help = cli("model", "--help", env={"COLUMNS": "200"}).stdout
     assert "--time   # each module timed alone" in model_help
+
+
+PEAKS = ("--peak-gflops", "100", "--peak-gbps", "20")
+
+
+def test_roofline_marks_go_to_drawn_layers_and_a_shared_cell_says_so(cli) -> None:
+    # the README's example: maxpool1 has no FLOPs (intensity 0: not drawn, no mark). dw1 and
+    # dw2's depthwise convs have one intensity to two places: FLOPs 2·9·C·H'W', bytes
+    # 4·(C·HW + C·H'W' + 9C) with HW ≈ H'W' (108² vs 110², 52² vs 54²): ≈ 18/8 = 2.25 FLOP/B,
+    # memory-bound at 20 GB/s · 2.25 ≈ 45 GFLOP/s; both land on one cell, drawn as "+"
+    stack = "conv k3 out32; dw k3; pw out64; maxpool k2; dw k3; pw out128"
+    shown = cli("draw", "roofline", stack, "--input", "1,3,112,112", *PEAKS, env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.stderr
+    rows = {
+        line.split()[1]: line.split()[0]
+        for line in shown.stdout.splitlines()
+        if len(line.split()) > 2 and line.split()[1][:2] in ("co", "dw", "pw", "ma")
+    }
+    assert rows == {
+        "conv1": "1",
+        "dw1.depthwise": "2",
+        "dw1.pointwise": "3",
+        "pw1": "4",
+        "maxpool1": "—",
+        "dw2.depthwise": "5",
+        "dw2.pointwise": "6",
+        "pw2": "7",
+    }
+    plot = "".join(line.split("|", 1)[1] for line in shown.stdout.splitlines() if " |" in line)
+    # every mark on the plot is a drawn layer's, or "+"; 2 and 5 share a cell, so neither shows
+    assert {"1", "3", "4", "6", "7", "+"} <= set(plot)
+    assert "2" not in plot and "5" not in plot
+    assert "drawn under mark +: its cell also holds dw2.depthwise" in shown.stdout
+    assert "drawn under mark +: its cell also holds dw1.depthwise" in shown.stdout
+    assert "+: a cell several layers land on" in shown.stdout
+
+
+def test_roofline_undrawn_layers_take_no_mark(cli) -> None:
+    # 40 conv+bn+relu triples: bn and relu have no FLOPs (80 undrawn rows); the 40 convs take
+    # marks 1-9, A-Z, a-e in order and "*" is never used (it was, from layer 62 on, before)
+    stack = "; ".join(["conv k3 p1 out8; batchnorm; relu"] * 40)
+    shown = cli("draw", "roofline", stack, "--input", "1,8,8,8", *PEAKS, env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.stderr
+    legend = [
+        line.split() for line in shown.stdout.splitlines() if "not drawn" in line or "bound" in line
+    ]
+    conv_marks = [row[0] for row in legend if row[1].startswith("conv")]
+    assert "".join(conv_marks) == "123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcde"
+    undrawn = [row[0] for row in legend if row[1].startswith(("batchnorm", "relu"))]
+    assert undrawn == ["—"] * 80
+    assert "shares this mark" not in shown.stdout
