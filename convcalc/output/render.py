@@ -1388,16 +1388,17 @@ def _roofline_marks(
             cell = (column(point.intensity), row(value))
             placed.append((name, point, cell, "measured" if measured else "on its bound"))
     together: dict[tuple[int, int], list[str]] = {}
-    for name, _, cell, _ in placed:
-        if cell is not None:
-            together.setdefault(cell, []).append(name)
+    for name, _, where, _ in placed:
+        if where is not None:
+            together.setdefault(where, []).append(name)
     marks = iter(MARKS)
     legend: list[tuple[str, str, Any, str]] = []
     cells: list[tuple[tuple[int, int], str, Any]] = []
-    for name, point, cell, drawn in placed:
-        if cell is None:
+    for name, point, spot, drawn in placed:
+        if spot is None:
             legend.append((UNDRAWN_MARK, name, point, drawn))
             continue
+        cell = spot
         mark = next(marks, SHARED_MARK)
         if mark == SHARED_MARK:
             drawn += (
