@@ -593,18 +593,18 @@ def _network(
     shape = None
     if input is not None:
         shape = parse_input(input if isinstance(input, str) else list(input), "--input")
+    given = [
+        option
+        for option, value in (
+            ("--size", size),
+            ("--batch", batch),
+            ("--in", in_channels),
+            ("--dims", dims),
+        )
+        if value is not None
+    ]
     if data is None:  # inline
         data = {"layers": parse_inline(str(stack))}
-        given = [
-            option
-            for option, value in (
-                ("--size", size),
-                ("--batch", batch),
-                ("--in", in_channels),
-                ("--dims", dims),
-            )
-            if value is not None
-        ]
         if shape is not None and given:
             raise SpecError(
                 "input",
@@ -626,6 +626,12 @@ def _network(
                 "in_channels",
                 "--in sets the channels of an inline stack; a file or --arch has its own input "
                 "(give --input to change it)",
+            )
+        if shape is not None and given:
+            raise SpecError(
+                "input",
+                f"{given[0]} does not go with --input: --input replaces the whole input of a "
+                "stack file or --arch; --batch/--size/--dims change only part of it",
             )
         shape = network_input(data, shape, size, batch, dims, label, labels)
     network = build_network(data, shape, plain(dtype), label)

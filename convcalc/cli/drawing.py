@@ -16,6 +16,9 @@ from convcalc import library
 from convcalc.choices import Format, Measure
 from convcalc.cli.emit import emit
 from convcalc.cli.options import (
+    INPUT,
+    LAYER,
+    OUTPUT,
     SHAPE,
     ConvcalcCommand,
     Device,
@@ -46,11 +49,15 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+#: the section of the options that choose what a picture shows
+PICTURE = "Picture options"
+
 At = Annotated[
     str | None,
     typer.Option(
         "--at",
         metavar="Y,X",
+        rich_help_panel=PICTURE,
         show_default=False,
         help="The output position drawn (for --transpose: the input position) "
         "[default: the first].",
@@ -61,6 +68,7 @@ OutputAt = Annotated[
     typer.Option(
         "--at",
         metavar="Y,X",
+        rich_help_panel=PICTURE,
         show_default=False,
         help="The output position drawn [default: the first].",
     ),
@@ -70,18 +78,25 @@ InputAt = Annotated[
     typer.Option(
         "--at",
         metavar="Y,X",
+        rich_help_panel=PICTURE,
         show_default=False,
         help="The input position drawn [default: the first].",
     ),
 ]
 Steps = Annotated[
-    int, typer.Option("--steps", help="Draw this many positions, one frame each, in order.")
+    int,
+    typer.Option(
+        "--steps",
+        rich_help_panel=PICTURE,
+        help="Draw this many positions, one frame each, in order.",
+    ),
 ]
 Svg = Annotated[
     str | None,
     typer.Option(
         "--svg",
         metavar="FILE",
+        rich_help_panel=OUTPUT,
         show_default=False,
         help="Also save the picture (every frame) as SVG.",
     ),
@@ -91,16 +106,24 @@ Html = Annotated[
     typer.Option(
         "--html",
         metavar="FILE",
+        rich_help_panel=OUTPUT,
         show_default=False,
         help="Also save the picture (every frame) as HTML.",
     ),
 ]
-DrawIn = Annotated[int, typer.Option("--in", help="Input channels (not drawn).")]
-DrawOut = Annotated[int, typer.Option("--out", help="Output channels (not drawn).")]
+DrawIn = Annotated[
+    int, typer.Option("--in", rich_help_panel=LAYER, help="Input channels (not drawn).")
+]
+DrawOut = Annotated[
+    int, typer.Option("--out", rich_help_panel=LAYER, help="Output channels (not drawn).")
+]
 DrawSize = Annotated[
     str,
     typer.Option(
-        "--size", metavar=SHAPE, help="Input size; drawn smaller (and said so) when above 16."
+        "--size",
+        metavar=SHAPE,
+        rich_help_panel=INPUT,
+        help="Input size; drawn smaller (and said so) when above 16.",
     ),
 ]
 
@@ -129,11 +152,14 @@ DrawFormatOpt = Annotated[
     typer.Option(
         "--format",
         "-f",
+        rich_help_panel=OUTPUT,
         case_sensitive=False,
         help="table: the picture; json: the same grids as data (one string per row).",
     ),
 ]
-DrawJson = Annotated[bool, typer.Option("--json", help="Short for --format json.")]
+DrawJson = Annotated[
+    bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Short for --format json.")
+]
 
 
 def _output(fmt: DrawFormat, as_json: bool, no_color: bool) -> OutputOptions:
@@ -291,7 +317,8 @@ def draw_dilated(
     out_channels: DrawOut = 1,
     kernel: Kernel = "3",
     dilation: Annotated[
-        str, typer.Option("-d", "--dilation", metavar=SHAPE, help="Dilation.")
+        str,
+        typer.Option("-d", "--dilation", metavar=SHAPE, rich_help_panel=LAYER, help="Dilation."),
     ] = "2",
     stride: Stride = "1",
     padding: Annotated[
@@ -299,6 +326,7 @@ def draw_dilated(
         typer.Option(
             "-p",
             "--padding",
+            rich_help_panel=LAYER,
             metavar="N[xN...]|same|valid",
             show_default=False,
             help="Padding: 1, 1x2, 'same' or 'valid' [default: keeps the size: d(k-1)/2 each "
@@ -400,13 +428,17 @@ def draw_stack(
         str | None, typer.Argument(show_default=False, help="A stack file, - or layers inline.")
     ] = None,
     arch: Annotated[
-        str | None, typer.Option("--arch", show_default=False, help="A built-in architecture.")
+        str | None,
+        typer.Option(
+            "--arch", show_default=False, rich_help_panel=LAYER, help="A built-in architecture."
+        ),
     ] = None,
     input_shape: Annotated[
         str | None,
         typer.Option(
             "--input",
             metavar="N,C,H[,W...]",
+            rich_help_panel=INPUT,
             show_default=False,
             help="The network input [default: the file's; inline: 1,3,224,224].",
         ),
@@ -461,19 +493,23 @@ def draw_stack(
 
 
 @app.command(cls=ConvcalcCommand, name="roofline")
-@with_groups("roofline")
+@with_groups("roofline_peaks")
 def draw_roofline(
     source: Annotated[
         str | None, typer.Argument(show_default=False, help="A stack file, - or layers inline.")
     ] = None,
     arch: Annotated[
-        str | None, typer.Option("--arch", show_default=False, help="A built-in architecture.")
+        str | None,
+        typer.Option(
+            "--arch", show_default=False, rich_help_panel=LAYER, help="A built-in architecture."
+        ),
     ] = None,
     model: Annotated[
         str | None,
         typer.Option(
             "--model",
             metavar="MODULE:ATTR",
+            rich_help_panel=LAYER,
             show_default=False,
             help="Your nn.Module instead of a stack (as convcalc model takes it).",
         ),
@@ -483,6 +519,7 @@ def draw_roofline(
         typer.Option(
             "--input",
             metavar="N,C,H[,W...]",
+            rich_help_panel=INPUT,
             show_default=False,
             help="The input [default: the file's; inline and --model: 1,3,224,224].",
         ),

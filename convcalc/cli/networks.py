@@ -230,7 +230,7 @@ def model(
         --kwargs in_channels=3,out_channels=16,kernel_size=3
       convcalc model torch.nn:TransformerEncoderLayer --input 1,16,64 \\
         --kwargs d_model=64,nhead=4,batch_first=True
-      convcalc model mynet.py:Net --input 1,3,32,32 --time   (each module timed alone)
+      convcalc model mynet.py:Net --input 1,3,32,32 --time   # each module timed alone
     """
     check_output(output)
     from convcalc.core.grammar import parse_input

@@ -38,7 +38,7 @@ class ConvcalcCommand(TyperCommand):
             if param.param_type_name == "argument":
                 arguments.append(record)
                 continue
-            panel = getattr(param, "rich_help_panel", None) or "Other options"
+            panel = getattr(param, "rich_help_panel", None) or _ungrouped(param)
             sections.setdefault(panel, []).append(record)
         if arguments:
             with formatter.section("Arguments"):
@@ -47,6 +47,12 @@ class ConvcalcCommand(TyperCommand):
         for name in sorted(sections, key=lambda s: order.index(s) if s in order else len(order)):
             with formatter.section(f"{name} options" if name in order else name):
                 formatter.write_dl(sections[name])
+
+
+def _ungrouped(param: Any) -> str:
+    """The section of an option without a group: --help its own, anything else "Other options"
+    (tests/test_outfix.py: no command leaves an option there)."""
+    return "Help" if param.name == "help" else "Other options"
 
 
 # --- layer --------------------------------------------------------------------------------------
@@ -207,7 +213,8 @@ Train = Annotated[
     typer.Option(
         "--train",
         rich_help_panel=MEASURE,
-        help="Also the backward pass: input and weight gradient FLOPs.",
+        help="Also the backward pass: input and weight gradient FLOPs; and one real "
+        "training step's memory, measured (params, grads, optimizer state, saved, peak).",
     ),
 ]
 Time = Annotated[
@@ -226,7 +233,8 @@ Device = Annotated[
         "--device",
         metavar=DEVICE_METAVAR,
         rich_help_panel=MEASURE,
-        help="Where --time runs: cpu, cuda (cuda:N) or mps, where one exists.",
+        help="Where --time runs, and whose peaks the roofline uses: cpu, cuda (cuda:N) or "
+        "mps, where one exists.",
     ),
 ]
 
@@ -457,6 +465,13 @@ _register(
     "measure",
 )
 _register("roofline", _ROOFLINE_PARAMS, lambda **v: RooflineOptions(**v), "roofline")
+#: the peaks alone, for a command that always draws the roofline (draw roofline: no --roofline)
+_register(
+    "roofline_peaks",
+    [p for p in _ROOFLINE_PARAMS if p[0] != "roofline"],
+    lambda **v: RooflineOptions(roofline=True, **v),
+    "roofline",
+)
 _OUTPUT_PARAMS: list[tuple[str, Any, Any]] = [
     ("fmt", FormatOpt, "table"),
     ("as_json", Json, False),

@@ -12,6 +12,8 @@ from convcalc import library
 from convcalc.cli.emit import check_output, emit
 from convcalc.cli.exits import ExitStatus
 from convcalc.cli.options import (
+    INPUT,
+    LAYER,
     SHAPE,
     ConvcalcCommand,
     Dims,
@@ -23,18 +25,25 @@ from convcalc.cli.options import (
 
 app = typer.Typer(rich_markup_mode=None)
 
+#: the section of the options that say what is solved for and how many answers
+SEARCH = "Search options"
+
 
 @app.command(cls=ConvcalcCommand)
 @with_groups("plain_output")
 def solve(
     size: Annotated[
-        str, typer.Option("--size", metavar=SHAPE, help="Input size: 224, or 224x112.")
+        str,
+        typer.Option(
+            "--size", metavar=SHAPE, rich_help_panel=INPUT, help="Input size: 224, or 224x112."
+        ),
     ] = "224",
     target: Annotated[
         str,
         typer.Option(
             "--target",
             metavar=SHAPE,
+            rich_help_panel=SEARCH,
             show_default=False,
             help="The output size wanted: 112, or 112x56. Not needed with --inverse-of.",
         ),
@@ -46,6 +55,7 @@ def solve(
             "-s",
             "--stride",
             metavar=SHAPE,
+            rich_help_panel=LAYER,
             show_default=False,
             help="Stride [default: 1, or searched with --vary stride].",
         ),
@@ -56,6 +66,7 @@ def solve(
             "-p",
             "--padding",
             metavar=SHAPE,
+            rich_help_panel=LAYER,
             show_default=False,
             help="Padding [default: searched].",
         ),
@@ -66,6 +77,7 @@ def solve(
             "-d",
             "--dilation",
             metavar=SHAPE,
+            rich_help_panel=LAYER,
             show_default=False,
             help="Dilation [default: 1, or searched with --vary dilation].",
         ),
@@ -75,6 +87,7 @@ def solve(
         typer.Option(
             "--output-padding",
             metavar=SHAPE,
+            rich_help_panel=LAYER,
             show_default=False,
             help="Output padding of --transpose [default: searched].",
         ),
@@ -84,6 +97,7 @@ def solve(
         typer.Option(
             "--vary",
             metavar="WHAT[,WHAT]",
+            rich_help_panel=SEARCH,
             help="What to search besides padding: stride, dilation (comma list).",
         ),
     ] = "padding",
@@ -93,12 +107,15 @@ def solve(
         typer.Option(
             "--inverse-of",
             metavar="'k3 s2 p1'",
+            rich_help_panel=SEARCH,
             show_default=False,
             help="Find the transposed conv that maps this conv's output back to --size.",
         ),
     ] = None,
     dims: Dims = 2,
-    limit: Annotated[int, typer.Option("--limit", help="Answers to list, at most.")] = 10,
+    limit: Annotated[
+        int, typer.Option("--limit", rich_help_panel=SEARCH, help="Answers to list, at most.")
+    ] = 10,
     *,
     output: OutputOptions,
 ) -> None:

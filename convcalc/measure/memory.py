@@ -236,8 +236,12 @@ def measure_saved(
         sum(t.bytes for t in seen.values()),
         tuple(seen.values()),
         time.perf_counter() - started,
-        "torch.autograd.graph.saved_tensors_hooks on the real forward"
-        + (" (meta device: nothing ran)" if x.device.type == "meta" else "")
+        "torch.autograd.graph.saved_tensors_hooks on "
+        + (
+            "the forward on torch's meta device (shapes only, nothing computed)"
+            if x.device.type == "meta"
+            else "the real forward"
+        )
         + "; each storage once; parameters and buffers not counted",
     )
 

@@ -48,7 +48,7 @@ def make_console(file: IO[str] | None = None, *, no_color: bool = False) -> Cons
     stream = file or sys.stdout
     is_terminal = stream.isatty()
     width = columns_from_environment()
-    return Console(
+    return _console_class(stream)(
         file=stream,
         width=width if width is not None else (None if is_terminal else 10_000),
         no_color=no_color or "NO_COLOR" in os.environ or not is_terminal,
@@ -56,6 +56,64 @@ def make_console(file: IO[str] | None = None, *, no_color: bool = False) -> Cons
         soft_wrap=not is_terminal and width is None,
         emoji=False,
     )
+
+
+def _console_class(stream: IO[str]) -> type[Console]:
+    """Rich's Console, or, on a stream that cannot encode convcalc's symbols, one that turns
+    them into their ASCII stand-ins before Rich lays the tables out (so that every row of a
+    table has one width: ``⌊`` becoming ``floor(`` after the layout would widen its row)."""
+    from convcalc.output.charset import needs_fallback
+
+    return AsciiConsole if needs_fallback(stream) else Console
+
+
+class AsciiConsole(Console):
+    """A Console whose printed renderables have every symbol by its ASCII stand-in
+    (convcalc/output/charset.py), converted cell by cell before the layout."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(ascii_renderable(part) for part in objects), **kwargs)
+
+
+def ascii_renderable(renderable: Any) -> Any:
+    """``renderable`` (text, a Text, a Table, a Group, nested) with every symbol by its ASCII
+    stand-in; tables and groups are changed in place; styles kept."""
+    from convcalc.output.charset import ascii_text
+
+    if isinstance(renderable, str):
+        return ascii_text(renderable)
+    if isinstance(renderable, Text):
+        return _ascii_styled(renderable, ascii_text)
+    if isinstance(renderable, Folded):
+        renderable.table = ascii_renderable(renderable.table)
+    elif isinstance(renderable, Group):
+        renderable._renderables = tuple(ascii_renderable(part) for part in renderable._renderables)
+    elif isinstance(renderable, Table):
+        for name in ("title", "caption"):
+            if getattr(renderable, name) is not None:
+                setattr(renderable, name, ascii_renderable(getattr(renderable, name)))
+        for column in renderable.columns:
+            column.header = ascii_renderable(column.header)
+            column.footer = ascii_renderable(column.footer)
+            column._cells = [ascii_renderable(cell) for cell in column._cells]
+    elif hasattr(renderable, "renderable"):  # Padding, Panel, Align
+        renderable.renderable = ascii_renderable(renderable.renderable)
+    return renderable
+
+
+def _ascii_styled(text: Text, convert: Callable[[str], str]) -> Text:
+    """``text`` with each character converted, its spans moved to the converted positions."""
+    pieces = [convert(char) for char in text.plain]
+    starts = [0]
+    for piece in pieces:
+        starts.append(starts[-1] + len(piece))
+    result = text.copy()
+    result.plain = "".join(pieces)
+    result.spans = [
+        span.__class__(starts[span.start], starts[min(span.end, len(pieces))], span.style)
+        for span in text.spans
+    ]
+    return result
 
 
 def columns_from_environment() -> int | None:
@@ -1292,6 +1350,10 @@ def show(
 MARKS = "123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 #: the mark of every layer past the 61st: they share it, and the legend says so
 SHARED_MARK = "*"
+#: the legend's mark of a layer not drawn (no FLOPs: intensity 0 on a log axis)
+UNDRAWN_MARK = "—"
+#: the character of a cell that several layers land on (the legend names them)
+SHARED_CELL_MARK = "+"
 
 
 def _log_axis(low: float, high: float, size: int) -> Callable[[float], int]:
@@ -1305,6 +1367,56 @@ def _log_axis(low: float, high: float, size: int) -> Callable[[float], int]:
         )
 
     return place
+
+
+def _roofline_marks(
+    names: list[str], points: Any, column: Callable[[float], int], row: Callable[[float], int]
+) -> tuple[list[tuple[str, str, Any, str]], list[tuple[tuple[int, int], str, Any]]]:
+    """The legend (mark, layer, point, how drawn) and the plot's cells (cell, character,
+    point). Marks go to drawn layers only, in order (past the 61st: ``*``); a layer that is not
+    drawn (no FLOPs) is listed with ``—``. A cell that several layers land on shows
+    ``SHARED_CELL_MARK``, and each of those layers' legend rows says so and names the others."""
+    placed: list[tuple[str, Any, tuple[int, int] | None, str]] = []
+    for name, point in zip(names, points):
+        measured = point.achieved_flops_per_s is not None
+        value = point.achieved_flops_per_s if measured else point.attainable_flops_per_s
+        if point.intensity <= 0:
+            placed.append((name, point, None, "no FLOPs: intensity 0, not drawn"))
+        elif not value or value <= 0:
+            placed.append((name, point, None, "no FLOP/s to place: not drawn"))
+        else:
+            cell = (column(point.intensity), row(value))
+            placed.append((name, point, cell, "measured" if measured else "on its bound"))
+    together: dict[tuple[int, int], list[str]] = {}
+    for name, _, where, _ in placed:
+        if where is not None:
+            together.setdefault(where, []).append(name)
+    marks = iter(MARKS)
+    legend: list[tuple[str, str, Any, str]] = []
+    cells: list[tuple[tuple[int, int], str, Any]] = []
+    for name, point, spot, drawn in placed:
+        if spot is None:
+            legend.append((UNDRAWN_MARK, name, point, drawn))
+            continue
+        cell = spot
+        mark = next(marks, SHARED_MARK)
+        if mark == SHARED_MARK:
+            drawn += (
+                f"; {SHARED_MARK}: every layer after layer {len(MARKS)} shares this mark "
+                "(drawn layers counted)"
+            )
+        others = [other for other in together[cell] if other != name]
+        if others:
+            shown = ", ".join(others[:3]) + (
+                f" and {len(others) - 3} more" if len(others) > 3 else ""
+            )
+            drawn += f"; drawn under mark {SHARED_CELL_MARK}: its cell also holds {shown}"
+            mark_on_plot = SHARED_CELL_MARK
+        else:
+            mark_on_plot = mark
+        cells.append((cell, mark_on_plot, point))
+        legend.append((mark, name, point, drawn))
+    return legend, cells
 
 
 def roofline_chart(picture: Any, names: list[str], width: int = 64, height: int = 18) -> Group:
@@ -1336,23 +1448,10 @@ def roofline_chart(picture: Any, names: list[str], width: int = 64, height: int 
         y = height - 1 - line(roof)
         grid[y][x] = "=" if intensity >= ridge else "/"
         styles[y][x] = "grey50"
-    legend = []
-    for index, (name, point) in enumerate(zip(names, picture.points)):
-        mark = MARKS[index] if index < len(MARKS) else SHARED_MARK
-        measured = point.achieved_flops_per_s is not None
-        if point.intensity <= 0:
-            legend.append((mark, name, point, "no FLOPs: intensity 0, not drawn"))
-            continue
-        value = point.achieved_flops_per_s if measured else point.attainable_flops_per_s
-        if not value or value <= 0:
-            continue
-        x, y = column(point.intensity), height - 1 - line(value)
+    legend, cells = _roofline_marks(names, picture.points, column, lambda v: height - 1 - line(v))
+    for (x, y), mark, point in cells:
         grid[y][x] = mark
         styles[y][x] = "bold yellow" if point.bound == "memory" else "bold cyan"
-        drawn = "measured" if measured else "on its bound"
-        if mark == SHARED_MARK:
-            drawn += f"; {SHARED_MARK}: every layer after layer {len(MARKS)} shares this mark"
-        legend.append((mark, name, point, drawn))
     text = Text()
     for row_index, row in enumerate(grid):
         label = ""
@@ -1384,6 +1483,11 @@ def roofline_chart(picture: Any, names: list[str], width: int = 64, height: int 
         f"roofs: / memory ({picture.bytes_per_s / 1e9:,.1f} GB/s × intensity), = compute "
         f"({picture.flops_per_s / 1e9:,.1f} GFLOP/s); they meet at the ridge, "
         f"{ridge:,.2f} FLOP/B. Log-log. Yellow: memory-bound; cyan: compute-bound."
+        + (
+            f" {SHARED_CELL_MARK}: a cell several layers land on (the legend names them)."
+            if any(mark == SHARED_CELL_MARK for _, mark, _ in cells)
+            else ""
+        )
     )
     return Group(text, Text(), caption, Text(), table)
 
