@@ -705,7 +705,9 @@ def _notes(report: Report) -> Text:
         if note and key not in seen and "residual add" not in note:
             seen.add(key)
             lines.append(f"note ({layer.name}): {note}\n", style="yellow")
-    if report.command == "model":
+    if report.command == "model" and report.total.receptive_field.measured is None:
+        pass  # not measured: the notes say why
+    elif report.command == "model":
         lines.append(
             f"note: the model's receptive field, {_value(report.total.receptive_field.measured)}"
             f", is measured by autograd from {report.total.receptive_field_of}; convcalc has no "
