@@ -145,3 +145,43 @@ def test_cpu_flash_attention_counted_by_torchs_sdpa_formula() -> None:
     assert result.total_macs == 25_600
     assert result.total_flops == 51_200
     assert result.warnings == ()
+
+
+def test_model_takes_an_mlps_input(cli) -> None:
+    # Linear(64, 10) on 4×64: 4·64·10 = 2,560 MACs; params 64·10 + 10 = 650
+    data = cli.json(
+        "model", "torch.nn:Linear", "--input", "4,64",
+        "--kwargs", "in_features=64,out_features=10", "-f", "json",
+    )  # fmt: skip
+    assert data["input_shape"] == [4, 64]
+    assert data["total"]["macs"] == 2_560 and data["total"]["params"] == 650
+    assert data["total"]["receptive_field"] is None
+    assert any("no convolution or pooling ran" in n for n in data["notes"])
+
+
+def test_model_input_errors_echo_what_was_typed(cli) -> None:
+    result = cli("model", "torch.nn:Identity", "--input", "4")
+    assert result.exit_code == 2
+    assert "--input 4 must be at least 2 integers" in result.stderr
+    result = cli("model", "torch.nn:Identity", "--input", "4,a")
+    assert result.exit_code == 2 and "--input 4,a must be integers" in result.stderr
+
+
+def test_transformer_on_n_l_e_has_no_field_over_the_embedding() -> None:
+    # (N, L, E) = (1, 16, 64) and no conv or pool: no field (not 64 over the embedding dim)
+    layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, batch_first=True)
+    data = analyze_model(layer, (1, 16, 16)).to_dict()
+    assert data["total"]["receptive_field"] is None
+    assert any("no convolution or pooling ran" in n for n in data["notes"])
+
+
+def test_a_conv1d_on_n_c_l_still_has_its_field() -> None:
+    # Conv1d kernel 5, dilation 2: span 2·(5 - 1) + 1 = 9
+    data = analyze_model(nn.Conv1d(3, 4, 5, dilation=2), (1, 3, 32)).to_dict()
+    assert data["total"]["receptive_field"] == [9]
+
+
+def test_a_pool_alone_has_spatial_geometry() -> None:
+    # MaxPool2d 3, stride 2: field 3
+    data = analyze_model(nn.MaxPool2d(3, 2), (1, 2, 11, 11)).to_dict()
+    assert data["total"]["receptive_field"] == [3, 3]

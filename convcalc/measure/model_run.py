@@ -143,6 +143,11 @@ def run_model(
         if field is not None and not single:
             where = count.output_names[0] if count.output_names else "0"
             of = f"output {where}: {of}"
+    else:
+        notes.append(
+            "the model's receptive field is not measured: the probe reads the input as "
+            "N, C, spatial... and this one has no spatial dimension"
+        )
     seconds["receptive_field"] = time.perf_counter() - start
     return ModelRun(title, count, tuple(notes), own, subtree, field, of, seconds, model, once)
 

@@ -761,12 +761,33 @@ def _not_copied(model: nn.Module) -> dict[int, Any]:
     return {key: torch.empty(0, dtype=t.dtype) for key, t in dropped.items() if key not in kept}
 
 
+class _Root(nn.Module):
+    """Holds a model that is itself a module the stand-in replaces (a bare ``nn.Conv1d`` or
+    ``nn.MaxPool2d`` given as the model), so that it is swapped like any child."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.root = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.root(*args, **kwargs)
+
+
+def _root_name(name: str, wrapped: bool) -> str:
+    """A module's name in the user's model (``root.x`` -> ``x``, ``root`` -> ``""``)."""
+    if not wrapped:
+        return name
+    return "" if name == "root" else name.removeprefix("root.")
+
+
 def stand_in(model: nn.Module) -> tuple[nn.Module, list[str]]:
     """A copy of ``model`` whose receptive fields are its geometry's: every conv and linear
     weight the positive constant 1/fan-in, biases 0; activations, dropout and norms the
     identity; max pools averaging the same windows. Functional calls in ``forward`` stay: with
     a positive input every value is positive, where ReLU and its kin pass gradients on. Returns
     the copy and what was replaced, by kind, for the notes."""
+    if _replaced(model):
+        model = _Root(model)
     probe = copy.deepcopy(model, _not_copied(model)).eval()
     replaced: dict[str, int] = {}
 
@@ -998,8 +1019,11 @@ def model_fields(
     probe, replaced = stand_in(model)
     notes: list[str] = ["stand-in replaced " + ", ".join(replaced)] if replaced else []
     probe, dtype = _probe_dtype(probe, notes)
+    wrapped = isinstance(probe, _Root)
     hooked: list[tuple[str, nn.Module]] = [
-        (name, m) for name, m in probe.named_modules() if isinstance(m, _HOOKED)
+        (_root_name(name, wrapped), m)
+        for name, m in probe.named_modules()
+        if isinstance(m, _HOOKED)
     ]
     recorder = _Recorder(hooked)
     transposed = any(
