@@ -185,3 +185,26 @@ def test_a_pool_alone_has_spatial_geometry() -> None:
     # MaxPool2d 3, stride 2: field 3
     data = analyze_model(nn.MaxPool2d(3, 2), (1, 2, 11, 11)).to_dict()
     assert data["total"]["receptive_field"] == [3, 3]
+
+
+def test_torchinfo_counts_a_layernorm_by_its_output_batch() -> None:
+    # LayerNorm(64): 64 weights + 64 biases = 128 parameters; its output (2, 16, 64), whose
+    # shape[0] is 2: torchinfo's rule parameters × output.shape[0] = 128 × 2 = 256 (was 0: the
+    # module has no layer kind, and its batch was never recorded)
+    from convcalc.core.conventions import conventions
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 64)
+            self.norm = nn.LayerNorm(64)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(self.fc(x))
+
+    data = analyze_model(Block(), (2, 16, 64)).to_dict()
+    torchinfo = conventions(data)["torchinfo"]
+    assert torchinfo["layers"]["norm"] == 256
+    # the linear: (64·64 + 64) × 2 = 8,320
+    assert torchinfo["layers"]["fc"] == 8_320
+    assert torchinfo["total"] == 8_576
