@@ -208,3 +208,30 @@ def test_torchinfo_counts_a_layernorm_by_its_output_batch() -> None:
     # the linear: (64·64 + 64) × 2 = 8,320
     assert torchinfo["layers"]["fc"] == 8_320
     assert torchinfo["total"] == 8_576
+
+
+def test_models_training_step_one_honest_row() -> None:
+    # `convcalc model` takes no --train: one row says so, not seven rows of 'not measured';
+    # the JSON key stays (null)
+    report = analyze_model(OutOfPlace(), (1, 3, 8, 8))
+    data = report.to_dict()
+    assert data["total"]["memory_bytes"]["training_step"] is None
+    assert "takes no --train" in data["sources"]["memory_training_step"]
+    stream = io.StringIO()
+    render_table(report, stream, no_color=True)
+    text = stream.getvalue()
+    assert not any(line.startswith("training step: ") for line in text.splitlines())
+    rows = [line for line in text.splitlines() if line.startswith("training step ")]
+    assert len(rows) == 1 and "not measured" in rows[0] and "no --train" in rows[0]
+    assert "one real step is measured with --train" not in text
+
+
+def test_models_training_step_through_the_api() -> None:
+    # the Python API's Measure(train=True) does measure it: params 2·(4·3·9 + 4)... here
+    # c1 3→4 3x3: 108 + 4 = 112, c2 4→4 3x3: 144 + 4 = 148; 260 float32 = 1,040 B, grads the same
+    from convcalc import library
+    from convcalc.choices import Measure
+
+    data = library.model(OutOfPlace(), (1, 3, 8, 8), measure=Measure(train=True)).to_dict()
+    step = data["total"]["memory_bytes"]["training_step"]
+    assert step["params"] == 1_040 and step["grads"] == 1_040

@@ -414,6 +414,8 @@ def _memory_rows(table: Table, layer: LayerReport | None, total: Total | None) -
         )
     table.add_section()
     step = total.training_step
+    if _step_row_unmeasured(table, total):
+        return
     for key in ("params", "buffers", "grads", "optimizer_state", "saved_for_backward"):
         label = key.replace("_", " ")
         if key == "optimizer_state":
@@ -446,6 +448,17 @@ def _memory_rows(table: Table, layer: LayerReport | None, total: Total | None) -
                 + f" fit {group(total.fit['memory_limit_bytes'])} B",
                 "",
             )
+
+
+def _step_row_unmeasured(table: Table, total: Total) -> bool:
+    """A training step with neither side (a user's model without --train): one row saying why,
+    instead of a row per part that all read 'not measured'."""
+    step = total.training_step
+    if step is None or step.measured is not None or step.formula is not None:
+        return False
+    why = total.memory_text.get("training_step", "")
+    table.add_row("training step", "not measured", "no formula", why, Text(""))
+    return True
 
 
 def _step_pair(step: Pair[dict[str, int]], key: str) -> Pair[int]:
