@@ -186,7 +186,9 @@ def model(
             "--input",
             metavar="N,C,H[,W...]",
             rich_help_panel=INPUT,
-            help="The input to run the model on.",
+            help="The input to run the model on: any shape of rank 2 or more (4,64 for an MLP, "
+            "1,16,64 for a transformer on N,L,E); the receptive field is measured where a "
+            "convolution or pooling ran.",
             show_default=True,
         ),
     ] = "1,3,224,224",
@@ -233,9 +235,9 @@ def model(
       convcalc model mynet.py:Net --input 1,3,32,32 --time   # each module timed alone
     """
     check_output(output)
-    from convcalc.core.grammar import parse_input
+    from convcalc.core.grammar import parse_model_input
 
-    shape = parse_input(input_shape, "--input")
+    shape = parse_model_input(input_shape, "--input")
     if min(shape) < 1:
         from convcalc.errors import SpecError
 

@@ -102,4 +102,24 @@ def parse_input(value: Any, source: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def parse_model_input(value: Any, source: str) -> tuple[int, ...]:
+    """A model's input: ``"4,64"`` (an MLP), ``"1,16,64"`` (N, L, E), ``"1,3,224,224"``: any
+    rank of at least 2 (a model reads its input as it likes); echoed as typed in an error."""
+    typed = value
+    if isinstance(value, str):
+        parts = re.split(r"[x,\s]+", value.strip())
+        if not all(re.fullmatch(r"\d+", p) for p in parts):
+            raise SpecError("input", f"{source} {typed} must be integers like 1,3,224,224 or 4,64")
+        value = [int(p) for p in parts]
+    if (
+        not isinstance(value, list | tuple)
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        or len(value) < 2
+    ):
+        raise SpecError(
+            "input", f"{source} {typed} must be at least 2 integers (N, ...), like 4,64"
+        )
+    return tuple(value)
+
+
 # --- building ---------------------------------------------------------------------------------

@@ -355,6 +355,18 @@ def _check_fit(nodes: Sequence[Node], input_spec: InputSpec, answer: Any) -> dic
     return checked
 
 
+def _model_step_not_measured(train: bool) -> str:
+    """Why a user's model's training step was not measured (one line, true for the CLI and
+    the Python API alike)."""
+    limit = formulas.human_bytes(MODEL_TRAINING_MAX_BYTES)
+    if train:
+        return f"torchsummary's total of the model is above {limit}"
+    return (
+        "convcalc model takes no --train (the Python API measures one real step of a model "
+        f"whose torchsummary total is at most {limit}: Measure(train=True))"
+    )
+
+
 def with_model_memory(
     report: Report,
     model: Any,
@@ -412,19 +424,24 @@ def with_model_memory(
         "memory_peak_inference": found.sources["peak"]
         + "; per layer: the live activation bytes while that layer runs",
         "memory_training_step": found.sources.get(
-            "step",
-            "not measured: "
-            + (
-                f"torchsummary's total of the model is above "
-                f"{formulas.human_bytes(MODEL_TRAINING_MAX_BYTES)}"
-                if options.train
-                else "one real step is measured with --train (conv, the presets, stack)"
-            ),
+            "step", "not measured: " + _model_step_not_measured(options.train)
         ),
     }
+    if found.step is None:
+        total = replace(
+            total,
+            memory_text={
+                **total.memory_text,
+                "training_step": _model_step_not_measured(options.train),
+            },
+        )
     note = (
         "memory: saved for backward, the inference peak and the training step are measured "
         "only: convcalc has no formula for an arbitrary model's graph"
+        if found.step is not None
+        else "memory: saved for backward and the inference peak are measured only (convcalc "
+        "has no formula for an arbitrary model's graph); the training step is not measured: "
+        + _model_step_not_measured(options.train)
     )
     return replace(
         report, layers=tuple(layers), total=total, sources=sources, notes=(*report.notes, note)

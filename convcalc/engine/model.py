@@ -302,6 +302,8 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
                         module.params,
                         sum(math.prod(s) for s in ins),
                         module.calls * math.prod(out) if out else 0,
+                        # torchinfo multiplies a norm's parameters by output.shape[0] too
+                        batch=int(out[0]) if out else 0,
                     )
                 )
             continue

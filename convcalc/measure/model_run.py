@@ -22,7 +22,7 @@ from convcalc.errors import SpecError
 from convcalc.kinds import LayerSpec
 from convcalc.measure.build import first_line, user_code
 from convcalc.measure.opcount import CountResult, _tensors, count_model
-from convcalc.measure.probes import model_receptive_field, probe_receptive_field
+from convcalc.measure.probes import model_receptive_field_why, probe_receptive_field
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,21 @@ class ModelRun:
     model: Any = None
     #: the memory figures the counted forward measured (measure.modelpass.ModelPass), when asked
     memory: Any = None
+
+
+#: the note where no convolution or pooling ran (an MLP, a transformer on (N, L, E))
+NO_SPATIAL_GEOMETRY = (
+    "the model's receptive field is not measured: no convolution or pooling ran (the field is "
+    "a spatial notion)"
+)
+
+
+def spatial_geometry(count: CountResult) -> bool:
+    """Whether the counted forward ran a convolution (any, functional ones too) or a pooling
+    operator: the model has spatial geometry, so its receptive field means something."""
+    if count.conv_calls:
+        return True
+    return any("pool" in name.rpartition(".")[2] for name in count.uncounted)
 
 
 class _FirstTensor(nn.Module):
@@ -110,12 +125,16 @@ def run_model(
         notes.append("the model's receptive field was not measured (receptive_field=False)")
     elif device == "meta":
         notes.append("the model's receptive field needs a real run: not measured on meta")
+    elif not spatial_geometry(count):
+        notes.append(NO_SPATIAL_GEOMETRY)
     elif len(input_shape) >= 3:
         single = len(count.output_shapes) == 1 and count.output_names == ("",)
         probe = model if single else _FirstTensor(model)
         try:
             with user_code():
-                field, of = model_receptive_field(probe, tuple(input_shape))
+                field, of, why = model_receptive_field_why(probe, tuple(input_shape))
+            if field is None:
+                notes.append(f"the model's receptive field was not measured: {why}")
         except Exception as error:  # a model that cannot run in float64 or backward
             notes.append(
                 "the model's receptive field could not be measured by autograd: "
@@ -124,6 +143,11 @@ def run_model(
         if field is not None and not single:
             where = count.output_names[0] if count.output_names else "0"
             of = f"output {where}: {of}"
+    else:
+        notes.append(
+            "the model's receptive field is not measured: the probe reads the input as "
+            "N, C, spatial... and this one has no spatial dimension"
+        )
     seconds["receptive_field"] = time.perf_counter() - start
     return ModelRun(title, count, tuple(notes), own, subtree, field, of, seconds, model, once)
 

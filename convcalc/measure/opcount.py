@@ -164,6 +164,33 @@ RULES: dict[Any, tuple[Rule, tuple[int, ...]]] = {
 }
 CONV_PACKETS = {aten.convolution, aten._convolution, aten.convolution_overrideable}
 
+
+def _sdpa_torch_flops(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    # torch's own SDPA formula (the one its registry applies to the flash, efficient and cudnn
+    # variants), on the CPU flash kernel's q, k, v: (B, H, L, E), the same layout
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return int(sdpa_flop_count(args[0].shape, args[1].shape, args[2].shape))
+
+
+#: operators torch's flop registry has no entry for whose FLOPs are still torch's formula: the
+#: CPU fast path of scaled_dot_product_attention runs a variant the registry omits (torch 2.x)
+TORCH_FORMULA_ALIASES: dict[Any, Callable[..., int]] = {
+    packet: _sdpa_torch_flops
+    for name in ("_scaled_dot_product_flash_attention_for_cpu",)
+    if (packet := getattr(aten, name, None)) is not None
+}
+
+
+def torch_flop_formula(packet: Any) -> Callable[..., int] | None:
+    """torch's FLOP formula for ``packet``: its registry's, else the same formula torch applies
+    to that operator's other variants (:data:`TORCH_FORMULA_ALIASES`); None where torch has none."""
+    found = flop_registry.get(packet)
+    if found is None:
+        found = TORCH_FORMULA_ALIASES.get(packet)
+    return found
+
+
 #: operators that move, reshape, copy or create data and do no arithmetic
 ZERO_COST = frozenset(
     f"aten.{name}"
@@ -440,11 +467,8 @@ class _OpCounter(TorchDispatchMode):
             return out
         rule, weight_args = entry
         macs = rule(args, out)
-        flops = (
-            int(flop_registry[packet](*args, **kwargs, out_val=out))
-            if packet in flop_registry
-            else 0
-        )
+        formula = torch_flop_formula(packet)
+        flops = int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
         weight = self._owner(args, weight_args) if self.owners else None
         module = self.stack[-1]
         key = (module, packet, weight)
@@ -722,7 +746,7 @@ def _result(
     notes: list[str] = []
     warnings_: list[str] = []
     for (module, packet, weight), (n, macs, flops) in counter.counts.items():
-        torch_counts = packet in flop_registry
+        torch_counts = torch_flop_formula(packet) is not None
         ops.setdefault(module, []).append(
             OpCount(module, str(packet), n, macs, flops, weight, torch_counts)
         )
@@ -747,7 +771,13 @@ def _result(
                 break
             chain = chain.rpartition(".")[0]
     for (module, packet, _), (n, macs, _) in counter.counts.items():
-        if packet not in flop_registry and macs:
+        if packet in TORCH_FORMULA_ALIASES:
+            notes.append(
+                f"{packet} ({n} calls in {module or 'the root'}): torch's flop counter has no "
+                "entry for this CPU kernel; its FLOPs are torch's own SDPA formula "
+                "(sdpa_flop_count, as torch counts the flash, efficient and cudnn variants)"
+            )
+        elif packet not in flop_registry and macs:
             notes.append(
                 f"torch's flop counter has no formula for {packet} ({n} calls in "
                 f"{module or 'the root'}): its {group(2 * macs)} FLOPs are not in torch's total"

@@ -83,8 +83,21 @@ def model_receptive_field(model: nn.Module, input_shape: Ints) -> tuple[Ints | N
     the model (positive constant weights, activations and norms as the identity, max pools
     probed as averages) by :func:`convcalc.measure.rfprobe.model_fields`, not through the real
     random weights."""
+    field, of, _ = model_receptive_field_why(model, input_shape)
+    return field, of
+
+
+def model_receptive_field_why(model: nn.Module, input_shape: Ints) -> tuple[Ints | None, str, str]:
+    """:func:`model_receptive_field`, with why it is not measured where it is not (the
+    probe's own notes: the stand-in failed, no spatial output...); ``""`` where it is."""
     if len(input_shape) < 3:
-        return None, ""
+        return None, "", "the input has no spatial dimensions"
     with user_code():
         fields = model_fields(model, tuple(input_shape), every_layer=False)
-    return fields.receptive_field, fields.receptive_field_of
+    if fields.receptive_field is not None:
+        return fields.receptive_field, fields.receptive_field_of, ""
+    reasons = [n for n in fields.notes if not n.startswith("stand-in replaced")]
+    reasons += [f"{o.name}: {o.note}" for o in fields.outputs if o.note]
+    reasons += [f"{f.name}: {f.note}" for f in fields.layers if f.note]
+    why = "; ".join(dict.fromkeys(reasons)) or "no output or layer has a spatial field"
+    return None, "", why

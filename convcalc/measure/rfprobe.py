@@ -611,9 +611,10 @@ class _ConstantConv(nn.Module):
     number, ``1/fan-in`` times the sum over the group's input channels and the window's taps.
     So the group's input channels are summed first, one channel per group is convolved (torch's
     own conv functional, the layer's stride, padding, padding mode, dilation, output padding)
-    and broadcast to the group's output channels (a stride-0 view for an ungrouped conv). The
-    same function as the dense layer with those weights (values, and so gradients, equal up to
-    the order of summation), at the cost of ``groups`` channels instead of ``in x out``."""
+    and copied to the group's output channels (real tensors, never a stride-0 view: a forward
+    may write a conv's output in place). The same function as the dense layer with those
+    weights (values, and so gradients, equal up to the order of summation), at the cost of
+    ``groups`` channels convolved instead of ``in x out``."""
 
     def __init__(self, conv: Any, dims: int) -> None:
         super().__init__()
@@ -704,8 +705,10 @@ class _ConstantConv(nn.Module):
                 summed = F.pad(summed, self.reversed_padding, mode=self.padding_mode)
                 padding = (0,) * dims
             y = conv_fn(summed, weight, None, self.stride, padding, self.dilation, groups)
-        if groups == 1:  # a view: every output channel the same memory (stride 0)
-            out = y.expand(n, self.out_channels, *y.shape[2:])
+        if groups == 1:  # every output channel the same values, each its own memory: a
+            # forward may write the output in place (``y += 1``, ``nn.ReLU(inplace=True)``),
+            # which a stride-0 view refuses
+            out = y.expand(n, self.out_channels, *y.shape[2:]).contiguous()
         elif groups == self.out_channels:  # depthwise: one output channel per group
             out = y
         else:
@@ -758,12 +761,33 @@ def _not_copied(model: nn.Module) -> dict[int, Any]:
     return {key: torch.empty(0, dtype=t.dtype) for key, t in dropped.items() if key not in kept}
 
 
+class _Root(nn.Module):
+    """Holds a model that is itself a module the stand-in replaces (a bare ``nn.Conv1d`` or
+    ``nn.MaxPool2d`` given as the model), so that it is swapped like any child."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.root = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.root(*args, **kwargs)
+
+
+def _root_name(name: str, wrapped: bool) -> str:
+    """A module's name in the user's model (``root.x`` -> ``x``, ``root`` -> ``""``)."""
+    if not wrapped:
+        return name
+    return "" if name == "root" else name.removeprefix("root.")
+
+
 def stand_in(model: nn.Module) -> tuple[nn.Module, list[str]]:
     """A copy of ``model`` whose receptive fields are its geometry's: every conv and linear
     weight the positive constant 1/fan-in, biases 0; activations, dropout and norms the
     identity; max pools averaging the same windows. Functional calls in ``forward`` stay: with
     a positive input every value is positive, where ReLU and its kin pass gradients on. Returns
     the copy and what was replaced, by kind, for the notes."""
+    if _replaced(model):
+        model = _Root(model)
     probe = copy.deepcopy(model, _not_copied(model)).eval()
     replaced: dict[str, int] = {}
 
@@ -995,8 +1019,11 @@ def model_fields(
     probe, replaced = stand_in(model)
     notes: list[str] = ["stand-in replaced " + ", ".join(replaced)] if replaced else []
     probe, dtype = _probe_dtype(probe, notes)
+    wrapped = isinstance(probe, _Root)
     hooked: list[tuple[str, nn.Module]] = [
-        (name, m) for name, m in probe.named_modules() if isinstance(m, _HOOKED)
+        (_root_name(name, wrapped), m)
+        for name, m in probe.named_modules()
+        if isinstance(m, _HOOKED)
     ]
     recorder = _Recorder(hooked)
     transposed = any(
@@ -1014,7 +1041,9 @@ def model_fields(
         stop_after = max(recorder.order.index(k) for k in open_keys) if attempt else None
         x = torch.ones((1, int(input_shape[1]), *size), dtype=dtype, requires_grad=True)
         try:
-            final = recorder.run(probe, x, stop_after)
+            # a copy: a forward may write its input in place (``x += 1``), which autograd
+            # refuses on a leaf; the gradient still reaches ``x`` through the copy
+            final = recorder.run(probe, x.clone(), stop_after)
         except Exception as error:  # the stand-in does not run at this size (or at all)
             shown = "x".join(map(str, size))
             notes.append(f"the stand-in failed on input {shown}: {_first_line(error)}")

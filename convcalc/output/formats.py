@@ -443,6 +443,8 @@ def _md_memory(total: dict[str, Any]) -> str:
         + f"{_md(step(formula))} B by formula (an upper bound)",
         f"torchsummary's forward/backward {_md(measured.get('forward_backward_torchsummary'))} B",
     ]
+    if step(measured) is None and step(formula) is None:  # a user's model without --train
+        parts[2] = "training step not measured"
     fit = total.get("fit")
     if fit:
         parts.append(

@@ -472,6 +472,8 @@ def _memory_rows(table: Table, layer: LayerReport | None, total: Total | None) -
         )
     table.add_section()
     step = total.training_step
+    if _step_row_unmeasured(table, total):
+        return
     for key in ("params", "buffers", "grads", "optimizer_state", "saved_for_backward"):
         label = key.replace("_", " ")
         if key == "optimizer_state":
@@ -504,6 +506,17 @@ def _memory_rows(table: Table, layer: LayerReport | None, total: Total | None) -
                 + f" fit {group(total.fit['memory_limit_bytes'])} B",
                 "",
             )
+
+
+def _step_row_unmeasured(table: Table, total: Total) -> bool:
+    """A training step with neither side (a user's model without --train): one row saying why,
+    instead of a row per part that all read 'not measured'."""
+    step = total.training_step
+    if step is None or step.measured is not None or step.formula is not None:
+        return False
+    why = total.memory_text.get("training_step", "")
+    table.add_row("training step", "not measured", "no formula", why, Text(""))
+    return True
 
 
 def _step_pair(step: Pair[dict[str, int]], key: str) -> Pair[int]:
@@ -763,7 +776,9 @@ def _notes(report: Report) -> Text:
         if note and key not in seen and "residual add" not in note:
             seen.add(key)
             lines.append(f"note ({layer.name}): {note}\n", style="yellow")
-    if report.command == "model":
+    if report.command == "model" and report.total.receptive_field.measured is None:
+        pass  # not measured: the notes say why
+    elif report.command == "model":
         lines.append(
             f"note: the model's receptive field, {_value(report.total.receptive_field.measured)}"
             f", is measured by autograd from {report.total.receptive_field_of}; convcalc has no "
