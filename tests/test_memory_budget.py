@@ -411,3 +411,19 @@ def test_unknown_optimizer_and_training_in_int8_are_refused() -> None:
         mm.training_step(SMALL, x, "adam", "int8")
     with pytest.raises(SpecError, match="no in-place version"):
         mm.saved_for_backward(SMALL, x, inplace=(0,))
+
+
+def test_fit_names_the_meta_devices_float32_batch_norm_statistics(cli) -> None:
+    # float16 training on torch's meta device: its batch norm keeps save_mean and save_invstd in
+    # float32 (as CUDA does), the CPU kernel and the formula in float16: per batch norm
+    # 2·C·(4 − 2) B more, here 2·16·2 + 2·32·2 = 192 B, shown as the known difference, not a ✗
+    stack = "conv k3 p1 out16; batchnorm; relu; conv k3 p1 out32; batchnorm"
+    data = cli.json("stack", stack, "--input", "1,3,32,32", "--fit", "1GiB")
+    by_dtype = {entry["dtype"]: entry for entry in data["total"]["fit"]["by_dtype"]}
+    half = by_dtype["float16"]["checked"]["saved_for_backward"]
+    assert half["measured"] - half["formula"] == half["meta_statistics_bytes"] == 192
+    assert by_dtype["float32"]["checked"]["saved_for_backward"]["meta_statistics_bytes"] == 0
+    shown = cli("stack", stack, "--input", "1,3,32,32", "--fit", "1GiB")
+    text = " ".join(shown.stdout.split())
+    assert "saved ≈ (meta +192 B: torch's meta batch norm keeps float32 statistics" in text
+    assert "saved ✗" not in text

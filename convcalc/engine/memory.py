@@ -319,6 +319,19 @@ def _fit(
     }
 
 
+def meta_statistics_bytes(nodes: Sequence[Node], dtype: str) -> int:
+    """How many more bytes the meta device's batch norms save in ``dtype`` training than the
+    CPU's (and the formula's): torch's meta kernel keeps save_mean and save_invstd in float32
+    (as CUDA does), the CPU kernel in the input's dtype; 2·C·(4 − width) per batch norm."""
+    width = memory_model.WIDTHS[dtype]
+    channels = [
+        int(getattr(node.spec, "channels", 0))
+        for node in nodes
+        if kinds.kind_of(node.spec).name == "batchnorm"
+    ]
+    return sum(2 * c * (4 - width) for c in channels)
+
+
 def _check_fit(nodes: Sequence[Node], input_spec: InputSpec, answer: Any) -> dict[str, Any]:
     """At the batch found, the meta device's inference peak (activations) and saved for
     backward (data needing no grad), measured beside the formula's. Nothing runs on meta:
@@ -349,6 +362,7 @@ def _check_fit(nodes: Sequence[Node], input_spec: InputSpec, answer: Any) -> dic
                 "formula": memory_model.saved_for_backward(
                     nodes, at, input_requires_grad=False
                 ).total.value,
+                "meta_statistics_bytes": meta_statistics_bytes(nodes, answer.dtype),
             }
     except MeasurementError:
         pass
