@@ -73,3 +73,30 @@ def test_readme_stack_file_example_builds() -> None:
     (text,) = re.findall(r"^```yaml\n(input:.*?)^```", README, re.S | re.M)
     network = build_network(load_text(text, "README.yaml"), None, "float32", "README")
     assert [n.spec.op for n in network.nodes][:2] == ["conv", "maxpool"]
+
+
+@pytest.mark.parametrize(
+    ("command", "title"),
+    [
+        ("convcalc dw --in 64 --out 256", "convcalc dw  depthwise separable"),
+        ("convcalc conv --in 64 --out 256 -k 3 -p 1", "convcalc conv  Conv2d(64, 256, k=3, p=1)"),
+    ],
+)
+def test_the_headline_outputs_are_what_convcalc_prints(command: str, title: str) -> None:
+    """README's two headline tables, "measured by" lines included, are the real output at
+    COLUMNS=100: a change to what convcalc prints there must update the README."""
+    import os
+    import sys
+
+    shown = re.search(r"^```text\n(" + re.escape(title) + r".*?)^```", README, re.S | re.M)
+    assert shown is not None
+    env = {**os.environ, "COLUMNS": "100", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-m", "convcalc", *command.split()[1:]],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    printed = [line.rstrip() for line in out.strip("\n").split("\n")]
+    assert printed == shown.group(1).strip("\n").split("\n")
