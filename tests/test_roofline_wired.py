@@ -165,6 +165,9 @@ def test_model_time_and_roofline(cli, tmp_path: Path) -> None:
     table = cli("model", f"{source}:Net", "--input", "1,3,8,8", "--time", *PEAKS)
     assert table.exit_code == 0, table.stderr
     assert "IQR ms" in table.stdout
+    # each module timed in at least 15 blocks, as a layer is (measure/timing.MIN_BLOCKS)
+    assert report["timing"]["min_blocks"] == 15
+    assert "15 timed blocks per layer" in " ".join(table.stdout.split())
 
 
 def test_compare_has_the_intensity_and_why(cli) -> None:

@@ -36,7 +36,7 @@ from torch import nn
 from convcalc.core.roofline import Peaks
 from convcalc.errors import MeasurementError, SpecError
 from convcalc.measure.build import TORCH_DTYPES
-from convcalc.measure.timing import check_device, time_forward
+from convcalc.measure.timing import MIN_BLOCKS, check_device, time_forward
 
 CACHE_FILE = "peaks.json"
 CACHE_FORMAT = 1
@@ -337,6 +337,7 @@ class LayerTiming:
             "threads": self.threads,
             "tool": "torch.utils.benchmark.Timer.blocked_autorange (median)",
             "min_run_time_s": self.min_run_time_s,
+            "min_blocks": MIN_BLOCKS,
             "runs": self.runs,
             "warmup_runs": self.warmup_runs,
             "synchronized": self.synchronized,
