@@ -56,8 +56,9 @@ else:
 
 #: the file's format; with the interpreter's magic number, the file's first bytes
 FORMAT = b"convcalc dataclass code 1\n"
-#: more entries than this (old versions' classes): rewritten with this run's only
-MOST_ENTRIES = 4000
+#: more entries than this (classes edited during development): rewritten with this run's only
+#: (convcalc's own classes generate about 600 texts)
+MOST_ENTRIES = 1000
 
 _table: dict[str, Any] | None = None  # generated text -> its code object, once read
 _compiled: set[str] = set()  # texts compiled in this process (not yet in the file)
@@ -85,9 +86,14 @@ def cache_file() -> str:
 
 
 def _header() -> bytes:
+    """The format, the interpreter's bytecode magic number and convcalc's version: another
+    Python's table, or an older convcalc's (its classes' texts, stale after an upgrade), is
+    not read, so the table never fills with dead entries."""
     from importlib.util import MAGIC_NUMBER
 
-    return FORMAT + MAGIC_NUMBER
+    from convcalc._version import __version__
+
+    return FORMAT + MAGIC_NUMBER + __version__.encode() + b"\n"
 
 
 #: set (to anything but empty) to neither read nor write the table

@@ -80,6 +80,14 @@ def test_a_foreign_or_broken_file_is_ignored(tmp_path: Path) -> None:
     assert int(_run(MAKE, tmp_path)) > 0  # compiled again, as without a cache
     path.write_bytes(_dataclass.FORMAT + b"\x00\x00\r\n" + b"truncated")  # another Python's
     assert int(_run(MAKE, tmp_path)) > 0
+    # another convcalc version's table (its classes' texts, stale after an upgrade): not read
+    _run(MAKE, tmp_path)
+    data = path.read_bytes()
+    header = _dataclass._header()
+    assert data.startswith(header) and header.endswith(b"\n")
+    older = header[: -len(b"\n")].rsplit(b"0", 1)[0] + b"older\n"
+    path.write_bytes(older + data[len(header) :])
+    assert int(_run(MAKE, tmp_path)) > 0
 
 
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
