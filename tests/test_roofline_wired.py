@@ -331,3 +331,25 @@ def test_draw_roofline_marks_never_repeat(cli) -> None:
     assert len(set(marks[:61])) == 61 and marks[61:] == ["*", "*", "*"]
     assert "every layer after layer 61 shares this mark" in shown.stdout
     assert "(given: --peak-gflops 100 --peak-gbps 20)" in shown.stdout
+
+
+def test_model_time_with_no_module_timed_alone_says_so(cli, tmp_path: Path) -> None:
+    # nn.MultiheadAttention's forward needs key and value: it cannot be timed alone on one
+    # tensor, and it is the only row: the timing line says nothing was timed (this was exit 3)
+    source = tmp_path / "mha.py"
+    source.write_text(
+        "from torch import nn\n"
+        "class OnlyMHA(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.a = nn.MultiheadAttention(64, 4, batch_first=True)\n"
+        "    def forward(self, x):\n"
+        "        return self.a(x, x, x)[0]\n"
+    )
+    shown = cli("model", f"{source}:OnlyMHA", "--input", "2,10,64", "--time")
+    assert shown.exit_code == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "timing: no module with a row could be timed alone (see the notes)" in text
+    assert "a: not timed alone on zeros of (2, 10, 64)" in text
+    data = cli.json("model", f"{source}:OnlyMHA", "--input", "2,10,64", "--time")
+    assert data["timing"]["skipped"].startswith("no module with a row could be timed")

@@ -241,6 +241,8 @@ def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
             for layer, timed in zip(layers, times)
         ]
         notes += [f"timing: {note}" for note in timing_notes]
+        if not settings:  # no module could be timed alone: the notes say why, per module
+            settings = {"skipped": "no module with a row could be timed alone (see the notes)"}
         timing = {
             **settings,
             "seconds": round(__import__("time").perf_counter() - started, 3),
