@@ -430,3 +430,22 @@ def test_model_conventions_table_names_what_each_rule_leaves_out(cli, tmp_path) 
     thop = data["conventions"]["thop"]
     # conv 3->8 k3 p1 on 8x8: 8·8·8·27 = 13,824 MACs; the matmul (1x8 @ 8x4): 32 MACs, unseen
     assert thop["total"] == 13_824 and thop["not_counted_by_this_rule"] == ["(model)"]
+
+
+def test_model_names_the_modules_torchsummary_counts_and_it_has_no_row_for(cli, tmp_path) -> None:
+    # torchsummary hooks every module but Sequential and the model: the ReLUs' outputs count
+    # there (2·(32+32+8+8+8+8) KiB = 196,608 B); convcalc's rows are conv, pool, conv, bn
+    # (2·(32+8+8+8) KiB = 114,688 B) and the note names the two ReLUs it leaves out
+    source = tmp_path / "seq.py"
+    source.write_text(
+        "from torch import nn\n"
+        "def Seq():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),\n"
+        "                         nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())\n"
+    )
+    data = cli.json("model", f"{source}:Seq", "--input", "1,3,32,32")
+    assert data["total"]["memory_bytes"]["forward_backward_torchsummary"] == 114_688
+    assert any(
+        "torchsummary also counts the outputs of modules convcalc has no row for: 1, 5" in note
+        for note in data["notes"]
+    )

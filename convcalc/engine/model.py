@@ -277,6 +277,22 @@ def _bias_size(spec: Any) -> int:
     return 0
 
 
+def _leaves_without_rows(modules: tuple[Any, ...], rowed: set[str]) -> list[str]:
+    """The modules that ran and returned a tensor, have no module inside them, and have no row
+    (activations, dropout, flatten, ...): torchsummary's hooks count their outputs. Linear in
+    the modules (each name's ancestors are collected once)."""
+    parents = {
+        ".".join(parts[:end])
+        for parts in (m.name.split(".") for m in modules if m.name)
+        for end in range(1, len(parts))
+    }
+    return [
+        m.name
+        for m in modules
+        if m.name and m.name not in rowed and m.name not in parents and m.output_shapes
+    ]
+
+
 def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
     """The report of one measured model (:class:`convcalc.measure.model_run.ModelRun`)."""
     from convcalc.core.report import ModelFigures, ModuleFigures
@@ -310,6 +326,15 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
         layers.append(found[0])
         modules.append(found[1])
     notes: list[str] = list(run.notes)
+    unrowed = _leaves_without_rows(count.modules, {layer.name.split(" (×")[0] for layer in layers})
+    if unrowed:
+        shown = ", ".join(unrowed[:5]) + (
+            f" and {len(unrowed) - 5} more" if len(unrowed) > 5 else ""
+        )
+        notes.append(
+            "memory out and fwd+bwd (torchsummary) add up the modules with a row; torchsummary "
+            f"also counts the outputs of modules convcalc has no row for: {shown}"
+        )
     if any("(×" in layer.name for layer in layers):
         notes.append(
             "a layer marked ×N runs N times in one forward pass: its MACs and FLOPs, measured "
