@@ -46,7 +46,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.multiprocessing.reductions import StorageWeakRef
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.utils._pytree import tree_flatten
 
@@ -55,14 +54,13 @@ from convcalc.measure.memory import (
     NOT_COUNTED,
     PeakMeasurement,
     SavedMeasurement,
-    SavedTensor,
     _attributing,
     _layers,
     _LiveTracker,
-    _nbytes,
     _state_ids,
     _storage_id,
 )
+from convcalc.measure.onepass import SavedRecorder
 
 #: module types whose forward differs between training and eval mode
 MODE_DEPENDENT_TYPES: tuple[type[nn.Module], ...] = (
@@ -129,19 +127,6 @@ def peak_blockers(model: nn.Module, dtype: str) -> list[str]:
     return reasons
 
 
-class _Saved:
-    """The token autograd keeps in place of a saved tensor: nothing to unpack."""
-
-    __slots__ = ()
-
-
-_TOKEN = _Saved()
-
-
-def _unpack(token: Any) -> torch.Tensor:
-    raise RuntimeError("convcalc's counted forward keeps no saved tensors: no backward can run")
-
-
 def _written(func: Any) -> bool:
     """Whether the operator writes its first argument (an in-place op like ``silu_``)."""
     arguments = func._schema.arguments
@@ -202,28 +187,12 @@ class ModelPass:
         for tensor in tree_flatten(list(inputs))[0]:
             if isinstance(tensor, torch.Tensor):
                 tracker.register(tensor)
-        seen: dict[int, tuple[StorageWeakRef, SavedTensor]] = {}
-
-        def pack(tensor: torch.Tensor) -> _Saved:
-            key = _storage_id(tensor)
-            if key not in excluded:
-                old = seen.get(key)
-                if old is None or old[0].expired():
-                    seen[key] = (
-                        StorageWeakRef(tensor.untyped_storage()),
-                        SavedTensor(
-                            current[0],
-                            tuple(tensor.shape),
-                            str(tensor.dtype).removeprefix("torch."),
-                            _nbytes(tensor),
-                        ),
-                    )
-            return _TOKEN
+        recorder = SavedRecorder(excluded, current)
 
         with contextlib.ExitStack() as stack:
             if self.saved_asked:
                 stack.enter_context(torch.enable_grad())
-                stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, _unpack))
+                stack.enter_context(recorder.hooks())
             stack.enter_context(_attributing(layers, current, tracker.enter))
             stack.enter_context(tracker)
             yield
@@ -250,14 +219,8 @@ class ModelPass:
             + NOT_COUNTED,
         )
         if self.saved_asked:
-            tensors = tuple(saved for _, saved in seen.values())
-            per_layer = dict.fromkeys(names, 0)
-            for tensor in tensors:
-                per_layer[tensor.layer] = per_layer.get(tensor.layer, 0) + tensor.bytes
-            self.saved = SavedMeasurement(
-                per_layer,
-                sum(t.bytes for t in tensors),
-                tensors,
+            self.saved = recorder.measurement(
+                names,
                 seconds,
                 "torch.autograd.graph.saved_tensors_hooks on the real forward; each storage "
                 "once; parameters and buffers not counted; "

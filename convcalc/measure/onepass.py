@@ -71,6 +71,48 @@ def _unpack(token: Any) -> torch.Tensor:
     )
 
 
+class SavedRecorder:
+    """The pack hook of ``saved_tensors_hooks`` that records each saved storage once
+    (parameters and buffers, ``excluded``, not counted; attributed to ``current[0]``, the layer
+    running) and hands autograd a token, so that nothing is kept alive for backward. The
+    storage is held by a weak reference only: its address may be reused once it dies, and a
+    dead entry is then a different storage. Used by the stacks' one pass and by a user's
+    model's counted forward (measure.modelpass)."""
+
+    def __init__(self, excluded: Collection[int], current: list[str]) -> None:
+        self.excluded = excluded
+        self.current = current
+        self.seen: dict[int, tuple[StorageWeakRef, SavedTensor]] = {}
+
+    def pack(self, tensor: torch.Tensor) -> _Saved:
+        key = _storage_id(tensor)
+        if key not in self.excluded:
+            old = self.seen.get(key)
+            if old is None or old[0].expired():
+                self.seen[key] = (
+                    StorageWeakRef(tensor.untyped_storage()),
+                    SavedTensor(
+                        self.current[0],
+                        tuple(tensor.shape),
+                        str(tensor.dtype).removeprefix("torch."),
+                        _nbytes(tensor),
+                    ),
+                )
+        return _TOKEN
+
+    def hooks(self) -> Any:
+        """The context manager that installs the hook."""
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, _unpack)
+
+    def measurement(self, names: Sequence[str], seconds: float, source: str) -> SavedMeasurement:
+        """What was recorded, per layer (each of ``names``, 0 where nothing) and in total."""
+        tensors = tuple(saved for _, saved in self.seen.values())
+        per_layer = dict.fromkeys(names, 0)
+        for tensor in tensors:
+            per_layer[tensor.layer] = per_layer.get(tensor.layer, 0) + tensor.bytes
+        return SavedMeasurement(per_layer, sum(t.bytes for t in tensors), tensors, seconds, source)
+
+
 @dataclass
 class OnePass:
     """What one pass measured: the counted record (shapes, FLOPs, dispatched convolution and
@@ -100,32 +142,14 @@ def run_once(graph: GraphModule, x: torch.Tensor, *, memory: bool = True) -> One
     tracker = _LiveTracker(excluded, current)
     x = x if x.requires_grad else x.detach().requires_grad_(True)
     tracker.register(x)
-    #: storage -> (a weak reference to it, what was saved): the storage is not kept alive, so
-    #: its address may be reused once it dies; a dead entry is a different storage
-    seen: dict[int, tuple[StorageWeakRef, SavedTensor]] = {}
-
-    def pack(tensor: torch.Tensor) -> _Saved:
-        key = _storage_id(tensor)
-        if key not in excluded:
-            old = seen.get(key)
-            if old is None or old[0].expired():
-                seen[key] = (
-                    StorageWeakRef(tensor.untyped_storage()),
-                    SavedTensor(
-                        current[0],
-                        tuple(tensor.shape),
-                        str(tensor.dtype).removeprefix("torch."),
-                        _nbytes(tensor),
-                    ),
-                )
-        return _TOKEN
+    recorder = SavedRecorder(excluded, current)
 
     try:
         with (
             torch.enable_grad(),
             tracker,
             observed(graph, record),
-            torch.autograd.graph.saved_tensors_hooks(pack, _unpack),
+            recorder.hooks(),
         ):
             counted = graph.before
 
@@ -142,14 +166,8 @@ def run_once(graph: GraphModule, x: torch.Tensor, *, memory: bool = True) -> One
     except (RuntimeError, ValueError, TypeError) as error:
         raise MeasurementError(f"torch rejected the forward: {error}") from error
     seconds = time.perf_counter() - started
-    tensors = tuple(saved for _, saved in seen.values())
-    per_layer = dict.fromkeys(names, 0)
-    for tensor in tensors:
-        per_layer[tensor.layer] = per_layer.get(tensor.layer, 0) + tensor.bytes
-    saved = SavedMeasurement(
-        per_layer,
-        sum(t.bytes for t in tensors),
-        tensors,
+    saved = recorder.measurement(
+        names,
         seconds,
         "torch.autograd.graph.saved_tensors_hooks on the real forward; each storage once; "
         "parameters and buffers not counted; in the same real CPU pass as the counts (the "
