@@ -71,14 +71,12 @@ def fvcore_count(model: nn.Module, x: torch.Tensor, modules: Sequence[str] = ())
     convcalc registers fvcore's own conv rule for it (``set_op_handle``, fvcore's extension point).
     Raises what the trace raises (a model fvcore cannot trace).
     """
-    flop_count_analysis, conv_flop_count, get_shape = _fvcore()
+    flop_count_analysis, _, _ = _fvcore()
     extended: dict[str, int] = {}
 
     def convolution_mode(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
-        # aten::_convolution_mode(input, weight, bias, stride, padding: str, dilation, groups)
         extended["aten::_convolution_mode"] = extended.get("aten::_convolution_mode", 0) + 1
-        x_shape, w_shape, out_shape = (get_shape(v) for v in (inputs[0], inputs[1], outputs[0]))
-        return Counter({"conv": int(conv_flop_count(x_shape, w_shape, out_shape, False))})
+        return convolution_mode_flop_jit(inputs, outputs)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
