@@ -63,6 +63,31 @@ def test_layer_builder_reproduces_seed_001_values(stride: int, expected: list) -
     assert out[0, 0].tolist() == expected
 
 
+def test_counted_layers_start_at_zero_and_timed_layers_at_torchs_draw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """build_layer skips torch's random draw (zeros: no NaN or denormal reaches a run) unless
+    torch_init; the draw is restored afterwards, and a timed run (--time) gets torch's init."""
+    from convcalc.measure import calibrate, run
+    from convcalc.measure.run import Extras
+
+    spec = build_conv(in_channels=8, out_channels=16, kernel="3", bias=True)
+    zero = build_layer(spec)
+    assert not zero.weight.any() and not zero.bias.any()
+    drawn = build_layer(spec, torch_init=True)
+    assert drawn.weight.abs().sum() > 0 and drawn.bias.abs().sum() > 0
+    assert torch.nn.Conv2d(8, 16, 3).weight.abs().sum() > 0  # torch's init put back
+    seen: list[torch.nn.Module] = []
+
+    def time_layer(module: torch.nn.Module, *args: object, **kwargs: object) -> object:
+        seen.append(module)
+        return calibrate.LayerTiming(0.001, 1, "cpu", 1, 0.2, 3, False, None)
+
+    monkeypatch.setattr(run, "time_layer", time_layer)
+    measure_chain([spec], build_input(dims=2, channels=8, size=8), "cpu", Extras(time=True))
+    assert seen and seen[0].weight.abs().sum() > 0
+
+
 def test_receptive_field_probe_sees_dilation_holes_and_transposed_gaps() -> None:
     # k3 s2 d2 transposed: odd outputs receive nothing; even ones three consecutive inputs
     spec = build_conv(
@@ -94,3 +119,20 @@ def test_memory_is_measured_for_the_dtype() -> None:
     half = measure_chain([spec], build_input(dims=2, channels=2, size="4", dtype="float16"), "cpu")
     assert half.total_memory.input == 2 * 16 * 2
     assert half.total_memory.params == (8 + 4) * 2
+
+
+def test_gc_freeze_after_torch_only_under_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """convcalc._runtime.torch_loaded freezes the heap for convcalc's own command only: a
+    library caller's process is left as it was."""
+    import gc
+
+    from convcalc import _runtime
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(_runtime, "command_line", False)
+    _runtime.torch_loaded()
+    assert frozen == []
+    monkeypatch.setattr(_runtime, "command_line", True)
+    _runtime.torch_loaded()
+    assert frozen == [True]

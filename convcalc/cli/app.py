@@ -17,7 +17,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from convcalc import _dataclass
+from convcalc import _dataclass, _runtime
 from convcalc._version import __version__
 from convcalc.cli.exits import ExitStatus, Interrupted, OutputClosed, exit_status, message_of
 
@@ -207,6 +207,7 @@ def main() -> None:
     spent about 4% of its instructions there: docs/benchmarks.md).
     """
     gc.freeze()
+    _runtime.command_line = True  # torch's objects frozen once imported (convcalc/_runtime.py)
     try:
         app()
     except SystemExit as leaving:

@@ -11,3 +11,9 @@ to run here); nothing uses convcalc.core.formulas.
 * models: users' own nn.Modules
 * verify: solve's answers checked on the real layer
 """
+
+import torch as _torch  # noqa: F401  (every module here needs it: loaded first, then the GC told)
+
+from convcalc import _runtime
+
+_runtime.torch_loaded()

@@ -42,33 +42,48 @@ class _Kit:
 KIT: TorchKit = _Kit()
 
 
-def build_layer(spec: LayerSpec, device: str = "cpu") -> nn.Module:
+def build_layer(spec: LayerSpec, device: str = "cpu", *, torch_init: bool = False) -> nn.Module:
     """The torch module a spec describes, in eval mode (inference: batch norm uses its running
-    statistics, dropout is the identity)."""
-    with _no_random_init(device):
+    statistics, dropout is the identity).
+
+    Its weights start at zero, not at torch's random draw, unless ``torch_init`` (timing asks
+    for it): no figure convcalc measures depends on the values (shapes, counts, saved tensors
+    and live bytes are the same for any weights; receptive fields are probed on stand-ins), and
+    drawing them was most of building a network (ResNet-50's 25 M weights: 0.18 s of a 2 s
+    run, docs/benchmarks.md). Zeros rather than uninitialised memory: no NaN or denormal can
+    reach a run."""
+    with _skipped_random_init(device, torch_init):
         module: nn.Module = kind_of(spec).build(spec, KIT, device)
     return module
 
 
-#: the initialisers nn.ConvNd and nn.Linear draw their random weights with: on the meta device
-#: there are no values to draw, yet each runs torch's Python decompositions (about 0.1 ms a
-#: layer, a tenth of a batch spec's time); shapes, dtypes and parameter counts are unchanged
+#: the initialisers nn.ConvNd, nn.ConvTransposeNd and nn.Linear draw their random weights and
+#: biases with (batch norm's ones_ and zeros_ cost nothing); on the meta device there are no
+#: values to draw, yet each runs torch's Python decompositions (about 0.1 ms a layer, a tenth of
+#: a batch spec's time)
 _RANDOM_INIT = ("kaiming_uniform_", "uniform_")
 
 
+def _keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
+
+
+def _zero(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    with torch.no_grad():
+        return tensor.zero_()
+
+
 @contextlib.contextmanager
-def _no_random_init(device: str) -> Iterator[None]:
-    if device != "meta":
+def _skipped_random_init(device: str, torch_init: bool) -> Iterator[None]:
+    """While building: torch's random initialisers skipped (meta) or replaced by zeros."""
+    if torch_init and device != "meta":
         yield
         return
     init = nn.init
     saved = {name: getattr(init, name) for name in _RANDOM_INIT}
-
-    def keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return tensor
-
+    instead = _keep if device == "meta" else _zero
     for name in _RANDOM_INIT:
-        setattr(init, name, keep)
+        setattr(init, name, instead)
     try:
         yield
     finally:
@@ -117,7 +132,9 @@ class GroupSplit(nn.Module):
             out_channels=spec.out_channels // spec.groups,
             groups=1,
         )
-        self.parts = nn.ModuleList(build_layer(part, device) for _ in range(spec.groups))
+        # built as the caller builds (its initialisation, not build_layer's own)
+        kind = kind_of(part)
+        self.parts = nn.ModuleList(kind.build(part, KIT, device) for _ in range(spec.groups))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         chunks = x.chunk(len(self.parts), dim=1)

@@ -93,12 +93,12 @@ _META_LAYERS: dict[LayerSpec, torch.nn.Module] = {}
 _META_LAYERS_MAX = 512
 
 
-def _layer(spec: LayerSpec, device: str, reuse: bool) -> torch.nn.Module:
+def _layer(spec: LayerSpec, device: str, reuse: bool, torch_init: bool) -> torch.nn.Module:
     """:func:`build_layer`; on the meta device (with ``reuse``: no backward pass, which would
     leave gradients on it) a module is built once per spec and reused: it holds no values (its
     parameters are shapes on meta), and a forward pass without gradients changes nothing in it."""
     if device != "meta" or not reuse:
-        return build_layer(spec, device)
+        return build_layer(spec, device, torch_init=torch_init)
     module = _META_LAYERS.get(spec)
     if module is None:
         if len(_META_LAYERS) >= _META_LAYERS_MAX:
@@ -111,14 +111,16 @@ def _layer(spec: LayerSpec, device: str, reuse: bool) -> torch.nn.Module:
 _META_GRAPHS: dict[tuple[Node, ...], GraphModule] = {}
 
 
-def _graph(nodes: Sequence[Node], device: str, reuse: bool) -> GraphModule:
+def _graph(
+    nodes: Sequence[Node], device: str, reuse: bool, torch_init: bool = False
+) -> GraphModule:
     """The graph of the nodes' modules (:func:`_layer`); on the meta device with ``reuse``, built
     once per network and reused, as its modules are (its run hooks are set and cleared around
-    each run)."""
+    each run). ``torch_init``: the weights torch draws (timed layers run on them), not zeros."""
     key = tuple(nodes)
     graph = _META_GRAPHS.get(key) if device == "meta" and reuse else None
     if graph is None:
-        layers = [_layer(node.spec, device, reuse) for node in nodes]
+        layers = [_layer(node.spec, device, reuse, torch_init) for node in nodes]
         graph = GraphModule(layers, [node.inputs for node in nodes])
         if device == "meta" and reuse:
             if len(_META_GRAPHS) >= _META_LAYERS_MAX:
@@ -153,7 +155,7 @@ def measure_graph(
     time_device = check_device(extras.time_device) if extras.time else "cpu"
     specs = [node.spec for node in nodes]
     try:
-        graph = _graph(nodes, device, reuse=not extras.train)
+        graph = _graph(nodes, device, reuse=not extras.train, torch_init=extras.time)
         layers = list(graph.nodes)
         x = torch.zeros(input_spec.shape, device=device)
         once = _one_pass(graph, x, specs, input_spec, device, extras)
