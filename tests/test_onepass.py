@@ -33,7 +33,12 @@ from convcalc.measure import memory as me
 from convcalc.measure.build import GraphModule, build_layer
 from convcalc.measure.counting import run_counted
 from convcalc.measure.fvcore_adapter import fvcore_count, graph_modules, rule_covers
-from convcalc.measure.onepass import measure_network_once, one_pass_serves, run_once
+from convcalc.measure.onepass import (
+    measure_network_once,
+    one_pass_serves,
+    run_once,
+    training_twins,
+)
 from convcalc.measure.run import Extras, measure_graph
 from tests.test_memory_budget import chains
 
@@ -142,7 +147,24 @@ NETWORKS = {
         ),
         (),
     ),
-    # mode-dependent: only the peak is served by the one (eval-mode) pass
+    # batch norm: its training-mode saved tensors from its twin run beside the pass
+    "conv bn relu(in place) conv": (
+        chain([conv(C, 8, padding=1), NormSpec(8, 2), relu(8), conv(8, 4)]),
+        (2,),
+    ),
+    # conv0's output read by a batch norm and a conv (both save it: counted once, for the
+    # batch norm, first), the two joined
+    "conv, then bn and conv on its output, added": (
+        (
+            Node(conv(C, 8, padding=1), (-1,)),
+            Node(NormSpec(8, 2), (0,)),
+            Node(conv(8, 8, padding=1), (0,)),
+            Node(ShapeSpec("add", 2, 8), (1, 2)),
+            Node(NormSpec(8, 2), (3,)),
+        ),
+        (),
+    ),
+    # mode-dependent without a twin (dropout): only the peak is served by the one pass
     "conv bn relu dropout": (
         chain([conv(C, 8), NormSpec(8, 2), relu(8), ShapeSpec("dropout", 2, 8)]),
         (),
@@ -158,7 +180,10 @@ def test_one_pass_equals_the_separate_passes(name: str) -> None:
 
 def test_one_pass_serves_by_the_kinds_registry() -> None:
     assert one_pass_serves([conv(C, C), relu(C)]) == (True, True)
-    assert one_pass_serves([conv(C, C), NormSpec(C, 2)]) == (False, True)
+    # batch norm runs again in training mode beside the pass (its training twin); dropout,
+    # whose eval output is its input itself, cannot
+    assert one_pass_serves([conv(C, C), NormSpec(C, 2)]) == (True, True)
+    assert training_twins([conv(C, C), NormSpec(C, 2), ShapeSpec("dropout", 2, C)]) == (1,)
     assert one_pass_serves([ShapeSpec("dropout", 2, C)]) == (False, True)
     assert one_pass_serves([ShapeSpec("identity", 2, C)]) == (True, True)
     # in place, silu saves a copy of its input that only autograd makes
@@ -362,10 +387,23 @@ def test_measure_graph_one_pass_figures() -> None:
     )
     assert measured.saved.total == 1024 and measured.peak.peak == 3072
     assert measured.layers[0].macs == 18432
-    # with batch norm the pass is eval mode: its saved is not training mode's, so none is given
+    # with batch norm the pass is eval mode; the batch norm runs again in training mode beside
+    # it: conv its input 1,024 B; batch norm its input 1·8·64·4 = 2,048 B and save_mean and
+    # save_invstd, 8 floats each (64 B): 2,112 B, as the separate training-mode pass saves
     nodes = chain([conv(C, 8, padding=1), NormSpec(8, 2)])
+    spec = build_input(dims=2, channels=C, size="8")
+    measured = measure_graph(nodes, spec, "cpu", Extras(memory=True))
+    assert measured.saved.layers == {"0": 1024, "1": 2112} and measured.peak is not None
+    assert measured.saved.layers == me.measure_network_saved(nodes, spec).layers
+    # dropout has no twin (its eval output is its input): its saved is measured apart
+    nodes = chain([conv(C, 8, padding=1), ShapeSpec("dropout", 2, 8)])
+    measured = measure_graph(nodes, spec, "cpu", Extras(memory=True))
+    assert measured.saved is None and measured.peak is not None
+    # batch norm of one value per channel cannot run in training mode: no saved figure here
+    # (the training-mode pass says why)
+    nodes = chain([conv(C, 8), NormSpec(8, 2)])
     measured = measure_graph(
-        nodes, build_input(dims=2, channels=C, size="8"), "cpu", Extras(memory=True)
+        nodes, build_input(dims=2, channels=C, size="3"), "cpu", Extras(memory=True)
     )
     assert measured.saved is None and measured.peak is not None
     # float16: the layers run in float32 here, so the memory is measured apart in float16
@@ -414,12 +452,12 @@ def test_memory_passes_of_a_batch_norm_network_run_for_real_up_to_a_second() -> 
 
 
 def test_the_saved_pass_reuses_the_counted_modules_and_saves_the_same() -> None:
-    # a batch-norm network's saved-for-backward is a second, training-mode pass: it reuses the
+    # a dropout network's saved-for-backward is a second, training-mode pass: it reuses the
     # modules the counted run built (no second build) and saves what freshly built ones do
-    nodes = chain([conv(C, 8), NormSpec(8, 2), relu(8), conv(8, 4, 1)])
+    nodes = chain([conv(C, 8), NormSpec(8, 2), relu(8), ShapeSpec("dropout", 2, 8), conv(8, 4, 1)])
     spec = InputSpec(2, C, (9, 9))
     measured = measure_graph(nodes, spec, "cpu", Extras(memory=True))
-    assert measured.modules is not None and measured.saved is None  # batch norm: apart
+    assert measured.modules is not None and measured.saved is None  # dropout: apart
     reused = me.measure_network_saved(nodes, spec, "cpu", built=measured.modules)
     fresh = me.measure_network_saved(nodes, spec, "cpu")
     assert reused.total == fresh.total > 0

@@ -107,12 +107,7 @@ def _measure_memory(
         )
         result.sources["memory_saved_for_backward"] = (
             result.saved.source
-            + (
-                "; no layer's forward depends on the training mode, so the eval-mode pass "
-                "saves what training mode does"
-                if saved_once
-                else _second_pass(peak_once)
-            )
+            + _saved_mode(nodes, saved_once, peak_once)
             + "; the network input requiring grad (as a "
             "layer inside a bigger network; a training step's data does not)"
         )
@@ -165,6 +160,18 @@ def _once(once: Any) -> tuple[Any, Any]:
     if once is None:
         return None, None
     return getattr(once, "saved", None), getattr(once, "peak", None)
+
+
+def _saved_mode(nodes: Sequence[Node], saved_once: Any, peak_once: Any) -> str:
+    """How the saved-for-backward measurement came to be training mode's."""
+    if saved_once is None:
+        return _second_pass(peak_once)
+    if any(kinds.kind_of(node.spec).mode_dependent(node.spec) for node in nodes):
+        return ""  # the layers that depend on the mode ran in training mode beside the pass
+    return (
+        "; no layer's forward depends on the training mode, so the eval-mode pass saves what "
+        "training mode does"
+    )
 
 
 def _second_pass(peak_once: Any) -> str:

@@ -126,6 +126,12 @@ class Kind:
     #: statistics, dropout's mask): such a network's saved-for-backward (training mode) and
     #: inference peak (eval mode) need two passes; one pass serves both otherwise
     mode_dependent: Callable[[Any], bool] = _never
+    #: for a mode-dependent layer: whether running it a second time in training mode, on the
+    #: inputs the eval-mode pass gave it, yields what a training-mode pass would save. True
+    #: when its eval output is a new tensor, as its training output is (batch norm), so the
+    #: layers after it save the same storages in both modes; not dropout, whose eval output is
+    #: its input itself (measure.onepass: the network then takes a second, training-mode pass)
+    training_twin: Callable[[Any], bool] = _never
 
 
 # --- checks shared by kinds ----------------------------------------------------------------

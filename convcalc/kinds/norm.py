@@ -96,4 +96,5 @@ KIND = Kind(
     with_input=with_input,
     saved_for_backward=saved_for_backward,
     mode_dependent=lambda spec: True,  # batch statistics in training, running ones in eval
+    training_twin=lambda spec: True,  # its output is a new tensor in both modes
 )

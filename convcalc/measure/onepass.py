@@ -11,11 +11,18 @@ would under ``torch.no_grad()``, so measure.memory's live-storage tracker (a dis
 ``StorageWeakRef``) measures the inference peak in the same pass. No backward runs; unpacking
 a token raises.
 
+Layers whose forward depends on the training mode (``Kind.mode_dependent``) save other tensors
+in training than in the eval-mode pass. Batch norm (``Kind.training_twin``) runs a second time
+beside the pass, in training mode, on the very inputs the pass gave it, with the counters and
+the live tracker paused and its own recorder: what it saves there (its input, save_mean and
+save_invstd) is counted in place of what its eval-mode call saved, storages an earlier layer
+saved excepted, as a training-mode pass would count them. Its eval output, like its training
+output, is a new tensor, so every later layer saves the same storages in both modes.
+
 What this does not cover (the callers measure it separately, and say so):
 
-* a network with a layer whose forward depends on the training mode (batch norm, dropout:
-  ``Kind.mode_dependent``): the pass runs in eval mode, so its saved-for-backward is not the
-  training mode's;
+* a network with a mode-dependent layer that has no such twin (dropout: its eval output is its
+  input itself, so later layers would save other storages than in training);
 * an in-place activation whose in-place backward saves a copy of its input (relu6, silu,
   hardswish, hardsigmoid: ``kinds.activation.INPLACE_SAVES_COPY``): that copy is made only with
   autograd on, so the pass's live bytes are not the inference peak's.
@@ -34,6 +41,7 @@ from typing import Any
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import _disable_current_modes
 
 from convcalc.core.spec import InputSpec, Node
 from convcalc.errors import MeasurementError
@@ -104,13 +112,63 @@ class SavedRecorder:
         """The context manager that installs the hook."""
         return torch.autograd.graph.saved_tensors_hooks(self.pack, _unpack)
 
-    def measurement(self, names: Sequence[str], seconds: float, source: str) -> SavedMeasurement:
-        """What was recorded, per layer (each of ``names``, 0 where nothing) and in total."""
-        tensors = tuple(saved for _, saved in self.seen.values())
+    def measurement(
+        self,
+        names: Sequence[str],
+        seconds: float,
+        source: str,
+        instead: dict[str, list[SavedTensor]] | None = None,
+    ) -> SavedMeasurement:
+        """What was recorded, per layer (each of ``names``, 0 where nothing) and in total;
+        ``instead``: the layers whose tensors are these rather than the recorded ones."""
+        instead = instead or {}
+        tensors = tuple(
+            [saved for _, saved in self.seen.values() if saved.layer not in instead]
+            + [saved for replaced in instead.values() for saved in replaced]
+        )
         per_layer = dict.fromkeys(names, 0)
         for tensor in tensors:
             per_layer[tensor.layer] = per_layer.get(tensor.layer, 0) + tensor.bytes
         return SavedMeasurement(per_layer, sum(t.bytes for t in tensors), tensors, seconds, source)
+
+
+class _TrainingTwins:
+    """``GraphModule.beside`` for :func:`run_once`: each of ``twins`` run again in training mode
+    on the inputs the pass gave it (see the module docstring), what it saves recorded apart."""
+
+    def __init__(self, twins: Collection[int], names: Sequence[str], main: SavedRecorder) -> None:
+        self.twins = set(twins)
+        self.names = names
+        self.main = main
+        self.saved: dict[str, list[SavedTensor]] = {}
+        self.refs: list[StorageWeakRef] = []  # held until measured: no storage id is reused
+        self.failed = False
+
+    def __call__(self, index: int, module: torch.nn.Module, args: list[torch.Tensor]) -> None:
+        if index not in self.twins or self.failed:
+            return
+        name = self.names[index]
+        recorder = SavedRecorder(self.main.excluded, [name])
+        mode = module.training
+        try:
+            with _disable_current_modes(), recorder.hooks():
+                module.train()
+                out = module(*args)
+                del out
+        except (RuntimeError, ValueError, TypeError):
+            self.failed = True  # the caller's training-mode pass meets it and says why
+            return
+        finally:
+            module.train(mode)
+        earlier = {
+            key
+            for key, (ref, saved) in self.main.seen.items()
+            if saved.layer != name and not ref.expired()
+        }
+        self.saved[name] = [
+            saved for key, (_, saved) in recorder.seen.items() if key not in earlier
+        ]
+        self.refs.extend(ref for ref, _ in recorder.seen.values())
 
 
 @dataclass
@@ -123,13 +181,17 @@ class OnePass:
     peak: PeakMeasurement | None
 
 
-def run_once(graph: GraphModule, x: torch.Tensor, *, memory: bool = True) -> OnePass:
+def run_once(
+    graph: GraphModule, x: torch.Tensor, *, memory: bool = True, twins: Collection[int] = ()
+) -> OnePass:
     """One forward of ``graph`` on ``x``, each output freed after its last reader
     (measure.memory.run_freeing), counted by torch's FLOP formulas; with ``memory``, under
     autograd with ``x`` requiring grad, recording what is saved for backward (each storage
     once, parameters and buffers not counted, attributed to the node that saves it first) and
     the live activation bytes after every op. Layers keyed by node index as text. The module
-    mode is the caller's (see the module docstring for what one pass cannot serve)."""
+    mode is the caller's (see the module docstring for what one pass cannot serve). ``twins``:
+    the nodes run again in training mode beside the pass (:func:`training_twins`), their
+    training-mode saved tensors counted (saved: None if one of them failed there)."""
     started = time.perf_counter()
     record = RunRecord()
     names = [str(index) for index in range(len(graph.nodes))]
@@ -143,6 +205,7 @@ def run_once(graph: GraphModule, x: torch.Tensor, *, memory: bool = True) -> One
     x = x if x.requires_grad else x.detach().requires_grad_(True)
     tracker.register(x)
     recorder = SavedRecorder(excluded, current)
+    twin = _TrainingTwins(twins, names, recorder) if twins else None
 
     try:
         with (
@@ -160,19 +223,27 @@ def run_once(graph: GraphModule, x: torch.Tensor, *, memory: bool = True) -> One
                     counted(index)
 
             graph.before = before
-            out = run_freeing(graph, x)
-            del out
+            graph.beside = twin
+            try:
+                out = run_freeing(graph, x)
+                del out
+            finally:
+                graph.beside = None
         tracker.finish()
     except (RuntimeError, ValueError, TypeError) as error:
         raise MeasurementError(f"torch rejected the forward: {error}") from error
     seconds = time.perf_counter() - started
-    saved = recorder.measurement(
+    saved: SavedMeasurement | None = recorder.measurement(
         names,
         seconds,
         "torch.autograd.graph.saved_tensors_hooks on the real forward; each storage once; "
         "parameters and buffers not counted; in the same real CPU pass as the counts (the "
-        "hook records each saved storage and keeps a token in its place)",
+        "hook records each saved storage and keeps a token in its place)"
+        + (TWINS_SOURCE if twin else ""),
+        twin.saved if twin else None,
     )
+    if twin is not None and twin.failed:
+        saved = None
     peak = PeakMeasurement(
         tracker.peak,
         tracker.peak_layer,
@@ -187,11 +258,33 @@ def run_once(graph: GraphModule, x: torch.Tensor, *, memory: bool = True) -> One
     return OnePass(record, saved, peak)
 
 
+#: what the saved-for-backward source adds when layers ran again in training mode beside the pass
+TWINS_SOURCE = (
+    "; the batch norms (their forward depends on the training mode) run a second time beside "
+    "the pass, in training mode, on the inputs it gave them: their training-mode saved "
+    "tensors are counted"
+)
+
+
+def training_twins(specs: Sequence[Any]) -> tuple[int, ...]:
+    """The layers whose training-mode saved tensors the one pass measures by running them again
+    in training mode beside it (``Kind.training_twin``: batch norm)."""
+    return tuple(
+        index
+        for index, spec in enumerate(specs)
+        if kind_of(spec).mode_dependent(spec) and kind_of(spec).training_twin(spec)
+    )
+
+
 def one_pass_serves(specs: Sequence[Any], inplace: Collection[int] = ()) -> tuple[bool, bool]:
     """Whether one pass (eval mode, autograd on) gives (saved for backward, the inference
     peak) of these layers as the separate passes would: saved, unless a layer's forward depends
-    on the training mode; the peak, unless an in-place activation saves a copy of its input."""
-    saved = not any(kind_of(spec).mode_dependent(spec) for spec in specs)
+    on the training mode and has no training twin (:func:`training_twins`); the peak, unless
+    an in-place activation saves a copy of its input."""
+    saved = not any(
+        kind_of(spec).mode_dependent(spec) and not kind_of(spec).training_twin(spec)
+        for spec in specs
+    )
     peak = not any(
         index in inplace and isinstance(spec, ActSpec) and spec.kind in INPLACE_SAVES_COPY
         for index, spec in enumerate(specs)
@@ -207,6 +300,9 @@ def measure_network_once(
     training: bool = False,
 ) -> OnePass:
     """:func:`run_once` on the real CPU layers of ``nodes`` in the spec's dtype (measure.memory
-    .build_network: ``training`` mode, ``inplace`` activations), the input requiring grad."""
+    .build_network: ``training`` mode, ``inplace`` activations), the input requiring grad; in
+    eval mode with the training twins (:func:`training_twins`) where they serve."""
     graph = build_network(nodes, "cpu", input_spec.dtype, training=training, inplace=inplace)
-    return run_once(graph, make_input(input_spec, "cpu"))
+    specs = [node.spec for node in nodes]
+    twins = () if training or not one_pass_serves(specs)[0] else training_twins(specs)
+    return run_once(graph, make_input(input_spec, "cpu"), twins=twins)

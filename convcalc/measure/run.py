@@ -56,7 +56,7 @@ from convcalc.measure.fvcore_adapter import (
     fvcore_rule,
     graph_modules,
 )
-from convcalc.measure.onepass import OnePass, one_pass_serves, run_once
+from convcalc.measure.onepass import OnePass, one_pass_serves, run_once, training_twins
 from convcalc.measure.probes import probe_cumulative_receptive_field, probe_receptive_field
 from convcalc.measure.timing import MIN_BLOCKS, check_device
 
@@ -408,7 +408,7 @@ def _one_pass(
     serves_saved, serves_peak = one_pass_serves(specs)
     if not serves_saved and not serves_peak:
         return None
-    once = run_once(graph, x)
+    once = run_once(graph, x, twins=training_twins(specs) if serves_saved else ())
     return OnePass(
         once.record, once.saved if serves_saved else None, once.peak if serves_peak else None
     )
