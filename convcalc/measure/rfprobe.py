@@ -331,7 +331,11 @@ class _Unmeasured(Exception):
     """This node (and what follows from it) has no field relative to the network input."""
 
 
+@functools.lru_cache(maxsize=4096)
 def _compose(state: AxisState, taps: AxisTaps) -> AxisState:
+    """The positions read after a layer with ``taps`` (measured by :func:`axis_taps`, which is
+    still asked every time) on top of ``state``: arithmetic on the two, so remembered (bounded;
+    a sweep's first layers all start from the network input)."""
     g = math.gcd(taps.shift, state.period)
     period = taps.period * state.period // g
     if period > PERIOD_LIMIT:
