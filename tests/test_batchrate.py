@@ -100,3 +100,23 @@ def test_jsonl_record_is_json_dumps_of_the_record() -> None:
         line = batch_record(record, "jsonl")
         assert line == json.dumps(record.to_dict()) + "\n"
         assert batch_record(record, "json", first=False) == ",\n" + json.dumps(record.to_dict())
+
+
+def test_dispatch_shapes_are_torchs_get_shape() -> None:
+    # torch.utils.flop_counter hands its formulas tree_map(get_shape, args): tensors become
+    # their shapes through lists, tuples and dicts; everything else stays as it is
+    import torch
+    from torch.utils._pytree import tree_map
+    from torch.utils.flop_counter import get_shape
+
+    from convcalc.measure.counting import _shapes
+
+    x, w = torch.zeros((1, 3, 8, 8), device="meta"), torch.zeros((4, 3, 3, 3), device="meta")
+    args = (x, w, None, [1, 2], [0, 0], [1, 1], False, [0, 0], 1, 2.5, "name", torch.float32)
+    nested = {"a": [x, (w, 3)], "b": (True, [None, [x]])}
+    for value in (args, nested, x, [], (), 7):
+        got, want = _shapes(value), tree_map(get_shape, value)
+        assert got == want
+        assert type(got) is type(want)
+    assert _shapes(args)[:2] == (torch.Size([1, 3, 8, 8]), torch.Size([4, 3, 3, 3]))
+
