@@ -120,3 +120,48 @@ def test_dispatch_shapes_are_torchs_get_shape() -> None:
         assert type(got) is type(want)
     assert _shapes(args)[:2] == (torch.Size([1, 3, 8, 8]), torch.Size([4, 3, 3, 3]))
 
+
+def test_exact_repeats_reuse_their_report_and_nothing_else(monkeypatch) -> None:
+    from convcalc.engine.plan import Options
+    from convcalc.sources import batch as batch_source
+
+    specs = [
+        {"in": 3, "out": 8, "kernel": 3, "size": 14},
+        {"in": 3, "out": 8, "kernel": 3, "size": 14.0},  # a float size: an error, not a repeat
+        {"out": 8, "in": 3, "kernel": 3, "size": 14},  # another key order: analysed again
+        {"in": 3, "out": 8, "kernel": 3, "size": 14},  # an exact repeat of the first
+        {"in": 3, "out": 8, "kernel": 3, "size": 14.0},  # errors are not remembered
+        {"in": 3, "out": 8, "kernel": 3, "size": 15},
+    ]
+    read = [batch_source.Spec(n + 1, spec, n) for n, spec in enumerate(specs)]
+    analysed: list[int] = []
+    real = batch_source.analyze_spec
+
+    def counted(spec, dtype, options):  # type: ignore[no-untyped-def]
+        analysed.append(spec.index)
+        return real(spec, dtype, options)
+
+    monkeypatch.setattr(batch_source, "analyze_spec", counted)
+    options = Options(measure_on="meta", measure_memory=False)
+    results = list(batch_source.run(iter(read), "float32", options))
+    assert analysed == [0, 1, 2, 4, 5]
+    assert results[3][1] is results[0][1]
+    alone = [real(spec, "float32", options) for spec in read]
+    assert [(r[1] is None, r[2]) for r in results] == [(a[0] is None, a[1]) for a in alone]
+    for (_, report, _), (want, _) in zip(results, alone):
+        if want is not None:
+            assert json.dumps(report.to_dict()) == json.dumps(want.to_dict())
+    analysed.clear()
+    list(batch_source.run(iter(read), "float32", Options(measure_on="meta", time=True)))
+    assert analysed == [0, 1, 2, 3, 4, 5]  # each spec timed afresh
+
+
+def test_exact_keys_tell_types_apart() -> None:
+    from convcalc.sources.batch import _exact
+
+    values = [1, 1.0, True, "1", [1], (1,), 0.0, -0.0, None, {"a": 1}]
+    keys = [_exact(v) for v in values]
+    assert len(set(keys)) == len(values)
+    assert _exact({"a": 1, "b": 2}) != _exact({"b": 2, "a": 1})
+    assert _exact({"a": [1, {"b": 2.5}]}) == _exact({"a": [1, {"b": 2.5}]})
+    assert _exact({"a": object()}) is None  # anything else is never remembered
