@@ -165,3 +165,14 @@ def test_exact_keys_tell_types_apart() -> None:
     assert _exact({"a": 1, "b": 2}) != _exact({"b": 2, "a": 1})
     assert _exact({"a": [1, {"b": 2.5}]}) == _exact({"a": [1, {"b": 2.5}]})
     assert _exact({"a": object()}) is None  # anything else is never remembered
+
+
+def test_remembered_node_field_equals_the_arithmetic() -> None:
+    # conv k3 s2 p1 after conv k3 p1 (as above): r 5, J 2, P 2 on both axes, remembered
+    net = network("conv out4 k3 p1; conv out4 k3 s2 p1", (1, 3, 32, 32))
+    first = rfprobe.cumulative_probe(net.nodes, net.input)
+    hits = rfprobe._node_field.cache_info().hits
+    again = rfprobe.cumulative_probe(net.nodes, net.input)
+    assert rfprobe._node_field.cache_info().hits == hits + 2
+    assert again == first
+    assert again[1] == rfprobe.NodeField((5, 5), (Fraction(2),) * 2, (Fraction(2),) * 2)
