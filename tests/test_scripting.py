@@ -252,7 +252,8 @@ def test_interrupted_batch_keeps_its_finished_rows(cli, monkeypatch) -> None:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine, "analyze_network", interrupt_third)
-    sweep = "\n".join('{"in": 2, "out": 4, "size": 8}' for _ in range(5))
+    # five different specs: an exact repeat reuses its first report without analysing again
+    sweep = "\n".join(f'{{"in": 2, "out": 4, "size": {8 + n}}}' for n in range(5))
     result = cli("batch", "-", input=sweep)
     assert result.exit_code == 130
     assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == [1, 2]

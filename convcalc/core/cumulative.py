@@ -123,10 +123,38 @@ def _traced(nodes: tuple[Node, ...], index: int, axis: int, sizes: list[tuple[in
     return widest
 
 
+#: cumulative figures by the network's geometries (bounded: a long sweep stays flat in memory)
+_BY_GEOMETRY: dict[tuple[Any, ...], tuple[Cumulative, ...]] = {}
+_BY_GEOMETRY_MAX = 4096
+
+
 def cumulative(
     nodes: tuple[Node, ...], inputs: list[InputSpec], network_input: InputSpec
 ) -> list[Cumulative]:
-    """Cumulative figures of every node; ``inputs[i]`` is node i's input tensor."""
+    """Cumulative figures of every node; ``inputs[i]`` is node i's input tensor.
+
+    Remembered by the network's layer geometries, how its nodes connect and its number of
+    spatial dimensions, for networks with no linear layer and no adaptive pooling: only those
+    two read the sizes (of the network input, of a node's input), so without them the figures
+    are a function of that key alone (a sweep's specs often share a geometry at other channel
+    counts and sizes)."""
+    shapes = tuple(geometry(node.spec) for node in nodes)
+    if any(shape.kind in ("whole", "adaptive") for shape in shapes):
+        return _cumulative(nodes, inputs, network_input)
+    key = (network_input.dims, shapes, tuple(node.inputs for node in nodes))
+    known = _BY_GEOMETRY.get(key)
+    if known is None:
+        known = tuple(_cumulative(nodes, inputs, network_input))
+        if len(_BY_GEOMETRY) >= _BY_GEOMETRY_MAX:
+            _BY_GEOMETRY.pop(next(iter(_BY_GEOMETRY)))
+        _BY_GEOMETRY[key] = known
+    return list(known)
+
+
+def _cumulative(
+    nodes: tuple[Node, ...], inputs: list[InputSpec], network_input: InputSpec
+) -> list[Cumulative]:
+    """:func:`cumulative`, computed."""
     dims = network_input.dims
     start = Cumulative((1,) * dims, (Fraction(1),) * dims, (Fraction(0),) * dims)
     shapes = [geometry(node.spec) for node in nodes]

@@ -53,7 +53,10 @@ def figures(spec: LayerSpec, input_spec: InputSpec) -> Figures:
     return kind_of(spec).figures(spec, input_spec)
 
 
+@functools.lru_cache(maxsize=4096)
 def geometry(spec: LayerSpec) -> Geometry:
+    """A layer's spatial geometry (its kind's ``geometry``): pure in the frozen spec, so
+    remembered (bounded); the cumulative figures, the probes and the warnings each ask for it."""
     return kind_of(spec).geometry(spec)
 
 

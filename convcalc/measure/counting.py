@@ -74,10 +74,12 @@ class DispatchCounter(TorchDispatchMode):
         packet = func._overloadpacket
         name = str(packet)
         self.ops.setdefault(self.current, []).append(name)
+        shapes = None
         if name in RECORDED_CALLS:
-            self.calls.setdefault(self.current, []).append((name, _shapes(args), _shapes(out)))
+            shapes = (_shapes(args), _shapes(out))
+            self.calls.setdefault(self.current, []).append((name, *shapes))
         if packet in flop_registry:
-            count = _flop_formula(packet, args, kwargs, out)
+            count = _flop_formula(packet, args, kwargs, out, shapes)
             self.flops[self.current] = self.flops.get(self.current, 0) + int(count)
         if packet is torch.ops.aten.convolution:
             self.convs.setdefault(self.current, []).append(
@@ -91,30 +93,41 @@ class DispatchCounter(TorchDispatchMode):
         return out
 
 
+#: types _shapes returns as they are (exact types: a subclass of int could be anything)
+_PLAIN = frozenset({int, float, bool, str, type(None)})
+
+
 def _shapes(value: Any) -> Any:
     """torch.utils.flop_counter's ``get_shape`` over args (tensors to their shapes, through
     lists, tuples and dicts), without the pytree machinery: the same values, a fraction of the
-    cost on the per-spec path of a batch."""
+    cost on the per-spec path of a batch. Plain values (a convolution's stride, padding and
+    dilation lists hold only ints) are returned as they are without a call each."""
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, torch.Tensor):
         return value.shape
     if isinstance(value, list):
-        return [_shapes(item) for item in value]
+        return [item if type(item) in _PLAIN else _shapes(item) for item in value]
     if isinstance(value, tuple):
-        return tuple(_shapes(item) for item in value)
+        return tuple(item if type(item) in _PLAIN else _shapes(item) for item in value)
     if isinstance(value, dict):
         return {key: _shapes(item) for key, item in value.items()}
     return value
 
 
-def _flop_formula(packet: Any, args: Any, kwargs: dict[str, Any], out: Any) -> int:
+def _flop_formula(
+    packet: Any, args: Any, kwargs: dict[str, Any], out: Any, shapes: Any = None
+) -> int:
     """torch's registered FLOP formula for ``packet``: the formula itself on the shapes (what
-    its ``shape_wrapper`` hands it), or the registered entry as is where it takes raw values."""
+    its ``shape_wrapper`` hands it), or the registered entry as is where it takes raw values.
+    ``shapes``: ``(_shapes(args), _shapes(out))`` when the caller has them already."""
     entry = flop_registry[packet]
     formula = getattr(entry, "__wrapped__", None)
     code = getattr(entry, "__code__", None)
     if formula is None or code is None or code.co_qualname != "shape_wrapper.<locals>.nf":
         return int(entry(*args, **kwargs, out_val=out))
-    return int(formula(*_shapes(args), out_shape=_shapes(out), **_shapes(kwargs)))
+    arg_shapes, out_shape = shapes if shapes is not None else (_shapes(args), _shapes(out))
+    return int(formula(*arg_shapes, out_shape=out_shape, **_shapes(kwargs)))
 
 
 @dataclass

@@ -331,7 +331,11 @@ class _Unmeasured(Exception):
     """This node (and what follows from it) has no field relative to the network input."""
 
 
+@functools.lru_cache(maxsize=4096)
 def _compose(state: AxisState, taps: AxisTaps) -> AxisState:
+    """The positions read after a layer with ``taps`` (measured by :func:`axis_taps`, which is
+    still asked every time) on top of ``state``: arithmetic on the two, so remembered (bounded;
+    a sweep's first layers all start from the network input)."""
     g = math.gcd(taps.shift, state.period)
     period = taps.period * state.period // g
     if period > PERIOD_LIMIT:
@@ -392,6 +396,17 @@ def _node_taps(spec: Any, axis: int, real_in: int | None) -> AxisTaps | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _node_field(state: tuple[AxisState, ...]) -> NodeField:
+    """Field, effective stride and effective padding of the positions ``state`` reads (per
+    axis): arithmetic on the measured sets, remembered as :func:`_compose` is (bounded)."""
+    return NodeField(
+        tuple(s.field() for s in state),
+        tuple(s.stride for s in state),
+        tuple(s.padding() for s in state),
+    )
+
+
 def cumulative_probe(
     nodes: Sequence[Node], input_spec: InputSpec, input_sizes: Sequence[Ints] | None = None
 ) -> list[NodeField]:
@@ -446,13 +461,7 @@ def cumulative_probe(
         if isinstance(state, str):
             results.append(NodeField(None, note=state))
         else:
-            results.append(
-                NodeField(
-                    tuple(s.field() for s in state),
-                    tuple(s.stride for s in state),
-                    tuple(s.padding() for s in state),
-                )
-            )
+            results.append(_node_field(state))
         live[index] = state
         for source in node.inputs:
             if last_use.get(source) == index and source >= 0:

@@ -90,7 +90,7 @@ def out_of_memory(error: BaseException) -> bool:
 
 #: modules built on the meta device, by spec (bounded: a long sweep stays flat in memory)
 _META_LAYERS: dict[LayerSpec, torch.nn.Module] = {}
-_META_LAYERS_MAX = 512
+_META_LAYERS_MAX = 2048
 
 
 def _layer(spec: LayerSpec, device: str, reuse: bool, torch_init: bool) -> torch.nn.Module:
@@ -157,7 +157,9 @@ def measure_graph(
     try:
         graph = _graph(nodes, device, reuse=not extras.train, torch_init=extras.time)
         layers = list(graph.nodes)
-        x = torch.zeros(input_spec.shape, device=device)
+        # a meta tensor holds no values: torch.empty is the same tensor without a fill op
+        make = torch.empty if device == "meta" else torch.zeros
+        x = make(input_spec.shape, device=device)
         once = _one_pass(graph, x, specs, input_spec, device, extras)
         record = once.record if once is not None else run_counted(graph, x)
         macs: dict[int, int | None]

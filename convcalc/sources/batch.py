@@ -192,13 +192,62 @@ def run(
     worker processes (each imports torch once), still in input order and streamed: at most a
     few chunks per worker are in flight, so memory stays flat in the number of specs."""
     if jobs <= 1:
+        known: dict[Any, Any] = {}
         for number, spec in enumerate(specs):
-            report, problem = analyze_spec(spec, dtype, options)
+            report, problem = _analyze_remembered(spec, dtype, options, known)
             if number == 0:
                 _freeze_heap()
             yield spec, report, problem
         return
     yield from _run_parallel(specs, dtype, options, jobs)
+
+
+#: reports a sweep keeps for exact repeats of a spec (bounded: flat memory)
+REPEATS_MAX = 1024
+_PLAIN_TYPES = (str, int, bool, type(None))
+
+
+def _exact(value: Any) -> Any:
+    """A spec's data as a hashable key equal only for data that reads the same in every way
+    (types included: 1, 1.0, True, "1", [1] and (1,) differ; a float by its repr, so -0.0 is
+    not 0.0); None for anything else (never remembered)."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return (kind, value)
+    if kind is float:
+        return (kind, repr(value))
+    if kind in (list, tuple):
+        items = [_exact(item) for item in value]
+        return None if any(item is None for item in items) else (kind, tuple(items))
+    if kind is dict:
+        pairs = [(_exact(k), _exact(v)) for k, v in value.items()]
+        if any(k is None or v is None for k, v in pairs):
+            return None
+        return (kind, tuple(pairs))
+    return None
+
+
+def _analyze_remembered(
+    spec: Spec, dtype: str, options: Any, known: dict[Any, Any]
+) -> tuple[Any, str | None]:
+    """:func:`analyze_spec`; for an exact repeat of a spec this sweep analysed already (the same
+    data, key order included, and dtype), that spec's report: the same layer, measured the same
+    way in this process, gives the same figures (an exact repeat reuses its measurement; a spec
+    not seen before is always measured). Not with ``--time``: each spec is timed afresh.
+    Errors are not remembered (running out of memory may pass)."""
+    key = None if getattr(options, "time", True) else _exact(spec.data)
+    if key is None:
+        return analyze_spec(spec, dtype, options)
+    key = (dtype, key)
+    report = known.get(key)
+    if report is not None:
+        return report, None
+    report, problem = analyze_spec(spec, dtype, options)
+    if report is not None:
+        if len(known) >= REPEATS_MAX:
+            known.pop(next(iter(known)))
+        known[key] = report
+    return report, problem
 
 
 #: specs per task a worker takes at a time, and tasks in flight per worker
