@@ -807,6 +807,10 @@ def stand_in(model: nn.Module) -> tuple[nn.Module, list[str]]:
                 setattr(parent, name, _ConstantConv(child, _PLAIN_CONVS[type(child)]))
     with torch.no_grad():
         for module in probe.modules():
+            if isinstance(module, _ConstantConv):
+                # its weight and bias are properties made on each read (1/fan-in, 0): reading
+                # them here would build a ResNet-50's 25 M dense weights only to fill them
+                continue
             weight = getattr(module, "weight", None)
             if isinstance(weight, torch.Tensor) and weight.dtype.is_floating_point:
                 if isinstance(module, nn.modules.conv._ConvNd):
