@@ -51,3 +51,61 @@ def test_stand_in_builds_no_dense_weight(monkeypatch: pytest.MonkeyPatch) -> Non
     assert torch.equal(probe.conv1.weight, torch.full((8, 3, 3, 3), 1 / 27))
     assert torch.equal(probe.conv1.bias, torch.zeros(8))
     assert rfprobe.model_fields(Block(), (1, 3, 12, 12)).layers[1].receptive_field == (5, 5)
+
+
+class Writes(nn.Module):
+    """A forward that writes one of its parameters (under no_grad) in training mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.scale = nn.Parameter(torch.ones(4, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                self.scale.mul_(3.0)
+        return self.bn(self.conv(x)) * self.scale
+
+
+@pytest.mark.parametrize("training_step", [False, True])
+def test_memory_twin_copies_no_parameter_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, training_step: bool
+) -> None:
+    import copy
+
+    from convcalc.measure import memory
+
+    torch.manual_seed(0)
+    model = Writes().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    clones: list[tuple[int, ...]] = []
+    plain_clone = torch.Tensor.clone
+
+    def clone(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        clones.append(tuple(self.shape))
+        return plain_clone(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "clone", clone)
+    found = memory.measure_model_memory(model, (2, 2, 6, 6), training_step=training_step)
+    monkeypatch.undo()
+    # Parameter.__deepcopy__ clones each parameter's data (conv (4, 2, 3, 3), bn (4,) twice,
+    # scale (4, 1, 1)); the copy-on-write memo makes the copy's parameters without a clone
+    assert clones == []
+    # the model is as it was, though the copy's forward wrote `scale` and the running stats
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # the same figures as a copy made by a plain deepcopy
+    monkeypatch.setattr(memory, "_lazy_parameters", lambda model: {})
+    plain = memory.measure_model_memory(
+        copy.deepcopy(model), (2, 2, 6, 6), training_step=training_step
+    )
+    assert found.saved is not None and plain.saved is not None
+    assert (found.saved.total, found.saved.layers) == (plain.saved.total, plain.saved.layers)
+    assert found.peak is not None and plain.peak is not None
+    assert (found.peak.peak, found.peak.layers) == (plain.peak.peak, plain.peak.layers)
+    if training_step:
+        assert found.step is not None and plain.step is not None
+        assert found.step.to_dict() == plain.step.to_dict()
+    assert found.sources == plain.sources
