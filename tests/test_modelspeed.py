@@ -109,3 +109,52 @@ def test_memory_twin_copies_no_parameter_and_changes_nothing(
         assert found.step is not None and plain.step is not None
         assert found.step.to_dict() == plain.step.to_dict()
     assert found.sources == plain.sources
+
+
+class Residual(nn.Module):
+    """conv 3x3, conv 3x3, plus a 1x1 of the input (in place and then a `view`, or neither),
+    conv 3x3, flattened."""
+
+    def __init__(self, inplace: bool) -> None:
+        super().__init__()
+        self.inplace = inplace
+        self.c1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.skip = nn.Conv2d(2, 4, 1)
+        self.c3 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c2(self.c1(x))
+        if self.inplace:
+            y += self.skip(x)  # torchvision's `out += identity`: in place on a conv's output
+            return self.c3(y).view(x.shape[0], -1)  # `view` of a conv's output
+        return self.c3(y + self.skip(x)).flatten(1)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_probe_views_then_real_memory(monkeypatch: pytest.MonkeyPatch, inplace: bool) -> None:
+    # c1 k3: 3; c2 k3: 3 + 2 = 5; the 1x1 skip adds nothing wider; c3 k3: 5 + 2 = 7, the last
+    # spatial layer (the output is flat). The channel-free convs' outputs are first expanded
+    # views: the in-place add refuses them, and the probe runs again with real memory; without
+    # in-place writes (or a `view`) it runs once, on views.
+    runs: list[bool] = []
+    strides: list[int] = []
+    run = rfprobe._Recorder.run
+
+    def counted(self: Any, probe: nn.Module, x: torch.Tensor, stop_after: Any) -> Any:
+        runs.append(all(m.materialize for m in probe.modules() if isinstance(m, _ConstantConv)))
+        out = run(self, probe, x, stop_after)
+        strides.extend(t.stride(1) for t in self.captured.values())
+        return out
+
+    monkeypatch.setattr(rfprobe._Recorder, "run", counted)
+    fields = rfprobe.model_fields(Residual(inplace), (1, 2, 16, 16), every_layer=False)
+    assert (fields.receptive_field, fields.receptive_field_of) == ((7, 7), "c3")
+    if inplace:
+        assert runs == [False, True]  # views refused, then real memory
+        assert 0 not in strides
+    else:
+        assert runs == [False]  # one run, every conv's output a view (channel stride 0)
+        assert strides == [0, 0, 0, 0]
+    everything = rfprobe.model_fields(Residual(inplace), (1, 2, 16, 16))
+    assert [f.receptive_field for f in everything.layers] == [(3, 3), (5, 5), (1, 1), (7, 7)]

@@ -645,6 +645,10 @@ class _ConstantConv(nn.Module):
         self._bias = conv.bias is not None
         # empty, follows .double(): the dtype of ``weight`` if a forward reads it
         self.register_buffer("_dtype", torch.empty(0, dtype=conv.weight.dtype))
+        #: an ungrouped output as real memory (True), or as the one computed channel expanded
+        #: (a stride-0 view: no copy; a forward writing it in place is refused, and
+        #: model_fields runs the probe again with real memory)
+        self.materialize = True
 
     @property
     def weight(self) -> torch.Tensor:
@@ -665,7 +669,7 @@ class _ConstantConv(nn.Module):
         batched = x if x.dim() == dims + 2 else x.unsqueeze(0)
         n, spatial = batched.shape[0], batched.shape[2:]
         summed = (
-            batched.sum(1, keepdim=True)
+            _channel_sum(batched)
             if groups == 1
             else batched.reshape(n, groups, -1, *spatial).sum(2)
         )
@@ -707,13 +711,25 @@ class _ConstantConv(nn.Module):
             y = conv_fn(summed, weight, None, self.stride, padding, self.dilation, groups)
         if groups == 1:  # every output channel the same values, each its own memory: a
             # forward may write the output in place (``y += 1``, ``nn.ReLU(inplace=True)``),
-            # which a stride-0 view refuses
-            out = y.expand(n, self.out_channels, *y.shape[2:]).contiguous()
+            # which a stride-0 view refuses (unless not ``materialize``: model_fields' first try)
+            out = y.expand(n, self.out_channels, *y.shape[2:])
+            if self.materialize:
+                out = out.contiguous()
         elif groups == self.out_channels:  # depthwise: one output channel per group
             out = y
         else:
             out = y.repeat_interleave(self.out_channels // groups, dim=1)
         return out if x.dim() == dims + 2 else out.squeeze(0)
+
+
+def _channel_sum(batched: torch.Tensor) -> torch.Tensor:
+    """The sum over the channels (dim 1, kept). Channels that are one memory (stride 0: a
+    stand-in conv's expanded output) are one channel times their number: the same values up to
+    the order of summation, and the gradient reaches the same positions."""
+    channels = int(batched.shape[1])
+    if channels > 1 and batched.stride(1) == 0:
+        return batched.narrow(1, 0, 1) * channels
+    return batched.sum(1, keepdim=True)
 
 
 def _constant_conv(module: nn.Module) -> bool:
@@ -1023,6 +1039,9 @@ def model_fields(
     probe, replaced = stand_in(model)
     notes: list[str] = ["stand-in replaced " + ", ".join(replaced)] if replaced else []
     probe, dtype = _probe_dtype(probe, notes)
+    for module in probe.modules():
+        if isinstance(module, _ConstantConv):
+            module.materialize = False  # views first (_run_lazily)
     wrapped = isinstance(probe, _Root)
     hooked: list[tuple[str, nn.Module]] = [
         (_root_name(name, wrapped), m)
@@ -1047,7 +1066,7 @@ def model_fields(
         try:
             # a copy: a forward may write its input in place (``x += 1``), which autograd
             # refuses on a leaf; the gradient still reaches ``x`` through the copy
-            final = recorder.run(probe, x.clone(), stop_after)
+            final = _run_lazily(recorder, probe, x, stop_after)
         except Exception as error:  # the stand-in does not run at this size (or at all)
             shown = "x".join(map(str, size))
             notes.append(f"the stand-in failed on input {shown}: {_first_line(error)}")
@@ -1117,6 +1136,27 @@ def model_fields(
         tuple(sizes_tried),
         tuple(notes),
     )
+
+
+def _run_lazily(
+    recorder: _Recorder, probe: nn.Module, x: torch.Tensor, stop_after: int | None
+) -> Any:
+    """One probe run on a copy of ``x``; first with the channel-free convs' outputs as expanded
+    views (no copy of their identical channels), and where that fails (a forward writing such
+    an output in place, a ``view`` its strides refuse) again with real memory, as every later
+    run then is. The same function either way: the views hold the same values."""
+    convs = [m for m in probe.modules() if isinstance(m, _ConstantConv)]
+    if all(m.materialize for m in convs):
+        return recorder.run(probe, x.clone(), stop_after)
+    first = recorder.first
+    try:
+        return recorder.run(probe, x.clone(), stop_after)
+    except Exception:  # noqa: BLE001  (the user's forward on views: run it as before)
+        for module in convs:
+            module.materialize = True
+        if first:
+            recorder.order, recorder.after_adaptive, recorder.first = [], set(), True
+        return recorder.run(probe, x.clone(), stop_after)
 
 
 def _with_note(layer: LayerField, note: str) -> LayerField:
