@@ -158,3 +158,38 @@ def test_probe_views_then_real_memory(monkeypatch: pytest.MonkeyPatch, inplace: 
         assert strides == [0, 0, 0, 0]
     everything = rfprobe.model_fields(Residual(inplace), (1, 2, 16, 16))
     assert [f.receptive_field for f in everything.layers] == [(3, 3), (5, 5), (1, 1), (7, 7)]
+
+
+class NoCopy(nn.BatchNorm2d):
+    """A norm that must not be copied: the stand-in replaces it (by the identity)."""
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        raise AssertionError("the stand-in copied a module it replaces")
+
+
+class Shared(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        act = nn.ReLU()
+        self.a = nn.Sequential(nn.Conv2d(1, 2, 3), act)  # one ReLU under two parents
+        self.b = nn.Sequential(NoCopy(2), act)
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Conv2d(2, 1, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.b(self.a(x))))
+
+
+def test_stand_in_does_not_copy_what_it_replaces() -> None:
+    model = Shared()
+    probe, notes = stand_in(model)
+    # met as the root's children, then a's, then b's: the pool, a's ReLU, b's norm and the
+    # shared ReLU again (under its second parent)
+    assert notes == ["max pools (1)", "activations and dropout (2)", "norms (1)"]
+    assert isinstance(probe.a[1], nn.Identity) and isinstance(probe.b[1], nn.Identity)
+    assert isinstance(probe.b[0], nn.Identity)
+    assert isinstance(probe.a[0], _ConstantConv) and isinstance(probe.head, _ConstantConv)
+    assert isinstance(probe.pool, rfprobe._WindowAverage)
+    assert isinstance(model.a[1], nn.ReLU) and model.a[1] is model.b[1]  # the model is kept
+    # a 3x3, the 2x2 pool (stride 2): 3 + 1 = 4; head 3x3 at stride 2: 4 + 2·2 = 8
+    assert rfprobe.model_fields(Shared(), (1, 1, 32, 32)).receptive_field == (8, 8)

@@ -736,10 +736,11 @@ def _constant_conv(module: nn.Module) -> bool:
     """A conv the stand-in computes without its channels (:class:`_ConstantConv`): torch's own
     class exactly (a subclass may change its forward, e.g. standardise its weight) with float32
     or float64 weights (half-precision layers keep their dtype and their note)."""
+    if type(module) not in _PLAIN_CONVS:
+        return False  # (before reading ``weight``: a _ConstantConv's is built on each read)
     weight = getattr(module, "weight", None)
     return (
-        type(module) in _PLAIN_CONVS
-        and isinstance(weight, torch.Tensor)
+        isinstance(weight, torch.Tensor)
         and not isinstance(weight, nn.parameter.UninitializedParameter)
         and weight.dtype in (torch.float32, torch.float64)
     )
@@ -796,6 +797,56 @@ def _root_name(name: str, wrapped: bool) -> str:
     return "" if name == "root" else name.removeprefix("root.")
 
 
+def _replacement(module: nn.Module) -> nn.Module | None:
+    """What the stand-in puts in place of ``module`` (made from its settings: none of its
+    tensors are read), or None where it keeps a copy of it."""
+    if isinstance(module, (*_ACTIVATIONS, *_NORMS)):
+        return nn.Identity()
+    if type(module) in _MAX_POOLS:
+        return _WindowAverage(module, _MAX_POOLS[type(module)])
+    if _constant_conv(module):
+        return _ConstantConv(module, _PLAIN_CONVS[type(module)])
+    return None
+
+
+def _replaced_kinds(model: nn.Module) -> dict[str, int]:
+    """How many children the stand-in replaces, by kind, in the order first met: every
+    (parent, child) of ``model``'s modules (a child shared by two parents counts twice)."""
+    replaced: dict[str, int] = {}
+    for parent in list(model.modules()):
+        for _, child in parent.named_children():
+            if isinstance(child, _ACTIVATIONS):
+                kind = "activations and dropout"
+            elif isinstance(child, _NORMS):
+                kind = "norms"
+            elif type(child) in _MAX_POOLS:
+                kind = "max pools"
+            else:
+                continue
+            replaced[kind] = replaced.get(kind, 0) + 1
+    return replaced
+
+
+def _replacements(model: nn.Module) -> dict[int, nn.Module]:
+    """A deepcopy memo entry for each module the stand-in replaces that is a leaf registered
+    once (one parent, one name): its replacement, so that it is never copied (a ResNet-50: 124
+    of its 151 modules). A module registered more than once, or with children, is copied and
+    swapped under each name as before."""
+    registered: dict[int, int] = {}
+    for parent in model.modules():
+        for child in parent._modules.values():
+            if child is not None:
+                registered[id(child)] = registered.get(id(child), 0) + 1
+    memo: dict[int, nn.Module] = {}
+    for module in model.modules():
+        if registered.get(id(module)) != 1 or module._modules:
+            continue
+        new = _replacement(module)
+        if new is not None:
+            memo[id(module)] = new
+    return memo
+
+
 def stand_in(model: nn.Module) -> tuple[nn.Module, list[str]]:
     """A copy of ``model`` whose receptive fields are its geometry's: every conv and linear
     weight the positive constant 1/fan-in, biases 0; activations, dropout and norms the
@@ -804,23 +855,15 @@ def stand_in(model: nn.Module) -> tuple[nn.Module, list[str]]:
     the copy and what was replaced, by kind, for the notes."""
     if _replaced(model):
         model = _Root(model)
-    probe = copy.deepcopy(model, _not_copied(model)).eval()
-    replaced: dict[str, int] = {}
-
-    def swap(parent: nn.Module, name: str, new: nn.Module, kind: str) -> None:
-        setattr(parent, name, new)
-        replaced[kind] = replaced.get(kind, 0) + 1
-
+    replaced = _replaced_kinds(model)
+    memo = _not_copied(model)
+    memo.update(_replacements(model))
+    probe = copy.deepcopy(model, memo).eval()
     for parent in list(probe.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, _ACTIVATIONS):
-                swap(parent, name, nn.Identity(), "activations and dropout")
-            elif isinstance(child, _NORMS):
-                swap(parent, name, nn.Identity(), "norms")
-            elif type(child) in _MAX_POOLS:
-                swap(parent, name, _WindowAverage(child, _MAX_POOLS[type(child)]), "max pools")
-            elif _constant_conv(child):
-                setattr(parent, name, _ConstantConv(child, _PLAIN_CONVS[type(child)]))
+            new = _replacement(child)
+            if new is not None:
+                setattr(parent, name, new)
     with torch.no_grad():
         for module in probe.modules():
             if isinstance(module, _ConstantConv):
