@@ -660,7 +660,7 @@ def measure_model_memory(
     import copy
 
     try:
-        twin = copy.deepcopy(model).to(TORCH_DTYPES[dtype])
+        twin = copy.deepcopy(model, _lazy_parameters(model)).to(TORCH_DTYPES[dtype])
     except Exception as error:  # noqa: BLE001  (the user's module)
         reason = f"not measured: the model could not be copied ({first_line(error)})"
         return ModelMemory(None, None, None, dict.fromkeys(("saved", "peak", "step"), reason))
@@ -689,6 +689,25 @@ def measure_model_memory(
             )
             return replace(again, sources={key: text + note for key, text in again.sources.items()})
     return found
+
+
+def _lazy_parameters(model: nn.Module) -> dict[int, Any]:
+    """A deepcopy memo whose parameters are copy-on-write clones of the model's
+    (``torch._lazy_clone``): each (a plain ``nn.Parameter``) a new Parameter with the same
+    ``requires_grad`` on a storage that shares the model's memory until either side writes it,
+    when that side gets its own copy. The same values as a deep copy, and nothing the copy does
+    reaches the model; the passes that only read the parameters (saved for backward, the
+    inference peak: a forward and autograd read them) copy nothing (a ResNet-50: 100 MB not
+    copied); the training step's optimizer writes them, and pays the copy then. Empty (a plain
+    deep copy) where this torch has no ``_lazy_clone``."""
+    lazy = getattr(torch, "_lazy_clone", None)
+    if lazy is None:
+        return {}
+    return {
+        id(p): nn.Parameter(lazy(p.detach()), requires_grad=p.requires_grad)
+        for p in model.parameters()
+        if type(p) is nn.Parameter
+    }
 
 
 def _own_dtypes(model: nn.Module) -> set[Any]:

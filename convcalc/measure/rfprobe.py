@@ -654,6 +654,10 @@ class _ConstantConv(nn.Module):
         self._bias = conv.bias is not None
         # empty, follows .double(): the dtype of ``weight`` if a forward reads it
         self.register_buffer("_dtype", torch.empty(0, dtype=conv.weight.dtype))
+        #: an ungrouped output as real memory (True), or as the one computed channel expanded
+        #: (a stride-0 view: no copy; a forward writing it in place is refused, and
+        #: model_fields runs the probe again with real memory)
+        self.materialize = True
 
     @property
     def weight(self) -> torch.Tensor:
@@ -674,7 +678,7 @@ class _ConstantConv(nn.Module):
         batched = x if x.dim() == dims + 2 else x.unsqueeze(0)
         n, spatial = batched.shape[0], batched.shape[2:]
         summed = (
-            batched.sum(1, keepdim=True)
+            _channel_sum(batched)
             if groups == 1
             else batched.reshape(n, groups, -1, *spatial).sum(2)
         )
@@ -716,8 +720,10 @@ class _ConstantConv(nn.Module):
             y = conv_fn(summed, weight, None, self.stride, padding, self.dilation, groups)
         if groups == 1:  # every output channel the same values, each its own memory: a
             # forward may write the output in place (``y += 1``, ``nn.ReLU(inplace=True)``),
-            # which a stride-0 view refuses
-            out = y.expand(n, self.out_channels, *y.shape[2:]).contiguous()
+            # which a stride-0 view refuses (unless not ``materialize``: model_fields' first try)
+            out = y.expand(n, self.out_channels, *y.shape[2:])
+            if self.materialize:
+                out = out.contiguous()
         elif groups == self.out_channels:  # depthwise: one output channel per group
             out = y
         else:
@@ -725,14 +731,25 @@ class _ConstantConv(nn.Module):
         return out if x.dim() == dims + 2 else out.squeeze(0)
 
 
+def _channel_sum(batched: torch.Tensor) -> torch.Tensor:
+    """The sum over the channels (dim 1, kept). Channels that are one memory (stride 0: a
+    stand-in conv's expanded output) are one channel times their number: the same values up to
+    the order of summation, and the gradient reaches the same positions."""
+    channels = int(batched.shape[1])
+    if channels > 1 and batched.stride(1) == 0:
+        return batched.narrow(1, 0, 1) * channels
+    return batched.sum(1, keepdim=True)
+
+
 def _constant_conv(module: nn.Module) -> bool:
     """A conv the stand-in computes without its channels (:class:`_ConstantConv`): torch's own
     class exactly (a subclass may change its forward, e.g. standardise its weight) with float32
     or float64 weights (half-precision layers keep their dtype and their note)."""
+    if type(module) not in _PLAIN_CONVS:
+        return False  # (before reading ``weight``: a _ConstantConv's is built on each read)
     weight = getattr(module, "weight", None)
     return (
-        type(module) in _PLAIN_CONVS
-        and isinstance(weight, torch.Tensor)
+        isinstance(weight, torch.Tensor)
         and not isinstance(weight, nn.parameter.UninitializedParameter)
         and weight.dtype in (torch.float32, torch.float64)
     )
@@ -789,6 +806,56 @@ def _root_name(name: str, wrapped: bool) -> str:
     return "" if name == "root" else name.removeprefix("root.")
 
 
+def _replacement(module: nn.Module) -> nn.Module | None:
+    """What the stand-in puts in place of ``module`` (made from its settings: none of its
+    tensors are read), or None where it keeps a copy of it."""
+    if isinstance(module, (*_ACTIVATIONS, *_NORMS)):
+        return nn.Identity()
+    if type(module) in _MAX_POOLS:
+        return _WindowAverage(module, _MAX_POOLS[type(module)])
+    if _constant_conv(module):
+        return _ConstantConv(module, _PLAIN_CONVS[type(module)])
+    return None
+
+
+def _replaced_kinds(model: nn.Module) -> dict[str, int]:
+    """How many children the stand-in replaces, by kind, in the order first met: every
+    (parent, child) of ``model``'s modules (a child shared by two parents counts twice)."""
+    replaced: dict[str, int] = {}
+    for parent in list(model.modules()):
+        for _, child in parent.named_children():
+            if isinstance(child, _ACTIVATIONS):
+                kind = "activations and dropout"
+            elif isinstance(child, _NORMS):
+                kind = "norms"
+            elif type(child) in _MAX_POOLS:
+                kind = "max pools"
+            else:
+                continue
+            replaced[kind] = replaced.get(kind, 0) + 1
+    return replaced
+
+
+def _replacements(model: nn.Module) -> dict[int, nn.Module]:
+    """A deepcopy memo entry for each module the stand-in replaces that is a leaf registered
+    once (one parent, one name): its replacement, so that it is never copied (a ResNet-50: 124
+    of its 151 modules). A module registered more than once, or with children, is copied and
+    swapped under each name as before."""
+    registered: dict[int, int] = {}
+    for parent in model.modules():
+        for child in parent._modules.values():
+            if child is not None:
+                registered[id(child)] = registered.get(id(child), 0) + 1
+    memo: dict[int, nn.Module] = {}
+    for module in model.modules():
+        if registered.get(id(module)) != 1 or module._modules:
+            continue
+        new = _replacement(module)
+        if new is not None:
+            memo[id(module)] = new
+    return memo
+
+
 def stand_in(model: nn.Module) -> tuple[nn.Module, list[str]]:
     """A copy of ``model`` whose receptive fields are its geometry's: every conv and linear
     weight the positive constant 1/fan-in, biases 0; activations, dropout and norms the
@@ -797,25 +864,21 @@ def stand_in(model: nn.Module) -> tuple[nn.Module, list[str]]:
     the copy and what was replaced, by kind, for the notes."""
     if _replaced(model):
         model = _Root(model)
-    probe = copy.deepcopy(model, _not_copied(model)).eval()
-    replaced: dict[str, int] = {}
-
-    def swap(parent: nn.Module, name: str, new: nn.Module, kind: str) -> None:
-        setattr(parent, name, new)
-        replaced[kind] = replaced.get(kind, 0) + 1
-
+    replaced = _replaced_kinds(model)
+    memo = _not_copied(model)
+    memo.update(_replacements(model))
+    probe = copy.deepcopy(model, memo).eval()
     for parent in list(probe.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, _ACTIVATIONS):
-                swap(parent, name, nn.Identity(), "activations and dropout")
-            elif isinstance(child, _NORMS):
-                swap(parent, name, nn.Identity(), "norms")
-            elif type(child) in _MAX_POOLS:
-                swap(parent, name, _WindowAverage(child, _MAX_POOLS[type(child)]), "max pools")
-            elif _constant_conv(child):
-                setattr(parent, name, _ConstantConv(child, _PLAIN_CONVS[type(child)]))
+            new = _replacement(child)
+            if new is not None:
+                setattr(parent, name, new)
     with torch.no_grad():
         for module in probe.modules():
+            if isinstance(module, _ConstantConv):
+                # its weight and bias are properties made on each read (1/fan-in, 0): reading
+                # them here would build a ResNet-50's 25 M dense weights only to fill them
+                continue
             weight = getattr(module, "weight", None)
             if isinstance(weight, torch.Tensor) and weight.dtype.is_floating_point:
                 if isinstance(module, nn.modules.conv._ConvNd):
@@ -1028,6 +1091,9 @@ def model_fields(
     probe, replaced = stand_in(model)
     notes: list[str] = ["stand-in replaced " + ", ".join(replaced)] if replaced else []
     probe, dtype = _probe_dtype(probe, notes)
+    for module in probe.modules():
+        if isinstance(module, _ConstantConv):
+            module.materialize = False  # views first (_run_lazily)
     wrapped = isinstance(probe, _Root)
     hooked: list[tuple[str, nn.Module]] = [
         (_root_name(name, wrapped), m)
@@ -1052,7 +1118,7 @@ def model_fields(
         try:
             # a copy: a forward may write its input in place (``x += 1``), which autograd
             # refuses on a leaf; the gradient still reaches ``x`` through the copy
-            final = recorder.run(probe, x.clone(), stop_after)
+            final = _run_lazily(recorder, probe, x, stop_after)
         except Exception as error:  # the stand-in does not run at this size (or at all)
             shown = "x".join(map(str, size))
             notes.append(f"the stand-in failed on input {shown}: {_first_line(error)}")
@@ -1122,6 +1188,27 @@ def model_fields(
         tuple(sizes_tried),
         tuple(notes),
     )
+
+
+def _run_lazily(
+    recorder: _Recorder, probe: nn.Module, x: torch.Tensor, stop_after: int | None
+) -> Any:
+    """One probe run on a copy of ``x``; first with the channel-free convs' outputs as expanded
+    views (no copy of their identical channels), and where that fails (a forward writing such
+    an output in place, a ``view`` its strides refuse) again with real memory, as every later
+    run then is. The same function either way: the views hold the same values."""
+    convs = [m for m in probe.modules() if isinstance(m, _ConstantConv)]
+    if all(m.materialize for m in convs):
+        return recorder.run(probe, x.clone(), stop_after)
+    first = recorder.first
+    try:
+        return recorder.run(probe, x.clone(), stop_after)
+    except Exception:  # noqa: BLE001  (the user's forward on views: run it as before)
+        for module in convs:
+            module.materialize = True
+        if first:
+            recorder.order, recorder.after_adaptive, recorder.first = [], set(), True
+        return recorder.run(probe, x.clone(), stop_after)
 
 
 def _with_note(layer: LayerField, note: str) -> LayerField:
