@@ -149,14 +149,18 @@ NOT_LOADED = (
     "convcalc.core.picture",
 )
 
+#: main leaves by os._exit (no interpreter teardown): the module list is written on the way out
 LOADED = (
-    "import json, sys\n"
+    "import json, os, sys\n"
     "from convcalc.cli.app import main\n"
     "sys.argv = ['convcalc', *sys.argv[1:]]\n"
-    "try:\n"
-    "    main()\n"
-    "finally:\n"
+    "leave = os._exit\n"
+    "def _exit(status):\n"
     "    sys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)))\n"
+    "    sys.stderr.flush()\n"
+    "    leave(status)\n"
+    "os._exit = _exit\n"
+    "main()\n"
 )
 
 
@@ -194,3 +198,36 @@ def test_only_the_running_command_works_out_its_options(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stderr.rpartition("MODULES ")[2]) == ["conv"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "status"),
+    [
+        ([*LAYER, "--json"], 0),
+        (LAYER, 0),
+        (["conv", "--in", "0", "--out", "8", "-k", "3", "--formula-only"], 2),
+    ],
+)
+def test_the_cli_leaves_without_the_interpreters_teardown(
+    tmp_path: Path, arguments: list[str], status: int
+) -> None:
+    """cli/app.main flushes its output and leaves by os._exit, torch loaded or not (start-up:
+    a formula-only run skips tearing its modules down): an atexit handler never runs, while the
+    output, the one line on stderr and the exit status are all there."""
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.stdout.write('TORN DOWN'))\n"
+        "from convcalc.cli.app import main\n"
+        "sys.argv = ['convcalc', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *arguments], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == status, done.stderr
+    assert "TORN DOWN" not in done.stdout
+    if status:
+        assert done.stderr.count("\n") == 1 and "--in" in done.stderr
+    else:
+        assert "147,712" in done.stdout or '"params": 147712' in done.stdout  # 64*256*9 + 256

@@ -199,7 +199,9 @@ def main() -> None:
     Once torch is loaded, interpreter teardown costs more than most reports take (about 0.6 s
     here: bench/speed.py shows `python -c "import torch"` about that much slower than with
     ``os._exit``). convcalc holds no files or resources that need it, so after flushing its
-    output it leaves at once. Tests drive ``app`` through Typer's runner and never reach this.
+    output it leaves at once, with or without torch: a formula-only run skips the teardown of
+    its own modules and Rich's too (~5% of its instructions: docs/benchmarks.md). Tests drive
+    ``app`` through Typer's runner and never reach this.
 
     What is loaded by now (the interpreter's, Typer's and click's objects, for the life of the
     process) is moved out of the garbage collector's sight (``gc.freeze``): its collections
@@ -215,8 +217,6 @@ def main() -> None:
         )
         _flush_quietly()
         _dataclass.save()  # the classes' generated code, for the next run (convcalc/_dataclass.py)
-        if "torch" not in sys.modules:
-            raise
         os._exit(status)
 
 
