@@ -231,3 +231,21 @@ def test_the_cli_leaves_without_the_interpreters_teardown(
         assert done.stderr.count("\n") == 1 and "--in" in done.stderr
     else:
         assert "147,712" in done.stdout or '"params": 147712' in done.stdout  # 64*256*9 + 256
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_the_collector_is_as_it_was_after_the_cli_is_imported(before: bool) -> None:
+    """cli/app.py turns the garbage collector off while it imports Typer and click (start-up)
+    and leaves it as it found it: on for the command, off if the caller had turned it off."""
+    code = (
+        "import gc, sys\n"
+        f"gc.enable() if {before} else gc.disable()\n"
+        "import convcalc.cli.app\n"
+        "assert 'typer' in sys.modules\n"
+        "print(gc.isenabled())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == str(before)

@@ -13,13 +13,22 @@ import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-import typer
-import typer.main
-from typer.core import TyperGroup
+# Start-up: importing Typer and click makes ~40,000 objects that live as long as the process and
+# no garbage; the collector's passes during the import walked them again and again (~3% of a
+# formula-only run's instructions: docs/benchmarks.md). It is off for these imports only.
+_collecting = gc.isenabled()
+gc.disable()
+try:
+    import typer
+    import typer.main
+    from typer.core import TyperGroup
 
-from convcalc import _dataclass
-from convcalc._version import __version__
-from convcalc.cli.exits import ExitStatus, Interrupted, OutputClosed, exit_status, message_of
+    from convcalc import _dataclass
+    from convcalc._version import __version__
+    from convcalc.cli.exits import ExitStatus, Interrupted, OutputClosed, exit_status, message_of
+finally:
+    if _collecting:
+        gc.enable()
 
 #: every command: the module of its family, and its one-line help (``convcalc --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
