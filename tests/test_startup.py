@@ -149,14 +149,17 @@ NOT_LOADED = (
     "convcalc.core.picture",
 )
 
-#: main leaves by os._exit (no interpreter teardown): the module list is written on the way out
+#: main leaves by os._exit (no interpreter teardown): the module list is written on the way out,
+#: taken before json is imported to write it
 LOADED = (
-    "import json, os, sys\n"
+    "import os, sys\n"
     "from convcalc.cli.app import main\n"
     "sys.argv = ['convcalc', *sys.argv[1:]]\n"
     "leave = os._exit\n"
     "def _exit(status):\n"
-    "    sys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)))\n"
+    "    names = sorted(sys.modules)\n"
+    "    import json\n"
+    "    sys.stderr.write('\\nMODULES ' + json.dumps(names))\n"
     "    sys.stderr.flush()\n"
     "    leave(status)\n"
     "os._exit = _exit\n"
@@ -178,6 +181,7 @@ def test_formula_only_loads_only_its_path(tmp_path: Path, output: list[str]) -> 
     loaded = set(json.loads(done.stderr.rpartition("MODULES ")[2]))
     assert "convcalc.engine" in loaded  # the test sees the run's modules
     assert ("rich.console" in loaded) == (not output)  # Rich's console for the table only
+    assert ("json" in loaded) == bool(output)  # and json for JSON only (output/formats.py)
     unwanted = sorted(
         name for name in loaded for top in NOT_LOADED if name == top or name.startswith(top + ".")
     )

@@ -1,10 +1,10 @@
 """Every output format, chosen in one place: ``write(report, fmt)``. Machine formats (json, jsonl,
-csv, markdown) need only the standard library; ``table`` loads Rich (convcalc.render) on use."""
+csv, markdown) need only the standard library; ``table`` loads Rich (convcalc.render) on use, and
+``json`` is imported where it is written (the table path does not load it: start-up)."""
 
 from __future__ import annotations
 
 import io
-import json
 import sys
 from collections.abc import Iterable
 from typing import IO, Any
@@ -80,6 +80,8 @@ def write(
 
         render_table(report, stream, no_color=no_color, detail=detail)
         return
+    import json
+
     data = report.to_dict()
     if data.get("command") == "solve":
         _write_solution(data, fmt, stream)
@@ -271,6 +273,8 @@ def _csv_value(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, list | dict):
+        import json
+
         return json.dumps(value)
     return value
 
@@ -490,6 +494,8 @@ SOLUTION_COLUMNS = (
 
 
 def _write_solution(data: dict[str, Any], fmt: str, stream: IO[str]) -> None:
+    import json
+
     rows = solution_rows(data)
     if fmt == "json":
         stream.write(json.dumps(data, indent=2) + "\n")
@@ -551,6 +557,8 @@ def batch_header(fmt: str) -> str:
 def batch_record(record: Any, fmt: str, first: bool = True) -> str:
     """One sweep record (convcalc.library.Record) as a JSONL line, a CSV row (the report's total
     row), or an element of a JSON array."""
+    import json
+
     data = record.to_dict()
     if fmt == "jsonl":
         return json.dumps(data) + "\n"
