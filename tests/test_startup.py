@@ -182,6 +182,9 @@ def test_formula_only_loads_only_its_path(tmp_path: Path, output: list[str]) -> 
     assert "convcalc.engine" in loaded  # the test sees the run's modules
     assert ("rich.console" in loaded) == (not output)  # Rich's console for the table only
     assert ("json" in loaded) == bool(output)  # and json for JSON only (output/formats.py)
+    # a network without a fractional stride never loads fractions (core/cumulative.py): JSON
+    # does not; the table does, as Rich's table (rich._ratio) imports it
+    assert ("fractions" in loaded) == (not output)
     unwanted = sorted(
         name for name in loaded for top in NOT_LOADED if name == top or name.startswith(top + ".")
     )
