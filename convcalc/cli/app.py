@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-# Start-up: importing Typer and click makes ~40,000 objects that live as long as the process and
-# no garbage; the collector's passes during the import walked them again and again (~3% of a
-# formula-only run's instructions: docs/benchmarks.md). It is off for these imports only.
+# Start-up: importing Typer and click makes ~12,000 tracked objects that live as long as the
+# process and no garbage; the collector's passes during the import walked them again and again
+# (~3M instructions, ~1% of a formula-only run: docs/benchmarks.md). Off for these imports only.
 _collecting = gc.isenabled()
 gc.disable()
 try:
@@ -209,7 +209,7 @@ def main() -> None:
     here: bench/speed.py shows `python -c "import torch"` about that much slower than with
     ``os._exit``). convcalc holds no files or resources that need it, so after flushing its
     output it leaves at once, with or without torch: a formula-only run skips the teardown of
-    its own modules and Rich's too (~5% of its instructions: docs/benchmarks.md). Tests drive
+    its own modules and Rich's too (~4% of its instructions: docs/benchmarks.md). Tests drive
     ``app`` through Typer's runner and never reach this.
 
     What is loaded by now (the interpreter's, Typer's and click's objects, for the life of the
