@@ -94,6 +94,49 @@ def test_chain_receptive_field() -> None:
     assert last.effective_stride == (2, 2) and last.effective_padding == (4, 4)
 
 
+def test_whole_strides_stay_ints_and_fractional_ones_are_exact() -> None:
+    """core.cumulative keeps a whole effective stride or padding an int (no fractions import on
+    a plain network: start-up) and a fractional one an exact Fraction, equal either way."""
+    from fractions import Fraction
+
+    from convcalc.core.cumulative import cumulative, fraction_text
+    from convcalc.core.graph import graph_inputs
+    from convcalc.core.spec import chain
+
+    # transposed k4 s2 p1 (span 4): J = 1/2, P = 0 + 1·(4 - 1 - 1)/2 = 1 (whole: an int);
+    # then k3 s2 p1: J = 1/2·2 = 1 (a Fraction equal to 1), P = 1 + 1·1/2 = 3/2;
+    # then k3 s1 p1 over that: J = 1, P = 3/2 + 1·1 = 5/2
+    specs = [
+        build_conv(
+            dims=1,
+            in_channels=1,
+            out_channels=1,
+            kernel="4",
+            stride="2",
+            padding="1",
+            transpose=True,
+        ),
+        build_conv(dims=1, in_channels=1, out_channels=1, kernel="3", stride="2", padding="1"),
+        build_conv(dims=1, in_channels=1, out_channels=1, kernel="3", padding="1"),
+    ]
+    network_input = build_input(dims=1, channels=1, size="16")
+    nodes = chain(specs)
+    first, second, third = cumulative(nodes, graph_inputs(nodes, network_input), network_input)
+    assert first.effective_stride == (Fraction(1, 2),) and first.effective_padding == (1,)
+    assert type(first.effective_padding[0]) is int
+    assert second.effective_stride == (1,) and second.effective_padding == (Fraction(3, 2),)
+    assert third.effective_padding == (Fraction(5, 2),)
+    assert [fraction_text(v) for v in (*first.effective_stride, *third.effective_padding)] == [
+        "1/2",
+        "5/2",
+    ]
+    assert third.to_dict()["effective_padding"] == [2.5]
+    # the plain chain of test_chain_receptive_field: ints throughout
+    plain = chain([build_conv(dims=1, in_channels=1, out_channels=1, kernel="3", stride="2")])
+    (only,) = cumulative(plain, graph_inputs(plain, network_input), network_input)
+    assert only.effective_stride == (2,) and type(only.effective_stride[0]) is int
+
+
 def test_formula_modules_import_no_torch() -> None:
     code = (
         "import sys, convcalc.core.formulas, convcalc.core.spec, convcalc.core.report, "

@@ -149,14 +149,21 @@ NOT_LOADED = (
     "convcalc.core.picture",
 )
 
+#: main leaves by os._exit (no interpreter teardown): the module list is written on the way out,
+#: taken before json is imported to write it
 LOADED = (
-    "import json, sys\n"
+    "import os, sys\n"
     "from convcalc.cli.app import main\n"
     "sys.argv = ['convcalc', *sys.argv[1:]]\n"
-    "try:\n"
-    "    main()\n"
-    "finally:\n"
-    "    sys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)))\n"
+    "leave = os._exit\n"
+    "def _exit(status):\n"
+    "    names = sorted(sys.modules)\n"
+    "    import json\n"
+    "    sys.stderr.write('\\nMODULES ' + json.dumps(names))\n"
+    "    sys.stderr.flush()\n"
+    "    leave(status)\n"
+    "os._exit = _exit\n"
+    "main()\n"
 )
 
 
@@ -174,6 +181,10 @@ def test_formula_only_loads_only_its_path(tmp_path: Path, output: list[str]) -> 
     loaded = set(json.loads(done.stderr.rpartition("MODULES ")[2]))
     assert "convcalc.engine" in loaded  # the test sees the run's modules
     assert ("rich.console" in loaded) == (not output)  # Rich's console for the table only
+    assert ("json" in loaded) == bool(output)  # and json for JSON only (output/formats.py)
+    # a network without a fractional stride never loads fractions (core/cumulative.py): JSON
+    # does not; the table does, as Rich's table (rich._ratio) imports it
+    assert ("fractions" in loaded) == (not output)
     unwanted = sorted(
         name for name in loaded for top in NOT_LOADED if name == top or name.startswith(top + ".")
     )
@@ -194,3 +205,54 @@ def test_only_the_running_command_works_out_its_options(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stderr.rpartition("MODULES ")[2]) == ["conv"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "status"),
+    [
+        ([*LAYER, "--json"], 0),
+        (LAYER, 0),
+        (["conv", "--in", "0", "--out", "8", "-k", "3", "--formula-only"], 2),
+    ],
+)
+def test_the_cli_leaves_without_the_interpreters_teardown(
+    tmp_path: Path, arguments: list[str], status: int
+) -> None:
+    """cli/app.main flushes its output and leaves by os._exit, torch loaded or not (start-up:
+    a formula-only run skips tearing its modules down): an atexit handler never runs, while the
+    output, the one line on stderr and the exit status are all there."""
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.stdout.write('TORN DOWN'))\n"
+        "from convcalc.cli.app import main\n"
+        "sys.argv = ['convcalc', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *arguments], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == status, done.stderr
+    assert "TORN DOWN" not in done.stdout
+    if status:
+        assert done.stderr.count("\n") == 1 and "--in" in done.stderr
+    else:
+        assert "147,712" in done.stdout or '"params": 147712' in done.stdout  # 64*256*9 + 256
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_the_collector_is_as_it_was_after_the_cli_is_imported(before: bool) -> None:
+    """cli/app.py turns the garbage collector off while it imports Typer and click (start-up)
+    and leaves it as it found it: on for the command, off if the caller had turned it off."""
+    code = (
+        "import gc, sys\n"
+        f"gc.enable() if {before} else gc.disable()\n"
+        "import convcalc.cli.app\n"
+        "assert 'typer' in sys.modules\n"
+        "print(gc.isenabled())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == str(before)

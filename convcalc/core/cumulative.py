@@ -24,13 +24,15 @@ Extensions, each said in the output where it applies:
 from __future__ import annotations
 
 import math
-from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convcalc._dataclass import dataclass
 from convcalc.core.formulas import adaptive_window
 from convcalc.core.spec import InputSpec, Node
 from convcalc.kinds import geometry
+
+if TYPE_CHECKING:  # a whole stride or padding stays an int: see _divided
+    from fractions import Fraction
 
 #: the largest number of output positions traced for a network with transposed layers
 TRACE_PERIOD_LIMIT = 64
@@ -41,8 +43,8 @@ class Cumulative:
     """Figures of one layer's output relative to the network input, per spatial dimension."""
 
     receptive_field: tuple[int, ...]
-    effective_stride: tuple[Fraction, ...]
-    effective_padding: tuple[Fraction, ...]
+    effective_stride: tuple[int | Fraction, ...]
+    effective_padding: tuple[int | Fraction, ...]
     #: every output sees the whole input (after a linear layer)
     whole_input: bool = False
     #: how an add's figures were formed, or other remarks
@@ -61,11 +63,23 @@ class Cumulative:
         return data
 
 
-def _number(value: Fraction) -> int | float:
+def _divided(value: int | Fraction, divisor: int) -> int | Fraction:
+    """``value / divisor`` exactly: an int when it divides, else a Fraction. The figures are
+    the same numbers either way (``Fraction(2) == 2``, and their hashes, texts and JSON agree);
+    whole ones stay ints so that a network without a fractional stride (every one but the
+    transposed and the adaptive) never loads ``fractions`` (start-up: docs/benchmarks.md)."""
+    if isinstance(value, int) and value % divisor == 0:
+        return value // divisor
+    from fractions import Fraction
+
+    return Fraction(value) / divisor
+
+
+def _number(value: int | Fraction) -> int | float:
     return int(value) if value.denominator == 1 else float(value)
 
 
-def fraction_text(value: Fraction) -> str:
+def fraction_text(value: int | Fraction) -> str:
     return (
         str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
     )
@@ -156,7 +170,7 @@ def _cumulative(
 ) -> list[Cumulative]:
     """:func:`cumulative`, computed."""
     dims = network_input.dims
-    start = Cumulative((1,) * dims, (Fraction(1),) * dims, (Fraction(0),) * dims)
+    start = Cumulative((1,) * dims, (1,) * dims, (0,) * dims)
     shapes = [geometry(node.spec) for node in nodes]
     has_transposed = any(shape.transposed for shape in shapes)
     sizes = [network_input.size] + [spec_input.size for spec_input in inputs]
@@ -209,8 +223,8 @@ def _cumulative(
             )
             span = d * (k - 1) + 1
             if shape.transposed:
-                strides.append(jump / s)
-                paddings.append(pad + jump * Fraction(span - 1 - p, s))
+                strides.append(_divided(jump, s))
+                paddings.append(pad + _divided(jump * (span - 1 - p), s))
                 fields.append(0)  # traced below
                 note = (
                     "transposed layer: fractional stride; the receptive field differs between "
@@ -254,7 +268,7 @@ def _adaptive(
         fields.append(
             int(math.ceil(before.receptive_field[axis] + (adaptive_window(n, out) - 1) * jump))
         )
-        strides.append(jump * Fraction(n, out))
+        strides.append(_divided(jump * n, out))
     return Cumulative(
         tuple(fields),
         tuple(strides),

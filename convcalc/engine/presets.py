@@ -6,8 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convcalc.core.report import Comparison, Pair, Report
 from convcalc.core.spec import InputSpec, Labels
@@ -15,6 +14,9 @@ from convcalc.engine.network import analyze_chain
 from convcalc.engine.plan import Options
 from convcalc.engine.roofline import roofline_why, with_peaks
 from convcalc.kinds import ConvSpec, LayerSpec
+
+if TYPE_CHECKING:  # imported where compare uses it: a single layer's run does not load fractions
+    from fractions import Fraction
 
 
 def _presets() -> Any:
@@ -220,6 +222,8 @@ def compare(
             ),
         ),
     )
+    from fractions import Fraction
+
     theories = {
         "standard": Fraction(1),
         "grouped": _presets().grouped_theory(groups),

@@ -1,12 +1,12 @@
 """Every output format, chosen in one place: ``write(report, fmt)``. Machine formats (json, jsonl,
-csv, markdown) need only the standard library; ``table`` loads Rich (convcalc.render) on use."""
+csv, markdown) need only the standard library; ``table`` loads Rich (convcalc.render) on use, and
+``json`` is imported where it is written (the table path does not load it: start-up)."""
 
 from __future__ import annotations
 
 import io
-import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 FORMATS = ("table", "json", "jsonl", "csv", "markdown")
@@ -80,6 +80,8 @@ def write(
 
         render_table(report, stream, no_color=no_color, detail=detail)
         return
+    import json
+
     data = report.to_dict()
     if data.get("command") == "solve":
         _write_solution(data, fmt, stream)
@@ -271,6 +273,8 @@ def _csv_value(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, list | dict):
+        import json
+
         return json.dumps(value)
     return value
 
@@ -490,6 +494,8 @@ SOLUTION_COLUMNS = (
 
 
 def _write_solution(data: dict[str, Any], fmt: str, stream: IO[str]) -> None:
+    import json
+
     rows = solution_rows(data)
     if fmt == "json":
         stream.write(json.dumps(data, indent=2) + "\n")
@@ -549,18 +555,24 @@ def batch_header(fmt: str) -> str:
 
 
 #: json.dumps's own settings without its check for circular references (a record is a tree
-#: of fresh dicts and lists): the same bytes, ~10 % less time a record (docs/benchmarks.md)
-_RECORD_JSON = json.JSONEncoder(check_circular=False).encode
+#: of fresh dicts and lists): the same bytes, ~10 % less time a record (docs/benchmarks.md);
+#: made at the first record (json is imported where JSON is written)
+_RECORD_JSON: list[Callable[[Any], str]] = []
 
 
 def batch_record(record: Any, fmt: str, first: bool = True) -> str:
     """One sweep record (convcalc.library.Record) as a JSONL line, a CSV row (the report's total
     row), or an element of a JSON array."""
+    if not _RECORD_JSON:
+        import json
+
+        _RECORD_JSON.append(json.JSONEncoder(check_circular=False).encode)
+    encode = _RECORD_JSON[0]
     data = record.to_dict()
     if fmt == "jsonl":
-        return _RECORD_JSON(data) + "\n"
+        return encode(data) + "\n"
     if fmt == "json":
-        return ("" if first else ",\n") + _RECORD_JSON(data)
+        return ("" if first else ",\n") + encode(data)
     if record.report is None:
         return csv_text([{**data, "spec_index": record.index}], header=False, columns=BATCH_COLUMNS)
     total = flat_rows(data)[-1]
