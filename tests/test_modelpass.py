@@ -118,6 +118,40 @@ class WithDropout(nn.Module):
         return self.b(self.drop(F.relu(self.a(x))))
 
 
+class SharedNorm(nn.Module):
+    """One batch norm called twice, its first input also read (and saved) by a conv, the
+    branches added: the batch norm's training twin must count each storage once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.side = nn.Conv2d(6, 6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        z = self.bn(y) + self.side(y)
+        return self.bn(F.relu(z, inplace=True))
+
+
+class OwnNorm(nn.BatchNorm2d):
+    """A batch norm whose forward is the user's: no training twin (its eval output could be
+    anything), so the copy's training-mode pass measures saved-for-backward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 2
+
+
+class WithOwnNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = OwnNorm(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
 class ReadsMode(nn.Module):
     """Its forward depends on the mode without any mode-dependent module type."""
 
@@ -141,6 +175,8 @@ class Mha(nn.Module):
 
 CASES: list[tuple[str, Any, tuple[int, ...]]] = [
     ("trunk", Trunk, (2, 3, 8, 8)),
+    ("shared batch norm", SharedNorm, (2, 3, 5, 5)),
+    ("own batch norm", WithOwnNorm, (2, 3, 6, 6)),
     ("mlp4d", Mlp4d, (2, 3, 5, 8)),
     ("attention", Attention, (2, 4, 8)),
     ("dict head", DictHead, (1, 3, 6, 6)),
@@ -164,10 +200,26 @@ def separate(model: nn.Module, shape: tuple[int, ...]) -> tuple[Any, Any]:
     return me.measure_saved(twin.train(), x), me.measure_peak_inference(twin.eval(), x)
 
 
-#: models whose saved-for-backward comes from the counted forward
-SAVED_ONCE = {"mlp4d", "attention", "dict head", "in-place relu", "in-place silu"}
+#: models whose saved-for-backward comes from the counted forward (batch norms: their training
+#: twins run beside it)
+SAVED_ONCE = {
+    "mlp4d",
+    "attention",
+    "dict head",
+    "in-place relu",
+    "in-place silu",
+    "trunk",
+    "shared batch norm",
+}
 #: models with a module whose forward reads the mode
-MODE = {"trunk", "dropout", "reads the mode", "multi-head attention"}
+MODE = {
+    "trunk",
+    "dropout",
+    "reads the mode",
+    "multi-head attention",
+    "shared batch norm",
+    "own batch norm",
+}
 
 
 @pytest.mark.parametrize(("name", "make", "shape"), CASES, ids=[c[0] for c in CASES])

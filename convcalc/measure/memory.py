@@ -659,6 +659,10 @@ def measure_model_memory(
     measured (measure.modelpass: by the counted forward), not measured again."""
     import copy
 
+    if saved is not None and peak is not None and not training_step:
+        # nothing is left to run: no copy is made (nor needed: a model that cannot be copied
+        # keeps the figures its counted forward gave)
+        return ModelMemory(saved, peak, None, {"saved": saved.source, "peak": peak.source})
     try:
         twin = copy.deepcopy(model, _lazy_parameters(model)).to(TORCH_DTYPES[dtype])
     except Exception as error:  # noqa: BLE001  (the user's module)

@@ -30,9 +30,14 @@ path's). With autograd on, an in-place op whose backward needs its input (``silu
 pass sees the copy (a ``clone`` of the operand just before the in-place op writes it) and the
 caller counts again without autograd.
 
-What the counted forward cannot give (saved-for-backward of a model whose forward depends on
-the training mode) is measured on a copy of the model, as before: a training-mode pass writes
-batch norm's running statistics, and the user's model must come back as it was.
+Where the only modules whose forward depends on the mode are torch's own batch norms
+(:func:`training_twins`), each runs a second time beside the counted forward, in training mode,
+on the inputs the forward gave it, its running statistics put back after
+(measure.onepass.TrainingTwins): its training-mode saved tensors are counted in place of its
+eval-mode ones, and the forward gives saved-for-backward after all. What the counted forward
+cannot give (saved-for-backward of a model with dropout, or a forward that reads the mode) is
+measured on a copy of the model, as before: a training-mode pass writes batch norm's running
+statistics, and the user's model must come back as it was.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from convcalc.measure.memory import (
     _state_ids,
     _storage_id,
 )
-from convcalc.measure.onepass import SavedRecorder
+from convcalc.measure.onepass import SavedRecorder, TrainingTwins
 
 #: module types whose forward differs between training and eval mode
 MODE_DEPENDENT_TYPES: tuple[type[nn.Module], ...] = (
@@ -84,24 +89,40 @@ def _names_training(code: types.CodeType) -> bool:
     return any(isinstance(c, types.CodeType) and _names_training(c) for c in code.co_consts)
 
 
+def _mode_dependent(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
+    for name, module in model.named_modules():
+        shown = name or "the root"
+        if isinstance(module, MODE_DEPENDENT_TYPES):
+            yield name, module, f"{shown} ({type(module).__name__})"
+        elif isinstance(module, nn.modules.instancenorm._InstanceNorm) and getattr(
+            module, "track_running_stats", False
+        ):
+            yield name, module, f"{shown} ({type(module).__name__} with running statistics)"
+        else:
+            code = getattr(type(module).forward, "__code__", None)
+            if code is not None and _names_training(code):
+                yield name, module, f"{shown} ({type(module).__name__}.forward reads the mode)"
+
+
 def mode_dependent(model: nn.Module) -> list[str]:
     """Modules whose forward may depend on the training mode (``""``: the root), each with why:
     its type (batch norm, dropout, RReLU, instance norm with running statistics) or its
     ``forward``'s code naming ``training``."""
-    found: list[str] = []
-    for name, module in model.named_modules():
-        shown = name or "the root"
-        if isinstance(module, MODE_DEPENDENT_TYPES):
-            found.append(f"{shown} ({type(module).__name__})")
-        elif isinstance(module, nn.modules.instancenorm._InstanceNorm) and getattr(
-            module, "track_running_stats", False
-        ):
-            found.append(f"{shown} ({type(module).__name__} with running statistics)")
-        else:
-            code = getattr(type(module).forward, "__code__", None)
-            if code is not None and _names_training(code):
-                found.append(f"{shown} ({type(module).__name__}.forward reads the mode)")
-    return found
+    return [why for _, _, why in _mode_dependent(model)]
+
+
+def training_twins(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """The modules the counted forward runs a second time in training mode beside itself
+    (measure.onepass.TrainingTwins) when every module whose forward depends on the mode is
+    torch's own batch norm (BatchNorm1d/2d/3d, ``forward`` not overridden: its eval output is a
+    new tensor, as its training output is); None when another is (dropout, a forward that reads
+    the mode: the copy's training-mode pass measures saved-for-backward then)."""
+    twins = []
+    for name, module, _ in _mode_dependent(model):
+        if type(module).forward is not nn.modules.batchnorm._BatchNorm.forward:
+            return None
+        twins.append((name, module))
+    return twins
 
 
 def peak_blockers(model: nn.Module, dtype: str) -> list[str]:
@@ -176,6 +197,8 @@ class ModelPass:
     not_saved: list[str] = field(default_factory=list)
     #: why the counted forward gives no memory figure at all (:func:`peak_blockers`)
     blocked: list[str] = field(default_factory=list)
+    #: the batch norms run again in training mode beside the forward (:func:`training_twins`)
+    twins: list[tuple[str, nn.Module]] = field(default_factory=list)
 
     @contextlib.contextmanager
     def running(self, model: nn.Module, inputs: Sequence[Any]) -> Iterator[None]:
@@ -188,11 +211,14 @@ class ModelPass:
             if isinstance(tensor, torch.Tensor):
                 tracker.register(tensor)
         recorder = SavedRecorder(excluded, current)
+        twins = TrainingTwins(recorder)
 
         with contextlib.ExitStack() as stack:
             if self.saved_asked:
                 stack.enter_context(torch.enable_grad())
                 stack.enter_context(recorder.hooks())
+                for name, module in self.twins:
+                    stack.callback(module.register_forward_hook(_beside(twins, name)).remove)
             stack.enter_context(_attributing(layers, current, tracker.enter))
             stack.enter_context(tracker)
             yield
@@ -218,7 +244,7 @@ class ModelPass:
             )
             + NOT_COUNTED,
         )
-        if self.saved_asked:
+        if self.saved_asked and not twins.failed:
             self.saved = recorder.measurement(
                 names,
                 seconds,
@@ -226,9 +252,19 @@ class ModelPass:
                 "once; parameters and buffers not counted; "
                 + where
                 + "the input shape, the data needing no grad; the hook records each saved "
-                "storage and keeps a token in its place): no module's forward depends on the "
-                "training mode (judged by module type and by each forward's code naming "
-                "`training`), so training mode saves the same",
+                "storage and keeps a token in its place): "
+                + (
+                    "the batch norms, the only modules whose forward depends on the training "
+                    "mode (judged by module type and by each forward's code naming "
+                    "`training`), run a second time beside it, in training mode, on the inputs "
+                    "it gave them, their running statistics put back: their training-mode "
+                    "saved tensors are counted"
+                    if self.twins
+                    else "no module's forward depends on the training mode (judged by module "
+                    "type and by each forward's code naming `training`), so training mode "
+                    "saves the same"
+                ),
+                twins.saved if self.twins else None,
             )
 
 
@@ -238,12 +274,26 @@ class ModelPass:
 def plan_pass(model: nn.Module, dtype: str) -> ModelPass:
     """The memory figures the counted forward of ``model`` can give for ``dtype``: the inference
     peak unless :func:`peak_blockers` says otherwise (then none: ``blocked``), saved-for-backward
-    too unless a module's forward depends on the training mode (``not_saved``)."""
+    too unless a module's forward depends on the training mode (``not_saved``) and is not
+    torch's batch norm (those run again beside it: ``twins``)."""
     blocked = peak_blockers(model, dtype)
     if blocked:
         return ModelPass(False, blocked=blocked)
     dependent = mode_dependent(model)
+    twins = training_twins(model) if dependent else None
+    if twins:
+        return ModelPass(True, twins=twins)
     return ModelPass(not dependent, not_saved=dependent)
+
+
+def _beside(twins: TrainingTwins, name: str) -> Any:
+    """The forward hook that runs a batch norm again in training mode on the inputs it got: its
+    bare ``forward``, so no module hook (the count's, the user's) sees the second call."""
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        twins.run(name, module, args, module.forward)
+
+    return hook
 
 
 def model_memory(

@@ -132,43 +132,56 @@ class SavedRecorder:
         return SavedMeasurement(per_layer, sum(t.bytes for t in tensors), tensors, seconds, source)
 
 
-class _TrainingTwins:
-    """``GraphModule.beside`` for :func:`run_once`: each of ``twins`` run again in training mode
-    on the inputs the pass gave it (see the module docstring), what it saves recorded apart."""
+class TrainingTwins:
+    """Mode-dependent layers run a second time in training mode beside a counted eval-mode pass
+    (see the module docstring), what each saves recorded apart: :meth:`run` is called with each
+    call's inputs; ``saved`` then holds, by layer name, its training-mode saved tensors that no
+    other layer saved before it (as ``main``, the pass's recorder, has them). Each layer's
+    buffers (batch norm's running statistics, which training mode updates) are put back, and
+    the dispatch modes are paused, so the pass's counts and live bytes never see the twin. Used
+    by the stacks' one pass and by a user's model's counted forward (measure.modelpass)."""
 
-    def __init__(self, twins: Collection[int], names: Sequence[str], main: SavedRecorder) -> None:
-        self.twins = set(twins)
-        self.names = names
+    def __init__(self, main: SavedRecorder) -> None:
         self.main = main
+        self.recorders: dict[str, SavedRecorder] = {}
         self.saved: dict[str, list[SavedTensor]] = {}
-        self.refs: list[StorageWeakRef] = []  # held until measured: no storage id is reused
         self.failed = False
 
-    def __call__(self, index: int, module: torch.nn.Module, args: list[torch.Tensor]) -> None:
-        if index not in self.twins or self.failed:
+    def run(
+        self, name: str, module: torch.nn.Module, args: Sequence[Any], call: Any = None
+    ) -> None:
+        """Run ``module`` (or ``call``, e.g. its bare ``forward``) on ``args`` in training mode."""
+        if self.failed:
             return
-        name = self.names[index]
-        recorder = SavedRecorder(self.main.excluded, [name])
+        recorder = self.recorders.setdefault(name, SavedRecorder(self.main.excluded, [name]))
+        known = set(recorder.seen)
         mode = module.training
         try:
-            with _disable_current_modes(), recorder.hooks():
-                module.train()
-                out = module(*args)
-                del out
+            with _disable_current_modes():
+                kept = [(buffer, buffer.clone()) for buffer in module.buffers()]
+                try:
+                    with recorder.hooks():
+                        module.train()
+                        out = (call or module)(*args)
+                        del out
+                finally:
+                    module.train(mode)
+                    with torch.no_grad():
+                        for buffer, value in kept:
+                            buffer.copy_(value)
         except (RuntimeError, ValueError, TypeError):
             self.failed = True  # the caller's training-mode pass meets it and says why
             return
-        finally:
-            module.train(mode)
         earlier = {
             key
             for key, (ref, saved) in self.main.seen.items()
             if saved.layer != name and not ref.expired()
         }
-        self.saved[name] = [
-            saved for key, (_, saved) in recorder.seen.items() if key not in earlier
-        ]
-        self.refs.extend(ref for ref, _ in recorder.seen.values())
+        self.saved.setdefault(name, []).extend(
+            saved
+            for key, (_, saved) in recorder.seen.items()
+            if key not in known and key not in earlier
+        )
 
 
 @dataclass
@@ -205,7 +218,14 @@ def run_once(
     x = x if x.requires_grad else x.detach().requires_grad_(True)
     tracker.register(x)
     recorder = SavedRecorder(excluded, current)
-    twin = _TrainingTwins(twins, names, recorder) if twins else None
+    twin = TrainingTwins(recorder) if twins else None
+    beside = None
+    if twin is not None:
+        chosen = set(twins)
+
+        def beside(index: int, module: torch.nn.Module, args: list[torch.Tensor]) -> None:
+            if index in chosen:
+                twin.run(names[index], module, args)
 
     try:
         with (
@@ -223,7 +243,7 @@ def run_once(
                     counted(index)
 
             graph.before = before
-            graph.beside = twin
+            graph.beside = beside
             try:
                 out = run_freeing(graph, x)
                 del out
