@@ -134,6 +134,23 @@ class SharedNorm(nn.Module):
         return self.bn(F.relu(z, inplace=True))
 
 
+class FunctionalAfterNorm(nn.Module):
+    """Plain functions on a batch norm's output (F.relu, a sigmoid): they run in no module, so
+    their saved tensors are attributed to the batch norm, the last module entered; only what
+    the batch norm's own call saved is replaced by its training twin's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn(self.conv(x)))
+        return torch.sigmoid(self.bn2(self.conv2(y))) * 3
+
+
 class OwnNorm(nn.BatchNorm2d):
     """A batch norm whose forward is the user's: no training twin (its eval output could be
     anything), so the copy's training-mode pass measures saved-for-backward."""
@@ -176,6 +193,7 @@ class Mha(nn.Module):
 CASES: list[tuple[str, Any, tuple[int, ...]]] = [
     ("trunk", Trunk, (2, 3, 8, 8)),
     ("shared batch norm", SharedNorm, (2, 3, 5, 5)),
+    ("functions after batch norm", FunctionalAfterNorm, (2, 3, 6, 6)),
     ("own batch norm", WithOwnNorm, (2, 3, 6, 6)),
     ("mlp4d", Mlp4d, (2, 3, 5, 8)),
     ("attention", Attention, (2, 4, 8)),
@@ -210,6 +228,7 @@ SAVED_ONCE = {
     "in-place silu",
     "trunk",
     "shared batch norm",
+    "functions after batch norm",
 }
 #: models with a module whose forward reads the mode
 MODE = {
@@ -218,6 +237,7 @@ MODE = {
     "reads the mode",
     "multi-head attention",
     "shared batch norm",
+    "functions after batch norm",
     "own batch norm",
 }
 

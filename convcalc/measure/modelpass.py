@@ -218,6 +218,8 @@ class ModelPass:
                 stack.enter_context(torch.enable_grad())
                 stack.enter_context(recorder.hooks())
                 for name, module in self.twins:
+                    enter = module.register_forward_pre_hook(lambda *_: twins.enter())
+                    stack.callback(enter.remove)
                     stack.callback(module.register_forward_hook(_beside(twins, name)).remove)
             stack.enter_context(_attributing(layers, current, tracker.enter))
             stack.enter_context(tracker)
@@ -264,7 +266,7 @@ class ModelPass:
                     "type and by each forward's code naming `training`), so training mode "
                     "saves the same"
                 ),
-                twins.saved if self.twins else None,
+                twins if self.twins else None,
             )
 
 

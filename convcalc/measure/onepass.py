@@ -91,13 +91,15 @@ class SavedRecorder:
         self.excluded = excluded
         self.current = current
         self.seen: dict[int, tuple[StorageWeakRef, SavedTensor]] = {}
+        #: while a list: every new entry is also appended to it (TrainingTwins.enter)
+        self.log: list[tuple[StorageWeakRef, SavedTensor]] | None = None
 
     def pack(self, tensor: torch.Tensor) -> _Saved:
         key = _storage_id(tensor)
         if key not in self.excluded:
             old = self.seen.get(key)
             if old is None or old[0].expired():
-                self.seen[key] = (
+                entry = (
                     StorageWeakRef(tensor.untyped_storage()),
                     SavedTensor(
                         self.current[0],
@@ -106,6 +108,9 @@ class SavedRecorder:
                         _nbytes(tensor),
                     ),
                 )
+                self.seen[key] = entry
+                if self.log is not None:
+                    self.log.append(entry)
         return _TOKEN
 
     def hooks(self) -> Any:
@@ -117,14 +122,15 @@ class SavedRecorder:
         names: Sequence[str],
         seconds: float,
         source: str,
-        instead: dict[str, list[SavedTensor]] | None = None,
+        twins: TrainingTwins | None = None,
     ) -> SavedMeasurement:
         """What was recorded, per layer (each of ``names``, 0 where nothing) and in total;
-        ``instead``: the layers whose tensors are these rather than the recorded ones."""
-        instead = instead or {}
+        with ``twins``, what the twinned calls saved in eval mode replaced by what they saved in
+        training mode."""
+        dropped = {id(entry) for entry in twins.dropped} if twins else set()
         tensors = tuple(
-            [saved for _, saved in self.seen.values() if saved.layer not in instead]
-            + [saved for replaced in instead.values() for saved in replaced]
+            [entry[1] for entry in self.seen.values() if id(entry) not in dropped]
+            + (twins.saved if twins else [])
         )
         per_layer = dict.fromkeys(names, 0)
         for tensor in tensors:
@@ -134,23 +140,31 @@ class SavedRecorder:
 
 class TrainingTwins:
     """Mode-dependent layers run a second time in training mode beside a counted eval-mode pass
-    (see the module docstring), what each saves recorded apart: :meth:`run` is called with each
-    call's inputs; ``saved`` then holds, by layer name, its training-mode saved tensors that no
-    other layer saved before it (as ``main``, the pass's recorder, has them). Each layer's
-    buffers (batch norm's running statistics, which training mode updates) are put back, and
-    the dispatch modes are paused, so the pass's counts and live bytes never see the twin. Used
-    by the stacks' one pass and by a user's model's counted forward (measure.modelpass)."""
+    (see the module docstring). :meth:`enter` is called as such a layer's call starts and
+    :meth:`run` once it has returned, with the inputs it was given: what that eval-mode call
+    saved (``main``, the pass's recorder, logged it) goes to ``dropped``, and what the
+    training-mode call saves to ``saved``, but for storages another layer saved before it, as
+    a training-mode pass counts them. Each layer's buffers (batch norm's running statistics,
+    which training mode updates) are put back, and the dispatch modes are paused, so the pass's
+    counts and live bytes never see the twin. Linear in the saved tensors. Used by the stacks'
+    one pass and by a user's model's counted forward (measure.modelpass)."""
 
     def __init__(self, main: SavedRecorder) -> None:
         self.main = main
         self.recorders: dict[str, SavedRecorder] = {}
-        self.saved: dict[str, list[SavedTensor]] = {}
+        self.saved: list[SavedTensor] = []
+        self.dropped: list[tuple[StorageWeakRef, SavedTensor]] = []
         self.failed = False
+
+    def enter(self) -> None:
+        """A twinned layer's eval-mode call starts: log what it saves."""
+        self.main.log = []
 
     def run(
         self, name: str, module: torch.nn.Module, args: Sequence[Any], call: Any = None
     ) -> None:
         """Run ``module`` (or ``call``, e.g. its bare ``forward``) on ``args`` in training mode."""
+        own, self.main.log = self.main.log or [], None
         if self.failed:
             return
         recorder = self.recorders.setdefault(name, SavedRecorder(self.main.excluded, [name]))
@@ -172,16 +186,14 @@ class TrainingTwins:
         except (RuntimeError, ValueError, TypeError):
             self.failed = True  # the caller's training-mode pass meets it and says why
             return
-        earlier = {
-            key
-            for key, (ref, saved) in self.main.seen.items()
-            if saved.layer != name and not ref.expired()
-        }
-        self.saved.setdefault(name, []).extend(
-            saved
-            for key, (_, saved) in recorder.seen.items()
-            if key not in known and key not in earlier
-        )
+        self.dropped.extend(own)
+        for key, (_, saved) in recorder.seen.items():
+            if key in known:
+                continue
+            prior = self.main.seen.get(key)
+            if prior is not None and prior[1].layer != name and not prior[0].expired():
+                continue  # an earlier layer saved it: counted there
+            self.saved.append(saved)
 
 
 @dataclass
@@ -219,9 +231,9 @@ def run_once(
     tracker.register(x)
     recorder = SavedRecorder(excluded, current)
     twin = TrainingTwins(recorder) if twins else None
+    chosen = set(twins)
     beside = None
     if twin is not None:
-        chosen = set(twins)
 
         def beside(index: int, module: torch.nn.Module, args: list[torch.Tensor]) -> None:
             if index in chosen:
@@ -241,6 +253,8 @@ def run_once(
                 tracker.enter(names[index])
                 if counted is not None:
                     counted(index)
+                if twin is not None and index in chosen:
+                    twin.enter()
 
             graph.before = before
             graph.beside = beside
@@ -260,7 +274,7 @@ def run_once(
         "parameters and buffers not counted; in the same real CPU pass as the counts (the "
         "hook records each saved storage and keeps a token in its place)"
         + (TWINS_SOURCE if twin else ""),
-        twin.saved if twin else None,
+        twin,
     )
     if twin is not None and twin.failed:
         saved = None
