@@ -367,6 +367,51 @@ def test_ctrl_c_says_interrupted_and_keeps_finished_rows(tmp_path) -> None:
     assert [row["line"] for row in rows] == list(range(1, len(rows) + 1))
 
 
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux's /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_ctrl_c_on_parallel_batch_leaves_no_worker_behind(tmp_path) -> None:
+    # the parent leaves by os._exit at once; its spawned workers used to sleep on forever,
+    # holding the caller's pipes open (found by a new user: $(convcalc batch ...) hung)
+    import time
+
+    sweep = tmp_path / "sweep.jsonl"
+    sweep.write_text(
+        "".join(f'{{"in": 16, "out": 16, "size": {8 + n % 50}}}\n' for n in range(20000))
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(
+        [sys.executable, "-m", "convcalc", "batch", str(sweep), "--jobs", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as process:
+        assert process.stdout is not None
+        process.stdout.readline()  # the workers are running
+        workers = _children(process.pid)
+        assert workers  # two spawned workers (and multiprocessing's resource tracker)
+        process.send_signal(signal.SIGINT)
+        # the parent's exit, not the pipes' end: workers left behind would hold them open
+        process.wait(timeout=180)
+    assert process.returncode == 130
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.1)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}/stat").exists()]
+    assert not alive, f"workers still running after the parent left: {alive}"
+
+
 # --- 16: agree is false whenever any pair differs, totals included ------------------------------
 
 

@@ -449,3 +449,31 @@ def test_model_names_the_modules_torchsummary_counts_and_it_has_no_row_for(cli, 
         "torchsummary also counts the outputs of modules convcalc has no row for: 1, 5" in note
         for note in data["notes"]
     )
+
+
+def test_ptflops_counts_multihead_attention_by_its_own_hook() -> None:
+    # ptflops' multihead_attention_counter_hook on AttentionBlock's attn, input 2×5×16
+    # (batch_first: batch 2, lengths 5, dims 16, 4 heads of 4, biases): per batch item
+    #   query scaling 5·16 = 80; projections 3·(5·16·16) = 3,840; their biases (5+5+5)·16 = 240;
+    #   heads 4·(5·5·4 + 5·5 + 5·5·4) = 4·225 = 900; output projection 5·16·17 = 1,360
+    #   = 6,420; × batch 2 = 12,840
+    from convcalc.core.conventions import model_conventions
+
+    data = analyze_model(AttentionBlock(), (2, 5, 16)).to_dict()
+    (attn,) = [m for m in data["modules"] if m["name"] == "attn"]
+    assert attn["attention_calls"] == [
+        {
+            "batch": 2,
+            "qlen": 5,
+            "klen": 5,
+            "vlen": 5,
+            "qdim": 16,
+            "kdim": 16,
+            "vdim": 16,
+            "heads": 4,
+            "in_proj_bias": 1,
+        }
+    ]
+    ptflops = model_conventions(data)["ptflops"]
+    assert ptflops["layers"]["attn"] == 12_840
+    assert "attn" not in ptflops["not_counted_by_this_rule"]

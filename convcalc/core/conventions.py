@@ -126,11 +126,29 @@ MODEL_RULES: dict[str, str] = {
     "elements; adaptive avg pool: (∏ input/output + 1) × output elements",
     "ptflops": "conv: MACs + bias adds; linear: input elements × out_features + out_features "
     "(bias once per call); batch/layer/group/instance norm: input elements × 2 (× 1 without "
-    "affine); ReLU-like and GELU: output elements; every pool: input elements",
+    "affine); ReLU-like and GELU: output elements; every pool: input elements; multi-head "
+    "attention: query scaling, the three projections, per head QKᵀ, softmax and ·V, the output "
+    "projection, biases (its own hook)",
     "calflops / DeepSpeed": "conv: 2·MACs + bias adds; linear: 2·MACs + output elements (with "
     "bias); batch norm (eval): input × 2 (× 1 without affine); layer/group norm: input × 5 "
     "(× 4); activations: input elements; every pool: input elements",
 }
+
+
+def ptflops_attention(call: dict[str, int]) -> int:
+    """ptflops' figure for one call of an nn.MultiheadAttention (its multihead_attention_counter
+    _hook, pytorch_ops.py), from the dims of the query, key and value it was given: the query
+    scaling, the three input projections (each by its own input's width squared), their biases,
+    per head QKᵀ, the softmax and the product with V, and the output projection with its bias;
+    times the batch."""
+    qlen, klen, vlen = call["qlen"], call["klen"], call["vlen"]
+    qdim, kdim, vdim, heads = call["qdim"], call["kdim"], call["vdim"], call["heads"]
+    macs = qlen * qdim + qlen * qdim * qdim + klen * kdim * kdim + vlen * vdim * vdim
+    if call["in_proj_bias"]:
+        macs += (qlen + klen + vlen) * qdim
+    macs += heads * (qlen * klen * (qdim // heads) + qlen * klen + qlen * klen * (vdim // heads))
+    macs += qlen * vdim * (vdim + 1)
+    return macs * call["batch"]
 
 
 def _module_figure(tool: str, m: dict[str, Any]) -> int | None:
@@ -179,6 +197,9 @@ def _module_figure(tool: str, m: dict[str, Any]) -> int | None:
             return inp + out
         return None
     if tool == "ptflops":
+        if kind == "MultiheadAttention":
+            attention = m.get("attention_calls") or []
+            return sum(ptflops_attention(call) for call in attention) if attention else None
         if conv:
             return macs + bias
         if linear:

@@ -335,6 +335,10 @@ class ModuleFigures:
     batch: int = 0
     #: a conv / linear with bias: its out channels / features (0 without bias)
     bias_size: int = 0
+    #: an nn.MultiheadAttention: per call, what ptflops' hook reads of its positional query,
+    #: key and value (batch, qlen, klen, vlen, qdim, kdim, vdim) and of the module (heads,
+    #: in_proj_bias 0/1); empty otherwise
+    attention_calls: tuple[dict[str, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -351,6 +355,7 @@ class ModuleFigures:
             "weight_positions": self.weight_positions,
             "batch": self.batch,
             "bias_size": self.bias_size,
+            "attention_calls": [dict(call) for call in self.attention_calls],
         }
 
 

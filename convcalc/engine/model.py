@@ -265,6 +265,7 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         in_elements,
         out_elements,
         op_calls,
+        attention_calls=_attention_calls(module),
     )
     return report, figures
 
@@ -275,6 +276,35 @@ def _bias_size(spec: Any) -> int:
     if isinstance(spec, kinds.LinearSpec) and spec.bias:
         return spec.out_features
     return 0
+
+
+def _attention_calls(module: Any) -> tuple[dict[str, int], ...]:
+    """What ptflops' nn.MultiheadAttention hook reads of each call (core.conventions): the
+    positional query, key and value, batched (3-D); none where a call had fewer or another
+    rank (ptflops' hook cannot unpack or index them)."""
+    hyper = module.attention
+    if hyper is None:
+        return ()
+    calls = []
+    for inputs in module.call_inputs:
+        if len(inputs) != 3 or any(len(shape) != 3 for shape in inputs):
+            return ()
+        q, k, v = inputs
+        batch, at = (q[0], 1) if hyper.batch_first else (q[1], 0)
+        calls.append(
+            {
+                "batch": batch,
+                "qlen": q[at],
+                "klen": k[at],
+                "vlen": v[at],
+                "qdim": q[2],
+                "kdim": k[2],
+                "vdim": v[2],
+                "heads": hyper.num_heads,
+                "in_proj_bias": int(hyper.bias),
+            }
+        )
+    return tuple(calls)
 
 
 def _leaves_without_rows(modules: tuple[Any, ...], rowed: set[str]) -> list[str]:

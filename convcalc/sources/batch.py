@@ -8,6 +8,7 @@ import csv
 import heapq
 import itertools
 import json
+import os
 import re
 import signal
 from collections.abc import Callable, Iterable, Iterator
@@ -278,6 +279,29 @@ def _freeze_heap() -> None:
         _FROZEN.append(True)
 
 
+#: how often a worker looks whether the process that started it is still there (seconds)
+WORKER_WATCH_SECONDS = 0.2
+
+
+def _worker_start(parent: int) -> None:
+    """A worker's start: Ctrl-C is the parent's to handle (one 'interrupted' line), so workers
+    ignore it; and a worker leaves as soon as its parent is gone. A parent that stops early
+    (Ctrl-C, a closed pipe) leaves by os._exit without waiting for the chunks still running,
+    and its workers, blocked on a queue nobody writes any more, would otherwise sleep forever,
+    holding the caller's stdout and stderr open (a ``$(convcalc batch ...)`` never ending)."""
+    import threading
+    import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(WORKER_WATCH_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="convcalc-parent-watch", daemon=True).start()
+
+
 def _run_parallel(
     specs: Iterable[Spec], dtype: str, options: Any, jobs: int
 ) -> Iterator[tuple[Spec, Any, str | None]]:
@@ -293,9 +317,8 @@ def _run_parallel(
     executor = ProcessPoolExecutor(
         jobs,
         mp_context=multiprocessing.get_context("spawn"),
-        # Ctrl-C is the parent's to handle (one 'interrupted' line); workers ignore it
-        initializer=signal.signal,
-        initargs=(signal.SIGINT, signal.SIG_IGN),
+        initializer=_worker_start,
+        initargs=(os.getpid(),),
     )
     specs = iter(specs)
     pending: deque[Future[list[tuple[Spec, Any, str | None]]]] = deque()
