@@ -151,6 +151,40 @@ class FunctionalAfterNorm(nn.Module):
         return torch.sigmoid(self.bn2(self.conv2(y))) * 3
 
 
+class HookedNorm(nn.Module):
+    """A user's forward hook on the batch norm saves its own tensor (o * o); it is not the
+    batch norm's own saving, and must stay counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.bn.register_forward_hook(lambda module, inputs, output: output * output)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.c(x)))
+
+
+class DirectForward(nn.Module):
+    """The batch norm's forward called directly (no module hook runs): its training-mode
+    save_mean and save_invstd must still be counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn.forward(self.c(x)))
+
+
+class KeywordNorm(DirectForward):
+    """The batch norm called with its input as a keyword (its twin gets the same keywords)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(input=self.c(x)) * 2
+
+
 class OwnNorm(nn.BatchNorm2d):
     """A batch norm whose forward is the user's: no training twin (its eval output could be
     anything), so the copy's training-mode pass measures saved-for-backward."""
@@ -194,6 +228,9 @@ CASES: list[tuple[str, Any, tuple[int, ...]]] = [
     ("trunk", Trunk, (2, 3, 8, 8)),
     ("shared batch norm", SharedNorm, (2, 3, 5, 5)),
     ("functions after batch norm", FunctionalAfterNorm, (2, 3, 6, 6)),
+    ("hooked batch norm", HookedNorm, (2, 3, 8, 8)),
+    ("batch norm's forward called", DirectForward, (2, 3, 8, 8)),
+    ("batch norm given a keyword", KeywordNorm, (2, 3, 8, 8)),
     ("own batch norm", WithOwnNorm, (2, 3, 6, 6)),
     ("mlp4d", Mlp4d, (2, 3, 5, 8)),
     ("attention", Attention, (2, 4, 8)),
@@ -229,6 +266,9 @@ SAVED_ONCE = {
     "trunk",
     "shared batch norm",
     "functions after batch norm",
+    "hooked batch norm",
+    "batch norm's forward called",
+    "batch norm given a keyword",
 }
 #: models with a module whose forward reads the mode
 MODE = {
@@ -238,6 +278,9 @@ MODE = {
     "multi-head attention",
     "shared batch norm",
     "functions after batch norm",
+    "hooked batch norm",
+    "batch norm's forward called",
+    "batch norm given a keyword",
     "own batch norm",
 }
 

@@ -119,7 +119,10 @@ def training_twins(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     the mode: the copy's training-mode pass measures saved-for-backward then)."""
     twins = []
     for name, module, _ in _mode_dependent(model):
-        if type(module).forward is not nn.modules.batchnorm._BatchNorm.forward:
+        if (
+            type(module).forward is not nn.modules.batchnorm._BatchNorm.forward
+            or "forward" in vars(module)  # a forward set on the module itself
+        ):
             return None
         twins.append((name, module))
     return twins
@@ -217,10 +220,8 @@ class ModelPass:
             if self.saved_asked:
                 stack.enter_context(torch.enable_grad())
                 stack.enter_context(recorder.hooks())
-                for name, module in self.twins:
-                    enter = module.register_forward_pre_hook(lambda *_: twins.enter())
-                    stack.callback(enter.remove)
-                    stack.callback(module.register_forward_hook(_beside(twins, name)).remove)
+                for _, module in self.twins:
+                    stack.enter_context(_beside(twins, module))
             stack.enter_context(_attributing(layers, current, tracker.enter))
             stack.enter_context(tracker)
             yield
@@ -288,14 +289,26 @@ def plan_pass(model: nn.Module, dtype: str) -> ModelPass:
     return ModelPass(not dependent, not_saved=dependent)
 
 
-def _beside(twins: TrainingTwins, name: str) -> Any:
-    """The forward hook that runs a batch norm again in training mode on the inputs it got: its
-    bare ``forward``, so no module hook (the count's, the user's) sees the second call."""
+@contextlib.contextmanager
+def _beside(twins: TrainingTwins, module: nn.Module) -> Iterator[None]:
+    """While the counted forward runs, the batch norm's ``forward`` (an attribute of the module
+    itself, which ``module(x)`` and ``module.forward(x)`` both call) logs what its own call
+    saves and then runs it again in training mode on the same inputs: its class's ``forward``,
+    so no module hook (the count's, the user's) sees the second call, and what a user's hook
+    saves is never taken for the batch norm's."""
+    own = type(module).forward.__get__(module)
 
-    def hook(module: nn.Module, args: Any, output: Any) -> None:
-        twins.run(name, module, args, module.forward)
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        twins.enter()
+        out = own(*args, **kwargs)
+        twins.run(module, args, own, kwargs)
+        return out
 
-    return hook
+    module.forward = forward
+    try:
+        yield
+    finally:
+        del module.forward
 
 
 def model_memory(

@@ -143,10 +143,11 @@ class TrainingTwins:
     (see the module docstring). :meth:`enter` is called as such a layer's call starts and
     :meth:`run` once it has returned, with the inputs it was given: what that eval-mode call
     saved (``main``, the pass's recorder, logged it) goes to ``dropped``, and what the
-    training-mode call saves to ``saved``, but for storages another layer saved before it, as
-    a training-mode pass counts them. Each layer's buffers (batch norm's running statistics,
-    which training mode updates) are put back, and the dispatch modes are paused, so the pass's
-    counts and live bytes never see the twin. Linear in the saved tensors. Used by the stacks'
+    training-mode call saves to ``saved``, attributed to the layer the pass attributes the call
+    to, but for storages another layer saved before it, as a training-mode pass counts them.
+    Each layer's buffers (batch norm's running statistics, which training mode updates) are put
+    back, and the dispatch modes are paused, so the pass's counts and live bytes never see the
+    twin. Linear in the saved tensors. Used by the stacks'
     one pass and by a user's model's counted forward (measure.modelpass)."""
 
     def __init__(self, main: SavedRecorder) -> None:
@@ -161,13 +162,21 @@ class TrainingTwins:
         self.main.log = []
 
     def run(
-        self, name: str, module: torch.nn.Module, args: Sequence[Any], call: Any = None
+        self,
+        module: torch.nn.Module,
+        args: Sequence[Any],
+        call: Any = None,
+        kwargs: dict[str, Any] | None = None,
     ) -> None:
-        """Run ``module`` (or ``call``, e.g. its bare ``forward``) on ``args`` in training mode."""
+        """Run ``module`` (or ``call``, e.g. its class's ``forward``) on ``args`` and ``kwargs``
+        in training mode."""
         own, self.main.log = self.main.log or [], None
         if self.failed:
             return
-        recorder = self.recorders.setdefault(name, SavedRecorder(self.main.excluded, [name]))
+        # attributed as the pass attributes the call's own saves: to the layer running (the
+        # module's own name, unless its forward was called directly inside another's)
+        layer = self.main.current[0]
+        recorder = self.recorders.setdefault(layer, SavedRecorder(self.main.excluded, [layer]))
         known = set(recorder.seen)
         mode = module.training
         try:
@@ -176,7 +185,7 @@ class TrainingTwins:
                 try:
                     with recorder.hooks():
                         module.train()
-                        out = (call or module)(*args)
+                        out = (call or module)(*args, **(kwargs or {}))
                         del out
                 finally:
                     module.train(mode)
@@ -187,11 +196,17 @@ class TrainingTwins:
             self.failed = True  # the caller's training-mode pass meets it and says why
             return
         self.dropped.extend(own)
+        mine = {id(entry) for entry in own}
         for key, (_, saved) in recorder.seen.items():
             if key in known:
                 continue
             prior = self.main.seen.get(key)
-            if prior is not None and prior[1].layer != name and not prior[0].expired():
+            if (
+                prior is not None
+                and id(prior) not in mine
+                and prior[1].layer != layer
+                and not prior[0].expired()
+            ):
                 continue  # an earlier layer saved it: counted there
             self.saved.append(saved)
 
@@ -237,7 +252,7 @@ def run_once(
 
         def beside(index: int, module: torch.nn.Module, args: list[torch.Tensor]) -> None:
             if index in chosen:
-                twin.run(names[index], module, args)
+                twin.run(module, args)
 
     try:
         with (
