@@ -28,7 +28,9 @@ convcalc's own cache.)
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
@@ -41,17 +43,29 @@ else:
         """:func:`dataclasses.dataclass`, its generated methods' code taken from the table."""
 
         def wrap(cls: Any) -> Any:
-            previous = dataclasses.__dict__.get("exec")
-            dataclasses.exec = _exec
-            try:
+            with kept():
                 return dataclasses.dataclass(**options)(cls)
-            finally:
-                if previous is None:
-                    dataclasses.__dict__.pop("exec", None)
-                else:
-                    dataclasses.exec = previous
 
         return wrap if cls is None else wrap(cls)
+
+
+@contextlib.contextmanager
+def kept() -> Iterator[None]:
+    """While it lasts, every standard ``@dataclass`` takes its generated code from the table:
+    convcalc's own (:func:`dataclass`), and a library's imported meanwhile (Rich's Column,
+    Row, ConsoleOptions...: output/render.py imports Rich under it), which are the standard
+    library's classes just the same."""
+    import dataclasses
+
+    previous = dataclasses.__dict__.get("exec")
+    dataclasses.exec = _exec  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if previous is None:
+            dataclasses.__dict__.pop("exec", None)
+        else:
+            dataclasses.exec = previous  # type: ignore[attr-defined]
 
 
 #: the file's format; with the interpreter's magic number, the file's first bytes

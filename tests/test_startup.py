@@ -73,6 +73,24 @@ def test_the_second_process_compiles_nothing(tmp_path: Path) -> None:
     assert int(_run(MAKE, tmp_path)) == 0  # all of them taken from the file
 
 
+#: Rich imported the way output/render.py imports it: its standard dataclasses (Column, Row,
+#: ConsoleOptions...) under _dataclass.kept()
+RICH = (
+    "from convcalc import _dataclass\n"
+    "with _dataclass.kept():\n"
+    "    import rich.table, rich.console\n"
+    "import dataclasses\n"
+    "assert 'exec' not in vars(dataclasses)\n"
+    "print(len(_dataclass._compiled))\n"
+    "_dataclass.save()\n"
+)
+
+
+def test_a_librarys_dataclasses_imported_under_kept_are_cached_too(tmp_path: Path) -> None:
+    assert int(_run(RICH, tmp_path)) > 0  # Rich's classes' code compiled, and written
+    assert int(_run(RICH, tmp_path)) == 0  # then taken from the file
+
+
 def test_a_foreign_or_broken_file_is_ignored(tmp_path: Path) -> None:
     _run(MAKE, tmp_path)
     (path,) = (tmp_path / "convcalc").iterdir()

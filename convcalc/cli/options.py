@@ -391,6 +391,8 @@ Conventions = Annotated[
 
 @dataclass(frozen=True)
 class InputOptions:
+    """The input a layer command reads: --dims, --size, --batch, --dtype."""
+
     dims: int = 2
     size: str = "224"
     batch: int = 1

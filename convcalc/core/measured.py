@@ -12,6 +12,8 @@ from convcalc.core.spec import Ints
 
 @dataclass(frozen=True)
 class LayerMeasurement:
+    """One layer's figures as torch (or fvcore) measured them; None where not measured."""
+
     output_shape: Ints | None
     params: int | None
     flops: int | None
@@ -34,6 +36,9 @@ class LayerMeasurement:
 
 @dataclass(frozen=True)
 class ChainMeasurement:
+    """What one measured run of a network gave: each layer's figures, the whole field, the
+    memory, and the source of each figure."""
+
     device: str
     layers: tuple[LayerMeasurement, ...]
     receptive_field: Ints | None  # of the whole chain

@@ -70,6 +70,9 @@ class ModuleSpec:
 
 @dataclass(frozen=True)
 class LayerReport:
+    """One layer of a report: each figure measured and by formula (``Pair``), its texts and
+    notes."""
+
     name: str
     spec: LayerSpec | ModuleSpec
     input_shape: Ints

@@ -41,6 +41,8 @@ def check_memory_options(options: Options) -> int | None:
 
 @dataclass
 class _MemoryMeasured:
+    """What the memory passes measured (each None where not), and the source of each figure."""
+
     saved: Any = None
     peak: Any = None
     step: Any = None

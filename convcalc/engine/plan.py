@@ -33,6 +33,9 @@ MEASURE_ON = ("auto", "cpu", "meta")
 
 @dataclass(frozen=True)
 class RunPlan:
+    """Where a network is measured (a real CPU run or the meta device), its estimated bytes and
+    seconds, and why."""
+
     device: str
     estimated_bytes: int
     estimated_seconds: float

@@ -12,12 +12,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from rich import box
-from rich.cells import cell_len
-from rich.console import Console, Group
-from rich.measure import Measurement
-from rich.table import Table
-from rich.text import Text
+from convcalc import _dataclass
+
+with _dataclass.kept():  # Rich's dataclasses' generated code kept between runs too
+    from rich import box
+    from rich.cells import cell_len
+    from rich.console import Console, Group
+    from rich.measure import Measurement
+    from rich.table import Table
+    from rich.text import Text
 
 from convcalc.core.cumulative import fraction_text
 from convcalc.core.formulas import group, human_bytes, shape_text
