@@ -477,3 +477,22 @@ def test_ptflops_counts_multihead_attention_by_its_own_hook() -> None:
     ptflops = model_conventions(data)["ptflops"]
     assert ptflops["layers"]["attn"] == 12_840
     assert "attn" not in ptflops["not_counted_by_this_rule"]
+
+
+def test_ptflops_has_no_attention_figure_where_its_hook_would_fail() -> None:
+    # attn(q, k, v, None, False): five positional arguments; ptflops' hook unpacks three
+    from convcalc.core.conventions import model_conventions
+
+    class Extra(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.attn(x, x, x, None, False)[0]
+
+    data = analyze_model(Extra(), (2, 5, 16)).to_dict()
+    (attn,) = [m for m in data["modules"] if m["name"] == "attn"]
+    assert attn["attention_calls"] == []
+    ptflops = model_conventions(data)["ptflops"]
+    assert "attn" not in ptflops["layers"] and "attn" in ptflops["not_counted_by_this_rule"]

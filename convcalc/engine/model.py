@@ -280,14 +280,16 @@ def _bias_size(spec: Any) -> int:
 
 def _attention_calls(module: Any) -> tuple[dict[str, int], ...]:
     """What ptflops' nn.MultiheadAttention hook reads of each call (core.conventions): the
-    positional query, key and value, batched (3-D); none where a call had fewer or another
-    rank (ptflops' hook cannot unpack or index them)."""
+    positional query, key and value, batched (3-D); none where a call had other positional
+    arguments than those three or another rank (ptflops' hook unpacks exactly three and indexes
+    three axes: it fails there)."""
     hyper = module.attention
     if hyper is None:
         return ()
     calls = []
-    for inputs in module.call_inputs:
-        if len(inputs) != 3 or any(len(shape) != 3 for shape in inputs):
+    for number, inputs in enumerate(module.call_inputs):
+        arity = module.call_arities[number] if number < len(module.call_arities) else 3
+        if arity != 3 or len(inputs) != 3 or any(len(shape) != 3 for shape in inputs):
             return ()
         q, k, v = inputs
         batch, at = (q[0], 1) if hyper.batch_first else (q[1], 0)

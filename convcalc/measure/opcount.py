@@ -374,6 +374,8 @@ class ModuleCount:
     inclusive_flops: int = 0
     #: positional input tensors of every call, in order
     call_inputs: tuple[tuple[Shape, ...], ...] = ()
+    #: how many positional arguments (tensors or not) each call had
+    call_arities: tuple[int, ...] = ()
     #: per call: (input shape, padding) the module's first convolution operator really received
     conv_received: tuple[tuple[Shape, Shape] | None, ...] = ()
     #: a lazy module (nn.LazyConv2d...) that this run materialised
@@ -442,6 +444,8 @@ class _OpCounter(TorchDispatchMode):
         self.uncounted: dict[Any, int] = {}
         self.torch_only: dict[Any, list[int]] = {}
         self.convs: list[ConvCall] = []
+        #: module name -> how many positional arguments each of its calls had
+        self.arities: dict[str, list[int]] = {}
 
     def _owner(self, args: Sequence[Any], indexes: tuple[int, ...]) -> str | None:
         for index in indexes:
@@ -664,6 +668,7 @@ def count_model(
         calls[name] += 1
         shapes = _shapes(inputs)
         call_inputs[name].append(shapes)
+        counter.arities.setdefault(name, []).append(len(inputs))
         conv_starts.setdefault(name, []).append(len(counter.convs))
         counter.stack.append(name)
         counter.inputs.append(shapes[0] if shapes else None)
@@ -840,6 +845,7 @@ def _result(
                 inclusive_macs=inclusive.get(name, [0, 0])[0],
                 inclusive_flops=inclusive.get(name, [0, 0])[1],
                 call_inputs=tuple(shapes_in),
+                call_arities=tuple(counter.arities.get(name, ())),
                 conv_received=tuple(received),
                 lazy=name in lazy,
                 spec=spec,
