@@ -11,6 +11,7 @@ import argparse
 import io
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -21,8 +22,11 @@ from convcalc import library  # noqa: E402
 from convcalc.output.formats import batch_record  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def warmed_sweep(description: str) -> tuple[argparse.Namespace, Callable[[], str]]:
+    """The options (``--specs``, ``--formula-only``) and a function running bench/batch.py's mix
+    through library.sweep and the JSONL record writer, as `convcalc batch` runs them, returning
+    the JSONL; 100 warm-up specs are run first. Shared with bench/batch_calls.py."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--specs", type=int, default=2000)
     parser.add_argument("--formula-only", action="store_true")
     args = parser.parse_args()
@@ -32,15 +36,21 @@ def main() -> None:
         else library.Measure("meta", memory=False)
     )
 
-    def run(specs: list[dict[str, object]]) -> None:
+    def run(specs: list[dict[str, object]]) -> str:
         out = io.StringIO()
         for record in library.sweep(specs, measure=measure):
             out.write(batch_record(record, "jsonl"))
+        return out.getvalue()
 
     run(mixed_specs(100, 1))
     specs = mixed_specs(args.specs, 0)
+    return args, lambda: run(specs)
+
+
+def main() -> None:
+    args, sweep = warmed_sweep(__doc__.splitlines()[0])
     cpu, wall = time.process_time(), time.perf_counter()
-    run(specs)
+    sweep()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     mode = "--formula-only" if args.formula_only else "meta"
     print(f"{mode}: {args.specs / cpu:,.0f} specs/CPU s, {args.specs / wall:,.0f} specs/s wall")

@@ -102,9 +102,6 @@ class GraphModule(nn.Module):
         #: called before and after each node (convcalc's counter attributes ops to nodes)
         self.before: Callable[[int], None] | None = None
         self.after: Callable[[int, torch.Tensor], None] | None = None
-        #: called after ``after`` with the node's module and the inputs it was given (the one
-        #: pass runs batch norms again in training mode beside it: measure.onepass)
-        self.beside: Callable[[int, nn.Module, list[torch.Tensor]], None] | None = None
 
     def run(self, x: torch.Tensor, last: int | None = None) -> list[torch.Tensor]:
         outputs: list[torch.Tensor] = []
@@ -113,12 +110,9 @@ class GraphModule(nn.Module):
                 break
             if self.before:
                 self.before(index)
-            args = [x if i < 0 else outputs[i] for i in sources]
-            out = module(*args)
+            out = module(*[x if i < 0 else outputs[i] for i in sources])
             if self.after:
                 self.after(index, out)
-            if self.beside:
-                self.beside(index, module, args)
             outputs.append(out)
         return outputs
 

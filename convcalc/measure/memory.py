@@ -135,8 +135,8 @@ def make_input(
 def run_freeing(graph: GraphModule, x: torch.Tensor) -> torch.Tensor:
     """Run a GraphModule as a hand-written forward would: every output dropped as soon as its
     last reader has run (GraphModule.run keeps them all); the last output is returned.
-    ``graph.before``/``graph.after``/``graph.beside``, when set, are called around each node as
-    GraphModule.run calls them (the one-pass measurement counts through them)."""
+    ``graph.before``/``graph.after``, when set, are called around each node as GraphModule.run
+    calls them (the one-pass measurement counts through them)."""
     sources = graph.sources
     last: dict[int, int] = {}
     for index, inputs in enumerate(sources):
@@ -151,8 +151,6 @@ def run_freeing(graph: GraphModule, x: torch.Tensor) -> torch.Tensor:
         outputs[index] = module(*args)
         if graph.after:
             graph.after(index, outputs[index])
-        if graph.beside:
-            graph.beside(index, module, args)
         del args
         for source in set(inputs):
             if source >= 0 and source != final and last.get(source) == index:

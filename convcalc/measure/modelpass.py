@@ -221,7 +221,7 @@ class ModelPass:
                 stack.enter_context(torch.enable_grad())
                 stack.enter_context(recorder.hooks())
                 for _, module in self.twins:
-                    stack.enter_context(_beside(twins, module))
+                    stack.enter_context(twins.beside(module))
             stack.enter_context(_attributing(layers, current, tracker.enter))
             stack.enter_context(tracker)
             yield
@@ -287,28 +287,6 @@ def plan_pass(model: nn.Module, dtype: str) -> ModelPass:
     if twins:
         return ModelPass(True, twins=twins)
     return ModelPass(not dependent, not_saved=dependent)
-
-
-@contextlib.contextmanager
-def _beside(twins: TrainingTwins, module: nn.Module) -> Iterator[None]:
-    """While the counted forward runs, the batch norm's ``forward`` (an attribute of the module
-    itself, which ``module(x)`` and ``module.forward(x)`` both call) logs what its own call
-    saves and then runs it again in training mode on the same inputs: its class's ``forward``,
-    so no module hook (the count's, the user's) sees the second call, and what a user's hook
-    saves is never taken for the batch norm's."""
-    own = type(module).forward.__get__(module)
-
-    def forward(*args: Any, **kwargs: Any) -> Any:
-        twins.enter()
-        out = own(*args, **kwargs)
-        twins.run(module, args, own, kwargs)
-        return out
-
-    module.forward = forward
-    try:
-        yield
-    finally:
-        del module.forward
 
 
 def model_memory(

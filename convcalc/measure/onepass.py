@@ -34,8 +34,9 @@ concatenating networks, in-place activations included (tests/test_onepass.py).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,6 +162,27 @@ class TrainingTwins:
         """A twinned layer's eval-mode call starts: log what it saves."""
         self.main.log = []
 
+    @contextlib.contextmanager
+    def beside(self, module: torch.nn.Module) -> Iterator[None]:
+        """While it lasts, ``module``'s ``forward`` (an attribute set on the module itself, which
+        ``module(x)`` and ``module.forward(x)`` both call) logs what its own call saves, then
+        runs it again in training mode on the same arguments: its class's ``forward``, so no
+        module hook (the count's, a user's) sees the second call, and what a user's hook saves
+        is never taken for the layer's."""
+        own = type(module).forward.__get__(module)
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            self.enter()
+            out = own(*args, **kwargs)
+            self.run(module, args, own, kwargs)
+            return out
+
+        module.forward = forward
+        try:
+            yield
+        finally:
+            del module.forward
+
     def run(
         self,
         module: torch.nn.Module,
@@ -246,21 +268,16 @@ def run_once(
     tracker.register(x)
     recorder = SavedRecorder(excluded, current)
     twin = TrainingTwins(recorder) if twins else None
-    chosen = set(twins)
-    beside = None
-    if twin is not None:
-
-        def beside(index: int, module: torch.nn.Module, args: list[torch.Tensor]) -> None:
-            if index in chosen:
-                twin.run(module, args)
 
     try:
-        with (
-            torch.enable_grad(),
-            tracker,
-            observed(graph, record),
-            recorder.hooks(),
-        ):
+        with contextlib.ExitStack() as stack:
+            if twin is not None:
+                for index in twins:
+                    stack.enter_context(twin.beside(graph.nodes[index]))
+            stack.enter_context(torch.enable_grad())
+            stack.enter_context(tracker)
+            stack.enter_context(observed(graph, record))
+            stack.enter_context(recorder.hooks())
             counted = graph.before
 
             def before(index: int) -> None:
@@ -268,16 +285,10 @@ def run_once(
                 tracker.enter(names[index])
                 if counted is not None:
                     counted(index)
-                if twin is not None and index in chosen:
-                    twin.enter()
 
             graph.before = before
-            graph.beside = beside
-            try:
-                out = run_freeing(graph, x)
-                del out
-            finally:
-                graph.beside = None
+            out = run_freeing(graph, x)
+            del out
         tracker.finish()
     except (RuntimeError, ValueError, TypeError) as error:
         raise MeasurementError(f"torch rejected the forward: {error}") from error
