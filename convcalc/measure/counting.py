@@ -72,7 +72,9 @@ class DispatchCounter(TorchDispatchMode):
         if self.current is None:
             return out
         packet = func._overloadpacket
-        name = str(packet)
+        name = _NAMES.get(packet)
+        if name is None:
+            name = _NAMES[packet] = str(packet)
         self.ops.setdefault(self.current, []).append(name)
         shapes = None
         if name in RECORDED_CALLS:
@@ -92,6 +94,9 @@ class DispatchCounter(TorchDispatchMode):
             )
         return out
 
+
+#: each dispatched op's overload packet's name (``str(packet)``), as first asked
+_NAMES: dict[Any, str] = {}
 
 #: types _shapes returns as they are (exact types: a subclass of int could be anything)
 _PLAIN = frozenset({int, float, bool, str, type(None)})
@@ -115,6 +120,21 @@ def _shapes(value: Any) -> Any:
     return value
 
 
+def _unwrapped(entry: Any) -> Any:
+    """The formula behind a registered entry that is ``shape_wrapper``'s (it maps tensors to
+    shapes and calls it), or None: the entry takes raw values."""
+    formula = getattr(entry, "__wrapped__", None)
+    code = getattr(entry, "__code__", None)
+    if formula is None or code is None or code.co_qualname != "shape_wrapper.<locals>.nf":
+        return None
+    return formula
+
+
+#: _unwrapped of each registered entry asked so far (flop_registry's entries live as long as
+#: torch: a new registration is a new entry, looked up afresh)
+_FORMULAS: dict[Any, tuple[Any]] = {}
+
+
 def _flop_formula(
     packet: Any, args: Any, kwargs: dict[str, Any], out: Any, shapes: Any = None
 ) -> int:
@@ -122,9 +142,11 @@ def _flop_formula(
     its ``shape_wrapper`` hands it), or the registered entry as is where it takes raw values.
     ``shapes``: ``(_shapes(args), _shapes(out))`` when the caller has them already."""
     entry = flop_registry[packet]
-    formula = getattr(entry, "__wrapped__", None)
-    code = getattr(entry, "__code__", None)
-    if formula is None or code is None or code.co_qualname != "shape_wrapper.<locals>.nf":
+    resolved = _FORMULAS.get(entry)
+    if resolved is None:
+        resolved = _FORMULAS[entry] = (_unwrapped(entry),)
+    formula = resolved[0]
+    if formula is None:
         return int(entry(*args, **kwargs, out_val=out))
     arg_shapes, out_shape = shapes if shapes is not None else (_shapes(args), _shapes(out))
     return int(formula(*arg_shapes, out_shape=out_shape, **_shapes(kwargs)))
@@ -167,12 +189,20 @@ def observed(graph: GraphModule, record: RunRecord, count: bool = True) -> Itera
             ]
             record.warnings[index] = list(dict.fromkeys(messages))
 
-        graph.before, graph.after = before, after
+        # plain attributes: object.__setattr__ is what nn.Module.__setattr__ ends in for them
+        _set_hooks(graph, before, after)
         try:
             yield
         finally:
-            graph.before = graph.after = None
+            _set_hooks(graph, None, None)
             record.counter.current = None
+
+
+def _set_hooks(graph: GraphModule, before: Any, after: Any) -> None:
+    """``graph.before, graph.after = before, after`` without nn.Module.__setattr__'s checks
+    for parameters, modules and buffers (neither is one)."""
+    object.__setattr__(graph, "before", before)
+    object.__setattr__(graph, "after", after)
 
 
 def run_counted(graph: GraphModule, x: torch.Tensor) -> RunRecord:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,8 +64,15 @@ from convcalc.measure.timing import MIN_BLOCKS, check_device
 # --- the measurement ----------------------------------------------------------------------
 
 
+#: torch's element size per dtype name, as torch reported it the first time it was asked
+_ELEMENT_SIZES: dict[str, int] = {}
+
+
 def element_size(dtype: str) -> int:
-    return torch.empty((), dtype=TORCH_DTYPES[dtype]).element_size()
+    size = _ELEMENT_SIZES.get(dtype)
+    if size is None:
+        size = _ELEMENT_SIZES[dtype] = torch.empty((), dtype=TORCH_DTYPES[dtype]).element_size()
+    return size
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,28 @@ def _layer(spec: LayerSpec, device: str, reuse: bool, torch_init: bool) -> torch
 
 #: graphs of meta modules, by nodes (bounded): a batch spec's one-layer graph is built once
 _META_GRAPHS: dict[tuple[Node, ...], GraphModule] = {}
+
+#: parameter counts (each node's, then the graph's) of the graphs in _META_GRAPHS, by graph: a
+#: module reused is the same module, its parameters the same shapes (weak keys: a graph dropped
+#: from _META_GRAPHS takes its counts with it)
+_META_COUNTS: weakref.WeakKeyDictionary[GraphModule, tuple[list[int], int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _param_counts(graph: GraphModule, reused: bool) -> tuple[list[int], int]:
+    """``sum(p.numel() for p in module.parameters())`` of each node's module and of the whole
+    graph (a parameter shared by two nodes counted once in the whole); counted once per graph
+    of reused meta modules (``reused``)."""
+    counts = _META_COUNTS.get(graph) if reused else None
+    if counts is None:
+        counts = (
+            [sum(p.numel() for p in layer.parameters()) for layer in graph.nodes],
+            sum(p.numel() for p in graph.parameters()),
+        )
+        if reused:
+            _META_COUNTS[graph] = counts
+    return counts
 
 
 def _graph(
@@ -264,8 +294,9 @@ def measure_graph(
     width = element_size(input_spec.dtype)
     results: list[LayerMeasurement] = []
     memories: list[Memory] = []
-    for index, (node, layer) in enumerate(zip(nodes, layers)):
-        count = sum(p.numel() for p in layer.parameters())
+    counts, total_params = _param_counts(graph, device == "meta" and not extras.train)
+    for index, node in enumerate(nodes):
+        count = counts[index]
         out_elements = math.prod(shapes[index])
         in_elements = sum(math.prod(input_spec.shape if i < 0 else shapes[i]) for i in node.inputs)
         notes = [f"torch warned: {message}" for message in record.warnings.get(index, [])]
@@ -317,7 +348,7 @@ def measure_graph(
     total_memory = summary_memory(
         math.prod(input_spec.shape),
         [r.output_elements or 0 for r in results],
-        sum(p.numel() for p in graph.parameters()),
+        total_params,
         width,
     )
     where = "the real CPU run" if device == "cpu" else "the run on torch's meta device"
