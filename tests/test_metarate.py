@@ -1,0 +1,57 @@
+"""The measured side's per-spec shortcuts (branch metarate): what is remembered is what torch
+reported for the same module, and a sweep's collector settings are its own."""
+
+from __future__ import annotations
+
+import gc
+
+import torch
+
+from convcalc import library
+from convcalc.measure import counting, run
+from convcalc.sources import batch
+
+
+def test_sweep_raises_the_collector_threshold_only_while_it_runs() -> None:
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+    specs = [{"in": 3, "out": 8, "kernel": 3, "size": 16}, {"in": 3, "out": 8, "kernel": 1}]
+    for _ in library.sweep(specs, measure=library.Measure(formula_only=True, memory=False)):
+        seen.append(gc.get_threshold())
+    assert gc.get_threshold() == before
+    # Python's default first threshold is 700; the sweep's is SWEEP_GC_THRESHOLD (10,000)
+    assert seen and all(t[0] == max(before[0], batch.SWEEP_GC_THRESHOLD) for t in seen)
+    assert all(t[1:] == before[1:] for t in seen)
+
+
+def test_parameter_counts_of_a_reused_meta_graph_are_its_modules() -> None:
+    from convcalc.sources.batch import spec_network
+
+    # conv 16 -> 32, 3x3, bias: 16*32*9 + 32 = 4,640; the second run reads the remembered count
+    net = spec_network({"in": 16, "out": 32, "kernel": 3, "size": 8}, "float32")
+    first = run.measure_graph(net.nodes, net.input, "meta")
+    graph = run._META_GRAPHS[tuple(net.nodes)]
+    assert run._META_COUNTS[graph] == ([4640], 4640)
+    second = run.measure_graph(net.nodes, net.input, "meta")
+    assert first.layers[0].params == second.layers[0].params == 4640
+    assert second.total_memory == first.total_memory
+
+
+def test_element_size_is_torchs() -> None:
+    for name, dtype in (("float32", torch.float32), ("float16", torch.float16)):
+        assert run.element_size(name) == torch.empty((), dtype=dtype).element_size()
+        assert run._ELEMENT_SIZES[name] == torch.empty((), dtype=dtype).element_size()
+
+
+def test_counter_hooks_are_plain_attributes_cleared_after() -> None:
+    from convcalc.sources.batch import spec_network
+
+    net = spec_network({"in": 4, "out": 4, "kernel": 3, "size": 8}, "float32")
+    graph = run._graph(net.nodes, "meta", True)
+    record = counting.run_counted(graph, torch.empty(net.input.shape, device="meta"))
+    assert graph.before is None and graph.after is None
+    assert "before" not in graph._modules and "before" not in graph._parameters
+    # each output element reads 4 channels x 3x3 = 36 MACs; 4 channels x 6x6 outputs = 144
+    # elements: 5,184 MACs, 10,368 FLOPs (the bias adds are not in torch's conv formula)
+    assert record.counter.flops == {0: 10368}
+    assert record.outputs == {0: (1, 4, 6, 6)}
