@@ -55,3 +55,24 @@ def test_counter_hooks_are_plain_attributes_cleared_after() -> None:
     # elements: 5,184 MACs, 10,368 FLOPs (the bias adds are not in torch's conv formula)
     assert record.counter.flops == {0: 10368}
     assert record.outputs == {0: (1, 4, 6, 6)}
+
+
+def test_fits_here_asks_the_system_only_for_a_real_run(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from convcalc.engine import plan
+    from convcalc.errors import SpecError
+
+    asked: list[bool] = []
+
+    def memory() -> int:
+        asked.append(True)
+        return 1000
+
+    monkeypatch.setattr(plan, "physical_memory_bytes", memory)
+    plan.check_fits_here(plan.RunPlan("meta", 10**12, 1.0, "x"))
+    assert asked == []
+    plan.check_fits_here(plan.RunPlan("cpu", 999, 1.0, "x"))  # 999 B <= 1,000 B: fits
+    with pytest.raises(SpecError, match="more than this machine's"):
+        plan.check_fits_here(plan.RunPlan("cpu", 1001, 1.0, "x"))
+    assert asked == [True, True]

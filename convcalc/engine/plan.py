@@ -111,8 +111,10 @@ def check_fits_here(plan: RunPlan) -> None:
     """A real CPU run asked for (--measure-on cpu) whose tensors alone exceed this machine's
     memory: it does not fit here, which is said before torch tries and fails (or the system
     kills it)."""
+    if plan.device != "cpu":  # nothing runs for real: no need to ask the system
+        return
     memory = physical_memory_bytes()
-    if plan.device == "cpu" and memory is not None and plan.estimated_bytes > memory:
+    if memory is not None and plan.estimated_bytes > memory:
         raise SpecError(
             "measure_on",
             f"--measure-on cpu: a real run needs about {formulas.human_bytes(plan.estimated_bytes)}"

@@ -114,7 +114,15 @@ def _shapes(value: Any) -> Any:
     if isinstance(value, list):
         return [item if type(item) in _PLAIN else _shapes(item) for item in value]
     if isinstance(value, tuple):
-        return tuple(item if type(item) in _PLAIN else _shapes(item) for item in value)
+        # an op's arguments: tensors mapped here, without a call each
+        return tuple(
+            item
+            if type(item) in _PLAIN
+            else item.shape
+            if isinstance(item, torch.Tensor)
+            else _shapes(item)
+            for item in value
+        )
     if isinstance(value, dict):
         return {key: _shapes(item) for key, item in value.items()}
     return value
