@@ -30,11 +30,35 @@ def test_parameter_counts_of_a_reused_meta_graph_are_its_modules() -> None:
     # conv 16 -> 32, 3x3, bias: 16*32*9 + 32 = 4,640; the second run reads the remembered count
     net = spec_network({"in": 16, "out": 32, "kernel": 3, "size": 8}, "float32")
     first = run.measure_graph(net.nodes, net.input, "meta")
-    graph = run._META_GRAPHS[tuple(net.nodes)]
-    assert run._META_COUNTS[graph] == ([4640], 4640)
+    module = run._META_LAYERS[net.nodes[0].spec]
+    assert run._META_COUNTS[module] == 4640
     second = run.measure_graph(net.nodes, net.input, "meta")
     assert first.layers[0].params == second.layers[0].params == 4640
     assert second.total_memory == first.total_memory
+    # params memory: 4,640 float32 = 18,560 B
+    assert first.total_memory.params == 18560
+
+
+def test_one_graph_per_wiring_takes_each_networks_modules() -> None:
+    from convcalc.sources.batch import spec_network
+
+    # two one-layer networks of the same wiring share a graph, each run with its own module:
+    # conv 3 -> 8, 3x3 on 10x10: 8x8 out, 3*8*9 + 8 = 224 params; conv 3 -> 5, 1x1: 10x10, 20
+    a = spec_network({"in": 3, "out": 8, "kernel": 3, "size": 10}, "float32")
+    b = spec_network({"in": 3, "out": 5, "kernel": 1, "size": 10}, "float32")
+    ma = run.measure_graph(a.nodes, a.input, "meta")
+    mb = run.measure_graph(b.nodes, b.input, "meta")
+    assert run._graph(a.nodes, "meta", True) is run._graph(b.nodes, "meta", True)
+    assert (ma.layers[0].output_shape, ma.layers[0].params) == ((1, 8, 8, 8), 224)
+    assert (mb.layers[0].output_shape, mb.layers[0].params) == ((1, 5, 10, 10), 20)
+    again = run.measure_graph(a.nodes, a.input, "meta")
+    assert again.layers == ma.layers
+    # a depthwise-separable pair is another wiring, its own graph: 3*9 + 3 = 30 (depthwise,
+    # bias) and 3*8 + 8 = 32 (pointwise); 62 params, 248 B
+    pair = spec_network({"op": "dw", "in": 3, "out": 8, "kernel": 3, "size": 10}, "float32")
+    mp = run.measure_graph(pair.nodes, pair.input, "meta")
+    assert [layer.params for layer in mp.layers] == [30, 32]
+    assert mp.total_memory.params == 4 * 62
 
 
 def test_element_size_is_torchs() -> None:

@@ -115,47 +115,60 @@ def _layer(spec: LayerSpec, device: str, reuse: bool, torch_init: bool) -> torch
     return module
 
 
-#: graphs of meta modules, by nodes (bounded): a batch spec's one-layer graph is built once
-_META_GRAPHS: dict[tuple[Node, ...], GraphModule] = {}
+#: graphs of meta modules, by the networks' wiring (which node reads which; bounded): one
+#: GraphModule per wiring, its modules swapped in per network (``graph.nodes[i] = module``)
+#: rather than a GraphModule built per network (an nn.Module and an nn.ModuleList: ~30 µs, for
+#: about half the specs of a sweep); it holds the modules of the last network it ran
+_META_GRAPHS: dict[tuple[tuple[int, ...], ...], GraphModule] = {}
 
-#: parameter counts (each node's, then the graph's) of the graphs in _META_GRAPHS, by graph: a
-#: module reused is the same module, its parameters the same shapes (weak keys: a graph dropped
-#: from _META_GRAPHS takes its counts with it)
-_META_COUNTS: weakref.WeakKeyDictionary[GraphModule, tuple[list[int], int]] = (
-    weakref.WeakKeyDictionary()
-)
+#: each reused meta module's parameter count (weak keys: a module dropped from _META_LAYERS
+#: takes its count with it): a module reused is the same module, its parameters the same shapes
+_META_COUNTS: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
 
 
 def _param_counts(graph: GraphModule, reused: bool) -> tuple[list[int], int]:
     """``sum(p.numel() for p in module.parameters())`` of each node's module and of the whole
-    graph (a parameter shared by two nodes counted once in the whole); counted once per graph
-    of reused meta modules (``reused``)."""
-    counts = _META_COUNTS.get(graph) if reused else None
-    if counts is None:
-        counts = (
+    graph (``graph.parameters()``: a module in two nodes counted once); counted once per
+    reused meta module (``reused``)."""
+    if not reused:
+        return (
             [sum(p.numel() for p in layer.parameters()) for layer in graph.nodes],
             sum(p.numel() for p in graph.parameters()),
         )
-        if reused:
-            _META_COUNTS[graph] = counts
-    return counts
+    counts: list[int] = []
+    whole: dict[int, int] = {}
+    for layer in graph.nodes:
+        count = _META_COUNTS.get(layer)
+        if count is None:
+            count = _META_COUNTS[layer] = sum(p.numel() for p in layer.parameters())
+        counts.append(count)
+        # the reused modules are built apart and share no parameter: graph.parameters()'s
+        # total is each distinct module's count once
+        whole[id(layer)] = count
+    return counts, sum(whole.values())
 
 
 def _graph(
     nodes: Sequence[Node], device: str, reuse: bool, torch_init: bool = False
 ) -> GraphModule:
-    """The graph of the nodes' modules (:func:`_layer`); on the meta device with ``reuse``, built
-    once per network and reused, as its modules are (its run hooks are set and cleared around
-    each run). ``torch_init``: the weights torch draws (timed layers run on them), not zeros."""
-    key = tuple(nodes)
-    graph = _META_GRAPHS.get(key) if device == "meta" and reuse else None
+    """The graph of the nodes' modules (:func:`_layer`); on the meta device with ``reuse``, one
+    graph per wiring (:data:`_META_GRAPHS`) with the nodes' modules put in it, reused as its
+    modules are (its run hooks are set and cleared around each run). ``torch_init``: the
+    weights torch draws (timed layers run on them), not zeros."""
+    layers = [_layer(node.spec, device, reuse, torch_init) for node in nodes]
+    if device != "meta" or not reuse:
+        return GraphModule(layers, [node.inputs for node in nodes])
+    key = tuple(tuple(node.inputs) for node in nodes)
+    graph = _META_GRAPHS.get(key)
     if graph is None:
-        layers = [_layer(node.spec, device, reuse, torch_init) for node in nodes]
-        graph = GraphModule(layers, [node.inputs for node in nodes])
-        if device == "meta" and reuse:
-            if len(_META_GRAPHS) >= _META_LAYERS_MAX:
-                _META_GRAPHS.pop(next(iter(_META_GRAPHS)))
-            _META_GRAPHS[key] = graph
+        if len(_META_GRAPHS) >= _META_LAYERS_MAX:
+            _META_GRAPHS.pop(next(iter(_META_GRAPHS)))
+        graph = _META_GRAPHS[key] = GraphModule(layers, key)
+    else:
+        modules = graph.nodes
+        for index, layer in enumerate(layers):
+            if modules[index] is not layer:
+                modules[index] = layer
     return graph
 
 
