@@ -48,6 +48,14 @@ BASELINES = {
     # convcalc skips torch's interpreter teardown (os._exit after flushing): so does this one
     "import torch, os._exit": [PY, "-c", "import torch, os; os._exit(0)"],
     "import typer, rich": [PY, "-c", "import typer, rich"],
+    # what any Rich table costs: the import, and printing a one-cell table (Rich's first print
+    # sets its console up): the floor under goal 6's table
+    "typer, rich, a one-cell Rich table": [
+        PY,
+        "-c",
+        "import typer, rich\nfrom rich.console import Console\nfrom rich.table import Table\n"
+        "table = Table('a')\ntable.add_row('1')\nConsole().print(table)",
+    ],
 }
 
 #: (goal, label, command, baseline, goal ratio)
@@ -170,6 +178,12 @@ def main() -> None:
             f"{goal:<5}{label:<62}{median[label]:>9.3f}{max(peaks[label]) / 1024:>9.0f}  "
             f"{baseline:<20}{ratio:>6.2f}x{goal_text:>7} {verdict}"
         )
+
+    rich_floor = median["typer, rich, a one-cell Rich table"] / median["import typer, rich"]
+    print(
+        f"6    a one-cell Rich table (import and print): {rich_floor:.2f}x `import typer, rich`: "
+        "the floor of any table under goal 6's 1.6x"
+    )
 
     huge = COMMANDS[5][1]
     one = COMMANDS[4][1]

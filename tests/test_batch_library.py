@@ -11,6 +11,7 @@ from convcalc import library
 from convcalc.choices import Measure
 from convcalc.core.spec import CLI_LABELS, Labels
 from convcalc.errors import SpecError
+from convcalc.output.formats import batch_record
 
 #: formula only: no torch, the records are the same on every machine and run
 FORMULA = Measure("auto", formula_only=True, memory=False)
@@ -148,6 +149,20 @@ def test_held_refuses_another_sweeps_results(runs, tmp_path) -> None:
     with pytest.raises(SpecError):
         library.resume(results, other, measure=FORMULA)
     assert results.read_bytes() == before  # refused before the file is touched
+
+
+def test_held_compares_every_layer_not_only_the_first(tmp_path) -> None:
+    # a depthwise-separable pair: its depthwise layer (8 -> 8) is the same for out 16 and 32;
+    # only the pointwise layer (8 -> 16, not 8 -> 32) tells the two sweeps apart
+    results = tmp_path / "r.jsonl"
+    made = library.sweep([{"op": "dw", "in": 8, "out": 16, "size": 8}], measure=FORMULA)
+    results.write_text("".join(batch_record(record, "jsonl") for record in made))
+    other = [{"op": "dw", "in": 8, "out": 32, "size": 8}]
+    with pytest.raises(SpecError) as caught:
+        library.held(results, other, measure=FORMULA)
+    assert "layers[1].spec.out_channels: 16 in the file, 32 in this run" in str(caught.value)
+    same = library.held(results, [{"op": "dw", "in": 8, "out": 16, "size": 8}], measure=FORMULA)
+    assert (same.count, same.failed) == (1, 0)
 
 
 def test_resume_refuses_other_options_before_writing(runs, tmp_path) -> None:

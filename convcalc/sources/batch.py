@@ -536,9 +536,10 @@ def record_profile(text: str, kind: str, header: str, exact_on: bool) -> dict[st
 
 def held_difference(spec: Spec, result: Result, kind: str, header: str, dtype: str) -> str | None:
     """Whether a record --resume found (``result``, of a ``kind`` file) is of ``spec``, by
-    what is cheap to know without measuring: its input shape and first layer (JSONL; CSV: its
-    input shape), its error when the spec is bad; None when it is, else the first difference
-    as ``key A, not B`` (A held, B this run's). Index and line are compared by the caller."""
+    what is cheap to know without measuring: its input shape and every layer's spec (JSONL;
+    CSV: its input shape, and a chain's parameters and output shape by formula), its error
+    when the spec is bad; None when it is, else the first difference as ``key A, not B`` (A
+    held, B this run's). Index and line are compared by the caller."""
     try:
         network = spec_network(spec.data, dtype)
         problem = None
@@ -575,8 +576,14 @@ def held_difference(spec: Spec, result: Result, kind: str, header: str, dtype: s
             held["input_shape"] = data.get("input_shape")
             made["input_shape"] = _input_shape(network)
             held["dtype"], made["dtype"] = data.get("dtype"), network.input.dtype
-            held["layers[0].spec"] = layers[0].get("spec")
-            made["layers[0].spec"] = json.loads(json.dumps(network.nodes[0].spec.to_dict()))
+            # every layer's spec: a depthwise-separable pair of another width has the same
+            # first layer, and only its second tells the sweeps apart
+            for number in range(max(len(layers), len(network.nodes))):
+                key = f"layers[{number}].spec"
+                if number < len(layers):
+                    held[key] = layers[number].get("spec")
+                if number < len(network.nodes):
+                    made[key] = json.loads(json.dumps(network.nodes[number].spec.to_dict()))
     return signature_difference(held, made)
 
 
