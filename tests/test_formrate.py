@@ -69,3 +69,78 @@ def test_replace_falls_back_where_init_does_more() -> None:
     odd = _Plain(1)
     object.__setattr__(odd, "extra", 1)
     assert not hasattr(_dataclass.replace(odd, a=2), "extra")
+
+
+def _residual_stack() -> dict[str, object]:
+    return {
+        "layers": [
+            {"op": "conv", "out": 8, "kernel": 3, "padding": 1, "bn": True, "act": "relu"},
+            {
+                "op": "residual",
+                "main": [{"op": "conv", "out": 16, "kernel": 3, "stride": 2, "padding": 1}],
+                "shortcut": [{"op": "conv", "out": 16, "kernel": 1, "stride": 2}],
+            },
+            {"op": "maxpool", "kernel": 2},
+        ]
+    }
+
+
+def test_builder_checked_inputs_are_graph_inputs() -> None:
+    from convcalc.core.graph import graph_inputs
+    from convcalc.sources.stack import build_network
+
+    network = build_network(_residual_stack(), (2, 3, 20, 20), "float32", "test")
+    checked = network.checked_inputs()
+    assert checked is not None and len(checked) == len(network.nodes) == 7
+    assert list(checked) == graph_inputs(network.nodes, network.input)
+    # the input of the add is the main path's output: 16 channels at 10x10 (20 -> 10)
+    assert checked[5].shape == (2, 16, 10, 10)
+
+
+def test_a_changed_network_is_validated_again() -> None:
+    from convcalc import engine
+    from convcalc.core.spec import Node
+    from convcalc.errors import SpecError
+    from convcalc.kinds import build_conv
+    from convcalc.sources.stack import build_network
+
+    network = build_network(_residual_stack(), (2, 3, 20, 20), "float32", "test")
+    # a first layer taking 5 channels where the input has 3: the builder never saw it
+    network.nodes[0] = Node(build_conv(dims=2, in_channels=5, out_channels=8), (-1,))
+    assert network.checked_inputs() is None
+    with pytest.raises(SpecError, match="does not match the input's 3 channels"):
+        engine.analyze_network(network, options=engine.Options(formula_only=True))
+    # another input: the tensors the builder found are not this input's
+    network = build_network(_residual_stack(), (2, 3, 20, 20), "float32", "test")
+    network.input = dataclasses.replace(network.input, batch=4)
+    assert network.checked_inputs() is None
+    report = engine.analyze_network(network, options=engine.Options(formula_only=True))
+    assert report.layers[0].input_shape == (4, 3, 20, 20)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_network_memory_is_the_three_functions(optimizer: str) -> None:
+    from convcalc.core import memory_model
+    from convcalc.sources.stack import build_network
+
+    data = _residual_stack()
+    data["layers"] += [  # type: ignore[operator]
+        {"op": "dropout"},
+        {"op": "conv", "out": 4, "kernel": 3, "padding": 1, "padding_mode": "reflect"},
+        {"op": "flatten"},
+        {"op": "linear", "out": 10},
+    ]
+    network = build_network(data, (2, 3, 20, 20), "float16", "test")
+    both = memory_model.network_memory(network.nodes, network.input, optimizer)
+    assert both.saved == memory_model.saved_for_backward(network.nodes, network.input)
+    assert both.peak == memory_model.peak_inference(network.nodes, network.input)
+    assert both.step == memory_model.training_step(network.nodes, network.input, optimizer)
+    # a reflect-padded first layer: its pad saves the input only when the input carries a
+    # gradient (saved: 2·3·20·20·2 B = 4,800 B of input + the padded copy 2·3·22·22·2 B =
+    # 5,808 B), the step's data does not (the copy alone)
+    layer = {"layers": [{"op": "conv", "out": 4, "padding": 1, "padding_mode": "reflect"}]}
+    network = build_network(layer, (2, 3, 20, 20), "float16", "test")
+    both = memory_model.network_memory(network.nodes, network.input, optimizer)
+    assert both.saved == memory_model.saved_for_backward(network.nodes, network.input)
+    assert both.step == memory_model.training_step(network.nodes, network.input, optimizer)
+    assert (both.saved.total.value, both.step.saved_for_backward.value) == (4800 + 5808, 5808)

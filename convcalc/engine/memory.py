@@ -246,9 +246,9 @@ def with_memory(
     the live bytes while it runs; for the network those, one training step, and what fits.
     ``once``: the ChainMeasurement whose real pass measured saved and peak already (either may
     be None: measured here)."""
-    saved = memory_model.saved_for_backward(nodes, input_spec)
-    peak = memory_model.peak_inference(nodes, input_spec)
-    step = memory_model.training_step(nodes, input_spec, options.optimizer)
+    # saved for backward, the inference peak and the training step, sharing their passes
+    both = memory_model.network_memory(nodes, input_spec, options.optimizer)
+    saved, peak, step = both.saved, both.peak, both.step
     fit = None
     if fit_bytes is not None:
         fit = _fit(nodes, input_spec, options, fit_bytes, check=plan.device != "none")

@@ -143,6 +143,22 @@ class Network:
     nodes: list[Node] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the nodes and input the builder validated, and each node's input tensor it found (the
+    #: rules of core.graph.graph_inputs: every layer fits its input, no output is empty); the
+    #: engine takes the tensors from here while nodes and input are still these
+    checked: tuple[tuple[Node, ...], InputSpec, tuple[InputSpec, ...]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def checked_inputs(self) -> tuple[InputSpec, ...] | None:
+        """Each node's input tensor as the builder validated it, or None when the nodes or the
+        input changed since (or the network was not built by the builder)."""
+        if self.checked is None:
+            return None
+        nodes, input_spec, inputs = self.checked
+        if input_spec != self.input or nodes != tuple(self.nodes):
+            return None
+        return inputs
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -188,6 +204,7 @@ class _Builder:
         self.dtype = dtype
         self.counts: dict[str, int] = {}
         self.tensors: list[InputSpec] = []  # each node's output, by formula
+        self.inputs: list[InputSpec] = []  # each node's (first) input, validated
         self.index = 0  # layers of the file, counted as the user reads them
 
     def tensor(self, source: int) -> InputSpec:
@@ -222,6 +239,7 @@ class _Builder:
         self.network.nodes.append(Node(spec, inputs, path))
         self.network.names.append(name)
         self.tensors.append(out)
+        self.inputs.append(feeds[0])
         return len(self.network.nodes) - 1
 
     def layers(
@@ -506,6 +524,7 @@ def build_network(
     network = builder.network
     if not network.nodes:
         raise SpecError("layers", f"{source}: the stack has no layers")
+    network.checked = (tuple(network.nodes), network.input, tuple(builder.inputs))
     if any(len(n.inputs) > 1 for n in network.nodes):
         network.notes.append(
             "residual blocks: an add's output sees the union of its paths' receptive fields; "
