@@ -144,3 +144,29 @@ def test_network_memory_is_the_three_functions(optimizer: str) -> None:
     assert both.saved == memory_model.saved_for_backward(network.nodes, network.input)
     assert both.step == memory_model.training_step(network.nodes, network.input, optimizer)
     assert (both.saved.total.value, both.step.saved_for_backward.value) == (4800 + 5808, 5808)
+
+
+def test_exact_key_of_flat_specs_tells_types_apart() -> None:
+    from convcalc.sources.batch import _exact
+
+    same = [{"in": 1, "size": 2.0}, {"in": 1, "size": 2.0}]
+    assert _exact(same[0]) == _exact(same[1])
+    different = [
+        {"in": 1},
+        {"in": 1.0},
+        {"in": True},
+        {"in": "1"},
+        {"in": None},
+        {"in": -0.0},
+        {"in": 0.0},
+        {"in": [1]},  # nested: walked item by item
+        {"in": (1,)},
+        {"in": 1, "out": 2},
+        {"out": 2, "in": 1},  # key order
+        {"in": "1', 'out': 2"},  # a quote inside a string stays inside it
+        {"in": "1", "out": 2},
+    ]
+    keys = [_exact(spec) for spec in different]
+    assert len(set(keys)) == len(keys)
+    assert _exact({"in": object()}) is None  # never remembered
+    assert _exact({1: 2}) == _exact({1: 2}) != _exact({"1": 2})

@@ -448,7 +448,9 @@ def check_fits(spec: ConvSpec, input_spec: InputSpec, labels: Labels) -> None:
 
 def warnings(name: str, spec: ConvSpec, layer_input: InputSpec) -> list[str]:
     """The traps a convolution falls into, given its input."""
-    found = dropped_rows(name, geometry(spec), layer_input)
+    from convcalc.kinds import geometry as known  # remembered per spec
+
+    found = dropped_rows(name, known(spec), layer_input)
     dims = spec.dims
     if spec.padding == "same":
         same: dict[int, str] = {}

@@ -221,11 +221,31 @@ def _exact(value: Any) -> Any:
         items = [_exact(item) for item in value]
         return None if any(item is None for item in items) else (kind, tuple(items))
     if kind is dict:
+        flat = _exact_flat(value)
+        if flat is not None:
+            return flat
         pairs = [(_exact(k), _exact(v)) for k, v in value.items()]
         if any(k is None or v is None for k, v in pairs):
             return None
         return (kind, tuple(pairs))
     return None
+
+
+#: the types of a flat spec's values (a JSONL or CSV line without lists or objects) whose repr
+#: reads back as exactly that value: str quoted, bool True/False, None, an int's digits, a
+#: float's repr (always with ".", "e", "inf" or "nan": never an int's)
+_FLAT_TYPES = frozenset((str, int, bool, type(None), float))
+
+
+def _exact_flat(value: dict[Any, Any]) -> Any:
+    """:func:`_exact` of a dict of str keys and plain values (most specs), cheaper: its repr,
+    which reads back as exactly that dict (key order and every type kept), so it is equal only
+    for the same data. None for any other dict (then :func:`_exact` walks it)."""
+    types = _FLAT_TYPES
+    for key, item in value.items():
+        if type(key) is not str or type(item) not in types:
+            return None
+    return ("flat dict", repr(value))
 
 
 def _analyze_remembered(

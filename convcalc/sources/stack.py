@@ -133,6 +133,8 @@ STACK_LABELS = {
     "op": "op",
     "output_size": "output_size",
 }
+#: the labels of a layer's errors (one instance: Labels is frozen and STACK_LABELS is shared)
+_STACK_LABELS = Labels(STACK_LABELS)
 
 
 @dataclass
@@ -217,7 +219,7 @@ class _Builder:
     def add(
         self, spec: LayerSpec, inputs: tuple[int, ...], name: str, where: str, path: str
     ) -> int:
-        labels = Labels(STACK_LABELS)
+        labels = _STACK_LABELS
         feeds = [self.tensor(i) for i in inputs]
         try:
             if len({f.shape for f in feeds}) > 1:
@@ -296,7 +298,7 @@ class _Builder:
     ) -> int:
         here = self.tensor(source)
         dims, channels = here.dims, here.channels
-        labels = Labels(STACK_LABELS)
+        labels = _STACK_LABELS
         get = layer.get
         if op == "residual":
             return self._residual(layer, name, where, source, path)
@@ -341,7 +343,7 @@ class _Builder:
         self, op: str, layer: dict[str, Any], name: str, where: str, source: int, path: str
     ) -> int:
         here = self.tensor(source)
-        labels = Labels(STACK_LABELS)
+        labels = _STACK_LABELS
         get = layer.get
         bias = flag(get("bias", True), "bias")
         common: dict[str, Any] = {"dims": here.dims, "in_channels": here.channels, "labels": labels}
