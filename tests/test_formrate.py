@@ -170,3 +170,54 @@ def test_exact_key_of_flat_specs_tells_types_apart() -> None:
     assert len(set(keys)) == len(keys)
     assert _exact({"in": object()}) is None  # never remembered
     assert _exact({1: 2}) == _exact({1: 2}) != _exact({"1": 2})
+
+
+def _sweep_specs() -> list[dict[str, object]]:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from batch import mixed_specs  # type: ignore[import-not-found]
+
+    bad: list[dict[str, object]] = [
+        {"in": 3, "out": 8, "kernel": 9, "size": 4},  # the kernel spans more than the input
+        {"in": 3, "out": 8, "groups": 2},  # groups do not divide the channels
+        {"in": 3, "nope": 1},  # an unknown key
+        {"in": "x"},  # not a number
+        {"__error__": "line 3 is not JSON"},
+    ]
+    return mixed_specs(120, 3) + bad
+
+
+def test_the_heap_is_frozen_every_so_many_specs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from convcalc import library
+    from convcalc.sources import batch
+
+    frozen: list[int] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
+    monkeypatch.setattr(batch, "FREEZE_EVERY", 4)
+    specs = [{"in": 3, "out": 4, "size": 8 + n} for n in range(10)]
+    records = list(library.sweep(specs, measure=library.Measure(formula_only=True)))
+    assert len(records) == 10 and all(r.error is None for r in records)
+    assert len(frozen) == 3  # after the 1st, 5th and 9th spec (numbers 0, 4 and 8)
+
+
+def test_a_sweep_makes_no_cyclic_garbage() -> None:
+    """What the periodic gc.freeze relies on: whatever a spec leaves behind is freed by its
+    reference count, errors included, so freezing never keeps garbage."""
+    import gc
+
+    from convcalc import library
+
+    specs = _sweep_specs()
+    list(library.sweep(specs[:3], measure=library.Measure(formula_only=True)))  # warm
+    gc.collect()
+    gc.disable()
+    try:
+        records = list(library.sweep(specs, measure=library.Measure(formula_only=True)))
+        assert sum(r.error is not None for r in records) == 5
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
