@@ -221,3 +221,38 @@ def test_a_sweep_makes_no_cyclic_garbage() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+# bad specs on the shortcuts' edges (whole numbers taken as they are, the input size handed to
+# build_input as numbers, the keys a layer takes remembered per op): the messages main gave
+EDGE_SPECS: list[tuple[dict[str, object], str | tuple[int, ...]]] = [
+    ({"in": 3, "size": True}, "size True must be a number (an integer, like 1000, not 1e3)"),
+    ({"in": 3, "size": -3}, "size -3 must be a number (an integer, like 1000, not 1e3)"),
+    ({"in": 3, "size": 8.0}, "size 8.0 must be a number (an integer, like 1000, not 1e3)"),
+    ({"in": 3, "size": 0}, "spec: input size 0 must be positive"),
+    ({"in": True, "size": 8}, "in True must be a whole number"),
+    ({"in": 3, "dims": True}, "dims True must be a whole number"),
+    ({"in": 3, "batch": -1}, "spec: input batch -1 must be a positive integer"),
+    ({"input": [1, 3, True, 8]}, "spec: input size 'Truex8' is not a number or one number per"),
+    ({"input": [1, 3, -2, 8]}, "spec: input size -2x8 must be positive"),
+    ({"in": 3, "size": 2**40}, "spec: input size 1099511627776 is too large (at most 2**31 - 1)"),
+    (
+        {"in": 3, "op": "maxpool", "out": 3},
+        "layer 1 (maxpool1): unknown key 'out' for maxpool; it takes ceil_mode, dilation, "
+        "kernel, padding, stride",
+    ),
+    ({"in": 3, "size": "8x9", "dims": 2}, (1, 3, 8, 9)),
+    ({"input": "1,3,8"}, (1, 3, 8)),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), EDGE_SPECS)
+def test_spec_edges_read_as_before(spec: dict[str, object], expected: object) -> None:
+    from convcalc import library
+
+    (record,) = library.sweep([spec], measure=library.Measure(formula_only=True))
+    if isinstance(expected, tuple):
+        assert record.error is None and record.report is not None
+        assert record.report.input.shape == expected
+    else:
+        assert record.error is not None and record.error.startswith(str(expected))

@@ -124,14 +124,8 @@ def spec_network(data: dict[str, Any], dtype: str) -> Any:
             raise SpecError("in", "a spec needs 'in' (input channels) or 'input' (N,C,size...)")
         dims = _whole(data.get("dims", 2), "dims")
         size = data.get("size", 224)
-        text = str(size).replace(",", "x")
-        if isinstance(size, bool) or not re.fullmatch(r"\d+(x\d+)*", text):
-            raise SpecError(
-                "size",
-                f"size {size!r} must be a number (an integer, like 1000, not 1e3), or one per "
-                "dimension like 56x80",
-            )
-        sizes = [int(v) for v in text.split("x")]
+        # a whole number >= 0 as it is (all the pattern of _sizes accepts of an int)
+        sizes = [size] if type(size) is int and size >= 0 else _sizes(size)
         if len(sizes) == 1:
             sizes *= dims
         shape = (_whole(data.get("batch", 1), "batch"), _whole(data["in"], "in"), *sizes)
@@ -141,6 +135,18 @@ def spec_network(data: dict[str, Any], dtype: str) -> Any:
         layers = parse_inline(layer["layers"])
         return build_network({"layers": layers}, shape, dtype, "spec", label)
     return build_network({"layers": [layer]}, shape, dtype, "spec", label)
+
+
+def _sizes(size: Any) -> list[int]:
+    """A spec's ``size``: a number, or one per dimension like 56x80."""
+    text = str(size).replace(",", "x")
+    if isinstance(size, bool) or not re.fullmatch(r"\d+(x\d+)*", text):
+        raise SpecError(
+            "size",
+            f"size {size!r} must be a number (an integer, like 1000, not 1e3), or one per "
+            "dimension like 56x80",
+        )
+    return [int(v) for v in text.split("x")]
 
 
 def _agrees_with_input(data: dict[str, Any], shape: tuple[int, ...]) -> None:
@@ -168,6 +174,8 @@ def _agrees_with_input(data: dict[str, Any], shape: tuple[int, ...]) -> None:
 
 
 def _whole(value: Any, key: str) -> int:
+    if type(value) is int:  # what the pattern below accepts of an int: every one
+        return value
     if isinstance(value, bool) or not re.fullmatch(r"-?\d+", str(value).strip()):
         raise SpecError(key, f"{key} {value!r} must be a whole number")
     return int(value)

@@ -22,6 +22,7 @@ Inline: layers separated by ``;``, each an op and its arguments, ``k3`` (kernel)
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import field
 from typing import Any
@@ -200,6 +201,12 @@ def _toml() -> Any:
     return tomllib
 
 
+@functools.cache  # one entry per op of OPS (checked before)
+def _allowed(op: str) -> frozenset[str]:
+    """The keys a layer of ``op`` takes."""
+    return frozenset(KEYS.get(op, set()) | {"op", "name"})
+
+
 class _Builder:
     def __init__(self, input_spec: InputSpec, dtype: str) -> None:
         self.network = Network(input=input_spec)
@@ -262,7 +269,7 @@ class _Builder:
         where = f"layer {self.index} ({name})"
         if op not in OPS:
             raise SpecError("op", f"{where}: unknown op {layer['op']!r}; ops: {', '.join(OPS)}")
-        allowed = KEYS.get(op, set()) | {"op", "name"}
+        allowed = _allowed(op)
         unknown = sorted(set(layer) - allowed)
         if unknown:
             raise SpecError(
@@ -489,6 +496,20 @@ def _text(value: Any) -> Any:
     return value if isinstance(value, int | str) else str(value)
 
 
+@functools.lru_cache(maxsize=64)
+def _input_labels(source: str, dtype_label: str) -> Labels:
+    """The labels of a stack input's errors (remembered: a sweep asks for the same few)."""
+    return Labels(
+        {
+            **STACK_LABELS,
+            "size": f"{source}: input size",
+            "batch": f"{source}: input batch",
+            "in_channels": f"{source}: input channels",
+            "dtype": dtype_label,
+        }
+    )
+
+
 def build_network(
     data: dict[str, Any],
     input_shape: tuple[int, ...] | None,
@@ -505,21 +526,18 @@ def build_network(
             "input: [1, 3, 224, 224], or give --input N,C,H,W",
         )
     shape = input_shape or parse_input(data.get("input"), f"{source}: input")
+    spatial = shape[2:]
     input_spec = build_input(
         dims=len(shape) - 2,
         channels=shape[1],
-        size="x".join(map(str, shape[2:])),
+        # whole numbers as they are (build_input reads "56x80" back to them); anything else
+        # (a bool) as text, as before
+        size=tuple(spatial)
+        if spatial and all(type(v) is int for v in spatial)
+        else "x".join(map(str, spatial)),
         batch=shape[0],
         dtype=dtype,
-        labels=Labels(
-            {
-                **STACK_LABELS,
-                "size": f"{source}: input size",
-                "batch": f"{source}: input batch",
-                "in_channels": f"{source}: input channels",
-                "dtype": dtype_label,
-            }
-        ),
+        labels=_input_labels(source, dtype_label),
     )
     builder = _Builder(input_spec, dtype)
     builder.layers(data["layers"], -1)
