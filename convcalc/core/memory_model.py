@@ -243,7 +243,7 @@ class _Passes:
     gradient; each worked out at its first use, once. :func:`network_memory` hands one to every
     pass; each public function alone makes its own."""
 
-    __slots__ = ("_graphs", "_requires", "_shapes", "input_spec", "nodes")
+    __slots__ = ("_described", "_graphs", "_requires", "_shapes", "input_spec", "nodes")
 
     def __init__(self, nodes: Sequence[Node], input_spec: InputSpec) -> None:
         self.nodes = nodes
@@ -251,6 +251,7 @@ class _Passes:
         self._shapes: list[Ints] | None = None
         self._graphs: dict[tuple[int, bool, tuple[int, ...]], _Graph] = {}
         self._requires: dict[bool, dict[int, bool]] = {}
+        self._described: dict[int, str] = {}
 
     def shapes(self) -> list[Ints]:
         if self._shapes is None:
@@ -265,6 +266,14 @@ class _Passes:
                 self.nodes, self.input_spec, width, training, inplace, self.shapes()
             )
         return graph
+
+    def describe(self, index: int) -> str:
+        """Node ``index``'s layer as its spec describes it (the peak and the backward name
+        the node where theirs is)."""
+        text = self._described.get(index)
+        if text is None:
+            text = self._described[index] = self.nodes[index].spec.describe()
+        return text
 
     def requires(self, input_requires_grad: bool) -> dict[int, bool]:
         requires = self._requires.get(input_requires_grad)
@@ -327,9 +336,10 @@ def _saved_for_backward(
     seen: dict[tuple[str, int], int] = {}
     layers: list[Derived[int]] = []
     total = 0
+    input_shape = input_spec.shape
     for index, node in enumerate(nodes):
         io = LayerIO(
-            tuple(graph.shape_of(i, input_spec.shape) for i in node.inputs),
+            tuple(graph.shape_of(i, input_shape) for i in node.inputs),
             graph.shapes[index],
             width,
             training,
@@ -446,24 +456,21 @@ def _peak_inference(passes: _Passes, dtype: str | None, *, inplace: Collection[i
             last_use[key] = max(last_use.get(key, index), index)
     last_use[graph.storage_of(len(nodes) - 1)] = len(nodes)
     born = {-1: -1, **{i: i for i in range(len(nodes)) if graph.storage[i] == i}}
+    input_shape = input_spec.shape
+    # each storage's bytes, once (every layer it is live through counts them)
+    born_bytes = {s: math.prod(graph.shape_of(s, input_shape)) * width for s in born}
     layers: list[Derived[int]] = []
     for index, node in enumerate(nodes):
         live = [s for s in born if born[s] <= index <= last_use[s]]
         io = LayerIO(
-            tuple(graph.shape_of(i, input_spec.shape) for i in node.inputs),
+            tuple(graph.shape_of(i, input_shape) for i in node.inputs),
             graph.shapes[index],
             width,
             False,
             index in inplace,
         )
         work = inference_workspace(node.spec, io)
-        terms = [
-            (
-                "input" if s < 0 else f"out{s}",
-                math.prod(graph.shape_of(s, input_spec.shape)) * width,
-            )
-            for s in live
-        ]
+        terms = [("input" if s < 0 else f"out{s}", born_bytes[s]) for s in live]
         value = sum(b for _, b in terms) + work.value
         shown = " + ".join(f"{name} {group(b)}" for name, b in terms)
         if work.value:
@@ -473,7 +480,7 @@ def _peak_inference(passes: _Passes, dtype: str | None, *, inplace: Collection[i
     peak = layers[at]
     return Peak(
         tuple(layers),
-        Derived(peak.value, f"while layer {at} ({nodes[at].spec.describe()}) runs: {peak.shown}"),
+        Derived(peak.value, f"while layer {at} ({passes.describe(at)}) runs: {peak.shown}"),
         at,
     )
 
@@ -565,9 +572,11 @@ def _backward_transient(
     out_shapes = passes.shapes()
     requires = passes.requires(input_requires_grad)
 
-    def size(index: int) -> int:
-        shape = input_spec.shape if index < 0 else out_shapes[index]
-        return math.prod(shape) * width
+    # each tensor's bytes, once (the loop below asks for each several times)
+    sizes = {-1: math.prod(input_spec.shape) * width}
+    for index, shape in enumerate(out_shapes):
+        sizes[index] = math.prod(shape) * width
+    size = sizes.__getitem__
 
     consumers: dict[int, list[int]] = {}
     for index, node in enumerate(nodes):
@@ -607,7 +616,7 @@ def _backward_transient(
             )
     return Derived(
         best,
-        f"during layer {best_at}'s backward ({nodes[best_at].spec.describe()}): {best_terms} = "
+        f"during layer {best_at}'s backward ({passes.describe(best_at)}): {best_terms} = "
         f"{group(best)} B",
     )
 
