@@ -198,6 +198,7 @@ def test_the_heap_is_frozen_every_so_many_specs(monkeypatch: pytest.MonkeyPatch)
     frozen: list[int] = []
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
     monkeypatch.setattr(batch, "FREEZE_EVERY", 4)
+    monkeypatch.setattr(batch, "_FROZEN", [])  # as in a fresh process
     specs = [{"in": 3, "out": 4, "size": 8 + n} for n in range(10)]
     records = list(library.sweep(specs, measure=library.Measure(formula_only=True)))
     assert len(records) == 10 and all(r.error is None for r in records)
