@@ -32,7 +32,9 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from types import CodeType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from dataclasses import dataclass as dataclass
@@ -197,3 +199,54 @@ def save() -> None:
     except Exception:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+
+
+#: per dataclass: the names of its fields when :func:`replace` may copy an instance directly
+#: (every field set by the generated ``__init__``, no ``__post_init__``, no ``__slots__``);
+#: None when it must call :func:`dataclasses.replace`
+_COPYABLE: dict[type, frozenset[str] | None] = {}
+
+
+def _copyable(cls: type) -> frozenset[str] | None:
+    import dataclasses
+
+    if hasattr(cls, "__post_init__") or hasattr(cls, "__slots__"):
+        return None
+    params = getattr(cls, "__dataclass_params__", None)
+    init = getattr(getattr(cls, "__init__", None), "__code__", None)
+    # the generated __init__ (compiled from text: its file is "<string>"), not the class's own
+    if params is None or not params.init or init is None or init.co_filename != "<string>":
+        return None
+    fields = dataclasses.fields(cls)
+    # every __init__ argument a field (an InitVar is an argument and no field) and back
+    if (
+        any(not f.init for f in fields)
+        or init.co_argcount + init.co_kwonlyargcount != len(fields) + 1
+    ):
+        return None
+    return frozenset(f.name for f in fields)
+
+
+def replace(obj: _T, /, **changes: Any) -> _T:
+    """:func:`dataclasses.replace`, the same new object, made without the generated
+    ``__init__``: the instance's fields copied and ``changes`` set over them. Only where that
+    is exactly what ``replace`` does (a class whose ``__init__`` sets each field from its
+    argument and nothing else, an instance holding only its fields, ``changes`` naming fields);
+    anything else goes to :func:`dataclasses.replace`. ``replace`` walks ``fields()`` and calls
+    ``__init__`` (a frozen class sets every field through ``object.__setattr__``): ~10 µs a
+    report's layer, three a batch spec (docs/benchmarks.md)."""
+    cls = type(obj)
+    try:
+        names = _COPYABLE[cls]
+    except KeyError:
+        names = _COPYABLE[cls] = _copyable(cls)
+    state = getattr(obj, "__dict__", None)
+    if names is None or state is None or state.keys() != names or not names.issuperset(changes):
+        import dataclasses
+
+        return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+    new = object.__new__(cls)
+    values = new.__dict__
+    values.update(state)
+    values.update(changes)
+    return new

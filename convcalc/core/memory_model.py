@@ -223,8 +223,9 @@ def _graph(
     width: int,
     training: bool,
     inplace: Collection[int],
+    out_shapes: list[Ints] | None = None,
 ) -> _Graph:
-    out_shapes = shapes(nodes, input_spec)
+    out_shapes = shapes(nodes, input_spec) if out_shapes is None else out_shapes
     storage: list[int] = []
     for index, node in enumerate(nodes):
         if _is_alias(node, training, index in inplace):
@@ -233,6 +234,54 @@ def _graph(
         else:
             storage.append(index)
     return _Graph(out_shapes, storage, width)
+
+
+class _Passes:
+    """What the memory passes over one network share (saved for backward with and without an
+    input gradient, the inference peak, the training step and its backward): the nodes' output
+    shapes, their storages per training mode and in-place set, and which tensors carry a
+    gradient; each worked out at its first use, once. :func:`network_memory` hands one to every
+    pass; each public function alone makes its own."""
+
+    __slots__ = ("_described", "_graphs", "_requires", "_shapes", "input_spec", "nodes")
+
+    def __init__(self, nodes: Sequence[Node], input_spec: InputSpec) -> None:
+        self.nodes = nodes
+        self.input_spec = input_spec
+        self._shapes: list[Ints] | None = None
+        self._graphs: dict[tuple[int, bool, tuple[int, ...]], _Graph] = {}
+        self._requires: dict[bool, dict[int, bool]] = {}
+        self._described: dict[int, str] = {}
+
+    def shapes(self) -> list[Ints]:
+        if self._shapes is None:
+            self._shapes = shapes(self.nodes, self.input_spec)
+        return self._shapes
+
+    def graph(self, width: int, training: bool, inplace: Collection[int]) -> _Graph:
+        key = (width, training, tuple(sorted(inplace)))
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = self._graphs[key] = _graph(
+                self.nodes, self.input_spec, width, training, inplace, self.shapes()
+            )
+        return graph
+
+    def describe(self, index: int) -> str:
+        """Node ``index``'s layer as its spec describes it (the peak and the backward name
+        the node where theirs is)."""
+        text = self._described.get(index)
+        if text is None:
+            text = self._described[index] = self.nodes[index].spec.describe()
+        return text
+
+    def requires(self, input_requires_grad: bool) -> dict[int, bool]:
+        requires = self._requires.get(input_requires_grad)
+        if requires is None:
+            requires = self._requires[input_requires_grad] = _requires_grad(
+                self.nodes, input_requires_grad
+            )
+        return requires
 
 
 @dataclass(frozen=True)
@@ -260,17 +309,37 @@ def saved_for_backward(
     gradient (as a layer inside a bigger network does; real data does not). A layer records
     nothing when none of its inputs requires grad and it has no parameters.
     """
+    return _saved_for_backward(
+        _Passes(nodes, input_spec),
+        dtype,
+        training=training,
+        inplace=inplace,
+        input_requires_grad=input_requires_grad,
+    )
+
+
+def _saved_for_backward(
+    passes: _Passes,
+    dtype: str | None,
+    *,
+    training: bool = True,
+    inplace: Collection[int] = (),
+    input_requires_grad: bool = True,
+) -> NetworkSaved:
+    """:func:`saved_for_backward` with what the passes share (``passes``)."""
+    nodes, input_spec = passes.nodes, passes.input_spec
     dtype = dtype or input_spec.dtype
     width = _width(dtype, training=True)
     _check_inplace(nodes, inplace)
-    graph = _graph(nodes, input_spec, width, training, inplace)
-    requires = _requires_grad(nodes, input_requires_grad)
+    graph = passes.graph(width, training, inplace)
+    requires = passes.requires(input_requires_grad)
     seen: dict[tuple[str, int], int] = {}
     layers: list[Derived[int]] = []
     total = 0
+    input_shape = input_spec.shape
     for index, node in enumerate(nodes):
         io = LayerIO(
-            tuple(graph.shape_of(i, input_spec.shape) for i in node.inputs),
+            tuple(graph.shape_of(i, input_shape) for i in node.inputs),
             graph.shapes[index],
             width,
             training,
@@ -369,10 +438,16 @@ def peak_inference(
     later + its output (none if it is an alias) + its workspace (:func:`inference_workspace`).
     Layers in eval mode (batch norm on running statistics, dropout the identity).
     """
+    return _peak_inference(_Passes(nodes, input_spec), dtype, inplace=inplace)
+
+
+def _peak_inference(passes: _Passes, dtype: str | None, *, inplace: Collection[int] = ()) -> Peak:
+    """:func:`peak_inference` with what the passes share (``passes``)."""
+    nodes, input_spec = passes.nodes, passes.input_spec
     dtype = dtype or input_spec.dtype
     width = _width(dtype, training=False)
     _check_inplace(nodes, inplace)
-    graph = _graph(nodes, input_spec, width, False, inplace)
+    graph = passes.graph(width, False, inplace)
     last_use: dict[int, int] = {-1: len(nodes)}
     for index, node in enumerate(nodes):
         last_use.setdefault(graph.storage_of(index), index)
@@ -381,24 +456,21 @@ def peak_inference(
             last_use[key] = max(last_use.get(key, index), index)
     last_use[graph.storage_of(len(nodes) - 1)] = len(nodes)
     born = {-1: -1, **{i: i for i in range(len(nodes)) if graph.storage[i] == i}}
+    input_shape = input_spec.shape
+    # each storage's bytes, once (every layer it is live through counts them)
+    born_bytes = {s: math.prod(graph.shape_of(s, input_shape)) * width for s in born}
     layers: list[Derived[int]] = []
     for index, node in enumerate(nodes):
         live = [s for s in born if born[s] <= index <= last_use[s]]
         io = LayerIO(
-            tuple(graph.shape_of(i, input_spec.shape) for i in node.inputs),
+            tuple(graph.shape_of(i, input_shape) for i in node.inputs),
             graph.shapes[index],
             width,
             False,
             index in inplace,
         )
         work = inference_workspace(node.spec, io)
-        terms = [
-            (
-                "input" if s < 0 else f"out{s}",
-                math.prod(graph.shape_of(s, input_spec.shape)) * width,
-            )
-            for s in live
-        ]
+        terms = [("input" if s < 0 else f"out{s}", born_bytes[s]) for s in live]
         value = sum(b for _, b in terms) + work.value
         shown = " + ".join(f"{name} {group(b)}" for name, b in terms)
         if work.value:
@@ -408,7 +480,7 @@ def peak_inference(
     peak = layers[at]
     return Peak(
         tuple(layers),
-        Derived(peak.value, f"while layer {at} ({nodes[at].spec.describe()}) runs: {peak.shown}"),
+        Derived(peak.value, f"while layer {at} ({passes.describe(at)}) runs: {peak.shown}"),
         at,
     )
 
@@ -485,14 +557,26 @@ def backward_transient(
     of its tensor's size, even where torch passes a view (flatten) or the loss seeds a
     broadcast scalar: conservative.
     """
+    return _backward_transient(
+        _Passes(nodes, input_spec), dtype, input_requires_grad=input_requires_grad
+    )
+
+
+def _backward_transient(
+    passes: _Passes, dtype: str | None, *, input_requires_grad: bool = False
+) -> Derived[int]:
+    """:func:`backward_transient` with what the passes share (``passes``)."""
+    nodes, input_spec = passes.nodes, passes.input_spec
     dtype = dtype or input_spec.dtype
     width = _width(dtype, training=True)
-    out_shapes = shapes(nodes, input_spec)
-    requires = _requires_grad(nodes, input_requires_grad)
+    out_shapes = passes.shapes()
+    requires = passes.requires(input_requires_grad)
 
-    def size(index: int) -> int:
-        shape = input_spec.shape if index < 0 else out_shapes[index]
-        return math.prod(shape) * width
+    # each tensor's bytes, once (the loop below asks for each several times)
+    sizes = {-1: math.prod(input_spec.shape) * width}
+    for index, shape in enumerate(out_shapes):
+        sizes[index] = math.prod(shape) * width
+    size = sizes.__getitem__
 
     consumers: dict[int, list[int]] = {}
     for index, node in enumerate(nodes):
@@ -532,7 +616,7 @@ def backward_transient(
             )
     return Derived(
         best,
-        f"during layer {best_at}'s backward ({nodes[best_at].spec.describe()}): {best_terms} = "
+        f"during layer {best_at}'s backward ({passes.describe(best_at)}): {best_terms} = "
         f"{group(best)} B",
     )
 
@@ -548,6 +632,14 @@ def training_step(
     """One step of training with ``optimizer``: parameters, buffers, their gradients, the
     optimizer's state, what the forward saves (the data needs no gradient), and the backward's
     transient gradients (:func:`backward_transient`)."""
+    return _training_step(_Passes(nodes, input_spec), optimizer, dtype, inplace=inplace)
+
+
+def _training_step(
+    passes: _Passes, optimizer: str, dtype: str | None, *, inplace: Collection[int] = ()
+) -> TrainingStep:
+    """:func:`training_step` with what the passes share (``passes``)."""
+    nodes, input_spec = passes.nodes, passes.input_spec
     dtype = dtype or input_spec.dtype
     width = _width(dtype, training=True)
     if optimizer not in OPTIMIZERS:
@@ -560,10 +652,8 @@ def training_step(
     params = Derived(count * width, f"{group(count)}{MUL}{width} B = {group(count * width)} B")
     grads = Derived(count * width, f"one per parameter: {group(count * width)} B")
     state = optimizer_state(count, tensors, width, optimizer)
-    saved = saved_for_backward(
-        nodes, input_spec, dtype, inplace=inplace, input_requires_grad=False
-    ).total
-    transient = backward_transient(nodes, input_spec, dtype)
+    saved = _saved_for_backward(passes, dtype, inplace=inplace, input_requires_grad=False).total
+    transient = _backward_transient(passes, dtype)
     parts = (params, Derived(buffers, ""), grads, state, saved, transient)
     value = sum(p.value for p in parts)
     return TrainingStep(
@@ -585,6 +675,30 @@ def training_step(
             + " + ".join(group(p.value) for p in parts)
             + f" = {group(value)} B",
         ),
+    )
+
+
+@dataclass(frozen=True)
+class NetworkMemory:
+    """The three memory figures of a report: saved for backward (the network input requiring
+    grad, as a layer inside a bigger network), the inference peak, one training step."""
+
+    saved: NetworkSaved
+    peak: Peak
+    step: TrainingStep
+
+
+def network_memory(
+    nodes: Sequence[Node], input_spec: InputSpec, optimizer: str = "adam"
+) -> NetworkMemory:
+    """``saved_for_backward(nodes, input_spec)``, ``peak_inference(nodes, input_spec)`` and
+    ``training_step(nodes, input_spec, optimizer)``: the same functions, computed together so
+    that they share the network's shapes, storages and gradient flags (:class:`_Passes`)."""
+    passes = _Passes(nodes, input_spec)
+    return NetworkMemory(
+        _saved_for_backward(passes, None),
+        _peak_inference(passes, None),
+        _training_step(passes, optimizer, None),
     )
 
 

@@ -285,8 +285,9 @@ class Total:
     def to_dict(self) -> dict[str, Any]:
         measured = self._values("measured")
         if self.cumulative is not None and self.cumulative.effective_stride:
-            measured["effective_stride"] = self.cumulative.to_dict()["effective_stride"]
-            measured["effective_padding"] = self.cumulative.to_dict()["effective_padding"]
+            cumulative = self.cumulative.to_dict()
+            measured["effective_stride"] = cumulative["effective_stride"]
+            measured["effective_padding"] = cumulative["effective_padding"]
             measured["effective_stride_text"] = [
                 fraction_text(v) for v in self.cumulative.effective_stride
             ]

@@ -106,13 +106,13 @@ _INT_LIST = re.compile(r"^\s*-?\d+(\s*[x,]\s*-?\d+)*\s*$", re.IGNORECASE)
 
 def parse_ints(text: str | int | Ints, dims: int, field_name: str, labels: Labels) -> Ints:
     """``"3"`` -> ``(3, 3)`` and ``"3x5"`` -> ``(3, 5)`` for ``dims == 2``; counts must match."""
-    label = labels[field_name]
     if isinstance(text, int):
         values: Ints = (text,)
     elif isinstance(text, tuple):
         values = text
     else:
         if not _INT_LIST.match(text):
+            label = labels[field_name]  # the label: only for an error
             if _is_number_list(text):  # 1e3, 2.5: numbers, but not whole ones
                 raise SpecError(
                     field_name,
@@ -125,11 +125,12 @@ def parse_ints(text: str | int | Ints, dims: int, field_name: str, labels: Label
             )
         values = tuple(int(v) for v in re.split(r"[x,]", text.strip().lower()))
     if max(values) > MAX_INDEX:
+        label = labels[field_name]
         raise SpecError(field_name, f"{label} {max(values)} is too large (at most 2**31 - 1)")
     if len(values) == 1:
         return values * dims
     if len(values) != dims:
-        shown = "x".join(map(str, values))
+        shown, label = "x".join(map(str, values)), labels[field_name]
         raise SpecError(
             field_name,
             f"{label} {shown} has {len(values)} values; {labels['dims']} {dims} takes "

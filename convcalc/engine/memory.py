@@ -9,6 +9,7 @@ from typing import Any
 
 from convcalc import kinds
 from convcalc._dataclass import dataclass
+from convcalc._dataclass import replace as copy_replace
 from convcalc.core import formulas, memory_model
 from convcalc.core.report import Pair, Report
 from convcalc.core.spec import InputSpec, Node
@@ -245,9 +246,9 @@ def with_memory(
     the live bytes while it runs; for the network those, one training step, and what fits.
     ``once``: the ChainMeasurement whose real pass measured saved and peak already (either may
     be None: measured here)."""
-    saved = memory_model.saved_for_backward(nodes, input_spec)
-    peak = memory_model.peak_inference(nodes, input_spec)
-    step = memory_model.training_step(nodes, input_spec, options.optimizer)
+    # saved for backward, the inference peak and the training step, sharing their passes
+    both = memory_model.network_memory(nodes, input_spec, options.optimizer)
+    saved, peak, step = both.saved, both.peak, both.step
     fit = None
     if fit_bytes is not None:
         fit = _fit(nodes, input_spec, options, fit_bytes, check=plan.device != "none")
@@ -256,7 +257,7 @@ def with_memory(
     for index, layer in enumerate(report.layers):
         key = str(index)
         layers.append(
-            replace(
+            copy_replace(
                 layer,
                 saved_for_backward=Pair(
                     None if measured.saved is None else measured.saved.layers.get(key),
@@ -278,7 +279,7 @@ def with_memory(
         for key in ("params", "buffers", "grads", "optimizer_state", "saved_for_backward")
     }
     step_parts.update(transient=step.transient, total=step.total)
-    total = replace(
+    total = copy_replace(
         report.total,
         saved_for_backward=Pair(
             None if measured.saved is None else measured.saved.total, saved.total.value
@@ -301,7 +302,7 @@ def with_memory(
     extra = dict(report.extra)
     if measured.cuda is not None:
         extra["memory_cuda"] = {"optimizer": options.optimizer, **measured.cuda}
-    return replace(report, layers=tuple(layers), total=total, sources=sources, extra=extra)
+    return copy_replace(report, layers=tuple(layers), total=total, sources=sources, extra=extra)
 
 
 def _fit(

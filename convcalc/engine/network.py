@@ -49,9 +49,12 @@ def analyze_graph(
     labels: Callable[[int], Labels] | Labels | None = None,
     names: Sequence[str] | None = None,
     notes: Sequence[str] = (),
+    checked_inputs: Sequence[InputSpec] | None = None,
 ) -> Report:
     """Every figure of every layer of a network, measured and by formula, and the cumulative
-    figures relative to the network input."""
+    figures relative to the network input. ``checked_inputs``: each node's input tensor, where
+    the caller validated the network by the rules of ``graph_inputs`` already (a stack the
+    builder made: ``Network.checked_inputs``); None: validated here."""
     options = options or Options()
     if not nodes:
         raise SpecError("layers", "no layers to analyze")
@@ -62,7 +65,9 @@ def analyze_graph(
     fit_bytes = check_memory_options(options)
     peaks = resolve_peaks(options, input_spec.dtype)
     nodes = tuple(nodes)
-    inputs = graph_inputs(nodes, input_spec, labels)
+    inputs = (
+        graph_inputs(nodes, input_spec, labels) if checked_inputs is None else list(checked_inputs)
+    )
     specs = [node.spec for node in nodes]
     plan = plan_run(specs, inputs, options.measure_on)
     if not options.formula_only:
@@ -228,4 +233,11 @@ def analyze_network(
         options=options,
         names=network.names,
         notes=network.notes,
+        checked_inputs=_checked_inputs(network),
     )
+
+
+def _checked_inputs(network: Any) -> Sequence[InputSpec] | None:
+    """The node inputs a stack's builder validated (None: none, or the network changed)."""
+    checked = getattr(network, "checked_inputs", None)
+    return None if checked is None else checked()

@@ -234,10 +234,10 @@ def build_conv(
 def padding_pairs(spec: ConvSpec) -> tuple[tuple[int, int], ...]:
     """(left, right) padding per spatial dimension, string paddings resolved as torch does."""
     if spec.padding == "valid":
-        return tuple((0, 0) for _ in spec.kernel_size)
+        return ((0, 0),) * len(spec.kernel_size)
     if spec.padding == "same":
         return tuple(same_padding(k, d) for k, d in zip(spec.kernel_size, spec.dilation))
-    return tuple((p, p) for p in spec.padding)
+    return tuple(zip(spec.padding, spec.padding))  # (p, p) per dimension
 
 
 # --- figures by formula --------------------------------------------------------
@@ -448,7 +448,9 @@ def check_fits(spec: ConvSpec, input_spec: InputSpec, labels: Labels) -> None:
 
 def warnings(name: str, spec: ConvSpec, layer_input: InputSpec) -> list[str]:
     """The traps a convolution falls into, given its input."""
-    found = dropped_rows(name, geometry(spec), layer_input)
+    from convcalc.kinds import geometry as known  # remembered per spec
+
+    found = dropped_rows(name, known(spec), layer_input)
     dims = spec.dims
     if spec.padding == "same":
         same: dict[int, str] = {}

@@ -184,7 +184,9 @@ def geometry(spec: PoolSpec) -> Geometry:
 
 
 def warnings(name: str, spec: PoolSpec, layer_input: InputSpec) -> list[str]:
-    return dropped_rows(name, geometry(spec), layer_input)
+    from convcalc.kinds import geometry as known  # remembered per spec
+
+    return dropped_rows(name, known(spec), layer_input)
 
 
 def _class(kit: TorchKit, kind: str, dims: int) -> Any:

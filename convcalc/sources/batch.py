@@ -125,14 +125,8 @@ def spec_network(data: dict[str, Any], dtype: str) -> Any:
             raise SpecError("in", "a spec needs 'in' (input channels) or 'input' (N,C,size...)")
         dims = _whole(data.get("dims", 2), "dims")
         size = data.get("size", 224)
-        text = str(size).replace(",", "x")
-        if isinstance(size, bool) or not re.fullmatch(r"\d+(x\d+)*", text):
-            raise SpecError(
-                "size",
-                f"size {size!r} must be a number (an integer, like 1000, not 1e3), or one per "
-                "dimension like 56x80",
-            )
-        sizes = [int(v) for v in text.split("x")]
+        # a whole number >= 0 as it is (all the pattern of _sizes accepts of an int)
+        sizes = [size] if type(size) is int and size >= 0 else _sizes(size)
         if len(sizes) == 1:
             sizes *= dims
         shape = (_whole(data.get("batch", 1), "batch"), _whole(data["in"], "in"), *sizes)
@@ -142,6 +136,18 @@ def spec_network(data: dict[str, Any], dtype: str) -> Any:
         layers = parse_inline(layer["layers"])
         return build_network({"layers": layers}, shape, dtype, "spec", label)
     return build_network({"layers": [layer]}, shape, dtype, "spec", label)
+
+
+def _sizes(size: Any) -> list[int]:
+    """A spec's ``size``: a number, or one per dimension like 56x80."""
+    text = str(size).replace(",", "x")
+    if isinstance(size, bool) or not re.fullmatch(r"\d+(x\d+)*", text):
+        raise SpecError(
+            "size",
+            f"size {size!r} must be a number (an integer, like 1000, not 1e3), or one per "
+            "dimension like 56x80",
+        )
+    return [int(v) for v in text.split("x")]
 
 
 def _agrees_with_input(data: dict[str, Any], shape: tuple[int, ...]) -> None:
@@ -169,6 +175,8 @@ def _agrees_with_input(data: dict[str, Any], shape: tuple[int, ...]) -> None:
 
 
 def _whole(value: Any, key: str) -> int:
+    if type(value) is int:  # what the pattern below accepts of an int: every one
+        return value
     if isinstance(value, bool) or not re.fullmatch(r"-?\d+", str(value).strip()):
         raise SpecError(key, f"{key} {value!r} must be a whole number")
     return int(value)
@@ -198,8 +206,8 @@ def run(
         with sweep_collector():
             for number, spec in enumerate(specs):
                 report, problem = _analyze_remembered(spec, dtype, options, known)
-                if number == 0:
-                    _freeze_heap()
+                if number % FREEZE_EVERY == 0:
+                    _freeze_heap(again=number > 0)
                 yield spec, report, problem
         return
     yield from _run_parallel(specs, dtype, options, jobs)
@@ -223,11 +231,31 @@ def _exact(value: Any) -> Any:
         items = [_exact(item) for item in value]
         return None if any(item is None for item in items) else (kind, tuple(items))
     if kind is dict:
+        flat = _exact_flat(value)
+        if flat is not None:
+            return flat
         pairs = [(_exact(k), _exact(v)) for k, v in value.items()]
         if any(k is None or v is None for k, v in pairs):
             return None
         return (kind, tuple(pairs))
     return None
+
+
+#: the types of a flat spec's values (a JSONL or CSV line without lists or objects) whose repr
+#: reads back as exactly that value: str quoted, bool True/False, None, an int's digits, a
+#: float's repr (always with ".", "e", "inf" or "nan": never an int's)
+_FLAT_TYPES = frozenset((str, int, bool, type(None), float))
+
+
+def _exact_flat(value: dict[Any, Any]) -> Any:
+    """:func:`_exact` of a dict of str keys and plain values (most specs), cheaper: its repr,
+    which reads back as exactly that dict (key order and every type kept), so it is equal only
+    for the same data. None for any other dict (then :func:`_exact` walks it)."""
+    types = _FLAT_TYPES
+    for key, item in value.items():
+        if type(key) is not str or type(item) not in types:
+            return None
+    return ("flat dict", repr(value))
 
 
 def _analyze_remembered(
@@ -261,7 +289,8 @@ AHEAD = 4
 def _run_chunk(chunk: list[Spec], dtype: str, options: Any) -> list[tuple[Spec, Any, str | None]]:
     with sweep_collector():
         results = [(spec, *analyze_spec(spec, dtype, options)) for spec in chunk]
-    _freeze_heap()
+    _CHUNKS_RUN[0] += 1
+    _freeze_heap(again=_CHUNKS_RUN[0] % (FREEZE_EVERY // CHUNK) == 0)
     return results
 
 
@@ -288,20 +317,33 @@ def sweep_collector() -> Iterator[None]:
 
 
 _FROZEN: list[bool] = []
+_CHUNKS_RUN = [0]
+#: specs between two freezes of the heap in a sweep (a worker: its chunks' specs)
+FREEZE_EVERY = 256
 
 
-def _freeze_heap() -> None:
+def _freeze_heap(*, again: bool = False) -> None:
     """Once per process, after the first spec (torch, the layer kinds and the caches loaded):
     move every object alive then out of the garbage collector's generations (``gc.freeze``).
     torch's import leaves ~200,000 objects that each full collection would walk again: ~86 µs
     a spec of a meta sweep went to the collector, ~19 µs after. Those objects are modules,
     functions and caches that live as long as the process anyway; what was garbage at that
-    moment (one spec's cycles at most) stays."""
-    if not _FROZEN:
+    moment (one spec's cycles at most) stays.
+
+    ``again``: and every FREEZE_EVERY specs of a sweep after that, what the sweep's bounded
+    caches (figures, geometries, reports of exact repeats, meta modules) hold by then, which
+    every collection of the older generations walked again: ~35 µs a formula-only spec went
+    to the collector, ~15 µs with this (gc.callbacks over bench/batch.py's mix). An entry a
+    cache drops later is freed by its reference count as before (freezing keeps no
+    reference); only cyclic garbage alive at the moment of a freeze would stay, and the
+    per-spec path makes none (gc.collect() after 2,000 specs with the collector off found
+    0 unreachable objects, meta and --formula-only)."""
+    if again or not _FROZEN:
         import gc
 
         gc.freeze()
-        _FROZEN.append(True)
+        if not _FROZEN:
+            _FROZEN.append(True)
 
 
 #: how often a worker looks whether the process that started it is still there (seconds)

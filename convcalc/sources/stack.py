@@ -22,6 +22,7 @@ Inline: layers separated by ``;``, each an op and its arguments, ``k3`` (kernel)
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import field
 from typing import Any
@@ -133,6 +134,8 @@ STACK_LABELS = {
     "op": "op",
     "output_size": "output_size",
 }
+#: the labels of a layer's errors (one instance: Labels is frozen and STACK_LABELS is shared)
+_STACK_LABELS = Labels(STACK_LABELS)
 
 
 @dataclass
@@ -143,6 +146,22 @@ class Network:
     nodes: list[Node] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the nodes and input the builder validated, and each node's input tensor it found (the
+    #: rules of core.graph.graph_inputs: every layer fits its input, no output is empty); the
+    #: engine takes the tensors from here while nodes and input are still these
+    checked: tuple[tuple[Node, ...], InputSpec, tuple[InputSpec, ...]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def checked_inputs(self) -> tuple[InputSpec, ...] | None:
+        """Each node's input tensor as the builder validated it, or None when the nodes or the
+        input changed since (or the network was not built by the builder)."""
+        if self.checked is None:
+            return None
+        nodes, input_spec, inputs = self.checked
+        if input_spec != self.input or nodes != tuple(self.nodes):
+            return None
+        return inputs
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -182,12 +201,19 @@ def _toml() -> Any:
     return tomllib
 
 
+@functools.cache  # one entry per op of OPS (checked before)
+def _allowed(op: str) -> frozenset[str]:
+    """The keys a layer of ``op`` takes."""
+    return frozenset(KEYS.get(op, set()) | {"op", "name"})
+
+
 class _Builder:
     def __init__(self, input_spec: InputSpec, dtype: str) -> None:
         self.network = Network(input=input_spec)
         self.dtype = dtype
         self.counts: dict[str, int] = {}
         self.tensors: list[InputSpec] = []  # each node's output, by formula
+        self.inputs: list[InputSpec] = []  # each node's (first) input, validated
         self.index = 0  # layers of the file, counted as the user reads them
 
     def tensor(self, source: int) -> InputSpec:
@@ -200,7 +226,7 @@ class _Builder:
     def add(
         self, spec: LayerSpec, inputs: tuple[int, ...], name: str, where: str, path: str
     ) -> int:
-        labels = Labels(STACK_LABELS)
+        labels = _STACK_LABELS
         feeds = [self.tensor(i) for i in inputs]
         try:
             if len({f.shape for f in feeds}) > 1:
@@ -222,6 +248,7 @@ class _Builder:
         self.network.nodes.append(Node(spec, inputs, path))
         self.network.names.append(name)
         self.tensors.append(out)
+        self.inputs.append(feeds[0])
         return len(self.network.nodes) - 1
 
     def layers(
@@ -242,7 +269,7 @@ class _Builder:
         where = f"layer {self.index} ({name})"
         if op not in OPS:
             raise SpecError("op", f"{where}: unknown op {layer['op']!r}; ops: {', '.join(OPS)}")
-        allowed = KEYS.get(op, set()) | {"op", "name"}
+        allowed = _allowed(op)
         unknown = sorted(set(layer) - allowed)
         if unknown:
             raise SpecError(
@@ -278,7 +305,7 @@ class _Builder:
     ) -> int:
         here = self.tensor(source)
         dims, channels = here.dims, here.channels
-        labels = Labels(STACK_LABELS)
+        labels = _STACK_LABELS
         get = layer.get
         if op == "residual":
             return self._residual(layer, name, where, source, path)
@@ -323,7 +350,7 @@ class _Builder:
         self, op: str, layer: dict[str, Any], name: str, where: str, source: int, path: str
     ) -> int:
         here = self.tensor(source)
-        labels = Labels(STACK_LABELS)
+        labels = _STACK_LABELS
         get = layer.get
         bias = flag(get("bias", True), "bias")
         common: dict[str, Any] = {"dims": here.dims, "in_channels": here.channels, "labels": labels}
@@ -469,6 +496,20 @@ def _text(value: Any) -> Any:
     return value if isinstance(value, int | str) else str(value)
 
 
+@functools.lru_cache(maxsize=64)
+def _input_labels(source: str, dtype_label: str) -> Labels:
+    """The labels of a stack input's errors (remembered: a sweep asks for the same few)."""
+    return Labels(
+        {
+            **STACK_LABELS,
+            "size": f"{source}: input size",
+            "batch": f"{source}: input batch",
+            "in_channels": f"{source}: input channels",
+            "dtype": dtype_label,
+        }
+    )
+
+
 def build_network(
     data: dict[str, Any],
     input_shape: tuple[int, ...] | None,
@@ -485,27 +526,25 @@ def build_network(
             "input: [1, 3, 224, 224], or give --input N,C,H,W",
         )
     shape = input_shape or parse_input(data.get("input"), f"{source}: input")
+    spatial = shape[2:]
     input_spec = build_input(
         dims=len(shape) - 2,
         channels=shape[1],
-        size="x".join(map(str, shape[2:])),
+        # whole numbers as they are (build_input reads "56x80" back to them); anything else
+        # (a bool) as text, as before
+        size=tuple(spatial)
+        if spatial and all(type(v) is int for v in spatial)
+        else "x".join(map(str, spatial)),
         batch=shape[0],
         dtype=dtype,
-        labels=Labels(
-            {
-                **STACK_LABELS,
-                "size": f"{source}: input size",
-                "batch": f"{source}: input batch",
-                "in_channels": f"{source}: input channels",
-                "dtype": dtype_label,
-            }
-        ),
+        labels=_input_labels(source, dtype_label),
     )
     builder = _Builder(input_spec, dtype)
     builder.layers(data["layers"], -1)
     network = builder.network
     if not network.nodes:
         raise SpecError("layers", f"{source}: the stack has no layers")
+    network.checked = (tuple(network.nodes), network.input, tuple(builder.inputs))
     if any(len(n.inputs) > 1 for n in network.nodes):
         network.notes.append(
             "residual blocks: an add's output sees the union of its paths' receptive fields; "
