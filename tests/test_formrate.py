@@ -192,7 +192,7 @@ def _sweep_specs() -> list[dict[str, object]]:
 def test_the_heap_is_frozen_every_so_many_specs(monkeypatch: pytest.MonkeyPatch) -> None:
     import gc
 
-    from convcalc import library
+    from convcalc import _runtime, library
     from convcalc.sources import batch
 
     frozen: list[int] = []
@@ -202,6 +202,9 @@ def test_the_heap_is_frozen_every_so_many_specs(monkeypatch: pytest.MonkeyPatch)
     specs = [{"in": 3, "out": 4, "size": 8 + n} for n in range(10)]
     records = list(library.sweep(specs, measure=library.Measure(formula_only=True)))
     assert len(records) == 10 and all(r.error is None for r in records)
+    assert frozen == []  # a library caller's process: its objects are its collector's
+    monkeypatch.setattr(_runtime, "command_line", True)  # convcalc's own command
+    list(library.sweep(specs, measure=library.Measure(formula_only=True)))
     assert len(frozen) == 3  # after the 1st, 5th and 9th spec (numbers 0, 4 and 8)
 
 

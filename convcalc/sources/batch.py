@@ -18,6 +18,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import IO, Any
 
+from convcalc import _runtime
 from convcalc._dataclass import dataclass
 from convcalc.core.grammar import parse_inline, parse_input, scalar
 from convcalc.errors import ConvcalcError, SpecError
@@ -206,7 +207,7 @@ def run(
         with sweep_collector():
             for number, spec in enumerate(specs):
                 report, problem = _analyze_remembered(spec, dtype, options, known)
-                if number % FREEZE_EVERY == 0:
+                if _runtime.command_line and number % FREEZE_EVERY == 0:
                     _freeze_heap(again=number > 0)
                 yield spec, report, problem
         return
@@ -323,7 +324,11 @@ FREEZE_EVERY = 256
 
 
 def _freeze_heap(*, again: bool = False) -> None:
-    """Once per process, after the first spec (torch, the layer kinds and the caches loaded):
+    """Only in convcalc's own processes (its command, or a worker of ``--jobs``): a library
+    caller's sweep leaves that caller's objects to its collector (convcalc/_runtime.py), since
+    its own cyclic garbage alive at a freeze would never be collected.
+
+    Once per process, after the first spec (torch, the layer kinds and the caches loaded):
     move every object alive then out of the garbage collector's generations (``gc.freeze``).
     torch's import leaves ~200,000 objects that each full collection would walk again: ~86 µs
     a spec of a meta sweep went to the collector, ~19 µs after. Those objects are modules,
