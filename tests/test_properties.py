@@ -104,6 +104,20 @@ def test_every_formula_equals_its_measurement(raw: dict[str, Any], device: str) 
         # output (the meta device and 1-D/2-D kernels allocate the cropped size). Shown as a
         # difference in the report; noted in issue 13.
         known = ["peak_inference"]
+    if (
+        spec.transposed
+        and spec.dims == 3
+        and set(spec.kernel_size) == {1}
+        and set(spec.stride) == {1}
+        and spec.in_channels > spec.out_channels
+        and device == "cpu"
+    ):
+        # the same CPU kernel with a 1x1x1 kernel and stride 1 holds a copy of its input beside
+        # the input before it makes the output: the live bytes peak at twice the input, more
+        # than the formula's input + output when out < in (found by Hypothesis: 2 -> 1 channels
+        # at 1x1x1 measures 16 B against 12; 8 -> 1 at 2x2x2, 512 B against 288; the meta
+        # device agrees with the formula). Shown as a difference in the report.
+        known = ["peak_inference"]
     assert [d for d in layer.disagreements if d not in known] == [], layer.to_dict()
 
 
