@@ -459,9 +459,16 @@ def _peak_inference(passes: _Passes, dtype: str | None, *, inplace: Collection[i
     input_shape = input_spec.shape
     # each storage's bytes, once (every layer it is live through counts them)
     born_bytes = {s: math.prod(graph.shape_of(s, input_shape)) * width for s in born}
+    # the storages live while each layer runs, kept as the layers go (born in node order, so the
+    # dict stays in birth order) rather than searched for at each layer: linear in the layers
+    expires: dict[int, list[int]] = {}
+    for storage in born:
+        expires.setdefault(last_use[storage], []).append(storage)
+    live: dict[int, int] = {-1: born_bytes[-1]}
     layers: list[Derived[int]] = []
     for index, node in enumerate(nodes):
-        live = [s for s in born if born[s] <= index <= last_use[s]]
+        if index in born:
+            live[index] = born_bytes[index]
         io = LayerIO(
             tuple(graph.shape_of(i, input_shape) for i in node.inputs),
             graph.shapes[index],
@@ -470,12 +477,13 @@ def _peak_inference(passes: _Passes, dtype: str | None, *, inplace: Collection[i
             index in inplace,
         )
         work = inference_workspace(node.spec, io)
-        terms = [("input" if s < 0 else f"out{s}", born_bytes[s]) for s in live]
-        value = sum(b for _, b in terms) + work.value
-        shown = " + ".join(f"{name} {group(b)}" for name, b in terms)
+        value = sum(live.values()) + work.value
+        shown = " + ".join(f"{'input' if s < 0 else f'out{s}'} {group(b)}" for s, b in live.items())
         if work.value:
             shown += f" + workspace {group(work.value)}"
         layers.append(Derived(value, f"{shown} = {group(value)} B"))
+        for storage in expires.get(index, ()):
+            del live[storage]
     at = max(range(len(layers)), key=lambda i: layers[i].value)
     peak = layers[at]
     return Peak(
@@ -578,17 +586,28 @@ def _backward_transient(
         sizes[index] = math.prod(shape) * width
     size = sizes.__getitem__
 
-    consumers: dict[int, list[int]] = {}
+    # A gradient waits while node k runs when its tensor j comes before k (j < k) and a node
+    # after k reads it (its last reader > k). Going backward, j starts waiting at its last
+    # reader - 1 and stops at k = j: kept as k goes down, not searched for at each k (linear).
+    last_reader: dict[int, int] = {}
     for index, node in enumerate(nodes):
         for source in node.inputs:
-            consumers.setdefault(source, []).append(index)
+            last_reader[source] = index
+    starts: dict[int, list[int]] = {}
+    for source, reader in last_reader.items():
+        if requires[source] and reader - 1 > source:
+            starts.setdefault(reader - 1, []).append(source)
+    waiting: set[int] = set()
+    pending = 0
     best, best_at, best_terms = 0, len(nodes) - 1, ""
     for k in range(len(nodes) - 1, -1, -1):
         node = nodes[k]
-        waiting = [
-            j for j in range(-1, k) if requires[j] and any(c > k for c in consumers.get(j, []))
-        ]
-        pending = sum(size(j) for j in waiting)
+        for source in starts.get(k, ()):
+            waiting.add(source)
+            pending += size(source)
+        if k in waiting:
+            waiting.remove(k)
+            pending -= size(k)
         made = 0
         extra = 0
         for source in node.inputs:
