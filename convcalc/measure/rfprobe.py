@@ -986,6 +986,9 @@ class _Recorder:
     def __init__(self, hooked: Sequence[tuple[str, nn.Module]]) -> None:
         self.hooked = hooked
         self.order: list[tuple[str, int]] = []
+        #: each call's place in ``order`` (looked up at every hook call: a list's index is
+        #: linear in the calls, and the probe quadratic in the layers with it)
+        self.position: dict[tuple[str, int], int] = {}
         self.after_adaptive: set[tuple[str, int]] = set()
         self.first = True
         self.stop_after: int | None = None
@@ -1018,6 +1021,7 @@ class _Recorder:
         if isinstance(module, _ADAPTIVE):
             self.seen_adaptive = True
         if self.first:
+            self.position[key] = len(self.order)
             self.order.append(key)
             if self.seen_adaptive:
                 self.after_adaptive.add(key)
@@ -1025,7 +1029,7 @@ class _Recorder:
         if isinstance(tensor, torch.Tensor):
             self.captured[key] = tensor
         stop = self.stop_after
-        if stop is not None and key in self.order and self.order.index(key) >= stop:
+        if stop is not None and self.position.get(key, -1) >= stop:
             raise _Stop
 
 
@@ -1085,6 +1089,12 @@ def model_fields(
     ``every_layer=False``: only the layer the model's field is reported of, and its field only
     (the central output and, with transposed layers, its period's positions; no neighbours, so
     no effective stride or padding): one plain backward per position and size tried.
+
+    Cost in depth: ``every_layer=True`` runs one backward per layer, each back through every
+    layer before it, so it is quadratic in the layers (a chain of 800 3x3 convs: ~140 s here);
+    it serves tests and library users who want every layer's field. convcalc's reports use
+    ``every_layer=False`` (:func:`convcalc.measure.probes.model_receptive_field`): one backward
+    per size tried, linear in the layers (docs/benchmarks.md, "Cost in depth").
     """
     if len(input_shape) < 3:
         return ModelFields((), (), None, "", "", (), ("no spatial dimensions",))
@@ -1113,7 +1123,7 @@ def model_fields(
     sizes_tried: list[Ints] = []
     for attempt in range(max_growth + 1):
         sizes_tried.append(size)
-        stop_after = max(recorder.order.index(k) for k in open_keys) if attempt else None
+        stop_after = max(recorder.position[k] for k in open_keys) if attempt else None
         x = torch.ones((1, int(input_shape[1]), *size), dtype=dtype, requires_grad=True)
         try:
             # a copy: a forward may write its input in place (``x += 1``), which autograd
@@ -1138,7 +1148,7 @@ def model_fields(
                 open_keys = set(spatial_keys[-1:])
             outputs = _output_fields(final, x, dims, period, every_layer)
         touching: set[int] = set()
-        for key in sorted(open_keys, key=recorder.order.index):
+        for key in sorted(open_keys, key=recorder.position.__getitem__):
             if key not in recorder.captured:
                 continue
             if attempt and key in recorder.after_adaptive:
@@ -1208,6 +1218,7 @@ def _run_lazily(
             module.materialize = True
         if first:
             recorder.order, recorder.after_adaptive, recorder.first = [], set(), True
+            recorder.position = {}
         return recorder.run(probe, x.clone(), stop_after)
 
 
