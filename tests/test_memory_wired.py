@@ -14,7 +14,7 @@ from torch import nn
 from convcalc.core.spec import InputSpec, Node
 from convcalc.engine import Options, analyze_chain, analyze_graph, analyze_model
 from convcalc.errors import SpecError
-from convcalc.kinds import ActSpec, LinearSpec, NormSpec, ShapeSpec, build_pool
+from convcalc.kinds import ActSpec, LinearSpec, NormSpec, ShapeSpec, build_conv, build_pool
 from convcalc.output.formats import CSV_COLUMNS, write
 from tests.test_memory_budget import Attention, chains, conv, residual
 
@@ -25,6 +25,26 @@ def mem(report: object, index: int | None = None) -> tuple[dict, dict]:
         return data["total"]["memory_bytes"], data["total"]["formula"]["memory_bytes"]
     layer = data["layers"][index]
     return layer["memory_bytes"], layer["memory_bytes_formula"]
+
+
+def test_an_output_in_a_larger_storage_is_counted_whole_and_named() -> None:
+    # ConvTranspose3d(8, 1, k1) on 1x8x2x2x2 float32: input 8*8*4 = 256 B, output 1*8*4 = 32 B.
+    # By formula the peak is input + output = 288 B. torch's CPU kernel returns the output in a
+    # storage of the input's size (256 B), which the allocator holds: 256 + 256 = 512 B
+    # measured. The source names the op, the layer and both sizes. On meta: 288 B, agreeing.
+    spec = build_conv(in_channels=8, out_channels=1, kernel=1, transpose=True, dims=3)
+    x = InputSpec(1, 8, (2, 2, 2))
+    cpu = analyze_chain([spec], x, options=Options(measure_on="cpu"))
+    layer, layer_formula = mem(cpu, 0)
+    assert (layer["peak_inference"], layer_formula["peak_inference"]) == (512, 288)
+    assert cpu.layers[0].disagreements == ["peak_inference"]
+    assert (
+        "aten.convolution.default (layer 0) returned 32 B of elements in a 256 B storage"
+        in cpu.sources["memory_peak_inference"]
+    )
+    meta = analyze_chain([spec], x, options=Options(measure_on="meta"))
+    assert mem(meta, 0)[0]["peak_inference"] == 288
+    assert "storage" not in meta.sources["memory_peak_inference"].split("kernels' private")[1]
 
 
 def test_conv_hand_derivation() -> None:

@@ -322,14 +322,36 @@ class _LiveTracker(TorchDispatchMode):
         self.peak_op = ""
         self.peak_layer = ""
         self.layer_peak: dict[str, int] = {}
+        #: op outputs held in a storage larger than their elements, each op and layer once:
+        #: (op, layer) -> (the elements' bytes, the storage's bytes)
+        self.oversized: dict[tuple[str, str], tuple[int, int]] = {}
 
-    def register(self, tensor: torch.Tensor) -> None:
+    def register(self, tensor: torch.Tensor, func: Any = None) -> None:
         key = _storage_id(tensor)
         if key in self.excluded or key in self.live:
             return
-        entry = _Entry(StorageWeakRef(tensor.untyped_storage()), _nbytes(tensor), self.step)
+        nbytes = _nbytes(tensor)
+        entry = _Entry(StorageWeakRef(tensor.untyped_storage()), nbytes, self.step)
         self.live[key] = entry
         self.entries.append(entry)
+        if func is not None and nbytes > tensor.numel() * tensor.element_size():
+            where = (str(func), self.current[0])
+            self.oversized.setdefault(where, (tensor.numel() * tensor.element_size(), nbytes))
+
+    def described(self, source: str) -> str:
+        """``source``, with the op outputs held in a larger storage than their elements: the
+        live bytes count the storage (what the allocator holds), a formula the elements."""
+        if not self.oversized:
+            return source
+        held = "; ".join(
+            f"{op}{f' (layer {layer})' if layer else ''} returned {elements:,} B of elements in a "
+            f"{nbytes:,} B storage"
+            for (op, layer), (elements, nbytes) in self.oversized.items()
+        )
+        return (
+            f"{source}; storages larger than their tensors are counted whole, as the allocator "
+            f"holds them (a formula counts elements): {held}"
+        )
 
     def _purge(self) -> None:
         for key in [k for k, e in self.live.items() if e.ref.expired()]:
@@ -349,7 +371,7 @@ class _LiveTracker(TorchDispatchMode):
         }
         for item in _allocated_outputs(func, args, out):
             if isinstance(item, torch.Tensor) and _storage_id(item) not in shared:
-                self.register(item)
+                self.register(item, func)
         live = self.total()
         layer = self.current[0]
         self.layer_peak[layer] = max(self.layer_peak.get(layer, 0), live)
@@ -410,8 +432,10 @@ def measure_peak_inference(
         tracker.peak_op,
         {name: tracker.layer_peak.get(name, 0) for name, _ in layers},
         time.perf_counter() - started,
-        "storages returned by aten ops (TorchDispatchMode) until freed (StorageWeakRef), "
-        "under torch.no_grad(); " + NOT_COUNTED,
+        tracker.described(
+            "storages returned by aten ops (TorchDispatchMode) until freed (StorageWeakRef), "
+            "under torch.no_grad(); " + NOT_COUNTED
+        ),
     )
 
 

@@ -236,16 +236,18 @@ class ModelPass:
             tracker.peak_op,
             {name: tracker.layer_peak.get(name, 0) for name in names},
             seconds,
-            "storages returned by aten ops (TorchDispatchMode) until freed (StorageWeakRef), "
-            + where
-            + "the input shape), "
-            + (
-                "autograd on with every saved tensor replaced by a token (nothing is kept for "
-                "backward: each storage dies when it would under torch.no_grad()); "
-                if self.saved_asked
-                else "under torch.no_grad(); "
-            )
-            + NOT_COUNTED,
+            tracker.described(
+                "storages returned by aten ops (TorchDispatchMode) until freed (StorageWeakRef), "
+                + where
+                + "the input shape), "
+                + (
+                    "autograd on with every saved tensor replaced by a token (nothing is kept "
+                    "for backward: each storage dies when it would under torch.no_grad()); "
+                    if self.saved_asked
+                    else "under torch.no_grad(); "
+                )
+                + NOT_COUNTED
+            ),
         )
         if self.saved_asked and not twins.failed:
             self.saved = recorder.measurement(

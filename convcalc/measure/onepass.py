@@ -310,10 +310,12 @@ def run_once(
         tracker.peak_op,
         {name: tracker.layer_peak.get(name, 0) for name in names},
         seconds,
-        "storages returned by aten ops (TorchDispatchMode) until freed (StorageWeakRef), in "
-        "the same real CPU pass as the counts, autograd on with every saved tensor replaced "
-        "by a token (nothing is kept for backward: each storage dies when it would under "
-        "torch.no_grad()); " + NOT_COUNTED,
+        tracker.described(
+            "storages returned by aten ops (TorchDispatchMode) until freed (StorageWeakRef), "
+            "in the same real CPU pass as the counts, autograd on with every saved tensor "
+            "replaced by a token (nothing is kept for backward: each storage dies when it would "
+            "under torch.no_grad()); " + NOT_COUNTED
+        ),
     )
     return OnePass(record, saved, peak)
 
