@@ -2,7 +2,10 @@
 machine matter less than to a wall clock): 100 warm-up specs, then bench/batch.py's mix through
 library.sweep and the JSONL record writer, as `convcalc batch` runs them.
 
-    python bench/batch_cpu.py [--specs 2000] [--formula-only]
+    python bench/batch_cpu.py [--specs 2000] [--formula-only] [--same]
+
+``--same``: the mix's first spec, repeated: a sweep remembers an exact repeat's report, so what
+is left is the record's assembly and its JSON, the floor under any spec's cost.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def warmed_sweep(description: str) -> tuple[argparse.Namespace, Callable[[], str
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--specs", type=int, default=2000)
     parser.add_argument("--formula-only", action="store_true")
+    parser.add_argument("--same", action="store_true", help="the first spec, repeated")
     args = parser.parse_args()
     measure = (
         library.Measure(formula_only=True, memory=False)
@@ -44,6 +48,8 @@ def warmed_sweep(description: str) -> tuple[argparse.Namespace, Callable[[], str
 
     run(mixed_specs(100, 1))
     specs = mixed_specs(args.specs, 0)
+    if args.same:
+        specs = specs[:1] * args.specs
     return args, lambda: run(specs)
 
 
@@ -52,7 +58,7 @@ def main() -> None:
     cpu, wall = time.process_time(), time.perf_counter()
     sweep()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    mode = "--formula-only" if args.formula_only else "meta"
+    mode = ("--formula-only" if args.formula_only else "meta") + (" --same" if args.same else "")
     print(f"{mode}: {args.specs / cpu:,.0f} specs/CPU s, {args.specs / wall:,.0f} specs/s wall")
 
 

@@ -655,21 +655,25 @@ def stack(
     """A stack or a whole network (``convcalc stack``): a file path, a dict in the file format,
     an inline string (``"conv k3 s2 out64; maxpool k2"``), or ``arch=``. ``input`` replaces
     the network's input; ``size`` and ``batch`` override its spatial size and batch."""
+    from convcalc.core.memo import held
     from convcalc.engine import analyze_network
 
-    network, label, _, _ = _network(
-        stack,
-        arch=arch,
-        input=input,
-        size=size,
-        batch=batch,
-        in_channels=in_channels,
-        dims=dims,
-        dtype=dtype,
-        stdin=stdin,
-        labels=labels,
-    )
-    return analyze_network(network, command="stack", title=label, options=measure.options(labels))
+    with held():  # the builder and the analysis share each layer's figures (core.memo)
+        network, label, _, _ = _network(
+            stack,
+            arch=arch,
+            input=input,
+            size=size,
+            batch=batch,
+            in_channels=in_channels,
+            dims=dims,
+            dtype=dtype,
+            stdin=stdin,
+            labels=labels,
+        )
+        return analyze_network(
+            network, command="stack", title=label, options=measure.options(labels)
+        )
 
 
 def export_stack(

@@ -56,6 +56,7 @@ from typing import Any
 
 from convcalc._dataclass import dataclass
 from convcalc.core.formulas import MUL, Derived, group, human_bytes
+from convcalc.core.memo import memo
 from convcalc.core.saved import INDEX_BYTES, LayerIO, LayerSaved, SavedPart, part
 from convcalc.core.spec import InputSpec, Ints, Node
 from convcalc.errors import SpecError
@@ -125,7 +126,7 @@ def _has_params(spec: LayerSpec) -> bool:
     return figures_params(spec) > 0
 
 
-@functools.lru_cache(maxsize=4096)
+@memo(4096)
 def figures_params(spec: LayerSpec) -> int:
     """Parameter count of a layer (the closed form in formulas.py), input-independent.
     Remembered per spec (bounded): the memory passes ask for it several times a layer. A

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from convcalc import kinds
+from convcalc.core.memo import held
 from convcalc.core.memory import summary_memory
 from convcalc.core.report import LayerReport, Pair, Report, Total
 from convcalc.core.spec import DTYPE_BYTES, InputSpec
@@ -37,6 +38,7 @@ def _keeping_modes(analyze: Callable[..., Report]) -> Callable[..., Report]:
     return kept
 
 
+@held()
 @_keeping_modes
 def analyze_model(
     target: Any,

@@ -7,10 +7,10 @@ Adding a kind: docs/architecture.md, "Add a layer kind".
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Union
 
 from convcalc.core.formulas import Figures
+from convcalc.core.memo import memo
 from convcalc.core.spec import InputSpec, Labels
 from convcalc.kinds import activation, adaptive_pool, conv, linear, norm, pool, shape
 from convcalc.kinds.activation import ACTIVATIONS, ActSpec
@@ -44,16 +44,16 @@ def kind_of(spec: Any) -> Kind:
     return _BY_TYPE[type(spec)]
 
 
-@functools.lru_cache(maxsize=4096)
+@memo(4096)
 def figures(spec: LayerSpec, input_spec: InputSpec) -> Figures:
     """Every figure of a layer by formula, whatever its kind. Computed once per layer and
     input: building the graph, planning the run, the report and the memory model all ask for
-    them (specs and inputs are frozen, so the figures can be shared; bounded, so a long sweep
-    stays flat in memory)."""
+    them (specs and inputs are frozen, so the figures can be shared; bounded between runs, so a
+    long sweep stays flat in memory, and whole within one: :mod:`convcalc.core.memo`)."""
     return kind_of(spec).figures(spec, input_spec)
 
 
-@functools.lru_cache(maxsize=4096)
+@memo(4096)
 def geometry(spec: LayerSpec) -> Geometry:
     """A layer's spatial geometry (its kind's ``geometry``): pure in the frozen spec, so
     remembered (bounded); the cumulative figures, the probes and the warnings each ask for it."""

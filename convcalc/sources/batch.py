@@ -21,6 +21,7 @@ from typing import IO, Any
 from convcalc import _runtime
 from convcalc._dataclass import dataclass
 from convcalc.core.grammar import parse_inline, parse_input, scalar
+from convcalc.core.memo import held
 from convcalc.errors import ConvcalcError, SpecError
 
 #: keys a batch spec takes beyond a stack layer's: the input
@@ -188,8 +189,9 @@ def analyze_spec(spec: Spec, dtype: str, options: Any) -> tuple[Any, str | None]
     from convcalc import engine
 
     try:
-        network = spec_network(spec.data, dtype)
-        return engine.analyze_network(network, command="batch", options=options), None
+        with held():  # the builder and the analysis share the figures (core.memo)
+            network = spec_network(spec.data, dtype)
+            return engine.analyze_network(network, command="batch", options=options), None
     except ConvcalcError as error:
         return None, str(error)
     except (ValueError, TypeError) as error:  # a value of a type nothing expected
