@@ -6,6 +6,7 @@ joins, aliases and in-place activations."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -127,3 +128,35 @@ def test_a_long_residual_chain_holds_each_shortcut_until_its_add() -> None:
     peak = mm.peak_inference(tuple(nodes), InputSpec(1, C, (5, 5)))
     assert [layer.value for layer in peak.layers] == [400, 600] + [600, 800] * 199
     assert peak.layers[-1].shown == "input 200 + out397 200 + out398 200 + out399 200 = 800 B"
+
+
+def _convs(count: int) -> Any:
+    from torch import nn
+
+    layers: list[nn.Module] = []
+    for _ in range(count):
+        layers += [nn.Conv2d(1, 1, 3, padding=1), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def test_a_model_field_wider_than_its_input_is_grown_into() -> None:
+    # 10 3x3 convs: a field of 1 + 10*2 = 21 positions, wider than the 8x8 input. The output's
+    # field is measured again on larger inputs (16, 32) until it no longer reaches the border
+    from convcalc import library
+
+    report = library.model(_convs(10), input=(1, 1, 8, 8))
+    assert report.total.receptive_field.measured == (21, 21)
+    assert not [n for n in report.notes if "at least" in n]
+
+
+def test_a_model_field_past_the_largest_input_says_at_least() -> None:
+    # 40 3x3 convs: 81 positions; the input grows 4 -> 8 -> 16 -> 32 (three doublings) and the
+    # field still reaches the border: 32 is reported, with a note that it is at least that
+    from convcalc import library
+
+    report = library.model(_convs(40), input=(1, 1, 4, 4))
+    assert report.total.receptive_field.measured == (32, 32)
+    assert (
+        "the model's receptive field, 32x32, reaches the border of the largest input tried "
+        "(32x32): the field is at least this" in report.notes
+    )

@@ -135,6 +135,9 @@ def run_model(
                 field, of, why = model_receptive_field_why(probe, tuple(input_shape))
             if field is None:
                 notes.append(f"the model's receptive field was not measured: {why}")
+            elif why:
+                shown = "x".join(map(str, field))
+                notes.append(f"the model's receptive field, {shown}, {why}")
         except Exception as error:  # a model that cannot run in float64 or backward
             notes.append(
                 "the model's receptive field could not be measured by autograd: "

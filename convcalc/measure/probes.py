@@ -12,7 +12,7 @@ from torch import nn
 from convcalc.core.spec import InputSpec, Ints, Node
 from convcalc.kinds import LayerSpec, geometry
 from convcalc.measure.build import user_code
-from convcalc.measure.rfprobe import cumulative_fields, model_fields, window_field
+from convcalc.measure.rfprobe import BORDER, cumulative_fields, model_fields, window_field
 
 # --- receptive field probe ------------------------------------------------------------------
 
@@ -95,7 +95,19 @@ def model_receptive_field_why(model: nn.Module, input_shape: Ints) -> tuple[Ints
     with user_code():
         fields = model_fields(model, tuple(input_shape), every_layer=False)
     if fields.receptive_field is not None:
-        return fields.receptive_field, fields.receptive_field_of, ""
+        largest = "x".join(map(str, fields.sizes_tried[-1])) if fields.sizes_tried else ""
+        cut = any(
+            o.name == fields.receptive_field_of and o.note == BORDER for o in fields.outputs
+        ) or any(
+            f.name == fields.receptive_field_of and f.note.startswith("reaches the border")
+            for f in fields.layers
+        )
+        why = (
+            f"reaches the border of the largest input tried ({largest}): the field is at least this"
+            if cut
+            else ""
+        )
+        return fields.receptive_field, fields.receptive_field_of, why
     reasons = [n for n in fields.notes if not n.startswith("stand-in replaced")]
     reasons += [f"{o.name}: {o.note}" for o in fields.outputs if o.note]
     reasons += [f"{f.name}: {f.note}" for f in fields.layers if f.note]

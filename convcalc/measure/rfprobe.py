@@ -50,6 +50,8 @@ from convcalc.kinds import geometry
 #: a window of more positions than this along one axis is not allocated: the undilated window is
 #: measured and spread by the dilation instead (see :func:`window_field`)
 DIRECT_SPAN_LIMIT = 1 << 22
+#: an output's note when its field reaches the border of the largest input tried
+BORDER = "reaches the input's border: at least this"
 #: the largest period (output positions before the pattern of read positions repeats) followed
 #: through a graph; transposed layers multiply it by their stride
 PERIOD_LIMIT = 4096
@@ -1121,9 +1123,16 @@ def model_fields(
     open_keys: set[tuple[str, int]] = set()
     outputs: list[OutputField] = []
     sizes_tried: list[Ints] = []
+    # an output whose field reaches the input's border is measured again at each larger size
+    # (the whole forward runs then), unless adaptive pooling changes its windows with the size
+    outputs_cut = False
     for attempt in range(max_growth + 1):
         sizes_tried.append(size)
-        stop_after = max(recorder.position[k] for k in open_keys) if attempt else None
+        stop_after = (
+            max(recorder.position[k] for k in open_keys)
+            if attempt and open_keys and not outputs_cut
+            else None
+        )
         x = torch.ones((1, int(input_shape[1]), *size), dtype=dtype, requires_grad=True)
         try:
             # a copy: a forward may write its input in place (``x += 1``), which autograd
@@ -1147,6 +1156,9 @@ def model_fields(
                 ]
                 open_keys = set(spatial_keys[-1:])
             outputs = _output_fields(final, x, dims, period, every_layer)
+        elif outputs_cut:
+            outputs = _output_fields(final, x, dims, period, every_layer)
+        outputs_cut = not recorder.after_adaptive and any(o.note == BORDER for o in outputs)
         touching: set[int] = set()
         for key in sorted(open_keys, key=recorder.position.__getitem__):
             if key not in recorder.captured:
@@ -1160,9 +1172,9 @@ def model_fields(
             else:
                 open_keys.discard(key)
         recorder.captured = {}
-        if not open_keys:
+        if not open_keys and not outputs_cut:
             break
-        grown = tuple(n * 2 if a in touching else n for a, n in enumerate(size))
+        grown = tuple(n * 2 if a in touching or outputs_cut else n for a, n in enumerate(size))
         if attempt == max_growth or math.prod(grown) * int(input_shape[1]) > max_elements:
             break
         size = grown
@@ -1383,7 +1395,7 @@ def _output_fields(
         layer, touched = _layer_field((name, 0), value, x, size, period, neighbours_too)
         note = layer.note
         if touched:
-            note = "reaches the input's border: at least this"
+            note = BORDER
         out.append(OutputField(name, shape, layer.receptive_field, note))
     return out
 
