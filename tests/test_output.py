@@ -251,3 +251,17 @@ def test_time_states_runs_and_iqr_per_layer(cli) -> None:
     assert report["timing"]["machine"]
     text = cli("conv", "--in", "2", "--out", "2", "-k", "1", "--size", "4", "--time").stdout
     assert ", IQR " in text and "an example, not a property of the layer" in " ".join(text.split())
+
+
+def test_a_long_memory_sum_is_shortened_in_tables_only() -> None:
+    from convcalc.output.render import shortened_sum
+
+    # 13 terms (more than 12): the first 8, how many are left out (3), the last 2, the total
+    text = " + ".join(str(n) for n in range(1, 14)) + " = 91 B"
+    assert shortened_sum(text) == (
+        "1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + ... (3 more terms) ... + 12 + 13 = 91 B"
+    )
+    # 12 terms, and texts without a sum, stay whole
+    twelve = " + ".join(str(n) for n in range(1, 13)) + " = 78 B"
+    assert shortened_sum(twelve) == twelve
+    assert shortened_sum("2·output = 3,097,600 B") == "2·output = 3,097,600 B"

@@ -420,7 +420,30 @@ def _bytes_cell(pair: Pair[int] | None) -> Text:
     )
 
 
+#: a sum of more terms than this is shown by its first and last terms in a table (a deep
+#: network's saved-for-backward total has one per layer; JSON keeps every term)
+SUM_TERMS = 12
+
+
+def shortened_sum(text: str) -> str:
+    """``a + b + ... + z = total`` with more than :data:`SUM_TERMS` terms, as its first 8 and
+    last 2 terms and how many are left out between them; any other text as it is."""
+    head, equals, result = text.rpartition(" = ")
+    terms = head.split(" + ")
+    if not equals or len(terms) <= SUM_TERMS:
+        return text
+    left_out = len(terms) - 10
+    return (
+        " + ".join(terms[:8])
+        + f" + ... ({left_out:,} more terms) ... + "
+        + " + ".join(terms[-2:])
+        + equals
+        + result
+    )
+
+
 def _byte_row(table: Table, label: str, pair: Pair[int], text: str, bound: bool = False) -> None:
+    text = shortened_sum(text)
     measured, formula = pair.measured, pair.formula
     mark: Text = Text("")
     if measured is not None and formula is not None:
