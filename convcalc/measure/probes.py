@@ -12,7 +12,13 @@ from torch import nn
 from convcalc.core.spec import InputSpec, Ints, Node
 from convcalc.kinds import LayerSpec, geometry
 from convcalc.measure.build import user_code
-from convcalc.measure.rfprobe import BORDER, cumulative_fields, model_fields, window_field
+from convcalc.measure.rfprobe import (
+    BORDER,
+    LAYER_BORDER,
+    cumulative_fields,
+    model_fields,
+    window_field,
+)
 
 # --- receptive field probe ------------------------------------------------------------------
 
@@ -99,14 +105,10 @@ def model_receptive_field_why(model: nn.Module, input_shape: Ints) -> tuple[Ints
         cut = any(
             o.name == fields.receptive_field_of and o.note == BORDER for o in fields.outputs
         ) or any(
-            f.name == fields.receptive_field_of and f.note.startswith("reaches the border")
+            f.name == fields.receptive_field_of and f.note.startswith(LAYER_BORDER)
             for f in fields.layers
         )
-        why = (
-            f"reaches the border of the largest input tried ({largest}): the field is at least this"
-            if cut
-            else ""
-        )
+        why = f"{LAYER_BORDER} ({largest}): the field is at least this" if cut else ""
         return fields.receptive_field, fields.receptive_field_of, why
     reasons = [n for n in fields.notes if not n.startswith("stand-in replaced")]
     reasons += [f"{o.name}: {o.note}" for o in fields.outputs if o.note]

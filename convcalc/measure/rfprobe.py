@@ -52,6 +52,8 @@ from convcalc.kinds import geometry
 DIRECT_SPAN_LIMIT = 1 << 22
 #: an output's note when its field reaches the border of the largest input tried
 BORDER = "reaches the input's border: at least this"
+#: how a layer's note begins when its field reaches the border of the largest input tried
+LAYER_BORDER = "reaches the border of the largest input tried"
 #: the largest period (output positions before the pattern of read positions repeats) followed
 #: through a graph; transposed layers multiply it by their stride
 PERIOD_LIMIT = 4096
@@ -1182,9 +1184,7 @@ def model_fields(
         found = results.get(key)
         if found is not None and found.receptive_field is not None:
             shown = "x".join(map(str, found.measured_at))
-            results[key] = _with_note(
-                found, f"reaches the border of the largest input tried ({shown}): at least this"
-            )
+            results[key] = _with_note(found, f"{LAYER_BORDER} ({shown}): at least this")
     for key in recorder.after_adaptive:
         if key in results:
             results[key] = _with_note(results[key], "after adaptive pooling: at the real size")
