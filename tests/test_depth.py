@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -158,5 +159,59 @@ def test_a_model_field_past_the_largest_input_says_at_least() -> None:
     assert report.total.receptive_field.measured == (32, 32)
     assert (
         "the model's receptive field, 32x32, reaches the border of the largest input tried "
-        "(32x32): the field is at least this" in report.notes
+        "(32x32; the input is doubled at most 3 times): the field is at least this" in report.notes
     )
+
+
+def test_the_probe_stops_growing_at_its_memory_limit() -> None:
+    # 40 3x3 convs on 4x4: cut at every size; a 1-byte limit stops the growth before 8x8, the
+    # default (1 GiB) lets it reach 32x32, where the doubling limit stops it.
+    # Held at 4x4, in float64 (40·log10 9 > 30 decades of gradient): per conv the zero-padded
+    # 6x6 input its window sum saves (288 B) and its 4x4 output, kept (128 B): 40·416 = 16,640
+    # B; at 8x8, four times the elements: 66,560 B = 65.00 KiB
+    from convcalc.measure.rfprobe import model_fields
+
+    tight = model_fields(_convs(40), (1, 1, 4, 4), max_bytes=1, every_layer=False)
+    assert tight.sizes_tried == ((4, 4),)
+    assert tight.limit == "at 8x8 the probe would hold about 65.00 KiB, over its 1 B limit"
+    assert tight.dtype == "float64"
+    assert tight.receptive_field == (4, 4)
+    roomy = model_fields(_convs(40), (1, 1, 4, 4), every_layer=False)
+    assert roomy.sizes_tried == ((4, 4), (8, 8), (16, 16), (32, 32))
+    assert roomy.limit == "the input is doubled at most 3 times"
+
+
+def test_the_probe_keeps_only_the_open_layers_outputs_when_grown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # every conv's output is kept at the model's own size (to find the layer to report); at
+    # the grown sizes only the layer still measured is, so the others' memory is freed as the
+    # forward goes (a 500-conv probe at 256x256: 250 MB of outputs no longer held)
+    from convcalc.measure import rfprobe
+
+    kept: list[int] = []
+    run = rfprobe._Recorder.run
+
+    def counted(self: Any, *args: Any) -> Any:
+        out = run(self, *args)
+        kept.append(len(self.captured))
+        return out
+
+    monkeypatch.setattr(rfprobe._Recorder, "run", counted)
+    rfprobe.model_fields(_convs(12), (1, 1, 8, 8), every_layer=False)
+    assert kept == [12, 1, 1]  # 8 (cut), 16 (cut), 32: 1 + 12*2 = 25 fits
+
+
+def test_held_counts_the_storages_a_run_leaves_alive() -> None:
+    import torch
+
+    from convcalc.measure.rfprobe import _Held
+
+    with _Held() as held:
+        a = torch.ones(1000)  # 4,000 B, kept
+        b = torch.ones(250) * 2  # the ones freed at once; the product, 1,000 B, kept
+        c = a[:10]  # a view: a's storage, counted once
+        gone = torch.ones(500)
+        del gone
+    assert held.held() == 5000
+    assert c.untyped_storage().nbytes() == 4000 and b.numel() == 250

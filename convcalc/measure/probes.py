@@ -108,7 +108,8 @@ def model_receptive_field_why(model: nn.Module, input_shape: Ints) -> tuple[Ints
             f.name == fields.receptive_field_of and f.note.startswith(LAYER_BORDER)
             for f in fields.layers
         )
-        why = f"{LAYER_BORDER} ({largest}): the field is at least this" if cut else ""
+        tried = f"{largest}; {fields.limit}" if fields.limit else largest
+        why = f"{LAYER_BORDER} ({tried}): the field is at least this" if cut else ""
         return fields.receptive_field, fields.receptive_field_of, why
     reasons = [n for n in fields.notes if not n.startswith("stand-in replaced")]
     reasons += [f"{o.name}: {o.note}" for o in fields.outputs if o.note]

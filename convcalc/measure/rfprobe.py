@@ -30,6 +30,7 @@ of the supports), which is what composing sets computes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -41,8 +42,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
+from convcalc.core.formulas import human_bytes
 from convcalc.core.spec import InputSpec, Ints, Node
 from convcalc.errors import MeasurementError
 from convcalc.kinds import geometry
@@ -54,6 +59,9 @@ DIRECT_SPAN_LIMIT = 1 << 22
 BORDER = "reaches the input's border: at least this"
 #: how a layer's note begins when its field reaches the border of the largest input tried
 LAYER_BORDER = "reaches the border of the largest input tried"
+#: the memory the model probe may hold at the largest input it grows to (its autograd graph and
+#: the outputs it keeps), projected from what it holds at the model's own input
+PROBE_BYTES = 1 << 30
 #: the largest period (output positions before the pattern of read positions repeats) followed
 #: through a graph; transposed layers multiply it by their stride
 PERIOD_LIMIT = 4096
@@ -644,7 +652,8 @@ class _ConstantConv(nn.Module):
         self.padding_mode = str(conv.padding_mode)
         self.reversed_padding = list(conv._reversed_padding_repeated_twice)
         # fan-in: an output sums its group's in_channels/groups channels (plain and transposed)
-        self.value = 1.0 / max(self.in_channels // self.groups * math.prod(self.kernel_size), 1)
+        self.fan_in = max(self.in_channels // self.groups * math.prod(self.kernel_size), 1)
+        self.value = 1.0 / self.fan_in
         # the original, unregistered (no parameters copied into the stand-in): its own
         # _output_padding when a transposed layer is called with output_size
         self._original: tuple[Any] = (conv,)
@@ -721,7 +730,10 @@ class _ConstantConv(nn.Module):
             if self.padding_mode != "zeros":
                 summed = F.pad(summed, self.reversed_padding, mode=self.padding_mode)
                 padding = (0,) * dims
-            y = conv_fn(summed, weight, None, self.stride, padding, self.dilation, groups)
+            if isinstance(padding, str) or any(d != 1 for d in self.dilation):
+                y = conv_fn(summed, weight, None, self.stride, padding, self.dilation, groups)
+            else:
+                y = _window_mean(summed, self.kernel_size, self.stride, padding, self.fan_in)
         if groups == 1:  # every output channel the same values, each its own memory: a
             # forward may write the output in place (``y += 1``, ``nn.ReLU(inplace=True)``),
             # which a stride-0 view refuses (unless not ``materialize``: model_fields' first try)
@@ -733,6 +745,26 @@ class _ConstantConv(nn.Module):
         else:
             out = y.repeat_interleave(self.out_channels // groups, dim=1)
         return out if x.dim() == dims + 2 else out.squeeze(0)
+
+
+def _window_mean(
+    x: torch.Tensor, kernel: Ints, stride: Ints, padding: Ints, fan_in: int
+) -> torch.Tensor:
+    """The sum of each window of ``x`` (zero padding, no dilation) over ``fan_in``: a constant
+    conv's output, per channel of the input's summed channels. By pooling rather than by a
+    conv of ones: torch's CPU conv of float64 (the probe's dtype in deep models) builds a buffer
+    of kernel-size times the output per call; freed at once, these buffers fragmented the heap
+    of a deep probe (500 convs at 256x256: 3.0 GB resident, 0.85 GB with the pooling). The same
+    windows, the same values up to the order of summation, so the gradient reaches the same
+    positions."""
+    dims = len(kernel)
+    if any(padding):
+        x = F.pad(x, [p for p in reversed(padding) for _ in (0, 1)])
+    if dims == 1:  # (no divisor_override in 1-D: the mean over the window, then the channels)
+        mean = F.avg_pool1d(x, kernel, stride, 0, False, True)
+        return mean if fan_in == kernel[0] else mean * (kernel[0] / fan_in)
+    pool = F.avg_pool2d if dims == 2 else F.avg_pool3d
+    return pool(x, kernel, stride, 0, False, True, divisor_override=fan_in)
 
 
 def _channel_sum(batched: torch.Tensor) -> torch.Tensor:
@@ -950,11 +982,39 @@ class ModelFields:
     dtype: str
     sizes_tried: tuple[Ints, ...]
     notes: tuple[str, ...] = ()
+    #: why the input was not grown further while a field still reached its border ("": it was
+    #: not cut, or nothing was grown)
+    limit: str = ""
     source: str = (
         "autograd on a stand-in of the model (same graph; every conv and linear weight 1/fan-in, "
         "biases 0; activations, dropout and norms as identity; max pools as averages of the same "
         "windows): extent of the nonzero input gradient of one central output element per layer"
     )
+
+
+class _Held(TorchDispatchMode):
+    """The bytes of the storages that ops return during a run and that are still alive after
+    it: what the run's autograd graph, the outputs kept and the result hold (each storage once;
+    a view's is its base's)."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # as the other dispatch modes: never compile, never import dynamo
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storages: dict[int, tuple[StorageWeakRef, int]] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for item in tree_flatten(out)[0]:
+            if isinstance(item, torch.Tensor):
+                storage = item.untyped_storage()
+                self.storages[storage._cdata] = (StorageWeakRef(storage), storage.nbytes())
+        return out
+
+    def held(self) -> int:
+        return sum(n for ref, n in self.storages.values() if not ref.expired())
 
 
 class _Stop(Exception):
@@ -997,6 +1057,9 @@ class _Recorder:
         self.first = True
         self.stop_after: int | None = None
         self.captured: dict[tuple[str, int], torch.Tensor] = {}
+        #: the calls whose outputs are kept (None: every call's); each kept output holds its
+        #: memory until the run's gradients are taken
+        self.wanted: set[tuple[str, int]] | None = None
         self.calls: dict[str, int] = {}
         self.seen_adaptive = False
 
@@ -1030,7 +1093,7 @@ class _Recorder:
             if self.seen_adaptive:
                 self.after_adaptive.add(key)
         tensor = out[0] if isinstance(out, tuple) else out
-        if isinstance(tensor, torch.Tensor):
+        if isinstance(tensor, torch.Tensor) and (self.wanted is None or key in self.wanted):
             self.captured[key] = tensor
         stop = self.stop_after
         if stop is not None and self.position.get(key, -1) >= stop:
@@ -1073,6 +1136,7 @@ def model_fields(
     *,
     max_growth: int = 3,
     max_elements: int = 1 << 24,
+    max_bytes: int = PROBE_BYTES,
     period_limit: int = 4,
     every_layer: bool = True,
 ) -> ModelFields:
@@ -1084,11 +1148,13 @@ def model_fields(
     its neighbours up to ``period_limit`` positions further along each axis (the effective
     stride; fields differ within a transposed layer's period) with respect to the input. A field
     that reaches the input's border may be cut by it: the input is doubled along those axes and
-    the layers still open measured again, up to ``max_growth`` times or ``max_elements`` input
-    elements. Layers after an adaptive pool are measured at the real size only (adaptive
-    windows change with the input size). The forward pass stops after the last layer still open,
-    so heads that need the real size do not stop the growth. What cannot be measured is said in
-    a note, never raised.
+    the layers still open measured again, up to ``max_growth`` times, ``max_elements`` input
+    elements, or ``max_bytes`` held by the probe (its autograd graph and the outputs it keeps,
+    measured at the model's own input and projected by the input's elements: a deep model's
+    graph grows with the input); ``ModelFields.limit`` says which stopped it. Layers after an
+    adaptive pool are measured at the real size only (adaptive windows change with the input
+    size). The forward pass stops after the last layer still open, so heads that need the real
+    size do not stop the growth. What cannot be measured is said in a note, never raised.
 
     ``every_layer=False``: only the layer the model's field is reported of, and its field only
     (the central output and, with transposed layers, its period's positions; no neighbours, so
@@ -1128,6 +1194,8 @@ def model_fields(
     # an output whose field reaches the input's border is measured again at each larger size
     # (the whole forward runs then), unless adaptive pooling changes its windows with the size
     outputs_cut = False
+    held_per_element = 0.0
+    limit = ""
     for attempt in range(max_growth + 1):
         sizes_tried.append(size)
         stop_after = (
@@ -1135,15 +1203,20 @@ def model_fields(
             if attempt and open_keys and not outputs_cut
             else None
         )
+        final = None  # the last size's graph goes before this one is built
         x = torch.ones((1, int(input_shape[1]), *size), dtype=dtype, requires_grad=True)
+        held = _Held() if attempt == 0 else None
         try:
             # a copy: a forward may write its input in place (``x += 1``), which autograd
             # refuses on a leaf; the gradient still reaches ``x`` through the copy
-            final = _run_lazily(recorder, probe, x, stop_after)
+            final = _run_lazily(recorder, probe, x, stop_after, held)
         except Exception as error:  # the stand-in does not run at this size (or at all)
             shown = "x".join(map(str, size))
             notes.append(f"the stand-in failed on input {shown}: {_first_line(error)}")
+            limit = f"the stand-in failed on input {shown}" if attempt else ""
             break
+        if held is not None:
+            held_per_element = held.held() / math.prod(size)
         if attempt == 0:
             open_keys = set(recorder.order)
             if not every_layer:
@@ -1174,10 +1247,18 @@ def model_fields(
             else:
                 open_keys.discard(key)
         recorder.captured = {}
+        recorder.wanted = open_keys  # later sizes: only the layers still open
         if not open_keys and not outputs_cut:
             break
         grown = tuple(n * 2 if a in touching or outputs_cut else n for a, n in enumerate(size))
-        if attempt == max_growth or math.prod(grown) * int(input_shape[1]) > max_elements:
+        limit = _growth_limit(attempt, max_growth, grown, int(input_shape[1]), max_elements)
+        projected = int(held_per_element * math.prod(grown))
+        if not limit and projected > max_bytes:
+            limit = (
+                f"at {'x'.join(map(str, grown))} the probe would hold about "
+                f"{human_bytes(projected)}, over its {human_bytes(max_bytes)} limit"
+            )
+        if limit:
             break
         size = grown
     for key in open_keys:
@@ -1209,29 +1290,48 @@ def model_fields(
         str(dtype).removeprefix("torch."),
         tuple(sizes_tried),
         tuple(notes),
+        limit=limit,
     )
 
 
+def _growth_limit(attempt: int, most: int, grown: Ints, channels: int, elements: int) -> str:
+    """Why the input is not grown to ``grown`` (``""``: it may be)."""
+    if attempt == most:
+        return f"the input is doubled at most {most} times"
+    if math.prod(grown) * channels > elements:
+        shown = "x".join(map(str, (channels, *grown)))
+        return f"an input of {shown} would have over {elements:,} elements"
+    return ""
+
+
 def _run_lazily(
-    recorder: _Recorder, probe: nn.Module, x: torch.Tensor, stop_after: int | None
+    recorder: _Recorder,
+    probe: nn.Module,
+    x: torch.Tensor,
+    stop_after: int | None,
+    held: _Held | None = None,
 ) -> Any:
     """One probe run on a copy of ``x``; first with the channel-free convs' outputs as expanded
     views (no copy of their identical channels), and where that fails (a forward writing such
     an output in place, a ``view`` its strides refuse) again with real memory, as every later
-    run then is. The same function either way: the views hold the same values."""
+    run then is. The same function either way: the views hold the same values. ``held``: a
+    mode that counts what the run leaves alive."""
     convs = [m for m in probe.modules() if isinstance(m, _ConstantConv)]
     if all(m.materialize for m in convs):
-        return recorder.run(probe, x.clone(), stop_after)
+        with held or contextlib.nullcontext():
+            return recorder.run(probe, x.clone(), stop_after)
     first = recorder.first
     try:
-        return recorder.run(probe, x.clone(), stop_after)
+        with held or contextlib.nullcontext():
+            return recorder.run(probe, x.clone(), stop_after)
     except Exception:  # noqa: BLE001  (the user's forward on views: run it as before)
         for module in convs:
             module.materialize = True
         if first:
             recorder.order, recorder.after_adaptive, recorder.first = [], set(), True
             recorder.position = {}
-        return recorder.run(probe, x.clone(), stop_after)
+        with held or contextlib.nullcontext():
+            return recorder.run(probe, x.clone(), stop_after)
 
 
 def _with_note(layer: LayerField, note: str) -> LayerField:
