@@ -167,13 +167,13 @@ def test_the_probe_stops_growing_at_its_memory_limit() -> None:
     # 40 3x3 convs on 4x4: cut at every size; a 1-byte limit stops the growth before 8x8, the
     # default (1 GiB) lets it reach 32x32, where the doubling limit stops it.
     # Held at 4x4, in float64 (40·log10 9 > 30 decades of gradient): per conv the zero-padded
-    # 6x6 input its window sum saves (288 B) and its 4x4 output, kept (128 B): 40·416 = 16,640
-    # B; at 8x8, four times the elements: 66,560 B = 65.00 KiB
+    # 6x6 input its window sum saves (288 B), and the last conv's 4x4 output, kept (128 B):
+    # 40·288 + 128 = 11,648 B; at 8x8, four times the elements: 46,592 B = 45.50 KiB
     from convcalc.measure.rfprobe import model_fields
 
     tight = model_fields(_convs(40), (1, 1, 4, 4), max_bytes=1, every_layer=False)
     assert tight.sizes_tried == ((4, 4),)
-    assert tight.limit == "at 8x8 the probe would hold about 65.00 KiB, over its 1 B limit"
+    assert tight.limit == "at 8x8 the probe would hold about 45.50 KiB, over its 1 B limit"
     assert tight.dtype == "float64"
     assert tight.receptive_field == (4, 4)
     roomy = model_fields(_convs(40), (1, 1, 4, 4), every_layer=False)

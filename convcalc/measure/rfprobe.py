@@ -1215,8 +1215,6 @@ def model_fields(
             notes.append(f"the stand-in failed on input {shown}: {_first_line(error)}")
             limit = f"the stand-in failed on input {shown}" if attempt else ""
             break
-        if held is not None:
-            held_per_element = held.held() / math.prod(size)
         if attempt == 0:
             open_keys = set(recorder.order)
             if not every_layer:
@@ -1230,6 +1228,10 @@ def model_fields(
                     and key not in recorder.after_adaptive
                 ]
                 open_keys = set(spatial_keys[-1:])
+                recorder.captured = {k: recorder.captured[k] for k in open_keys}
+            if held is not None:  # what a larger size keeps: the graph, the open layers'
+                # outputs and the result (per input element)
+                held_per_element = held.held() / math.prod(size)
             outputs = _output_fields(final, x, dims, period, every_layer)
         elif outputs_cut:
             outputs = _output_fields(final, x, dims, period, every_layer)
