@@ -4,6 +4,8 @@ outside every row (activations, functional calls), and a module called twice."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -134,3 +136,30 @@ def test_a_module_called_twice_keeps_its_memory() -> None:
     assert row.name == "fc (×2)"
     assert row.saved_for_backward.measured == 64 == report.total.saved_for_backward.measured
     assert row.peak_inference.measured is not None
+
+
+TRANSPOSED_3D = ("conv", "--transpose", "--dims", "3", "--in", "8", "--out", "1", "-k", "1")
+
+
+def test_the_peak_cross_points_to_the_larger_storage(cli: Any) -> None:
+    # torch's CPU kernel for a 3-D transposed conv returns its 1×1×2×2×2 output (32 B) in a
+    # storage of the input's size (256 B): the peak is 256 + 256 = 512 B measured, 256 + 32 =
+    # 288 B by formula (tests/test_memory_wired.py). The ✗ line says where that is explained,
+    # and --strict still fails on it, saying the same
+    result = cli(*TRANSPOSED_3D, "--size", "2", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "✗ conv: peak_inference measured and formula differ; both are shown (torch's kernel "
+        "returned an output in a storage larger than its elements, counted whole: see measured "
+        "by, memory peak inference)"
+    ) in result.stdout
+    strict = cli(*TRANSPOSED_3D, "--size", "2", "--strict", "--format", "json")
+    assert strict.exit_code != 0
+    assert (
+        "measured and formula disagree (--strict): conv: peak_inference (the peak counts an "
+        "output torch's kernel held in a storage larger than its elements: "
+        "sources.memory_peak_inference)"
+    ) in strict.stderr
+    # on the meta device nothing is held larger: the two agree, and no pointer
+    meta = cli(*TRANSPOSED_3D, "--size", "2", "--measure-on", "meta", env={"COLUMNS": "200"})
+    assert meta.exit_code == 0 and "larger than its elements" not in meta.stdout

@@ -37,6 +37,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from convcalc.core.memory import LARGER_STORAGE
 from convcalc.core.spec import InputSpec, Node
 from convcalc.errors import MeasurementError, SpecError
 from convcalc.measure.build import TORCH_DTYPES, GraphModule, build_layer, first_line, user_code
@@ -411,8 +412,8 @@ class _LiveTracker(TorchDispatchMode):
             for (op, layer), (elements, nbytes) in self.oversized.items()
         )
         return (
-            f"{source}; storages larger than their tensors are counted whole, as the allocator "
-            f"holds them (a formula counts elements): {held}"
+            f"{source}; {LARGER_STORAGE}, as the allocator holds them (a formula counts "
+            f"elements): {held}"
         )
 
     def _purge(self) -> None:
