@@ -57,10 +57,30 @@ def emit(result: Any, output: OutputOptions) -> None:
             sys.stderr.write(f"warning: {line}\n")
     if output.strict and result.agree is False:
         failures.append(
-            "measured and formula disagree (--strict): " + ", ".join(result.disagreements)
+            "measured and formula disagree (--strict): "
+            + ", ".join(result.disagreements)
+            + _larger_storage(result)
         )
     if failures:
         raise CheckFailed(failures)
+
+
+def _larger_storage(result: Any) -> str:
+    """Where a disagreeing peak has its explanation (an op's output held in a larger storage,
+    counted whole: torch's CPU kernel for 3-D transposed convolutions)."""
+    from convcalc.core.memory import LARGER_STORAGE
+
+    sources = getattr(result, "sources", None)
+    if not isinstance(sources, dict) or LARGER_STORAGE not in sources.get(
+        "memory_peak_inference", ""
+    ):
+        return ""
+    if not any(str(name).endswith("peak_inference") for name in result.disagreements):
+        return ""
+    return (
+        " (the peak counts an output torch's kernel held in a storage larger than its "
+        "elements: sources.memory_peak_inference)"
+    )
 
 
 def read_stdin() -> str:

@@ -12,6 +12,11 @@ from collections.abc import Sequence
 
 from convcalc._dataclass import dataclass
 
+#: the words measure.memory's live-bytes tracker puts in the inference peak's source when an op
+#: returned its output in a storage larger than its elements (torch's CPU kernel for 3-D
+#: transposed convolutions): the output's ✗ line points to that explanation when it is there
+LARGER_STORAGE = "storages larger than their tensors are counted whole"
+
 
 @dataclass(frozen=True)
 class Memory:

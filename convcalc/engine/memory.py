@@ -416,13 +416,18 @@ def with_model_memory(
     summary = report.total.memory.measured
     small = summary is not None and summary.total <= MODEL_TRAINING_MAX_BYTES and options.train
     found = model_memory(model, once, input_shape, dtype, options.optimizer, training_step=small)
-    saved_layers = found.saved.layers if found.saved is not None else {}
-    peak_layers = found.peak.layers if found.peak is not None else {}
+    saved_layers, peak_layers = _by_module(found)
     layers = [
         replace(
             layer,
-            saved_for_backward=Pair(saved_layers.get(layer.name), None),  # type: ignore[arg-type]
-            peak_inference=Pair(peak_layers.get(layer.name), None),  # type: ignore[arg-type]
+            saved_for_backward=Pair(
+                None if found.saved is None else saved_layers.get(_row_module(layer.name), 0),
+                None,  # type: ignore[arg-type]
+            ),
+            peak_inference=Pair(
+                None if found.peak is None else peak_layers.get(_row_module(layer.name), 0),
+                None,  # type: ignore[arg-type]
+            ),
         )
         for layer in report.layers
     ]
@@ -444,9 +449,11 @@ def with_model_memory(
     )
     sources = {
         **report.sources,
-        "memory_saved_for_backward": found.sources["saved"],
+        "memory_saved_for_backward": found.sources["saved"]
+        + (_PER_ROW_SAVED if found.saved is not None else ""),
         "memory_peak_inference": found.sources["peak"]
-        + "; per layer: the live activation bytes while that layer runs",
+        + "; per layer: the live activation bytes while that layer runs"
+        + (_PER_ROW_PEAK if found.peak is not None else ""),
         "memory_training_step": found.sources.get(
             "step", "not measured: " + _model_step_not_measured(options.train)
         ),
@@ -467,6 +474,90 @@ def with_model_memory(
         "has no formula for an arbitrary model's graph); the training step is not measured: "
         + _model_step_not_measured(options.train)
     )
+    notes = (*report.notes, note)
+    extra = report.extra
+    if found.saved is not None:
+        outside = _saved_outside_rows(report, saved_layers, found.saved.total)
+        extra = {**extra, "saved_for_backward_outside_rows": outside}
+        if outside["bytes"]:
+            notes = (*notes, _outside_rows_note(report, outside))
     return replace(
-        report, layers=tuple(layers), total=total, sources=sources, notes=(*report.notes, note)
+        report, layers=tuple(layers), total=total, sources=sources, notes=notes, extra=extra
+    )
+
+
+#: how a user's model's rows get their memory figures (appended to the sources)
+_PER_ROW_SAVED = (
+    "; per row: each storage goes to the innermost module running when it is first saved, as "
+    "the counted operators do (a functional call to the module whose forward makes it); what "
+    "no row's module saved: saved_for_backward_outside_rows"
+)
+_PER_ROW_PEAK = " (as its innermost module, so not while its children run)"
+
+
+def _by_module(found: Any) -> tuple[dict[str, int], dict[str, int]]:
+    """Saved for backward and the inference peak of each module of a user's model, attributed
+    to the innermost module running, as its counted operators are (measure.memory._innermost):
+    a functional call to the module whose forward makes it, nn.MultiheadAttention's work (its
+    out_proj never runs as a module) to the attention module. The leaf entered last where
+    the measurement did not follow the modules."""
+    saved: dict[str, int] = {}
+    peak: dict[str, int] = {}
+    if found.saved is not None:
+        modules = found.saved.by_module()
+        saved = found.saved.layers if modules is None else modules
+    if found.peak is not None:
+        peak = found.peak.layers if found.peak.modules is None else found.peak.modules
+    return saved, peak
+
+
+def _row_module(name: str) -> str:
+    """The module a model's row stands for: its name without `` (×N)`` (called N times);
+    ``""`` (the root) for ``(model)``."""
+    base = name.split(" (×")[0]
+    return "" if base == "(model)" else base
+
+
+def _saved_outside_rows(report: Report, saved: dict[str, int], total: int) -> dict[str, Any]:
+    """JSON's ``saved_for_backward_outside_rows``: the bytes saved for backward while no module
+    with a row was the innermost running (modules without a row: activations, flatten,
+    dropout; functional calls in a module's own forward), each by that module (``""``: the
+    model's own forward), and what the rows sum to. ``bytes`` + ``rows_bytes`` =
+    ``total_bytes``."""
+    rowed = {_row_module(layer.name) for layer in report.layers}
+    outside = {name: n for name, n in saved.items() if name not in rowed and n}
+    return {
+        "bytes": sum(outside.values()),
+        "rows_bytes": total - sum(outside.values()),
+        "total_bytes": total,
+        "by_module": outside,
+    }
+
+
+def _outside_rows_note(report: Report, outside: dict[str, Any]) -> str:
+    """One line naming what saves the bytes the rows of a user's model do not sum to."""
+    figures = {m.name: m for m in (report.model.modules if report.model else ())}
+
+    def parent(name: str) -> bool:
+        return any(
+            other != name and (not name or other.startswith(f"{name}.")) for other in figures
+        )
+
+    parts = []
+    for name, n in outside["by_module"].items():
+        module = figures.get(name)
+        kind = module.type if module is not None else ""
+        calls = f" ×{module.calls}" if module is not None and module.calls > 1 else ""
+        if parent(name):
+            shown = f"functional calls in the forward of {name or 'the model'}"
+            parts.append(f"{shown} ({kind}{calls}) {n:,} B" if kind else f"{shown} {n:,} B")
+        else:
+            parts.append(f"{name} ({kind}{calls}) {n:,} B" if kind else f"{name} {n:,} B")
+    more = f"; and {len(parts) - 6} more" if len(parts) > 6 else ""
+    return (
+        f"saved for backward: {outside['bytes']:,} B of the total {outside['total_bytes']:,} B "
+        f"are saved where no row is, so the rows sum to {outside['rows_bytes']:,} B: "
+        + "; ".join(parts[:6])
+        + more
+        + " (every figure in saved_for_backward_outside_rows)"
     )

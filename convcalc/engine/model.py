@@ -327,6 +327,23 @@ def _leaves_without_rows(modules: tuple[Any, ...], rowed: set[str]) -> list[str]
     ]
 
 
+def _outputs_note(names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -> str:
+    """A model returning several tensors (a dict, a tuple, a list, nested): the total row has
+    room for one output shape, the first; this names every one (up to 8, then how many
+    more)."""
+    from convcalc.core.formulas import shape_text
+
+    shown = ", ".join(
+        f"{name}: {shape_text(shape) if shape else 'scalar'}"
+        for name, shape in list(zip(names, shapes))[:8]
+    )
+    more = f" and {len(shapes) - 8} more" if len(shapes) > 8 else ""
+    return (
+        f"the model returns {len(shapes)} outputs ({shown}{more}); the total row's output "
+        f"shape is output {names[0] if names else '0'}'s; every output: outputs"
+    )
+
+
 def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
     """The report of one measured model (:class:`convcalc.measure.model_run.ModelRun`)."""
     from convcalc.core.report import ModelFigures, ModuleFigures
@@ -415,6 +432,8 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
             f"{shown}{more}; every operator with calls: uncounted_ops"
         )
     notes.extend(count.notes)
+    if len(count.output_shapes) > 1:
+        notes.append(_outputs_note(count.output_names, count.output_shapes))
     whole = not no_form and not stray
     width = DTYPE_BYTES[dtype]
     outputs = {name: shape for name, shape in zip(count.output_names, count.output_shapes)}

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,6 +37,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from convcalc.core.memory import LARGER_STORAGE
 from convcalc.core.spec import InputSpec, Node
 from convcalc.errors import MeasurementError, SpecError
 from convcalc.measure.build import TORCH_DTYPES, GraphModule, build_layer, first_line, user_code
@@ -90,6 +91,42 @@ def _attributing(
         return hook
 
     handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def _innermost(
+    model: nn.Module, inner: list[str], on_enter: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Forward pre- and post-hooks on every module of ``model`` that keep ``inner[0]`` the name
+    of the innermost module running (``""``, the root, outside every child), as the dispatch
+    count attributes its operators (measure.opcount): a functional call goes to the module
+    whose forward makes it, not to the leaf entered last. ``on_enter`` is called with each
+    module's name as it starts. A module not registered in ``model`` is not followed."""
+    stack = [inner[0]]
+
+    def before(name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _args: Any) -> None:
+            stack.append(name)
+            inner[0] = name
+            if on_enter is not None:
+                on_enter(name)
+
+        return hook
+
+    def after(_module: nn.Module, _args: Any, _out: Any) -> None:
+        if len(stack) > 1:
+            stack.pop()
+        inner[0] = stack[-1]
+
+    handles = []
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(before(name)))
+        handles.append(module.register_forward_hook(after, always_call=True))
     try:
         yield
     finally:
@@ -175,6 +212,9 @@ class SavedTensor:
     shape: tuple[int, ...]
     dtype: str
     bytes: int
+    #: the innermost module running when it was saved (None: not asked, :func:`_innermost`);
+    #: beside the layer, not part of the tensor's identity (equality, repr)
+    module: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -188,20 +228,37 @@ class SavedMeasurement:
     seconds: float
     source: str
 
+    def by_module(self) -> dict[str, int] | None:
+        """The bytes attributed to the innermost module running when each storage was first
+        saved (a user's model: functional calls go to the module whose forward makes them, a
+        module's children never ran, as nn.MultiheadAttention's out_proj, to itself); None
+        where the measurement did not follow the modules (:func:`_innermost`)."""
+        if any(t.module is None for t in self.tensors):
+            return None
+        found: dict[str, int] = {}
+        for tensor in self.tensors:
+            key = str(tensor.module)
+            found[key] = found.get(key, 0) + tensor.bytes
+        return found
+
 
 def measure_saved(
     module: nn.Module,
     x: torch.Tensor,
     layers: Sequence[tuple[str, nn.Module]] | None = None,
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    *,
+    innermost: bool = False,
 ) -> SavedMeasurement:
     """Run ``forward(module, x)`` (default ``module(x)``) with autograd on and count what it
     saves for backward. The module's mode (train/eval) and ``x.requires_grad`` are the
-    caller's. Works on CPU and meta tensors."""
+    caller's. Works on CPU and meta tensors. ``innermost``: each saved tensor also names the
+    innermost module running (:meth:`SavedMeasurement.by_module`)."""
     started = time.perf_counter()
     layers = list(layers) if layers is not None else _layers(module)
     excluded = _state_ids(module)
     current = [""]
+    inner = [""]
     seen: dict[int, SavedTensor] = {}
     keep: list[torch.Tensor] = []
 
@@ -213,6 +270,7 @@ def measure_saved(
                 tuple(tensor.shape),
                 str(tensor.dtype).removeprefix("torch."),
                 _nbytes(tensor),
+                inner[0] if innermost else None,
             )
             keep.append(tensor)  # alive until counted: no storage address is reused
         return tensor
@@ -221,6 +279,7 @@ def measure_saved(
         with (
             torch.enable_grad(),
             _attributing(layers, current),
+            _innermost(module, inner) if innermost else nullcontext(),
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
         ):
             out = (forward or _call)(module, x)
@@ -325,6 +384,10 @@ class _LiveTracker(TorchDispatchMode):
         #: op outputs held in a storage larger than their elements, each op and layer once:
         #: (op, layer) -> (the elements' bytes, the storage's bytes)
         self.oversized: dict[tuple[str, str], tuple[int, int]] = {}
+        #: the innermost module running (:func:`_innermost`), and the largest live bytes while
+        #: each is: None where not followed
+        self.inner: list[str] | None = None
+        self.module_peak: dict[str, int] = {}
 
     def register(self, tensor: torch.Tensor, func: Any = None) -> None:
         key = _storage_id(tensor)
@@ -349,8 +412,8 @@ class _LiveTracker(TorchDispatchMode):
             for (op, layer), (elements, nbytes) in self.oversized.items()
         )
         return (
-            f"{source}; storages larger than their tensors are counted whole, as the allocator "
-            f"holds them (a formula counts elements): {held}"
+            f"{source}; {LARGER_STORAGE}, as the allocator holds them (a formula counts "
+            f"elements): {held}"
         )
 
     def _purge(self) -> None:
@@ -375,9 +438,19 @@ class _LiveTracker(TorchDispatchMode):
         live = self.total()
         layer = self.current[0]
         self.layer_peak[layer] = max(self.layer_peak.get(layer, 0), live)
+        if self.inner is not None:
+            self.enter_module(self.inner[0], live)
         if live > self.peak:
             self.peak, self.peak_op, self.peak_layer = live, str(func), layer
         return out
+
+    def enter_module(self, name: str, live: int | None = None) -> None:
+        """The innermost module running is ``name`` (starting, or after an op): what is live
+        now is live while it runs."""
+        if live is None:
+            self._purge()
+            live = self.total()
+        self.module_peak[name] = max(self.module_peak.get(name, 0), live)
 
     def enter(self, layer: str) -> None:
         """A layer starts: what is live now is live while it runs (even if it runs no op)."""
@@ -403,6 +476,9 @@ class PeakMeasurement:
     layers: dict[str, int]
     seconds: float
     source: str
+    #: the largest live bytes while each module is the innermost running (a user's model:
+    #: attributed as its MACs are, measure.opcount); None where not followed (:func:`_innermost`)
+    modules: dict[str, int] | None = None
 
 
 def measure_peak_inference(
@@ -410,17 +486,29 @@ def measure_peak_inference(
     x: torch.Tensor,
     layers: Sequence[tuple[str, nn.Module]] | None = None,
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    *,
+    innermost: bool = False,
 ) -> PeakMeasurement:
     """Live activation bytes during ``forward(module, x)`` under ``torch.no_grad()``: the
     input (held by the caller) and every op output until it is freed. Parameters and buffers
-    are not activations and are not counted."""
+    are not activations and are not counted. ``innermost``: also the largest live bytes while
+    each module is the innermost running (``modules``)."""
     started = time.perf_counter()
     layers = list(layers) if layers is not None else _layers(module)
     current = [""]
     tracker = _LiveTracker(_state_ids(module), current)
     tracker.register(x)
+    if innermost:
+        tracker.inner = [""]
     try:
-        with torch.no_grad(), _attributing(layers, current, tracker.enter), tracker:
+        with (
+            torch.no_grad(),
+            _attributing(layers, current, tracker.enter),
+            _innermost(module, tracker.inner, tracker.enter_module)
+            if tracker.inner is not None
+            else nullcontext(),
+            tracker,
+        ):
             out = (forward or _call)(module, x)
             del out
         tracker.finish()
@@ -436,6 +524,7 @@ def measure_peak_inference(
             "storages returned by aten ops (TorchDispatchMode) until freed (StorageWeakRef), "
             "under torch.no_grad(); " + NOT_COUNTED
         ),
+        None if tracker.inner is None else dict(tracker.module_peak),
     )
 
 
@@ -756,7 +845,7 @@ def _model_memory(
             sources["saved"] = saved.source
         else:
             try:
-                saved = measure_saved(twin.train(), x)
+                saved = measure_saved(twin.train(), x, innermost=True)
                 sources["saved"] = saved.source + "; training mode, the data needing no grad"
             except Exception as error:  # noqa: BLE001  (the user's code)
                 sources["saved"] = f"not measured: {first_line(error)}"
@@ -764,7 +853,7 @@ def _model_memory(
             sources["peak"] = peak.source
         else:
             try:
-                peak = measure_peak_inference(twin.eval(), x)
+                peak = measure_peak_inference(twin.eval(), x, innermost=True)
                 sources["peak"] = peak.source + "; eval mode"
             except Exception as error:  # noqa: BLE001
                 sources["peak"] = f"not measured: {first_line(error)}"

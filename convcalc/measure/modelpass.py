@@ -60,6 +60,7 @@ from convcalc.measure.memory import (
     PeakMeasurement,
     SavedMeasurement,
     _attributing,
+    _innermost,
     _layers,
     _LiveTracker,
     _state_ids,
@@ -214,6 +215,10 @@ class ModelPass:
             if isinstance(tensor, torch.Tensor):
                 tracker.register(tensor)
         recorder = SavedRecorder(excluded, current)
+        # each saved storage and live byte also goes to the innermost module running, as the
+        # counted operators do: the report's rows (measure.memory._innermost)
+        inner = [""]
+        tracker.inner = recorder.inner = inner
         twins = TrainingTwins(recorder)
 
         with contextlib.ExitStack() as stack:
@@ -223,6 +228,7 @@ class ModelPass:
                 for _, module in self.twins:
                     stack.enter_context(twins.beside(module))
             stack.enter_context(_attributing(layers, current, tracker.enter))
+            stack.enter_context(_innermost(model, inner, tracker.enter_module))
             stack.enter_context(tracker)
             yield
         tracker.finish()
@@ -248,6 +254,7 @@ class ModelPass:
                 )
                 + NOT_COUNTED
             ),
+            dict(tracker.module_peak),
         )
         if self.saved_asked and not twins.failed:
             self.saved = recorder.measurement(

@@ -94,6 +94,8 @@ class SavedRecorder:
         self.seen: dict[int, tuple[StorageWeakRef, SavedTensor]] = {}
         #: while a list: every new entry is also appended to it (TrainingTwins.enter)
         self.log: list[tuple[StorageWeakRef, SavedTensor]] | None = None
+        #: the innermost module running (measure.memory._innermost), where followed
+        self.inner: list[str] | None = None
 
     def pack(self, tensor: torch.Tensor) -> _Saved:
         key = _storage_id(tensor)
@@ -107,6 +109,7 @@ class SavedRecorder:
                         tuple(tensor.shape),
                         str(tensor.dtype).removeprefix("torch."),
                         _nbytes(tensor),
+                        None if self.inner is None else self.inner[0],
                     ),
                 )
                 self.seen[key] = entry
@@ -199,6 +202,7 @@ class TrainingTwins:
         # module's own name, unless its forward was called directly inside another's)
         layer = self.main.current[0]
         recorder = self.recorders.setdefault(layer, SavedRecorder(self.main.excluded, [layer]))
+        recorder.inner = None if self.main.inner is None else [self.main.inner[0]]
         known = set(recorder.seen)
         mode = module.training
         try:

@@ -24,7 +24,7 @@ with _dataclass.kept():  # Rich's dataclasses' generated code kept between runs 
 
 from convcalc.core.cumulative import fraction_text
 from convcalc.core.formulas import group, human_bytes, shape_text
-from convcalc.core.memory import Memory
+from convcalc.core.memory import LARGER_STORAGE, Memory
 from convcalc.core.report import BOUND_STEP_KEYS, LayerReport, Pair, Report, Total
 
 CAPTION = (
@@ -785,6 +785,20 @@ def _grouped_notes(report: Report) -> list[tuple[list[str], str]]:
     return list(groups.values())
 
 
+def _larger_storage(report: Report, figure: str) -> str:
+    """Where a peak's ✗ has its explanation: an op's output held in a larger storage (torch's
+    CPU kernel for 3-D transposed convolutions), which the peak counts whole and the formula
+    does not, is named in the peak's source."""
+    if figure != "peak_inference" or LARGER_STORAGE not in report.sources.get(
+        "memory_peak_inference", ""
+    ):
+        return ""
+    return (
+        " (torch's kernel returned an output in a storage larger than its elements, counted "
+        "whole: see measured by, memory peak inference)"
+    )
+
+
 def _notes(report: Report) -> Text:
     lines = Text()
     for names, note in _grouped_notes(report):
@@ -798,7 +812,8 @@ def _notes(report: Report) -> Text:
     for layer in report.layers:
         for name in layer.disagreements:
             lines.append(
-                f"{DISAGREE} {layer.name}: {name} measured and formula differ; both are shown\n",
+                f"{DISAGREE} {layer.name}: {name} measured and formula differ; both are shown"
+                f"{_larger_storage(report, name)}\n",
                 style="bold red",
             )
     seen: set[str] = set()
