@@ -35,13 +35,13 @@ class ThreeOut(TwoHeads):
 def test_every_output_of_a_model_returning_several_is_named() -> None:
     notes = analyze_model(TwoHeads(), (1, 3, 8, 8), receptive_field=False).notes
     assert (
-        "the model returns 2 outputs (logits: 1×10, aux: 1×4); the total row's output shape "
-        "is output logits's; every output: outputs"
+        "the model returns 2 outputs (logits: 1×10, aux: 1×4); the total row shows the first "
+        "one's shape; every output: outputs in JSON"
     ) in notes
     notes = analyze_model(ThreeOut(), (1, 3, 8, 8), receptive_field=False).notes
     assert (
-        "the model returns 3 outputs (0: 1×10, 1: 1×4, 2: 1×8); the total row's output shape "
-        "is output 0's; every output: outputs"
+        "the model returns 3 outputs (0: 1×10, 1: 1×4, 2: 1×8); the total row shows the "
+        "first one's shape; every output: outputs in JSON"
     ) in notes
     one = nn.Sequential(nn.Conv2d(3, 4, 3))
     assert not any("outputs (" in n for n in analyze_model(one, (1, 3, 8, 8)).notes)

@@ -339,8 +339,8 @@ def _outputs_note(names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -
     )
     more = f" and {len(shapes) - 8} more" if len(shapes) > 8 else ""
     return (
-        f"the model returns {len(shapes)} outputs ({shown}{more}); the total row's output "
-        f"shape is output {names[0] if names else '0'}'s; every output: outputs"
+        f"the model returns {len(shapes)} outputs ({shown}{more}); the total row shows the "
+        f"first one's shape; every output: outputs in JSON"
     )
 
 
