@@ -148,6 +148,7 @@ def test_a_model_field_wider_than_its_input_is_grown_into() -> None:
     report = library.model(_convs(10), input=(1, 1, 8, 8))
     assert report.total.receptive_field.measured == (21, 21)
     assert not [n for n in report.notes if "at least" in n]
+    assert report.to_dict()["receptive_field_at_least"] is False
 
 
 def test_a_model_field_past_the_largest_input_says_at_least() -> None:
@@ -161,6 +162,16 @@ def test_a_model_field_past_the_largest_input_says_at_least() -> None:
         "the model's receptive field, 32x32, reaches the border of the largest input tried "
         "(32x32; the input is doubled at most 3 times): the field is at least this" in report.notes
     )
+    # a lower bound, in every format: JSON's flag, the table's and markdown's total cell
+    import io
+
+    from convcalc.output.formats import write
+
+    assert report.to_dict()["receptive_field_at_least"] is True
+    for fmt, cell in (("table", "≥ 32×32"), ("markdown", "| ≥ 32×32 |")):
+        out = io.StringIO()
+        write(report, fmt, out, no_color=True)
+        assert [line for line in out.getvalue().splitlines() if cell in line], fmt
 
 
 def test_the_probe_stops_growing_at_its_memory_limit() -> None:

@@ -379,6 +379,9 @@ class ModelFigures:
     modules: tuple[ModuleFigures, ...] = ()
     #: wall-clock seconds of each step of the measurement
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the model's receptive field (``total.receptive_field``) is a lower bound: it still
+    #: reached the border of the largest input the probe tried (a note says why no larger one)
+    receptive_field_at_least: bool = False
 
     def to_dict(self, strict_problems: list[str]) -> dict[str, Any]:
         return {
@@ -388,6 +391,7 @@ class ModelFigures:
             "strict_problems": list(strict_problems),
             "modules": [m.to_dict() for m in self.modules],
             "measure_seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            "receptive_field_at_least": self.receptive_field_at_least,
         }
 
 

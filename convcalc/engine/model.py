@@ -479,6 +479,7 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
         count_warnings=count.warnings,
         modules=tuple(modules),
         seconds=dict(run.seconds),
+        receptive_field_at_least=run.receptive_field_at_least,
     )
     report = Report(
         command="model",

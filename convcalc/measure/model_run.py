@@ -45,6 +45,9 @@ class ModelRun:
     model: Any = None
     #: the memory figures the counted forward measured (measure.modelpass.ModelPass), when asked
     memory: Any = None
+    #: the field still reached the border of the largest input the probe tried: the true
+    #: field is at least ``receptive_field`` (a note says which limit stopped the growth)
+    receptive_field_at_least: bool = False
 
 
 #: the note where no convolution or pooling ran (an MLP, a transformer on (N, L, E))
@@ -120,6 +123,7 @@ def run_model(
         subtree[name] = sum(p.numel() for p in module.parameters())
     field: Ints | None = None
     of = ""
+    at_least = False
     start = time.perf_counter()
     if not receptive_field:
         notes.append("the model's receptive field was not measured (receptive_field=False)")
@@ -138,6 +142,7 @@ def run_model(
             elif why:
                 shown = "x".join(map(str, field))
                 notes.append(f"the model's receptive field, {shown}, {why}")
+                at_least = True
         except Exception as error:  # a model that cannot run in float64 or backward
             notes.append(
                 "the model's receptive field could not be measured by autograd: "
@@ -152,7 +157,19 @@ def run_model(
             "N, C, spatial... and this one has no spatial dimension"
         )
     seconds["receptive_field"] = time.perf_counter() - start
-    return ModelRun(title, count, tuple(notes), own, subtree, field, of, seconds, model, once)
+    return ModelRun(
+        title,
+        count,
+        tuple(notes),
+        own,
+        subtree,
+        field,
+        of,
+        seconds,
+        model,
+        once,
+        receptive_field_at_least=at_least,
+    )
 
 
 def _count(model: nn.Module, input_shape: Ints, dtype: str) -> tuple[CountResult, Any]:

@@ -369,7 +369,8 @@ def markdown(data: dict[str, Any]) -> str:
             _md(total["macs"]),
             _md(total["flops"]),
             "",
-            _md(total["receptive_field"]),
+            ("≥ " if report.get("receptive_field_at_least") else "")
+            + _md(total["receptive_field"]),
             _md(report["agree"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -343,6 +343,15 @@ def _cell(pair: Pair[Any]) -> Text:
     return Text(f"{_value(pair.measured)} ≠ {_value(pair.formula)}", style="bold red")
 
 
+def _total_field_cell(report: Report) -> Text:
+    """The total's receptive field; ``≥`` before a model's field that is a lower bound (it
+    reached the border of the largest input the probe tried: a note says so)."""
+    cell = _cell(report.total.receptive_field)
+    if report.model is not None and report.model.receptive_field_at_least:
+        return Text("≥ ") + cell
+    return cell
+
+
 def _figure_table(layer: LayerReport, dtype: str, total: Total | None = None) -> Table:
     table = Table(
         box=box.SIMPLE_HEAVY,
@@ -685,12 +694,12 @@ def _summary_table(report: Report) -> Table:
     if cumulative_columns:
         cells += [
             Text(""),
-            _cell(total.receptive_field),
+            _total_field_cell(report),
             Text(_fractions(cumulative.effective_stride) if cumulative else ""),
             Text(_fractions(cumulative.effective_padding) if cumulative else ""),
         ]
     else:
-        cells.append(_cell(total.receptive_field))
+        cells.append(_total_field_cell(report))
     cells.append(Text(f"{human_bytes(memory.total)} all"))
     if saved_column:
         cells.append(_bytes_cell(total.saved_for_backward))
