@@ -91,3 +91,47 @@ def test_a_null_reason_comes_from_the_sources_only_when_they_say_not_measured() 
         "expectation failed: x.peak_inference = 1, got null (the copy failed)"
     )
     assert parse_expectation("x.macs=1").check(data) == "expectation failed: x.macs = 1, got null"
+
+
+def test_recalibrate_with_formula_only_names_recalibrate(cli) -> None:
+    # before: "--roofline with --formula-only needs --peak-gflops and --peak-gbps", though the
+    # user gave no --roofline
+    for extra in ((), ("--roofline",)):
+        result = cli(*SMALL, "--recalibrate", "--formula-only", *extra)
+        assert (result.exit_code, result.stdout) == (2, "")
+        assert result.stderr == (
+            "error: --recalibrate: measuring the device's peaks needs torch; it cannot run "
+            "with --formula-only\n"
+        )
+
+
+PEAK_OPTIONS = {
+    "--roofline": (),
+    "--recalibrate": (),
+    "--peak-gflops": ("100",),
+    "--peak-gbps": ("20",),
+    "--time": (),
+}
+COMBINATIONS = [
+    [name for bit, name in enumerate(PEAK_OPTIONS) if mask >> bit & 1]
+    for mask in range(1, 2 ** len(PEAK_OPTIONS))
+]
+
+
+@pytest.mark.parametrize("given", COMBINATIONS, ids=" ".join)
+def test_formula_only_with_the_roofline_options_errs_in_one_honest_line(cli, given) -> None:
+    """Every combination of --formula-only with --roofline, --recalibrate, --peak-gflops,
+    --peak-gbps and --time: runs (both peaks given: nothing to measure) or fails as invalid
+    input, nothing on stdout, one line on stderr whose first option is one the user gave."""
+    args = [part for name in given for part in (name, *PEAK_OPTIONS[name])]
+    result = cli(*SMALL, "--formula-only", *args)
+    runs = {"--peak-gflops", "--peak-gbps"} <= set(given) and not {"--recalibrate", "--time"} & set(
+        given
+    )
+    if runs:
+        assert result.exit_code == 0 and "roofline" in result.stdout
+        return
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.startswith("error: --") and result.stderr.count("\n") == 1
+    first = result.stderr.removeprefix("error: ").split()[0].rstrip(":")
+    assert first in [*given, "--formula-only"], result.stderr
