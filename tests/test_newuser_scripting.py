@@ -4,6 +4,8 @@ stdin. Each test failed before its fix."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from convcalc.core.query import get_path, parse_expectation
@@ -135,3 +137,89 @@ def test_formula_only_with_the_roofline_options_errs_in_one_honest_line(cli, giv
     assert result.stderr.startswith("error: --") and result.stderr.count("\n") == 1
     first = result.stderr.removeprefix("error: ").split()[0].rstrip(":")
     assert first in [*given, "--formula-only"], result.stderr
+
+
+# conv k7 s2 p3 out64 on 3 channels: 64·3·7·7 + 64 = 9,472; maxpool: 0; dw k3 on 64 channels
+# (out defaults to in): depthwise 64·1·3·3 + 64 = 640, pointwise 64·64 + 64 = 4,160;
+# total 9,472 + 640 + 4,160 = 14,272
+INLINE = "conv k7 s2 p3 out64; maxpool k3 s2 p1; dw k3"
+INLINE_PARAMS = "14272\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        INLINE,  # before: "<stdin>: a stack file needs a 'layers' list (and an 'input')"
+        INLINE.replace("; ", "\n") + "\n",  # one layer a line
+        "\n  conv k7 s2 p3 out64\r\nmaxpool k3 s2 p1;\n\ndw k3",  # CRLF, blank lines, both
+    ],
+    ids=["semicolons", "lines", "mixed"],
+)
+def test_stack_reads_inline_layers_on_stdin(cli, text: str) -> None:
+    result = cli(
+        "stack", "-", "--formula-only", "--size", "32", "--get", "total.params", input=text
+    )
+    assert (result.exit_code, result.stdout, result.stderr) == (0, INLINE_PARAMS, "")
+
+
+def test_stack_on_stdin_is_the_same_as_on_the_command_line(cli) -> None:
+    args = ("--formula-only", "--size", "32", "--in", "3", "--json")
+    piped = cli("stack", "-", *args, input=INLINE)
+    argued = cli("stack", INLINE, *args)
+    assert piped.exit_code == argued.exit_code == 0
+    assert json.loads(piped.stdout)["layers"] == json.loads(argued.stdout)["layers"]
+    assert json.loads(piped.stdout)["total"] == json.loads(argued.stdout)["total"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "input: [1, 3, 32, 32]\nlayers:\n  - {op: conv, out: 8, kernel: 3}\n",
+        '{"input": [1, 3, 32, 32], "layers": [{"op": "conv", "out": 8, "kernel": 3}]}',
+    ],
+    ids=["yaml", "json"],
+)
+def test_stack_still_reads_a_stack_file_on_stdin(cli, text: str) -> None:
+    # 8·3·3·3 + 8 = 224
+    result = cli("stack", "-", "--formula-only", "--get", "total.params", input=text)
+    assert (result.exit_code, result.stdout) == (0, "224\n")
+
+
+BOTH_FORMS = (
+    "a stack file (YAML or JSON with a 'layers' list and an 'input') nor layers inline "
+    "('conv k7 s2 p3 out64; maxpool k3 s2 p1': ';' or a new line between layers)"
+)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("foo: 3\n", f"error: <stdin>: neither {BOTH_FORMS}\n"),
+        ("input = [1, 3, 32, 32]\n", f"error: <stdin>: neither {BOTH_FORMS}\n"),  # TOML
+        (" \n", f"error: <stdin>: empty: give {BOTH_FORMS.replace(' nor ', ' or ')}\n"),
+        ("covn k3\n", "error: layer 1 (covn1): unknown op 'covn'; ops: conv, "),
+        ("layers: [\n", "error: <stdin>: line 2: "),  # a broken YAML file says where
+    ],
+)
+def test_stdin_that_is_neither_form_names_both(cli, text: str, message: str) -> None:
+    result = cli("stack", "-", "--formula-only", input=text)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.startswith(message)
+
+
+def test_a_stack_too_long_for_the_command_line_goes_through_stdin(cli) -> None:
+    # 3,000 layers of 'relu' on 1x3x8x8, one a line: nothing to count, every shape 1x3x8x8.
+    # (16,000 convs, 'conv k3 p1 out8' a line, are 256 kB: more than one argument may hold,
+    # MAX_ARG_STRLEN = 128 KiB; this keeps the test fast with the same path through stdin)
+    text = "relu\n" * 3000
+    result = cli(
+        "stack",
+        "-",
+        "--formula-only",
+        "--size",
+        "8",
+        "--get",
+        "layers.2999.output_shape.formula",
+        input=text,
+    )
+    assert (result.exit_code, result.stdout) == (0, "[1, 3, 8, 8]\n")
