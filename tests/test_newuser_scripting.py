@@ -223,3 +223,53 @@ def test_a_stack_too_long_for_the_command_line_goes_through_stdin(cli) -> None:
         input=text,
     )
     assert (result.exit_code, result.stdout) == (0, "[1, 3, 8, 8]\n")
+
+
+def test_the_total_says_it_holds_formulas_under_formula_only(cli) -> None:
+    # conv 8->8 k3 on 8x8: params 8·8·3·3 + 8 = 584, MACs 8·6·6·8·9 = 20,736; under
+    # --formula-only nothing is measured, and the measured-side `total` holds these formulas
+    data = cli.json(*SMALL, "--formula-only")
+    assert data["total"]["params"] == data["total"]["formula"]["params"] == 584
+    assert data["total"]["macs"] == 20_736
+    assert data["layers"][0]["params"]["measured"] is None
+    assert data["total_source"] == "formula"
+    assert data["total_by_formula"] == [
+        "params",
+        "macs",
+        "flops",
+        "output_shape",
+        "receptive_field",
+        "memory_bytes",
+    ]
+
+
+def test_a_measured_total_says_so(cli) -> None:
+    data = cli.json(*SMALL)
+    assert (data["total_source"], data["total_by_formula"]) == ("measured", [])
+    assert data["total"]["params"] == 584
+
+
+def test_the_jsonl_total_row_carries_the_total_source(cli) -> None:
+    rows = [
+        json.loads(line)
+        for line in cli(*SMALL, "--formula-only", "--format", "jsonl").stdout.splitlines()
+    ]
+    assert rows[-1]["kind"] == "total" and rows[-1]["total_source"] == "formula"
+    assert "total_source" not in rows[0]  # a layer row: its own measured/formula pairs
+
+
+def test_a_total_with_one_figure_unmeasured_is_mixed() -> None:
+    from dataclasses import replace
+
+    from convcalc.core.report import Pair
+
+    report = _measured_report()
+    total = replace(report.total, receptive_field=Pair(None, report.total.receptive_field.formula))
+    assert (total.source, total.by_formula) == ("mixed", ["receptive_field"])
+    assert total.to_dict()["receptive_field"] == list(report.total.receptive_field.formula)
+
+
+def _measured_report():
+    from convcalc import library
+
+    return library.conv(8, 8, kernel=3, size=8)
