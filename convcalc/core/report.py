@@ -285,10 +285,16 @@ class Total:
     def source(self) -> str:
         """Where the measured total's values come from: "measured", "formula" (nothing was
         measured: --formula-only) or "mixed" (``by_formula`` names the formula's)."""
-        by_formula = self.by_formula
-        if not by_formula:
-            return "measured"
-        return "formula" if len(by_formula) == len(self._sided_pairs()) else "mixed"
+        return str(self.source_keys()["total_source"])
+
+    def source_keys(self) -> dict[str, Any]:
+        """The report's ``total_source`` and ``total_by_formula``, computed once."""
+        pairs = self._sided_pairs()
+        by_formula = [key for key, pair in pairs.items() if pair.measured is None]
+        source = "mixed" if by_formula else "measured"
+        if by_formula and len(by_formula) == len(pairs):
+            source = "formula"
+        return {"total_source": source, "total_by_formula": by_formula}
 
     def _values(self, side: str) -> dict[str, Any]:
         def pick(pair: Pair[Any]) -> Any:
@@ -506,8 +512,7 @@ class Report:
             "layers": [layer.to_dict() for layer in self.layers],
             "total": self.total.to_dict(),
             # what `total` holds: measured values, or the formula's where nothing measured them
-            "total_source": self.total.source,
-            "total_by_formula": self.total.by_formula,
+            **self.total.source_keys(),
             "sources": dict(self.sources),
             "notes": list(self.notes),
             "warnings": list(self.warnings),
