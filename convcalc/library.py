@@ -565,12 +565,29 @@ def stack_source(
     if isinstance(stack, Path):
         return load_text(read_source(stack, str(stack)), str(stack)), stack.name
     if stack == "-":
-        return load_text(stdin or "", "<stdin>"), "<stdin>"
+        return _stdin_stack(stdin or ""), "<stdin>"
     if not stack.strip():
         raise SpecError("source", "the stack is empty: give a file, - for stdin, or layers")
     if _is_file(stack):
         return load_text(read_source(Path(stack), stack), stack), Path(stack).name
     return None, "inline"
+
+
+def _stdin_stack(text: str) -> dict[str, Any] | None:
+    """Standard input's stack: a stack file's data, or None for inline layers (the same
+    grammar as on the command line, with a new line as good as ';'); text that is neither is
+    an error naming both forms."""
+    from convcalc.core.grammar import STDIN_FILE, STDIN_INLINE, looks_inline
+    from convcalc.sources.stack import parse_text
+
+    if not text.strip():
+        raise SpecError("source", f"<stdin>: empty: give {STDIN_FILE} or {STDIN_INLINE}")
+    if looks_inline(text):
+        return None
+    data = parse_text(text, "<stdin>")  # a stack file with an error in it: says where
+    if not isinstance(data, dict) or "layers" not in data:
+        raise SpecError("source", f"<stdin>: neither {STDIN_FILE} nor {STDIN_INLINE}")
+    return data
 
 
 def _network(
@@ -603,8 +620,8 @@ def _network(
         )
         if value is not None
     ]
-    if data is None:  # inline
-        data = {"layers": parse_inline(str(stack))}
+    if data is None:  # inline (on the command line, or on stdin with "-")
+        data = {"layers": parse_inline(stdin or "" if stack == "-" else str(stack))}
         if shape is not None and given:
             raise SpecError(
                 "input",

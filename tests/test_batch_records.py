@@ -3,7 +3,9 @@ was made fast (issue 16's rate goals): a fixed varied sweep (tests/data/batch_go
 165 specs, bench/batch.py's mix with seed 7 plus every kind and dimension, dtypes, explicit
 inputs, and 16 bad specs) in JSONL and CSV, on the meta device (memory by formula, batch's
 default) and with --formula-only. The expected files (gzipped) were written by the code at
-da739ae, before any optimisation: `convcalc batch SPECS -f FMT [--formula-only]`."""
+da739ae, before any optimisation: `convcalc batch SPECS -f FMT [--formula-only]`; the JSONL
+ones were rewritten once since, when each record gained `total_source` and `total_by_formula`
+(additive: with those two keys removed the new records equal the old byte for byte)."""
 
 from __future__ import annotations
 

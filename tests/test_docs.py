@@ -100,3 +100,40 @@ def test_the_headline_outputs_are_what_convcalc_prints(command: str, title: str)
     ).stdout
     printed = [line.rstrip() for line in out.strip("\n").split("\n")]
     assert printed == shown.group(1).strip("\n").split("\n")
+
+
+# A source file the README or docs/ cite must exist: the README once named convcalc/formulas.py,
+# convcalc/measure.py, convcalc/conventions.py and convcalc/formats.py long after they moved into
+# core/, measure/ and output/. Paths are cited whole (`convcalc/core/formulas.py`, a folder
+# `convcalc/measure/`) or from their room (`measure/build.py`, as docs/benchmarks.md does).
+_ROOMS = "core|kinds|measure|engine|sources|output|cli"
+_CITED = re.compile(rf"(?<![\w/])((?:convcalc/)?(?:{_ROOMS})/[\w/]*?\w+\.py|convcalc/\w+\.py)")
+_CITED_DIR = re.compile(r"(?<![\w/])convcalc/((?:\w+/)+)(?![\w.])")
+#: a file the text describes adding, not one it says is there
+_EXAMPLES = {"kinds/upsample.py"}
+
+
+def _cited_paths() -> list[tuple[str, str]]:
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    cited = []
+    for document in documents:
+        text = document.read_text(encoding="utf-8")
+        for path in _CITED.findall(text):
+            if path not in _EXAMPLES:
+                cited.append(
+                    (document.name, path if path.startswith("convcalc/") else f"convcalc/{path}")
+                )
+        cited += [(document.name, f"convcalc/{d}") for d in _CITED_DIR.findall(text)]
+    return sorted(set(cited))
+
+
+def test_the_citations_are_found() -> None:
+    cited = {path for _, path in _cited_paths()}
+    # the ones this test was written for: it would pass vacuously if the pattern found none
+    assert {"convcalc/core/formulas.py", "convcalc/output/formats.py"} <= cited
+    assert "convcalc/measure/build.py" in cited  # docs/benchmarks.md cites `measure/build.py`
+
+
+@pytest.mark.parametrize("document,path", _cited_paths())
+def test_every_cited_source_path_exists(document: str, path: str) -> None:
+    assert (ROOT / path).exists(), f"{document} cites {path}, which does not exist"

@@ -86,8 +86,9 @@ def stack(
     source: Annotated[
         str | None,
         typer.Argument(
-            help="A stack file (YAML, JSON or TOML; - for stdin), or layers inline: "
-            '"conv k7 s2 p3 out64; maxpool k3 s2 p1; dw k3; pw out128".',
+            help="A stack file (YAML, JSON or TOML), or layers inline: "
+            '"conv k7 s2 p3 out64; maxpool k3 s2 p1; dw k3; pw out128"; - reads either from '
+            "stdin (YAML or JSON; inline with ';' or new lines between layers).",
             show_default=False,
         ),
     ] = None,
@@ -164,7 +165,7 @@ def stack(
 
 
 def _stdin(source: str | None) -> str | None:
-    """``-``: the stack file on standard input."""
+    """``-``: the stack on standard input (a stack file, or inline layers)."""
     return read_stdin() if source == "-" else None
 
 

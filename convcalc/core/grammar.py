@@ -27,6 +27,25 @@ _FLAGS = {
 }
 
 
+#: an inline layer: an op word, then arguments that each start with a letter or digit (k3,
+#: out64, act=relu) and hold no ':' (a YAML mapping) -- what tells inline layers on stdin from a
+#: stack file there (YAML or JSON: 'layers:', '{', '- {op: ...}'; TOML: 'input = [...]')
+_INLINE_LAYER = re.compile(r"\s*[A-Za-z_]\w*(?:\s+[A-Za-z0-9_][^\s:]*)*\s*")
+
+#: the two forms standard input may hold, for the message when it holds neither
+STDIN_FILE = "a stack file (YAML or JSON with a 'layers' list and an 'input')"
+STDIN_INLINE = (
+    "layers inline ('conv k7 s2 p3 out64; maxpool k3 s2 p1': ';' or a new line between layers)"
+)
+
+
+def looks_inline(text: str) -> bool:
+    """Whether ``text`` (standard input's) is inline layers rather than a stack file: its first
+    layer reads as one (an op and its arguments, no ':', '{', '[' or a lone '=')."""
+    first = next((chunk for chunk in re.split(r"[;\n]", text) if chunk.strip()), "")
+    return bool(first) and _INLINE_LAYER.fullmatch(first) is not None
+
+
 def parse_inline(text: str) -> list[dict[str, Any]]:
     """``"conv k7 s2 p3 out64; maxpool k3 s2 p1"`` -> layer dicts of the file format."""
     layers: list[dict[str, Any]] = []

@@ -50,10 +50,59 @@ def get_path(data: Any, path: str, option: str = "--get") -> Any:
                     f"0..{len(current) - 1}",
                 )
             raise SpecError(
-                "path", f"{option} {path}: {where} is a value ({current!r}), it has no {step!r}"
+                "path",
+                f"{option} {path}: {where} is {describe_value(data, walked, current)}, it has "
+                f"no {step!r}",
             )
         walked.append(step)
     return current
+
+
+def json_word(value: Any) -> str:
+    """A value as JSON writes it (null, true, false, "quoted"), for messages: the user reads
+    the JSON, not Python (None, True)."""
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+#: sources texts that say a figure was not measured (engine/memory.py, library's formula-only
+#: runs); what follows the prefix is why
+_NOT_MEASURED = ("formula only: ", "not measured: ", "formulas only ")
+
+
+def null_reason(data: Any, walked: Sequence[str]) -> str:
+    """Why the value at ``walked`` is null, from the report's ``sources`` (the training step:
+    ``sources.memory_training_step``; anything under --formula-only: ``sources.everything``),
+    or "" when the sources say nothing about it."""
+    sources = data.get("sources") if isinstance(data, dict) else None
+    if not isinstance(sources, dict):
+        return ""
+    keys = [k for step in reversed(walked) for k in (f"memory_{step}", step)]
+    for key in [*keys, "everything"]:
+        text = sources.get(key)
+        if isinstance(text, str) and text.startswith(_NOT_MEASURED):
+            if text.startswith("formulas only "):  # (--formula-only): torch was not loaded
+                return "nothing is measured with --formula-only"
+            return _first_clause(text.split(": ", 1)[1])
+    return ""
+
+
+def _first_clause(text: str) -> str:
+    """``text`` up to its first ': ' outside parentheses (the reason, without its detail)."""
+    depth = 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and text.startswith(": ", i):
+            return text[:i]
+    return text
+
+
+def describe_value(data: Any, walked: Sequence[str], value: Any) -> str:
+    """``null (why)``, or ``the value true`` and the like: the value at ``walked`` in a
+    message, as JSON writes it."""
+    if value is None:
+        reason = null_reason(data, walked)
+        return f"null ({reason})" if reason else "null"
+    return f"the value {json_word(value)}"
 
 
 def format_value(value: Any) -> str:
@@ -80,7 +129,9 @@ class Expectation:
         """None when met; else the line that says what was expected and what was found. A
         value of another kind than the one at the path (a word for a number) is a malformed
         expectation, not a failed one."""
-        actual = _comparable(get_path(data, self.path, "--expect"))
+        found = get_path(data, self.path, "--expect")
+        actual = _comparable(found)
+        walked = self.path.split(".")
         expected = self.expected
         if isinstance(actual, tuple) and _GROUPED.fullmatch(self.raw.strip()):
             expected = tuple(int(v) for v in self.raw.split(","))  # a shape, not thousands
@@ -88,16 +139,22 @@ class Expectation:
         if not _same_kind(actual, self.expected, self.op):
             raise SpecError(
                 "expect",
-                f"--expect {self.text}: {self.path} is {format_value(actual)}, which cannot be "
-                f"compared with {format_value(self.expected)} by {self.op}",
+                f"--expect {self.text}: {self.path} is {_as_found(data, walked, found)}, which "
+                f"cannot be compared with {json_word(self.expected)} by {self.op}",
             )
         met = OPERATORS[self.op](actual, self.expected)
         if met:
             return None
         return (
-            f"expectation failed: {self.path} {self.op} {format_value(self.expected)}, "
-            f"got {format_value(actual)}"
+            f"expectation failed: {self.path} {self.op} {json_word(self.expected)}, "
+            f"got {_as_found(data, walked, found)}"
         )
+
+
+def _as_found(data: Any, walked: Sequence[str], value: Any) -> str:
+    """The value an expectation found, as JSON writes it, and why when it is null."""
+    described = describe_value(data, walked, value)
+    return described.removeprefix("the value ")
 
 
 def _same_kind(actual: Any, expected: Any, op: str) -> bool:

@@ -262,6 +262,40 @@ class Total:
         pairs.update(self.memory_pairs)
         return [name for name, pair in pairs.items() if not pair.agree]
 
+    def _sided_pairs(self) -> dict[str, Pair[Any]]:
+        """The total's figures whose measured side falls back on the formula's (``_values``)."""
+        pairs: dict[str, Pair[Any] | None] = {
+            "params": self.params,
+            "macs": self.macs,
+            "flops": self.flops,
+            "output_shape": self.output_shape,
+            "receptive_field": self.receptive_field,
+            "memory_bytes": self.memory,
+            "train_flops": self.train_flops,
+        }
+        return {k: p for k, p in pairs.items() if p is not None and p.formula is not None}
+
+    @property
+    def by_formula(self) -> list[str]:
+        """The keys of the measured total (``total.params``...) that hold the formula's value
+        because nothing measured them: every one under --formula-only, none when all ran."""
+        return [key for key, pair in self._sided_pairs().items() if pair.measured is None]
+
+    @property
+    def source(self) -> str:
+        """Where the measured total's values come from: "measured", "formula" (nothing was
+        measured: --formula-only) or "mixed" (``by_formula`` names the formula's)."""
+        return str(self.source_keys()["total_source"])
+
+    def source_keys(self) -> dict[str, Any]:
+        """The report's ``total_source`` and ``total_by_formula``, computed once."""
+        pairs = self._sided_pairs()
+        by_formula = [key for key, pair in pairs.items() if pair.measured is None]
+        source = "mixed" if by_formula else "measured"
+        if by_formula and len(by_formula) == len(pairs):
+            source = "formula"
+        return {"total_source": source, "total_by_formula": by_formula}
+
     def _values(self, side: str) -> dict[str, Any]:
         def pick(pair: Pair[Any]) -> Any:
             measured = pair.measured
@@ -481,6 +515,8 @@ class Report:
             "measured_on": self.measured_on,
             "layers": [layer.to_dict() for layer in self.layers],
             "total": self.total.to_dict(),
+            # what `total` holds: measured values, or the formula's where nothing measured them
+            **self.total.source_keys(),
             "sources": dict(self.sources),
             "notes": list(self.notes),
             "warnings": list(self.warnings),

@@ -60,6 +60,12 @@ def resolve_peaks(options: Options, dtype: str) -> Any:
 
             threads = cpu_threads() if device == "cpu" else None
         return given_peaks(options.peak_gflops, options.peak_gbps, device, dtype, threads)
+    if options.formula_only and options.recalibrate:  # name what the user gave
+        raise SpecError(
+            "recalibrate",
+            "--recalibrate: measuring the device's peaks needs torch; it cannot run with "
+            "--formula-only",
+        )
     if options.formula_only:
         raise SpecError(
             "peak_gflops",

@@ -108,6 +108,11 @@ def _reports(data: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
         yield "", data
 
 
+def _total_source(report: dict[str, Any]) -> dict[str, Any]:
+    """The total row's word on what it holds (JSON's ``total_source``, ``total_by_formula``)."""
+    return {key: report[key] for key in ("total_source", "total_by_formula") if key in report}
+
+
 def jsonl_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One object per layer, then the total (per version of a comparison)."""
     rows: list[dict[str, Any]] = []
@@ -116,6 +121,7 @@ def jsonl_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         for index, layer in enumerate(report["layers"]):
             rows.append({"kind": "layer", **extra, "index": index, **layer})
         rows.append({"kind": "total", **extra, **report["total"], "agree": report["agree"]})
+        rows[-1].update(_total_source(report))
     return rows
 
 

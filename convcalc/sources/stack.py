@@ -169,6 +169,14 @@ class Network:
 
 def load_text(text: str, source: str) -> dict[str, Any]:
     """A stack file's text as data: JSON, TOML or YAML (by extension, else by content)."""
+    data = parse_text(text, source)
+    if not isinstance(data, dict) or "layers" not in data:
+        raise SpecError("file", f"{source}: a stack file needs a 'layers' list (and an 'input')")
+    return data
+
+
+def parse_text(text: str, source: str) -> Any:
+    """JSON, TOML or YAML text as data (by extension, else by content), whatever its shape."""
     lowered = source.lower()
     try:
         if lowered.endswith(".json") or (
@@ -188,8 +196,6 @@ def load_text(text: str, source: str) -> dict[str, Any]:
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise SpecError("file", f"{source}: {where}{problem}") from None
-    if not isinstance(data, dict) or "layers" not in data:
-        raise SpecError("file", f"{source}: a stack file needs a 'layers' list (and an 'input')")
     return data
 
 
