@@ -73,6 +73,23 @@ def test_unwritable_picture_files(cli) -> None:
     )
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_file_system_refusing_the_picture_is_bad_input(cli, tmp_path: Path) -> None:
+    # /proc takes no new files: the check opens the file as the draw would (it exited 3, an
+    # internal error, after printing the table); a file that was not there is not left behind
+    one_line_error(
+        cli("draw", "conv", "--size", "8", "--html", "/proc/convcalc-x.html"),
+        "--html /proc/convcalc-x.html: cannot write there (",
+    )
+    kept = tmp_path / "kept.svg"
+    kept.write_text("old")
+    fresh = tmp_path / "fresh.svg"
+    bad = cli("draw", "conv", "--size", "8", "--svg", str(fresh), "--html", "/proc/x.html")
+    assert bad.exit_code == 2 and not fresh.exists()
+    assert cli("draw", "conv", "--size", "8", "--svg", str(kept)).exit_code == 0
+    assert kept.read_text().startswith("<svg")
+
+
 @pytest.mark.parametrize(
     "line, params",
     [

@@ -138,8 +138,18 @@ def _check_writable(svg: str | None, html: str | None) -> None:
         parent = Path(target).expanduser().resolve().parent
         if not parent.is_dir():
             raise SpecError(option, f"{option} {target}: no such directory {parent}")
-        if not os.access(parent, os.W_OK) or Path(target).is_dir():
+        path = Path(target).expanduser()
+        if not os.access(parent, os.W_OK) or path.is_dir():
             raise SpecError(option, f"{option} {target}: cannot write there")
+        existed = path.exists()
+        try:  # opened for appending, so nothing it holds is lost; a new file is removed again
+            with path.open("a"):
+                pass
+        except OSError as error:  # a file system that refuses files (/proc), a read-only one
+            reason = error.strerror or type(error).__name__
+            raise SpecError(option, f"{option} {target}: cannot write there ({reason})") from None
+        if not existed:
+            path.unlink(missing_ok=True)
 
 
 class DrawFormat(str, Enum):
