@@ -133,6 +133,28 @@ WARNINGS = [
         "stride 2 leaves the last 1 input row and column of 224x224 unused",
     ),
     (
+        # a 1x1 conv of stride 2 on 56 reads positions 0, 2, ..., 54: 28 of 56 never read (the
+        # old warning said "the last 1"); on 55 it said nothing, and 27 are never read
+        "rows between windows",
+        ["conv", "--in", "4", "--out", "4", "-k", "1", "-s", "2", "--size", "56"],
+        ["conv", "--in", "4", "--out", "4", "-k", "2", "-s", "2", "--size", "56"],
+        "stride 2, wider than the kernel (1), never reads 28 of the 56 input rows and columns: "
+        "no window covers them",
+    ),
+    (
+        "rows between windows, none past the last",
+        ["conv", "--in", "4", "--out", "4", "-k", "1", "-s", "2", "--size", "55"],
+        ["conv", "--in", "4", "--out", "4", "-k", "1", "-s", "1", "--size", "55"],
+        "never reads 27 of the 55 input rows and columns",
+    ),
+    (
+        # k2 s3 on 9: windows [0,1], [3,4], [6,7]; 2, 5 and 8 never read
+        "rows between wider windows",
+        ["conv", "--in", "4", "--out", "4", "-k", "2", "-s", "3", "--size", "9"],
+        ["conv", "--in", "4", "--out", "4", "-k", "3", "-s", "3", "--size", "9"],
+        "stride 3, wider than the kernel (2), never reads 3 of the 9 input rows and columns",
+    ),
+    (
         "asymmetric same",
         ["conv", "--in", "2", "--out", "2", "-k", "4", "-p", "same", "--size", "10"],
         ["conv", "--in", "2", "--out", "2", "-k", "3", "-p", "same", "--size", "10"],
@@ -417,3 +439,21 @@ def test_no_symmetric_padding_names_same(cli) -> None:
     )
     odd = cli("solve", "--size", "224", "--target", "225", "-k", "4")  # not the same size
     assert odd.exit_code == 0 and "same" not in odd.stdout
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 60), st.integers(1, 4), st.integers(2, 9), st.integers(0, 6), st.integers(0, 6)
+)
+def test_positions_never_read_by_a_stride_wider_than_the_kernel(
+    n: int, k: int, s: int, left: int, right: int
+) -> None:
+    # the closed form against the set of real positions the windows read, listed one by one
+    from convcalc.kinds.base import _real_reads
+
+    padded = n + left + right
+    if s <= k or padded < k:
+        return
+    out = (padded - k) // s + 1
+    read = {o * s + j - left for o in range(out) for j in range(k)} & set(range(n))
+    assert _real_reads(n, k, s, left, out) == len(read)

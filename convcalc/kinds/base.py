@@ -160,11 +160,14 @@ def check_dims(dims: int, layer_input: InputSpec, labels: Labels) -> None:
 
 
 def dropped_rows(name: str, geometry: Geometry, layer_input: InputSpec) -> list[str]:
-    """A stride whose windows do not reach the end of the input: the floor drops those rows."""
+    """Input positions no window reads: past the last window (the floor in the size formula
+    drops them), or, where the stride is wider than an undilated kernel, between the windows
+    too (a 1x1 conv of stride 2 reads every other row)."""
     if geometry.kind != "window" or geometry.transposed or geometry.ceil_mode:
         return []
     dims = len(geometry.kernel)
     unused: dict[int, int] = {}
+    skipped: dict[int, int] = {}
     for axis, (n, k, s, d, (left, right)) in enumerate(
         zip(layer_input.size, geometry.kernel, geometry.stride, geometry.dilation, geometry.padding)
     ):
@@ -173,14 +176,73 @@ def dropped_rows(name: str, geometry: Geometry, layer_input: InputSpec) -> list[
         if padded < span:
             continue
         out = (padded - span) // s + 1
+        if d == 1 and s > k:
+            never = n - _real_reads(n, k, s, left, out)
+            if never > 0:
+                skipped[axis] = never
+            continue
         reached = (out - 1) * s + span  # padded positions the last window reaches
         if padded - reached - right > 0:  # real input positions beyond it
             unused[axis] = padded - reached - right
-    if not unused:
-        return []
     names = {1: ("position",), 2: ("row", "column"), 3: ("slice", "row", "column")}[dims]
     strides = "x".join(str(s) for s in dict.fromkeys(geometry.stride))
     shape = "x".join(map(str, layer_input.size))
+    return _skipped_rows(name, geometry, layer_input, skipped, names) + _unused_rows(
+        name, geometry, unused, names, strides, shape
+    )
+
+
+def _real_reads(n: int, k: int, s: int, left: int, out: int) -> int:
+    """How many of the ``n`` real positions (after ``left`` of padding) windows of ``k``
+    positions at stride ``s > k`` read (``out`` windows, disjoint): each window's ``k`` less
+    what falls in the padding, counted over the few windows that reach it."""
+    reads = out * k
+    for o in range(min(out, -(-left // s))):  # windows starting in the left padding
+        reads -= min(o * s + k, left) - o * s
+    end = left + n  # the first position of the right padding
+    for o in range(max(0, -(-(end - k + 1) // s)), out):  # windows ending in it
+        reads -= o * s + k - max(o * s, end)
+    return reads
+
+
+def _skipped_rows(
+    name: str,
+    geometry: Geometry,
+    layer_input: InputSpec,
+    skipped: dict[int, int],
+    names: tuple[str, ...],
+) -> list[str]:
+    dims = len(names)
+    if not skipped:
+        return []
+    texts = {
+        axis: f"stride {geometry.stride[axis]}, wider than the kernel ({geometry.kernel[axis]}), "
+        f"never reads {count} of the {layer_input.size[axis]} input {{what}}"
+        for axis, count in skipped.items()
+    }
+    if len(texts) == dims and len(set(texts.values())) == 1:
+        kinds = [f"{n}s" for n in names]
+        what = kinds[0] if dims == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+        text = next(iter(texts.values())).format(what=what)
+        return [f"{name}: {text}: no window covers them"]
+    return [
+        f"{name}: {text.format(what=names[axis] + 's')}: no window covers them"
+        f"{axis_note(axis, dims)}"
+        for axis, text in texts.items()
+    ]
+
+
+def _unused_rows(
+    name: str,
+    geometry: Geometry,
+    unused: dict[int, int],
+    names: tuple[str, ...],
+    strides: str,
+    shape: str,
+) -> list[str]:
+    dims = len(names)
+    if not unused:
+        return []
     if len(unused) == dims and len(set(unused.values())) == 1:
         count = next(iter(unused.values()))
         kinds = [f"{n}{'s' if count > 1 else ''}" for n in names]
@@ -191,7 +253,7 @@ def dropped_rows(name: str, geometry: Geometry, layer_input: InputSpec) -> list[
         ]
     return [
         f"{name}: stride {geometry.stride[axis]} leaves the last {count} input {names[axis]}"
-        f"{'s' if count > 1 else ''} of {layer_input.size[axis]} unused: no window reaches "
+        f"{'s' if count > 1 else ''} of {shape.split('x')[axis]} unused: no window reaches "
         f"{'them' if count > 1 else 'it'} (the floor in the size formula drops "
         f"{'them' if count > 1 else 'it'}){axis_note(axis, dims)}"
         for axis, count in unused.items()
