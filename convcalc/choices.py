@@ -113,11 +113,13 @@ class Measure:
             raise SpecError(
                 "time", "--time measures the real layer: it does not go with --formula-only"
             )
-        if plain(self.device) != "cpu" and not (self.time or self.roofline):
+        roofline = self.roofline or self.peak_gflops is not None or self.peak_gbps is not None
+        if plain(self.device) != "cpu" and not (self.time or roofline):
             raise SpecError(
                 "device",
                 f"--device {plain(self.device)} is where --time runs and the roofline's peaks "
-                "are: it applies only with --time or --roofline",
+                "are: it applies only with --time, --roofline or the peaks (--peak-gflops, "
+                "--peak-gbps)",
             )
         if self.formula_only and plain(self.measure_on) != "auto":
             raise SpecError(

@@ -234,3 +234,17 @@ def test_stack_file_without_an_input(cli, tmp_path: Path) -> None:
     path.write_text("layers:\n  - {op: conv, out: 4}\n")
     one_line_error(cli("stack", str(path)), "noinput.yaml: no 'input' in the file")
     assert cli("stack", str(path), "--input", "1,3,8,8", "--formula-only").exit_code == 0
+
+
+def test_given_peaks_ask_for_the_roofline_on_any_device(cli) -> None:
+    # the README: giving the peaks asks for the roofline; --device cuda was refused without
+    # --roofline spelt out (no GPU is needed: given peaks are not measured)
+    import json
+
+    args = ["pw", "--in", "8", "--out", "8", "--size", "8", "--device", "cuda"]
+    peaks = ["--peak-gflops", "19500", "--peak-gbps", "1555", "--json"]
+    given = json.loads(cli(*args, *peaks).stdout)
+    spelt = json.loads(cli(*args, *peaks, "--roofline").stdout)
+    assert given["device"]["name"] == "cuda" and given["device"] == spelt["device"]
+    assert given["total"]["roofline"] == spelt["total"]["roofline"]
+    one_line_error(cli(*args), "--device cuda is where --time runs and the roofline's peaks are")
