@@ -90,7 +90,7 @@ def test_model_refuses_batch_and_a_zero_input(cli) -> None:
         (
             ("--device", "cuda"),
             "error: --device cuda is where --time runs and the roofline's peaks are: it applies "
-            "only with --time or --roofline\n",
+            "only with --time, --roofline or the peaks (--peak-gflops, --peak-gbps)\n",
         ),
     ],
 )
