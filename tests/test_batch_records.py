@@ -5,7 +5,11 @@ inputs, and 16 bad specs) in JSONL and CSV, on the meta device (memory by formul
 default) and with --formula-only. The expected files (gzipped) were written by the code at
 da739ae, before any optimisation: `convcalc batch SPECS -f FMT [--formula-only]`; the JSONL
 ones were rewritten once since, when each record gained `total_source` and `total_by_formula`
-(additive: with those two keys removed the new records equal the old byte for byte)."""
+(additive: with those two keys removed the new records equal the old byte for byte), and all
+four once more when the training step gained `output` (the network's output, held through
+backward) and its transient the output's gradient (changed: training_step's output, transient
+and total, by formula), and a stride wider than its kernel got its true count of positions
+never read (changed: two records' warnings); every other value equal."""
 
 from __future__ import annotations
 

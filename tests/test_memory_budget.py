@@ -300,14 +300,16 @@ def test_training_step_optimizer_state_measured_equals_formula(optimizer: str) -
 
 def test_training_transient_equals_measurement_on_a_block() -> None:
     # conv-bn-relu on 2×3×16×16: each 16-channel activation gradient 2·16·14·14·4 = 25,088 B.
-    # During BN's backward: loss grad 4 + the ReLU's input grad 25,088 + BN's input grad
-    # 25,088 = 50,180 B (the conv's input needs no gradient)
+    # During BN's backward: the output's gradient, which the loss hands backward (a dense
+    # tensor, held until backward returns) 25,088 + the ReLU's input grad 25,088 + BN's input
+    # grad 25,088 = 75,264 B (the conv's input needs no gradient)
     x = InputSpec(2, 3, (16, 16))
     nodes = chain([conv(3, 16), NormSpec(16, 2), ActSpec("relu", 2, 16)])
     measured = me.measure_network_training(nodes, x, "sgd")
-    assert measured.transient == 50_180
-    # the formula also counts the output's gradient as a full tensor (a real loss gives one)
-    assert mm.backward_transient(nodes, x).value == 50_180
+    assert measured.transient == 75_264
+    assert mm.backward_transient(nodes, x).value == 75_264
+    # the output (the ReLU's) is saved for backward already: nothing more to hold
+    assert measured.output == mm.training_step(nodes, x, "sgd").output.value == 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -265,3 +265,9 @@ def test_a_long_memory_sum_is_shortened_in_tables_only() -> None:
     twelve = " + ".join(str(n) for n in range(1, 13)) + " = 78 B"
     assert shortened_sum(twelve) == twelve
     assert shortened_sum("2·output = 3,097,600 B") == "2·output = 3,097,600 B"
+    # a sum whose terms are named first counts its numbers only: the training step's total
+    # (7 names, 7 numbers) was cut to "69,120 + 0 + ... (3 more terms) ..."
+    named = "a + b + c + d + e + f + g = 1 + 2 + 3 + 4 + 5 + 6 + 7 = 28 B"
+    assert shortened_sum(named) == named
+    long = "x + y = " + " + ".join(str(n) for n in range(1, 14)) + " = 91 B"
+    assert shortened_sum(long) == "x + y = " + shortened_sum(text)

@@ -55,7 +55,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from convcalc._dataclass import dataclass
-from convcalc.core.formulas import MUL, Derived, group, human_bytes
+from convcalc.core.formulas import MUL, Derived, group, human_bytes, shape_text
 from convcalc.core.memo import memo
 from convcalc.core.saved import INDEX_BYTES, LayerIO, LayerSaved, SavedPart, part
 from convcalc.core.spec import InputSpec, Ints, Node
@@ -292,6 +292,8 @@ class NetworkSaved:
 
     layers: tuple[Derived[int], ...]
     total: Derived[int]
+    #: the storages saved (graph keys): whether a tensor, the output, is among them
+    storages: frozenset[tuple[str, int]] = frozenset()
 
 
 def saved_for_backward(
@@ -371,6 +373,7 @@ def _saved_for_backward(
             if total
             else "0 B",
         ),
+        frozenset(seen),
     )
 
 
@@ -500,13 +503,17 @@ def _peak_inference(passes: _Passes, dtype: str | None, *, inplace: Collection[i
 @dataclass(frozen=True)
 class TrainingStep:
     """Bytes of one training step: total = params + buffers + grads + optimizer_state +
-    saved_for_backward + transient (an upper bound: saved tensors are freed during backward)."""
+    saved_for_backward + output + transient (an upper bound: saved tensors are freed during
+    backward). ``output``: the network's output, which a training loop holds through backward
+    (its loss reads it), where not saved for backward already. A loss's own tensors (MSE's
+    difference, cross-entropy's softmax) are not counted."""
 
     params: Derived[int]
     buffers: Derived[int]
     grads: Derived[int]
     optimizer_state: Derived[int]
     saved_for_backward: Derived[int]
+    output: Derived[int]
     transient: Derived[int]
     total: Derived[int]
 
@@ -517,6 +524,7 @@ class TrainingStep:
             "grads": self.grads.value,
             "optimizer_state": self.optimizer_state.value,
             "saved_for_backward": self.saved_for_backward.value,
+            "output": self.output.value,
             "transient": self.transient.value,
             "total": self.total.value,
         }
@@ -556,15 +564,15 @@ def backward_transient(
     """An upper bound on the gradient bytes alive at once during backward (parameter gradients
     are counted as ``grads``, not here).
 
-    Nodes run backward in reverse. While node k runs: the loss's gradient (one scalar), every
-    gradient already started and still
-    waiting for its producer (a residual branch point waits for both branches), the gradient of
-    k's output, the gradients k makes for its inputs (none for an input that needs no
+    Nodes run backward in reverse. While node k runs: the network output's gradient, which the
+    loss hands backward (a loss but a plain sum makes it the output's size; alive until
+    backward returns, as ``out.backward(grad)`` keeps it), every gradient already started and
+    still waiting for its producer (a residual branch point waits for both branches), the
+    gradient of k's output, the gradients k makes for its inputs (none for an input that needs no
     gradient), one more copy where such a gradient is added to one already waiting (autograd
     may sum out of place), and k's own backward workspace (a padded copy's gradient; PReLU's
     full-size weight gradient before it is summed). Every gradient is counted as a new tensor
-    of its tensor's size, even where torch passes a view (flatten) or the loss seeds a
-    broadcast scalar: conservative.
+    of its tensor's size, even where torch passes a view (flatten): conservative.
     """
     return _backward_transient(
         _Passes(nodes, input_spec), dtype, input_requires_grad=input_requires_grad
@@ -600,8 +608,12 @@ def _backward_transient(
             starts.setdefault(reader - 1, []).append(source)
     waiting: set[int] = set()
     pending = 0
-    best, best_at, best_terms = 0, len(nodes) - 1, ""
-    for k in range(len(nodes) - 1, -1, -1):
+    last = len(nodes) - 1
+    # the output's gradient, which the loss hands backward, alive until backward returns (a
+    # caller's out.backward(grad) holds it; a loss frees it sooner: an upper bound)
+    seed = size(last)
+    best, best_at, best_terms = 0, last, ""
+    for k in range(last, -1, -1):
         node = nodes[k]
         for source in starts.get(k, ()):
             waiting.add(source)
@@ -625,12 +637,14 @@ def _backward_transient(
                 work = math.prod(copy[1]) * width
         elif isinstance(spec, ActSpec) and spec.kind == "prelu":
             work = size(node.inputs[0])
-        value = width + pending + size(k) + made + extra + work
+        own = size(k) if k != last else 0  # the last node's output gradient is the seed
+        value = seed + pending + own + made + extra + work
         if value > best:
             best, best_at = value, k
             best_terms = (
-                f"loss grad {width} + waiting {group(pending)} + output grad "
-                f"{group(size(k))} + input grads {group(made)}"
+                f"the output's gradient {group(seed)} + waiting {group(pending)} + "
+                + (f"layer output grad {group(own)} + " if k != last else "")
+                + f"input grads {group(made)}"
                 + (f" + sum {group(extra)}" if extra else "")
                 + (f" + workspace {group(work)}" if work else "")
             )
@@ -672,9 +686,11 @@ def _training_step(
     params = Derived(count * width, f"{group(count)}{MUL}{width} B = {group(count * width)} B")
     grads = Derived(count * width, f"one per parameter: {group(count * width)} B")
     state = optimizer_state(count, tensors, width, optimizer)
-    saved = _saved_for_backward(passes, dtype, inplace=inplace, input_requires_grad=False).total
+    network_saved = _saved_for_backward(passes, dtype, inplace=inplace, input_requires_grad=False)
+    saved = network_saved.total
+    output = _held_output(passes, width, inplace, network_saved.storages)
     transient = _backward_transient(passes, dtype)
-    parts = (params, Derived(buffers, ""), grads, state, saved, transient)
+    parts = (params, Derived(buffers, ""), grads, state, saved, output, transient)
     value = sum(p.value for p in parts)
     return TrainingStep(
         params=params,
@@ -688,10 +704,11 @@ def _training_step(
         grads=grads,
         optimizer_state=state,
         saved_for_backward=saved,
+        output=output,
         transient=transient,
         total=Derived(
             value,
-            "params + buffers + grads + optimizer state + saved + transient = "
+            "params + buffers + grads + optimizer state + saved + output + transient = "
             + " + ".join(group(p.value) for p in parts)
             + f" = {group(value)} B",
         ),
@@ -823,6 +840,24 @@ def _inference_at(nodes: Sequence[Node], input_spec: InputSpec, dtype: str) -> C
         return inference_bytes(nodes, _with_batch(input_spec, batch), dtype)
 
     return at
+
+
+def _held_output(
+    passes: _Passes, width: int, inplace: Collection[int], saved: frozenset[tuple[str, int]]
+) -> Derived[int]:
+    """The network's output, which a training loop holds through backward (its loss reads
+    it): its bytes, or 0 where its storage is saved for backward already."""
+    last = len(passes.nodes) - 1
+    shape = passes.shapes()[last]
+    graph = passes.graph(width, True, inplace)
+    if ("storage", graph.storage_of(last)) in saved:
+        return Derived(0, f"the output {shape_text(shape)} is saved for backward already: 0 B")
+    value = math.prod(shape) * width
+    return Derived(
+        value,
+        f"the output {shape_text(shape)}, held through backward: "
+        f"{group(math.prod(shape))}{MUL}{width} B = {group(value)} B",
+    )
 
 
 def _training_at(

@@ -579,7 +579,14 @@ class Comparison:
 
 #: the parts of a training step measured == formula is claimed for; ``transient`` (and so
 #: ``total``) is an upper bound by formula, shown beside the measurement as "bound"
-EXACT_STEP_KEYS = ("params", "buffers", "grads", "optimizer_state", "saved_for_backward")
+EXACT_STEP_KEYS = (
+    "params",
+    "buffers",
+    "grads",
+    "optimizer_state",
+    "saved_for_backward",
+    "output",
+)
 BOUND_STEP_KEYS = ("transient", "total")
 
 

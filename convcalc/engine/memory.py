@@ -11,7 +11,7 @@ from convcalc import kinds
 from convcalc._dataclass import dataclass
 from convcalc._dataclass import replace as copy_replace
 from convcalc.core import formulas, memory_model
-from convcalc.core.report import Pair, Report
+from convcalc.core.report import EXACT_STEP_KEYS, Pair, Report
 from convcalc.core.spec import InputSpec, Node
 from convcalc.engine.plan import Options, RunPlan
 from convcalc.errors import SpecError
@@ -205,7 +205,8 @@ def _memory_not_asked(result: _MemoryMeasured) -> _MemoryMeasured:
 
 def _step_source(step: Any) -> str:
     return (
-        "one real step on the CPU (forward, out.sum().backward(), optimizer.step()): "
+        "one real step on the CPU (forward, out.backward(ones the size of out), "
+        "optimizer.step()): "
         + "; ".join(f"{key}: {text}" for key, text in step.sources.items())
         + "; transient and total: the formula is an upper bound (saved tensors are freed "
         "during backward), shown beside the measurement, no agreement claimed"
@@ -274,10 +275,7 @@ def with_memory(
                 },
             )
         )
-    step_parts = {
-        key: getattr(step, key)
-        for key in ("params", "buffers", "grads", "optimizer_state", "saved_for_backward")
-    }
+    step_parts = {key: getattr(step, key) for key in EXACT_STEP_KEYS}
     step_parts.update(transient=step.transient, total=step.total)
     total = copy_replace(
         report.total,

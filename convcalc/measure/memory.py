@@ -249,11 +249,13 @@ def measure_saved(
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
     *,
     innermost: bool = False,
+    storages: set[int] | None = None,
 ) -> SavedMeasurement:
     """Run ``forward(module, x)`` (default ``module(x)``) with autograd on and count what it
     saves for backward. The module's mode (train/eval) and ``x.requires_grad`` are the
     caller's. Works on CPU and meta tensors. ``innermost``: each saved tensor also names the
-    innermost module running (:meth:`SavedMeasurement.by_module`)."""
+    innermost module running (:meth:`SavedMeasurement.by_module`). ``storages``: given the
+    ids of the storages saved (parameters excluded)."""
     started = time.perf_counter()
     layers = list(layers) if layers is not None else _layers(module)
     excluded = _state_ids(module)
@@ -273,6 +275,8 @@ def measure_saved(
                 inner[0] if innermost else None,
             )
             keep.append(tensor)  # alive until counted: no storage address is reused
+            if storages is not None:
+                storages.add(key)
         return tensor
 
     try:
@@ -557,6 +561,8 @@ class TrainingMeasurement:
     grads: int
     optimizer_state: int
     saved_for_backward: int
+    #: the forward's output, held through backward (its storage, where not saved already)
+    output: int
     #: peak of tensors made during backward that are not parameter gradients
     transient: int
     total: int
@@ -572,6 +578,7 @@ class TrainingMeasurement:
             "grads": self.grads,
             "optimizer_state": self.optimizer_state,
             "saved_for_backward": self.saved_for_backward,
+            "output": self.output,
             "transient": self.transient,
             "total": self.total,
         }
@@ -605,9 +612,10 @@ def measure_training_step(
     optimizer: str = "adam",
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainingMeasurement:
-    """One real step on the CPU: forward (saved tensors hooked), ``out.sum().backward()``
-    (allocations tracked), ``optimizer.step()``. The module should be in training mode; ``x``
-    needs no gradient (data)."""
+    """One real step on the CPU: forward (saved tensors hooked), ``out.backward(ones)``
+    (allocations tracked; a dense gradient the size of the output, as any loss but a plain sum
+    gives; ``out`` held through it, as a training loop holds it), ``optimizer.step()``. The
+    module should be in training mode; ``x`` needs no gradient (data)."""
     if optimizer not in OPTIMIZERS:
         raise SpecError(
             "optimizer", f"--optimizer {optimizer!r} must be one of {', '.join(OPTIMIZERS)}"
@@ -625,17 +633,17 @@ def measure_training_step(
         outputs.append(out)
         return out
 
-    saved = measure_saved(module, x, forward=keep_output)
+    storages: set[int] = set()
+    saved = measure_saved(module, x, forward=keep_output, storages=storages)
     out = outputs.pop()
-    loss = out.sum()
-    del out
+    output = 0 if _storage_id(out) in storages else _nbytes(out)
     current = [""]
     tracker = _LiveTracker(_state_ids(module), current)
     try:
         with tracker:
-            loss.backward()
+            out.backward(torch.ones_like(out))
         tracker.finish()
-        del loss
+        del out
         grad_ids = {_storage_id(p.grad) for p in params if p.grad is not None}
         skip = {
             i
@@ -663,6 +671,7 @@ def measure_training_step(
         "grads": _unique_bytes([p.grad for p in params if p.grad is not None]),
         "optimizer_state": _unique_bytes(state),
         "saved_for_backward": saved.total,
+        "output": output,
         "transient": transient,
     }
     return TrainingMeasurement(
@@ -676,8 +685,12 @@ def measure_training_step(
             "grads": "p.grad of every parameter after backward",
             "optimizer_state": f"every tensor in torch.optim {type(opt).__name__}.state",
             "saved_for_backward": saved.source,
+            "output": "the forward's output, held through backward (its storage, 0 where "
+            "saved for backward already)",
             "transient": "storages made during backward (TorchDispatchMode), parameter "
-            "gradients excluded; " + NOT_COUNTED,
+            "gradients excluded, the output's gradient included (backward is seeded with "
+            "ones the size of the output, as a loss's gradient is); a loss's own tensors "
+            "(MSE's difference, cross-entropy's softmax) are not counted; " + NOT_COUNTED,
         },
     )
 
@@ -725,7 +738,9 @@ def measure_training_step_cuda(
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    module(x).sum().backward()
+    out = module(x)
+    out.backward(torch.ones_like(out))  # a dense gradient, as a loss gives; out held through it
+    del out
     opt.step()
     torch.cuda.synchronize()
     return {

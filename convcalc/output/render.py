@@ -25,7 +25,14 @@ with _dataclass.kept():  # Rich's dataclasses' generated code kept between runs 
 from convcalc.core.cumulative import fraction_text
 from convcalc.core.formulas import group, human_bytes, shape_text
 from convcalc.core.memory import LARGER_STORAGE, Memory
-from convcalc.core.report import BOUND_STEP_KEYS, LayerReport, Pair, Report, Total
+from convcalc.core.report import (
+    BOUND_STEP_KEYS,
+    EXACT_STEP_KEYS,
+    LayerReport,
+    Pair,
+    Report,
+    Total,
+)
 
 CAPTION = (
     "MACs: fvcore's count (one multiply-add = one flop). FLOPs: torch.utils.flop_counter's "
@@ -37,8 +44,8 @@ MEMORY_CAPTION = (
     "(fwd+bwd = every output twice: torchinfo's 'Forward/backward pass size'); saved for "
     "backward: the tensors autograd keeps for the backward; peak inference: the live "
     "activation bytes under no_grad (per layer: while it runs); training step: params + "
-    "buffers + grads + optimizer state + saved + the backward's transient (by formula an "
-    "upper bound: 'bound', no agreement claimed)."
+    "buffers + grads + optimizer state + saved + the output (held through backward) + the "
+    "backward's transient (by formula an upper bound: 'bound', no agreement claimed)."
 )
 BOUND = "bound"
 AGREE = "✓"
@@ -438,12 +445,17 @@ def shortened_sum(text: str) -> str:
     """``a + b + ... + z = total`` with more than :data:`SUM_TERMS` terms, as its first 8 and
     last 2 terms and how many are left out between them; any other text as it is."""
     head, equals, result = text.rpartition(" = ")
+    # only the sum before the last "=": a text naming its terms first ("params + grads + ... =
+    # 1,792 + 1,792 + ... = 7,168 B") keeps its names whole
+    named, then, head = head.rpartition(" = ")
     terms = head.split(" + ")
     if not equals or len(terms) <= SUM_TERMS:
         return text
     left_out = len(terms) - 10
     return (
-        " + ".join(terms[:8])
+        named
+        + then
+        + " + ".join(terms[:8])
         + f" + ... ({left_out:,} more terms) ... + "
         + " + ".join(terms[-2:])
         + equals
@@ -509,7 +521,7 @@ def _memory_rows(table: Table, layer: LayerReport | None, total: Total | None) -
     step = total.training_step
     if _step_row_unmeasured(table, total):
         return
-    for key in ("params", "buffers", "grads", "optimizer_state", "saved_for_backward"):
+    for key in EXACT_STEP_KEYS:
         label = key.replace("_", " ")
         if key == "optimizer_state":
             label = f"optimizer state ({total.optimizer})"
