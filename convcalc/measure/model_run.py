@@ -24,7 +24,7 @@ from convcalc.core.spec import Ints
 from convcalc.errors import SpecError
 from convcalc.kinds import LayerSpec
 from convcalc.measure.build import first_line, user_code
-from convcalc.measure.opcount import CountResult, _shapes, _tensors, count_model
+from convcalc.measure.opcount import CountResult, _tensors, count_model
 from convcalc.measure.probes import model_receptive_field_why, probe_receptive_field
 
 
@@ -195,8 +195,9 @@ def _call_outputs(model: nn.Module) -> Iterator[dict[str, list[tuple[int, ...]]]
     def after(module: nn.Module, inputs: Any, output: Any) -> None:
         name = names.get(id(module))
         if name is not None:
-            shapes = _shapes(output)
-            outputs.setdefault(name, []).append(shapes[0] if shapes else ())
+            first = next(_tensors(output), None)
+            shape = () if first is None else tuple(int(v) for v in first.shape)
+            outputs.setdefault(name, []).append(shape)
 
     handle = register_module_forward_hook(after)
     try:
