@@ -107,6 +107,11 @@ class LayerReport:
     #: --roofline (or --time): bytes moved, intensity, bound and time lower bound by formula on
     #: the report's device peaks; with --time the measured time's achieved rates
     roofline: LayerRoofline | None = None
+    #: a module of a user's model called more than once (its row "name (×N)"): the input shape
+    #: of each call, and each call's output shape measured (the real run) and by formula;
+    #: ``output_shape`` is the first call's on both sides. Empty / None for one call
+    call_input_shapes: tuple[Ints, ...] = ()
+    call_output_shapes: Pair[tuple[Ints, ...]] | None = None
 
     @property
     def gflops_per_s(self) -> float | None:
@@ -128,6 +133,8 @@ class LayerReport:
             pairs["backward_flops"] = self.backward_flops
         if self.cumulative_receptive_field is not None:
             pairs["cumulative_receptive_field"] = self.cumulative_receptive_field
+        if self.call_output_shapes is not None:
+            pairs["call_output_shapes"] = self.call_output_shapes
         pairs.update(_memory_pairs(self.saved_for_backward, self.peak_inference))
         return pairs
 
@@ -182,7 +189,22 @@ class LayerReport:
             data["latency_iqr_ms"] = None if iqr is None else round(iqr, 4)
         if self.roofline is not None:
             data["roofline"] = self.roofline.to_dict()
+        _add_call_keys(data, self.call_input_shapes, self.call_output_shapes)
         return data
+
+
+def _add_call_keys(
+    data: dict[str, Any], inputs: tuple[Ints, ...], outputs: Pair[tuple[Ints, ...]] | None
+) -> None:
+    """A module called more than once: ``call_input_shapes`` (one per call) and
+    ``call_output_shapes`` ({measured, formula}: one per call, null where a side has none)."""
+    if inputs:
+        data["call_input_shapes"] = [list(shape) for shape in inputs]
+    if outputs is not None:
+        data["call_output_shapes"] = {
+            side: None if shapes is None else [list(shape) for shape in shapes]
+            for side, shapes in (("measured", outputs.measured), ("formula", outputs.formula))
+        }
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,15 @@ reported module by module."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from convcalc import kinds
 from convcalc.core.memo import held
-from convcalc.core.memory import summary_memory
+from convcalc.core.memory import Memory, summary_memory
 from convcalc.core.report import LayerReport, Pair, Report, Total
-from convcalc.core.spec import DTYPE_BYTES, InputSpec
+from convcalc.core.spec import DTYPE_BYTES, InputSpec, Ints
 from convcalc.engine.memory import with_model_memory
 from convcalc.engine.plan import Options
 from convcalc.engine.roofline import resolve_peaks, with_model_roofline
@@ -100,7 +100,14 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
     width = DTYPE_BYTES[dtype]
     out_shape = module.output_shapes[0] if module.output_shapes else None
     in_elements = sum(math.prod(c) for c in calls)
-    out_elements = module.calls * math.prod(out_shape) if out_shape is not None else 0
+    call_outs = _call_outputs(module, run)
+    out_elements = (
+        sum(math.prod(shape) for shape in call_outs)
+        if call_outs is not None
+        else module.calls * math.prod(out_shape)
+        if out_shape is not None
+        else 0
+    )
     op_calls = {op.op: op.calls for op in module.ops}
     name = module.name or "(model)"
     if module.calls > 1:
@@ -134,7 +141,8 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         if len(per_call) > 1:
             texts["macs"] = f"{len(per_call)} calls: {mac:,}"
             texts["flops"] = f"{len(per_call)} calls: {flop:,}"
-        out_formula = per_call[-1][2].output_shape.value
+        # the first call's on both sides (every call's: call_output_shapes)
+        out_formula = fig0.output_shape.value
         measured_field = (
             layer_receptive_field(spec0, shape0)
             if len(shape0) > 2 and not isinstance(spec0, kinds.LinearSpec)
@@ -143,6 +151,23 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
             else ()
         )
         params = module.params
+        measured_memory = summary_memory(
+            math.prod(shape0), [math.prod(out_shape or ())], params, width
+        )
+        formula_memory = fig0.memory.value
+        call_fields: dict[str, Any] = {}
+        if module.calls > 1:
+            formula_outs = tuple(f.output_shape.value for _, _, f in per_call)
+            call_fields = {
+                "call_input_shapes": tuple(calls),
+                "call_output_shapes": Pair(call_outs, formula_outs),
+            }
+            # torchsummary's hook makes an entry for every call: fwd+bwd counts each call's
+            # output twice (the row's output is still the first call's)
+            # (both sides over the same calls: each call's only where each call was measured)
+            if call_outs is not None:
+                formula_memory = _every_call(formula_memory, formula_outs, width)
+                measured_memory = _every_call(measured_memory, call_outs, width)
         report = LayerReport(
             name=name,
             spec=spec0,
@@ -159,11 +184,12 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
             memory=Pair(
                 # the tensor the layer's operator really read (the padded one, padded at run
                 # time)
-                summary_memory(math.prod(shape0), [math.prod(out_shape or ())], params, width),
-                fig0.memory.value,
+                measured_memory,
+                formula_memory,
             ),
             formula_text=texts,
             notes=module.notes,
+            **call_fields,
         )
         positions = sum(
             math.prod(f.output_shape.value[:1] + f.output_shape.value[2:])
@@ -237,6 +263,15 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
             + ", ".join(f"{op} ×{n}" for op, n in op_calls.items())
             + "): measured only"
         )
+    unknown_memory = summary_memory(
+        math.prod(first), [math.prod(out_shape or ())], params_pair.measured or 0, width
+    )
+    unknown_calls: dict[str, Any] = {}
+    if module.calls > 1:
+        unknown_calls["call_input_shapes"] = tuple(calls)
+        if call_outs is not None:
+            unknown_memory = _every_call(unknown_memory, call_outs, width)
+            unknown_calls["call_output_shapes"] = Pair(call_outs, None)
     report = LayerReport(
         name=name,
         spec=ModuleSpec(module.type, module.name, hyper),
@@ -248,13 +283,12 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         bias_adds=0,
         receptive_field=Pair(None, ()),
         memory=Pair(
-            summary_memory(
-                math.prod(first), [math.prod(out_shape or ())], params_pair.measured or 0, width
-            ),
+            unknown_memory,
             None,  # type: ignore[arg-type]
         ),
         formula_text=texts,
         notes=tuple(notes),
+        **unknown_calls,
     )
     figures = ModuleFigures(
         module.name,
@@ -270,6 +304,41 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         attention_calls=_attention_calls(module),
     )
     return report, figures
+
+
+def _call_outputs(module: Any, run: Any) -> tuple[tuple[int, ...], ...] | None:
+    """Each call's measured output shape (first tensor) of a module called more than once
+    (ModelRun.call_outputs); None for one call, or where the run did not record every call."""
+    if module.calls < 2:
+        return None
+    shapes = getattr(run, "call_outputs", {}).get(module.name)
+    if shapes is None or len(shapes) != module.calls:
+        return None
+    return tuple(tuple(shape) for shape in shapes)
+
+
+def _row_output_elements(layer: LayerReport, side: str) -> list[int]:
+    """The output elements torchsummary counts for one row on one side: every call's (a
+    module called N times: N entries) where each call was measured, else its first output's
+    (both sides over the same calls)."""
+    calls = layer.call_output_shapes
+    shapes = getattr(calls, side, None)
+    if calls is not None and calls.measured is not None and shapes is not None:
+        return [math.prod(shape) for shape in shapes]
+    return [math.prod(getattr(layer.output_shape, side) or ())]
+
+
+def _every_call(memory: Memory, outputs: Sequence[Ints], width: int) -> Memory:
+    """``memory`` (one call's, torchsummary's convention) with fwd+bwd over every call's
+    output: torchsummary registers a forward hook per module, and the hook adds an entry to
+    its summary on every call (sksq96/pytorch-summary, ``module_idx = len(summary)``), each
+    entry's output counted twice in "Forward/backward pass size"."""
+    forward_backward = 2 * sum(math.prod(shape) for shape in outputs) * width
+    return replace(
+        memory,
+        forward_backward=forward_backward,
+        total=memory.input + memory.params + forward_backward,
+    )
 
 
 def _bias_size(spec: Any) -> int:
@@ -358,6 +427,7 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
                 # still part of the whole-model conventions (activations, norms, adds)
                 out = module.output_shapes[0] if module.output_shapes else ()
                 ins = [i[0] for i in module.call_inputs if i]
+                every = _call_outputs(module, run)
                 modules.append(
                     ModuleFigures(
                         module.name,
@@ -368,7 +438,11 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
                         0,
                         module.params,
                         sum(math.prod(s) for s in ins),
-                        module.calls * math.prod(out) if out else 0,
+                        sum(math.prod(shape) for shape in every)
+                        if every is not None
+                        else module.calls * math.prod(out)
+                        if out
+                        else 0,
                         # torchinfo multiplies a norm's parameters by output.shape[0] too
                         batch=int(out[0]) if out else 0,
                     )
@@ -389,7 +463,10 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
     if any("(×" in layer.name for layer in layers):
         notes.append(
             "a layer marked ×N runs N times in one forward pass: its MACs and FLOPs, measured "
-            "and by formula, add up every call; its output shape is the first call's"
+            "and by formula, add up every call; its output shape is the first call's on both "
+            "sides (every call's: call_output_shapes in JSON); fwd+bwd (torchsummary) counts "
+            "every call's output, as torchsummary's per-call hook does; roofline bytes: every "
+            "call's input and output, its weights once"
         )
     # parameters no formula covers: modules with parameters and no row, outside any attention
     # block's row (whose formula counts its out_proj)
@@ -454,7 +531,7 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
         memory=Pair(
             summary_memory(
                 math.prod(input_shape),
-                [math.prod(x.output_shape.measured or ()) for x in layers] or [0],
+                [n for x in layers for n in _row_output_elements(x, "measured")] or [0],
                 count.params,
                 width,
             ),
@@ -463,7 +540,7 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
             if uncovered or any(x.output_shape.formula is None for x in layers)
             else summary_memory(
                 math.prod(input_shape),
-                [math.prod(x.output_shape.formula or ()) for x in layers] or [0],
+                [n for x in layers for n in _row_output_elements(x, "formula")] or [0],
                 formula_params,
                 width,
             ),

@@ -113,6 +113,31 @@ def _layer_roofline(layer: LayerReport, extra_inputs: int, peaks: Any, calls: in
     return roof
 
 
+def _calls_roofline(layer: LayerReport, peaks: Any) -> Any:
+    """A module called more than once, by formula: bytes moved summed over its calls, each
+    reading its own input and writing its own output (``call_input_shapes``, the formula's
+    ``call_output_shapes``); its weights once, as ``_layer_roofline``'s. None where the row
+    has no per-call shapes or no formula (``_layer_roofline`` decides)."""
+    from convcalc.core.roofline import layer_roofline, with_time
+
+    outputs = None if layer.call_output_shapes is None else layer.call_output_shapes.formula
+    if not layer.call_input_shapes or outputs is None:
+        return None
+    if layer.flops.formula is None or layer.params.formula is None:
+        return None
+    roof = layer_roofline(
+        flops=layer.flops.formula,
+        input_elements=sum(math.prod(shape) for shape in layer.call_input_shapes),
+        weight_elements=layer.params.formula,
+        output_elements=sum(math.prod(shape) for shape in outputs),
+        dtype_bytes=DTYPE_BYTES.get(peaks.dtype, 4),
+        peaks=peaks,
+    )
+    if layer.latency_ms is not None and layer.latency_ms > 0:
+        roof = with_time(roof, layer.latency_ms * 1e-3)
+    return roof
+
+
 def roofline_total(layers: Sequence[LayerReport], peaks: Any) -> dict[str, Any]:
     """total.roofline: the bound times summed (each layer alone: the network's bound when
     layers do not overlap), the measured times summed, the fraction reached, and the top
@@ -258,12 +283,10 @@ def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
     roofed = []
     for layer in layers:
         match = re.fullmatch(r".* \(×(\d+)\)", layer.name)
-        roofed.append(
-            replace(
-                layer,
-                roofline=_layer_roofline(layer, 0, peaks, int(match.group(1)) if match else 1),
-            )
-        )
+        roof = _calls_roofline(layer, peaks)
+        if roof is None:
+            roof = _layer_roofline(layer, 0, peaks, int(match.group(1)) if match else 1)
+        roofed.append(replace(layer, roofline=roof))
     latencies = [x.latency_ms for x in roofed]
     total = replace(
         report.total,

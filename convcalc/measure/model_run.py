@@ -9,13 +9,16 @@ Where the time goes is kept in :attr:`ModelRun.seconds` (load, count, receptive 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook
 
 from convcalc.core.spec import Ints
 from convcalc.errors import SpecError
@@ -48,6 +51,10 @@ class ModelRun:
     #: the field still reached the border of the largest input the probe tried: the true
     #: field is at least ``receptive_field`` (a note says which limit stopped the growth)
     receptive_field_at_least: bool = False
+    #: per module (its name in the count), the shape of the first output tensor of each of its
+    #: calls in the counted forward, in order (() where a call returned no tensor): a module
+    #: called several times (a U-Net's one pool) has one per call (:func:`_call_outputs`)
+    call_outputs: dict[str, tuple[tuple[int, ...], ...]] = field(default_factory=dict)
 
 
 #: the note where no convolution or pooling ran (an MLP, a transformer on (N, L, E))
@@ -109,10 +116,11 @@ def run_model(
     seconds["load"] = time.perf_counter() - start
     start = time.perf_counter()
     once = None
-    if memory is None or device != "cpu":
-        count = count_model(model, tuple(input_shape), device)
-    else:
-        count, once = _count(model, tuple(input_shape), memory)
+    with _call_outputs(model) as call_outputs:
+        if memory is None or device != "cpu":
+            count = count_model(model, tuple(input_shape), device)
+        else:
+            count, once = _count(model, tuple(input_shape), memory, call_outputs)
     seconds["count"] = time.perf_counter() - start
     own: dict[str, int] = {}
     subtree: dict[str, int] = {}
@@ -169,10 +177,41 @@ def run_model(
         model,
         once,
         receptive_field_at_least=at_least,
+        call_outputs={name: tuple(shapes) for name, shapes in call_outputs.items()},
     )
 
 
-def _count(model: nn.Module, input_shape: Ints, dtype: str) -> tuple[CountResult, Any]:
+@contextlib.contextmanager
+def _call_outputs(model: nn.Module) -> Iterator[dict[str, list[tuple[int, ...]]]]:
+    """While it lasts, every call of one of ``model``'s modules (named as the count names
+    them: its first name in ``named_modules``) appends the shape of its output's first tensor
+    to the yielded dict: the count (measure.opcount) keeps the first call's output only. The
+    count's forward may run twice (``_count``): the caller clears it before the second."""
+    names: dict[int, str] = {}
+    for name, module in model.named_modules():
+        names.setdefault(id(module), name)
+    outputs: dict[str, list[tuple[int, ...]]] = {}
+
+    def after(module: nn.Module, inputs: Any, output: Any) -> None:
+        name = names.get(id(module))
+        if name is not None:
+            first = next(_tensors(output), None)
+            shape = () if first is None else tuple(int(v) for v in first.shape)
+            outputs.setdefault(name, []).append(shape)
+
+    handle = register_module_forward_hook(after)
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+def _count(
+    model: nn.Module,
+    input_shape: Ints,
+    dtype: str,
+    call_outputs: dict[str, list[tuple[int, ...]]] | None = None,
+) -> tuple[CountResult, Any]:
     """The dispatch count of one CPU forward that also measures the inference peak and, where
     no module's forward depends on the training mode, saved-for-backward
     (measure.modelpass.ModelPass). Counted again without autograd where autograd changed the
@@ -189,10 +228,14 @@ def _count(model: nn.Module, input_shape: Ints, dtype: str) -> tuple[CountResult
         count = count_model(model, input_shape, within=once)
     except SpecError:
         again = ModelPass(False, not_saved=["the model failed with autograd on"])
+        if call_outputs is not None:
+            call_outputs.clear()
         return count_model(model, input_shape, within=again), again
     if once.autograd_copy is None:
         return count, once
     again = ModelPass(False)
+    if call_outputs is not None:
+        call_outputs.clear()
     count = count_model(model, input_shape, within=again)
     if once.saved is not None:
         again.saved = replace(

@@ -806,6 +806,14 @@ def _grouped_notes(report: Report) -> list[tuple[list[str], str]]:
     return list(groups.values())
 
 
+def _where_shown(name: str) -> str:
+    """Where a layer's disagreeing figure is shown: the table, or (each call's output shape of
+    a module called several times) the JSON."""
+    if name == "call_output_shapes":
+        return "each call's, both sides: call_output_shapes in JSON"
+    return "both are shown"
+
+
 def _larger_storage(report: Report, figure: str) -> str:
     """Where a peak's ✗ has its explanation: an op's output held in a larger storage (torch's
     CPU kernel for 3-D transposed convolutions), which the peak counts whole and the formula
@@ -833,8 +841,8 @@ def _notes(report: Report) -> Text:
     for layer in report.layers:
         for name in layer.disagreements:
             lines.append(
-                f"{DISAGREE} {layer.name}: {name} measured and formula differ; both are shown"
-                f"{_larger_storage(report, name)}\n",
+                f"{DISAGREE} {layer.name}: {name} measured and formula differ; "
+                f"{_where_shown(name)}{_larger_storage(report, name)}\n",
                 style="bold red",
             )
     seen: set[str] = set()
