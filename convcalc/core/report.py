@@ -423,8 +423,9 @@ class ModuleFigures:
 class ModelFigures:
     """What ``model`` reports beyond the layers: the dispatch-level count of the whole forward."""
 
-    #: "zero_cost" (shape and copy operators) and "arithmetic" (add, softmax, relu... that
-    #: convcalc does not count): aten name -> calls
+    #: "zero_cost" (shape and copy operators), "arithmetic" (add, softmax, relu... that
+    #: convcalc does not count) and "no_rule" (any other: convcalc has no rule for it and does
+    #: not know it to be elementwise; each is a count warning): aten name -> calls
     uncounted_ops: dict[str, dict[str, int]]
     #: ``dict{out: 2×21×32×32, aux: 2×21×32×32}``
     output_structure: str

@@ -396,6 +396,20 @@ def _leaves_without_rows(modules: tuple[Any, ...], rowed: set[str]) -> list[str]
     ]
 
 
+def _no_rule_note(no_rule: dict[str, int]) -> list[str]:
+    """The operators no rule counts that convcalc does not know to be elementwise: apart from
+    the arithmetic, for they may carry compute (each is also a count warning: ``--strict``)."""
+    if not no_rule:
+        return []
+    ops = sorted(no_rule.items(), key=lambda kv: -kv[1])
+    shown = ", ".join(f"{op} ×{n}" for op, n in ops[:8])
+    more = f" and {len(ops) - 8} more" if len(ops) > 8 else ""
+    return [
+        f"not counted, and convcalc has no rule for it: {shown}{more} (it may do multiply-adds "
+        "that no total here holds; --strict fails on it); uncounted_ops.no_rule"
+    ]
+
+
 def _outputs_note(names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -> str:
     """A model returning several tensors (a dict, a tuple, a list, nested): the total row has
     room for one output shape, the first; this names every one (up to 8, then how many
@@ -508,6 +522,7 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
             "not counted (elementwise, norm, softmax, pooling arithmetic is not MACs): "
             f"{shown}{more}; every operator with calls: uncounted_ops"
         )
+    notes.extend(_no_rule_note(count.no_rule))
     notes.extend(count.notes)
     if len(count.output_shapes) > 1:
         notes.append(_outputs_note(count.output_names, count.output_shapes))
@@ -550,7 +565,11 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
     if not layers:
         notes.append("no module did counted work or is a kind convcalc knows")
     figures = ModelFigures(
-        uncounted_ops={"zero_cost": dict(count.zero_cost), "arithmetic": arithmetic},
+        uncounted_ops={
+            "zero_cost": dict(count.zero_cost),
+            "arithmetic": arithmetic,
+            "no_rule": dict(count.no_rule),
+        },
         output_structure=count.output_structure,
         outputs=outputs,
         count_warnings=count.warnings,

@@ -3,8 +3,10 @@
 Every aten operator a forward pass dispatches is either counted by a named rule of
 :data:`RULES` (convolution, matrix products, attention kernels) from the shapes the dispatch
 really saw, or listed as not counted with its call count: shape and copy operators that do no
-arithmetic (:data:`ZERO_COST`), and operators whose arithmetic convcalc does not count (add, mul,
-softmax, activations, norms...). torch's own counter (torch.utils.flop_counter's
+arithmetic (:data:`ZERO_COST`), operators whose arithmetic convcalc does not count (add, mul,
+softmax, activations, norms...: :func:`known_arithmetic`), and any other operator, which may
+carry compute convcalc has no rule for (``no_rule``: a warning, so ``--strict`` fails on it).
+torch's own counter (torch.utils.flop_counter's
 ``flop_registry``) is applied to the same operators for the measured FLOPs; an operator it counts
 and no rule here does is a warning. Each counted operator goes to the innermost module running
 it (hooks on every module's forward, removed afterwards); operators outside any submodule go to
@@ -27,7 +29,7 @@ import sys
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -138,6 +140,47 @@ def _native_mha(args: Sequence[Any], out: Any) -> int:
     return projections + 2 * batch * heads * length * source * head
 
 
+def _rows(data: Any) -> int:
+    # the (time step, batch) pairs a recurrent kernel runs: its input holds one input_size-long
+    # row per pair, laid out (T, B, I), (B, T, I), unbatched (T, I) or packed (ΣB_t, I)
+    size = int(data.shape[-1]) if data.dim() else 0
+    return _numel(data.shape) // size if size else 0
+
+
+def _recurrent(data: Any, weights: Sequence[Any]) -> int:
+    # each row meets every weight matrix of every layer and direction once: gates·hidden·input
+    # (w_ih), gates·hidden·hidden (w_hh, gates·hidden·proj with projections) and proj·hidden
+    # (w_hr); 1-D tensors in the list are biases (additions, not MACs)
+    return _rows(data) * sum(_numel(w.shape) for w in weights if w.dim() == 2)
+
+
+def _mkldnn_rnn_layer(args: Sequence[Any], out: Any) -> int:
+    # mkldnn_rnn_layer(input, weight0 = w_ih (G·H, I), weight1 = w_hh (G·H, H), weight2,
+    # weight3, hx, cx, reverse, batch_sizes, mode, hidden_size, ...): one layer, one direction
+    # (reverse: the backward one). weight2/3 are the biases, or, without biases, w_ih/w_hh again
+    # (torch passes them twice): only weight0 and weight1 are multiplied
+    return _recurrent(args[0], (args[1], args[2]))
+
+
+def _cudnn_rnn(args: Sequence[Any], out: Any) -> int:
+    # _cudnn_rnn(input, weight[], weight_stride0, ...): every layer's and direction's w_ih,
+    # w_hh (and w_hr with proj_size) in one list, biases beside them
+    return _recurrent(args[0], args[1])
+
+
+def _rnn_input(args: Sequence[Any], out: Any) -> int:
+    # lstm/gru/rnn_tanh/rnn_relu.input(input, hx, params[], ...) and _lstm_mps; the .data
+    # overload (a packed sequence) is (data, batch_sizes, hx, params[], ...)
+    if isinstance(args[1], torch.Tensor) and isinstance(args[3], list | tuple):
+        return _recurrent(args[0], args[3])
+    return _recurrent(args[0], args[2])
+
+
+def _rnn_cell(args: Sequence[Any], out: Any) -> int:
+    # lstm_cell/gru_cell/rnn_tanh_cell/rnn_relu_cell(input, hx, w_ih, w_hh, b_ih, b_hh)
+    return _recurrent(args[0], (args[2], args[3]))
+
+
 Rule = Callable[[Sequence[Any], Any], int]
 
 #: aten overload packet -> (its MAC rule, the arguments that may be a module's weight)
@@ -162,6 +205,37 @@ RULES: dict[Any, tuple[Rule, tuple[int, ...]]] = {
     aten._flash_attention_forward: (_efficient_attention, ()),
     aten._native_multi_head_attention: (_native_mha, (5,)),
 }
+#: fused recurrent kernels (LSTM, GRU, RNN): one operator for a layer's (or the whole module's)
+#: matrix products over every time step; torch's flop counter has no formula for them
+RECURRENT_RULES: dict[str, tuple[Rule, tuple[int, ...]]] = {
+    "mkldnn_rnn_layer": (_mkldnn_rnn_layer, (1, 2)),
+    "_cudnn_rnn": (_cudnn_rnn, ()),
+    "miopen_rnn": (_cudnn_rnn, ()),
+    "lstm": (_rnn_input, ()),
+    "gru": (_rnn_input, ()),
+    "rnn_tanh": (_rnn_input, ()),
+    "rnn_relu": (_rnn_input, ()),
+    "_lstm_mps": (_rnn_input, ()),
+    "lstm_cell": (_rnn_cell, (2, 3)),
+    "gru_cell": (_rnn_cell, (2, 3)),
+    "rnn_tanh_cell": (_rnn_cell, (2, 3)),
+    "rnn_relu_cell": (_rnn_cell, (2, 3)),
+}
+RECURRENT_PACKETS: set[Any] = set()
+for _name, _entry in RECURRENT_RULES.items():
+    _packet = getattr(aten, _name, None)  # a kernel this build of torch lacks: no rule needed
+    if _packet is not None:
+        RULES[_packet] = _entry
+        RECURRENT_PACKETS.add(_packet)
+#: the note on a recurrent kernel's count
+RECURRENT_NOTE = (
+    "a fused recurrent kernel (LSTM, GRU, RNN) that torch's flop counter has no formula for "
+    "(FlopCounterMode counts 0): convcalc counts gates·hidden·(input + hidden) MACs per time "
+    "step, batch row, layer and direction (gates: LSTM 4, GRU 3, RNN 1; + proj·hidden with "
+    "proj_size), read from the weights the kernel received, and FLOPs = 2·MACs (convcalc's, "
+    "as torch counts mm); the gates' elementwise arithmetic (sigmoid, tanh, the cell update) "
+    "is not counted, like other elementwise operators"
+)
 CONV_PACKETS = {aten.convolution, aten._convolution, aten.convolution_overrideable}
 
 
@@ -270,8 +344,118 @@ ZERO_COST = frozenset(
         "masked_fill",
         "where",
         "bernoulli_",
+        # the in-place and unsafe twins of the views above, and other copies (a GRU's cell
+        # splits its gates with unsafe_split)
+        "unsafe_split",
+        "unsafe_split_with_sizes",
+        "unsafe_chunk",
+        "transpose_",
+        "t_",
+        "squeeze_",
+        "unsqueeze_",
+        "as_strided_",
+        "_reshape_alias",
+        "view_as",
+        "expand_as",
+        "unfold",
+        "_unsafe_index",
+        "im2col",
+        "slice_scatter",
+        "select_scatter",
+        "masked_select",
+        "nonzero",
+        "_local_scalar_dense",
+        "scalar_tensor",
+        "new_full",
+        "empty_permuted",
+        "resize_",
+        "set_",
+        "lift",
     )
 )
+
+#: operators with arithmetic that is not multiply-adds, beyond what torch tags pointwise or
+#: reduction and the pooling, norm, softmax and upsampling families (:func:`known_arithmetic`)
+KNOWN_ARITHMETIC = frozenset(
+    f"aten.{name}"
+    for name in (
+        "hardswish",
+        "hardswish_",
+        "glu",
+        "prelu",
+        "_prelu_kernel",
+        "log_sigmoid_forward",
+        "rrelu_with_noise",
+        "cumsum",
+        "cumprod",
+        "logcumsumexp",
+        "topk",
+        "sort",
+        "argsort",
+        "scatter",
+        "scatter_",
+        "scatter_add",
+        "scatter_add_",
+        "scatter_reduce",
+        "index_add",
+        "index_add_",
+        "index_put",
+        "index_put_",
+        "_index_put_impl_",
+        "index_copy",
+        "col2im",
+        "grid_sampler_2d",
+        "grid_sampler_3d",
+        "affine_grid_generator",
+        "embedding_bag",
+        "_embedding_bag",
+        "_embedding_bag_forward_only",
+        "bucketize",
+        "searchsorted",
+        "histc",
+        "bincount",
+        "one_hot",
+        "linspace",
+        "logspace",
+        "cross_entropy_loss",
+        "nll_loss_forward",
+        "nll_loss2d_forward",
+        "mse_loss",
+        "l1_loss",
+        "smooth_l1_loss",
+        "huber_loss",
+        "binary_cross_entropy",
+        "binary_cross_entropy_with_logits",
+        "kl_div",
+        # gate arithmetic on gates the matrix products (counted) already made
+        "_thnn_fused_lstm_cell",
+        "_thnn_fused_gru_cell",
+    )
+)
+_ARITHMETIC_WORDS = ("pool", "norm", "softmax", "upsample")
+_ARITHMETIC_TAGS = frozenset({torch.Tag.pointwise, torch.Tag.reduction})
+
+
+def known_arithmetic(packet: Any) -> bool:
+    """Whether an operator no rule counts is known to do no multiply-adds worth counting:
+    elementwise (torch tags it pointwise), a reduction, a pooling, norm, softmax or upsampling
+    operator, or one of :data:`KNOWN_ARITHMETIC`. Any other (a fused kernel, a custom op, an
+    aten operator convcalc has no rule for) may carry compute: :func:`count_model` names it
+    apart, in ``no_rule``."""
+    name = str(packet)
+    if name in KNOWN_ARITHMETIC:
+        return True
+    if not name.startswith("aten."):
+        return False
+    if any(word in name for word in _ARITHMETIC_WORDS):
+        return True
+    overloads = getattr(packet, "overloads", None)
+    if overloads is None:
+        return False
+    return any(
+        not _ARITHMETIC_TAGS.isdisjoint(getattr(packet, overload).tags) for overload in overloads()
+    )
+
 
 #: operators through which a parameter keeps its name (``t(weight)`` is still the weight)
 _WEIGHT_VIEWS = {
@@ -395,11 +579,12 @@ class CountResult:
     total_macs: int
     #: sum of torch.utils.flop_counter's formulas over every operator it has one for
     total_flops: int
-    #: every operator no rule counts: name -> calls (= zero_cost + arithmetic)
+    #: every operator no rule counts: name -> calls (= zero_cost + arithmetic + no_rule)
     uncounted: dict[str, int]
     #: of those, shape/copy operators that do no arithmetic
     zero_cost: dict[str, int]
-    #: of those, operators with arithmetic convcalc does not count (add, mul, softmax, relu...)
+    #: of those, operators with arithmetic convcalc does not count (add, mul, softmax, relu...):
+    #: known elementwise, reduction, pooling, norm or softmax operators
     arithmetic: dict[str, int]
     #: operators torch counts and convcalc does not, or where the two disagree (``--strict``)
     warnings: tuple[str, ...]
@@ -414,6 +599,9 @@ class CountResult:
     #: where each of output_shapes sits in the output: ``""`` for a lone tensor, ``"out"``,
     #: ``"1.0"`` (dict keys and sequence indexes, dotted)
     output_names: tuple[str, ...] = ()
+    #: of the uncounted, operators convcalc has no rule for and does not know to be
+    #: elementwise (a fused kernel, a custom op): they may carry compute; each is a warning
+    no_rule: dict[str, int] = field(default_factory=dict)
 
     def module(self, name: str) -> ModuleCount:
         """The module of that dotted name (``""``: the root); KeyError if it did not run."""
@@ -473,6 +661,8 @@ class _OpCounter(TorchDispatchMode):
         macs = rule(args, out)
         formula = torch_flop_formula(packet)
         flops = int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
+        if formula is None and packet in RECURRENT_PACKETS:
+            flops = 2 * macs  # torch has no formula: convcalc's, as RECURRENT_NOTE says
         weight = self._owner(args, weight_args) if self.owners else None
         module = self.stack[-1]
         key = (module, packet, weight)
@@ -775,7 +965,15 @@ def _result(
             if not chain:
                 break
             chain = chain.rpartition(".")[0]
+    recurrent: dict[tuple[str, Any], int] = {}
+    for (module, packet, _), (n, _, _) in counter.counts.items():
+        if packet in RECURRENT_PACKETS and packet not in flop_registry:
+            recurrent[(module, packet)] = recurrent.get((module, packet), 0) + n
+    for (module, packet), n in recurrent.items():
+        notes.append(f"{packet} ({n} calls in {module or 'the root'}): {RECURRENT_NOTE}")
     for (module, packet, _), (n, macs, _) in counter.counts.items():
+        if packet in RECURRENT_PACKETS:
+            continue
         if packet in TORCH_FORMULA_ALIASES:
             notes.append(
                 f"{packet} ({n} calls in {module or 'the root'}): torch's flop counter has no "
@@ -793,7 +991,21 @@ def _result(
             "convcalc has no MAC rule for it"
         )
     zero_cost = {str(p): n for p, n in counter.uncounted.items() if str(p) in ZERO_COST}
-    arithmetic = {str(p): n for p, n in counter.uncounted.items() if str(p) not in ZERO_COST}
+    no_rule = {
+        str(p): n
+        for p, n in counter.uncounted.items()
+        if str(p) not in ZERO_COST and p not in counter.torch_only and not known_arithmetic(p)
+    }
+    arithmetic = {
+        str(p): n
+        for p, n in counter.uncounted.items()
+        if str(p) not in ZERO_COST and str(p) not in no_rule
+    }
+    for op, n in no_rule.items():
+        warnings_.append(
+            f"{op} ({n} calls): not counted, and convcalc has no rule for it (it may do "
+            "multiply-adds that no total here holds)"
+        )
     result_modules: list[ModuleCount] = []
     for name in order:
         module = modules_by_name[name]
@@ -866,6 +1078,7 @@ def _result(
         uncounted={str(p): n for p, n in counter.uncounted.items()},
         zero_cost=zero_cost,
         arithmetic=arithmetic,
+        no_rule=no_rule,
         warnings=tuple(warnings_),
         notes=tuple(dict.fromkeys(notes)),
         output_structure=describe_structure(output),
