@@ -108,7 +108,9 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         if out_shape is not None
         else 0
     )
-    op_calls = {op.op: op.calls for op in module.ops}
+    op_calls: dict[str, int] = {}
+    for op in module.ops:  # one entry per operator and weight: an LSTM's layers, a GRU's gates
+        op_calls[op.op] = op_calls.get(op.op, 0) + op.calls
     name = module.name or "(model)"
     if module.calls > 1:
         name = f"{name} (×{module.calls})"
