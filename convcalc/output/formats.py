@@ -113,6 +113,12 @@ def _total_source(report: dict[str, Any]) -> dict[str, Any]:
     return {key: report[key] for key in ("total_source", "total_by_formula") if key in report}
 
 
+def _device(report: dict[str, Any]) -> dict[str, Any]:
+    """The roofline's ``device`` object (JSON's) for the total line, so that the lines carry
+    JSON's keys: the peaks every layer line's bound and intensity are set against."""
+    return {"device": report["device"]} if report.get("device") else {}
+
+
 def jsonl_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One object per layer, then the total (per version of a comparison)."""
     rows: list[dict[str, Any]] = []
@@ -122,6 +128,7 @@ def jsonl_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"kind": "layer", **extra, "index": index, **layer})
         rows.append({"kind": "total", **extra, **report["total"], "agree": report["agree"]})
         rows[-1].update(_total_source(report))
+        rows[-1].update(_device(report))
     return rows
 
 
