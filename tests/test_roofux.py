@@ -28,3 +28,78 @@ def test_jsonl_without_roofline_has_no_device(cli) -> None:
     result = cli("stack", "conv k3 out8", "--input", "1,3,8,8", "--format", "jsonl")
     assert result.exit_code == 0, result.stderr
     assert all("device" not in json.loads(line) for line in result.stdout.splitlines())
+
+
+# --- a calibration under load -----------------------------------------------------------------
+
+
+def _loaded(monkeypatch, load: float) -> None:
+    import os
+
+    from convcalc.measure import calibrate
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert calibrate._load_average() == load
+
+
+def test_busy_caveat_by_hand() -> None:
+    from convcalc.measure.calibrate import busy_caveat
+
+    # 4.1 > 2 cores: busy; 2.0 is not more than 2; no load average known: nothing said
+    assert busy_caveat([1.0, 4.1], cores=2) == (
+        "measured while the load average was 4.1 on 2 cores: the peaks may be low; "
+        "--recalibrate on a quiet machine"
+    )
+    assert busy_caveat([2.0, 2.0], cores=2) is None
+    assert busy_caveat([None, None], cores=2) is None
+
+
+def test_peaks_measured_under_load_say_so_and_are_not_cached(tmp_path, monkeypatch) -> None:
+    # the new-user trial: the first --roofline ran at load 4 on 2 cores and cached 131 GFLOP/s
+    # and 12.8 GB/s for good (a quiet --recalibrate gave 183.9 and 30.8)
+    from convcalc.measure import calibrate
+
+    _loaded(monkeypatch, 4.1)
+    said: list[str] = []
+    peaks = calibrate.cached_peaks(
+        "cpu", "float32", cache_dir=tmp_path, progress=said.append, budget_s=0.2
+    )
+    caveat = (
+        "measured while the load average was 4.1 on 2 cores: the peaks may be low; "
+        "--recalibrate on a quiet machine"
+    )
+    assert peaks.caveat == caveat and peaks.source.endswith("; " + caveat)
+    assert peaks.to_dict()["caveat"] == caveat
+    assert said[-1] == f"convcalc: {caveat} (not cached: measured again next time)"
+    assert not (tmp_path / "peaks.json").exists()  # nothing cached
+    # quiet again: measured again (not read from a cache) and cached, with no caveat
+    _loaded(monkeypatch, 0.5)
+    quiet = calibrate.cached_peaks("cpu", "float32", cache_dir=tmp_path, budget_s=0.2)
+    assert quiet.caveat is None and "load average" not in quiet.source
+    assert "caveat" not in quiet.to_dict()
+    assert (tmp_path / "peaks.json").exists()
+
+
+def test_a_report_on_busy_peaks_notes_it(cli, tmp_path, monkeypatch) -> None:
+    from convcalc.core.roofline import Peaks
+    from convcalc.measure import calibrate
+
+    caveat = "measured while the load average was 4.1 on 2 cores: the peaks may be low"
+
+    def busy(device: str, dtype: str, *, budget_s: float = 3.0) -> Peaks:
+        return Peaks(1e11, 2e10, device, dtype, 2, True, "busy; " + caveat, "m", caveat)
+
+    monkeypatch.setattr(calibrate, "measure_peaks", busy)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    result = cli("stack", "conv k3 out8", "--input", "1,3,8,8", "--roofline")
+    assert result.exit_code == 0, result.stderr
+    assert f"convcalc: {caveat} (not cached: measured again next time)" in result.stderr
+    assert f"note: roofline peaks: {caveat}" in result.stdout
+    # measured again (not cached), said again
+    again = cli("stack", "conv k3 out8", "--input", "1,3,8,8", "--roofline", "--format", "json")
+    assert again.exit_code == 0 and "not cached" in again.stderr
+    data = json.loads(again.stdout)
+    assert data["device"]["caveat"] == caveat
+    assert f"roofline peaks: {caveat}" in data["notes"]
+    assert not (tmp_path / "convcalc" / "peaks.json").exists()

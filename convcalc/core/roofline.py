@@ -57,6 +57,9 @@ class Peaks:
     measured: bool
     source: str
     model: str | None = None
+    #: why the peaks may be wrong, in one line (measured while other processes loaded the CPU),
+    #: or None; JSON's ``device.caveat``, present only when set
+    caveat: str | None = None
 
     def __post_init__(self) -> None:
         for field, value in (("peak_flops", self.flops_per_s), ("peak_bytes", self.bytes_per_s)):
@@ -84,6 +87,7 @@ class Peaks:
             "ridge_flops_per_byte": self.ridge,
             "measured": self.measured,
             "source": self.source,
+            **({"caveat": self.caveat} if self.caveat else {}),
         }
 
 

@@ -184,6 +184,12 @@ def roofline_total(layers: Sequence[LayerReport], peaks: Any) -> dict[str, Any]:
     return data
 
 
+def peaks_notes(peaks: Any) -> tuple[str, ...]:
+    """The report's note on its peaks: their caveat (measured under load), if any."""
+    caveat = getattr(peaks, "caveat", None)
+    return (f"roofline peaks: {caveat}",) if caveat else ()
+
+
 def with_roofline(
     report: Report, nodes: Sequence[Node], inputs: Sequence[Any], peaks: Any
 ) -> Report:
@@ -205,7 +211,14 @@ def with_roofline(
             "max(FLOPs / peak FLOP/s, bytes / peak bytes/s); peaks: " + peaks.source
         ),
     }
-    return replace(report, layers=layers, total=total, sources=sources, device=peaks)
+    return replace(
+        report,
+        layers=layers,
+        total=total,
+        sources=sources,
+        device=peaks,
+        notes=report.notes + peaks_notes(peaks),
+    )
 
 
 def roofline_why(versions: Sequence[tuple[str, Report]]) -> str:
@@ -287,6 +300,7 @@ def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
         if roof is None:
             roof = _layer_roofline(layer, 0, peaks, int(match.group(1)) if match else 1)
         roofed.append(replace(layer, roofline=roof))
+    notes += peaks_notes(peaks)
     latencies = [x.latency_ms for x in roofed]
     total = replace(
         report.total,

@@ -12,6 +12,11 @@
 
 The peaks are cached as JSON in the user's cache directory, keyed by device (with the CPU model
 and thread count, or the GPU's name), dtype and torch version.
+
+A calibration on a CPU while the load average (``os.getloadavg``, where the platform has it)
+exceeds the cores, before or after measuring, measured other processes too: its peaks carry a
+``caveat`` saying so (in their ``source`` too), ``cached_peaks`` says it on ``progress`` and
+does not cache them, so the next run measures again.
 """
 
 from __future__ import annotations
@@ -117,6 +122,32 @@ def _timed(fn: Callable[[], object], device: str) -> float:
     return time.perf_counter() - started
 
 
+# --- load ---------------------------------------------------------------------------------
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average, or None where the platform has none (Windows)."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:
+        return None
+
+
+def busy_caveat(loads: Sequence[float | None], cores: int | None = None) -> str | None:
+    """The caveat of a CPU calibration when the highest of ``loads`` exceeds the cores, or None
+    (a quiet machine, or no load average known)."""
+    known = [load for load in loads if load is not None]
+    cores = cores or os.cpu_count() or 1
+    if not known or max(known) <= cores:
+        return None
+    return (
+        f"measured while the load average was {max(known):.1f} on {cores} cores: the peaks "
+        "may be low; --recalibrate on a quiet machine"
+    )
+
+
 # --- peaks --------------------------------------------------------------------------------
 
 
@@ -189,6 +220,7 @@ def measure_peaks(device: str, dtype: str, *, budget_s: float = 3.0) -> Peaks:
     if not budget_s > 0:
         raise SpecError("budget_s", f"budget_s {budget_s!r} must be a positive number of seconds")
     checked, torch_dtype = _check(device, dtype)
+    load_before = _load_average() if checked == "cpu" else None
     started = time.perf_counter()
     threads = torch.get_num_threads()
     try:
@@ -207,6 +239,9 @@ def measure_peaks(device: str, dtype: str, *, budget_s: float = 3.0) -> Peaks:
         f"copy of {size // MIB} MiB, best of {cp_runs} runs ({cp_s:.2f} s); "
         f"{threads} threads; {total:.2f} s"
     )
+    caveat = busy_caveat([load_before, _load_average()]) if checked == "cpu" else None
+    if caveat:
+        source += f"; {caveat}"
     return Peaks(
         flops_per_s=flops,
         bytes_per_s=bandwidth,
@@ -216,6 +251,7 @@ def measure_peaks(device: str, dtype: str, *, budget_s: float = 3.0) -> Peaks:
         measured=True,
         source=source,
         model=device_model(checked),
+        caveat=caveat,
     )
 
 
@@ -278,7 +314,8 @@ def cached_peaks(
 
     ``progress`` is called with one line before measuring (the CLI prints it to stderr). A
     corrupt cache file is ignored and rewritten; a cache that cannot be written is not an
-    error (the peaks are still returned, measured).
+    error (the peaks are still returned, measured). Peaks measured on a busy CPU (a ``caveat``)
+    are said on ``progress`` and not cached: the next run measures again.
     """
     checked, _ = _check(device, dtype)
     threads = torch.get_num_threads()
@@ -297,6 +334,10 @@ def cached_peaks(
             + f") {dtype}: a matmul and a copy, about {budget_s:g} s; cached in {path}"
         )
     peaks = measure_peaks(checked, dtype, budget_s=budget_s)
+    if peaks.caveat:
+        if progress is not None:
+            progress(f"convcalc: {peaks.caveat} (not cached: measured again next time)")
+        return peaks
     entries[key] = {
         "flops_per_s": peaks.flops_per_s,
         "bytes_per_s": peaks.bytes_per_s,
