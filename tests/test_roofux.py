@@ -103,3 +103,47 @@ def test_a_report_on_busy_peaks_notes_it(cli, tmp_path, monkeypatch) -> None:
     assert data["device"]["caveat"] == caveat
     assert f"roofline peaks: {caveat}" in data["notes"]
     assert not (tmp_path / "convcalc" / "peaks.json").exists()
+
+
+# --- a view moves nothing -------------------------------------------------------------------
+
+
+def test_flatten_is_a_view_and_moves_no_bytes(cli) -> None:
+    import torch
+    from torch import nn
+
+    # torch: flatten of the conv's contiguous 1x8x6x6 output is a view of it (same storage,
+    # nothing copied): the measured side of "a view moves nothing"
+    x = torch.zeros(1, 8, 6, 6)
+    out = nn.Flatten()(x)
+    assert out._is_view() and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+    # by hand, float32, on 100 GFLOP/s and 20 GB/s:
+    #   conv k3 out8 on 1x3x8x8: input 192 + weights 3*8*9 + 8 = 224 + output 8*6*6 = 288
+    #     = 704 elements * 4 = 2,816 B
+    #   flatten: a view: 0 B (before: input 288 + output 288 = 576 * 4 = 2,304 B)
+    #   linear 288 -> 10: input 288 + weights 2,880 + 10 = 2,890 + output 10 = 3,188 * 4
+    #     = 12,752 B
+    #   total 2,816 + 0 + 12,752 = 15,568 B
+    args = ("stack", "conv k3 out8; flatten; linear out10", "--input", "1,3,8,8", "--roofline")
+    data = cli.json(*args, *PEAKS)
+    rows = [layer["roofline"] for layer in data["layers"]]
+    assert [row["bytes_moved"] for row in rows] == [2_816, 0, 12_752]
+    assert data["total"]["roofline"]["bytes_moved"] == 15_568
+    flat = rows[1]
+    assert flat["view"] is True and flat["intensity"] == 0.0
+    assert flat["time_lower_bound_s"] == 0.0 and flat["bound"] == "memory"
+    assert "view" not in rows[0] and "view" not in rows[2]
+    table = cli(*args, *PEAKS, env={"COLUMNS": "200"}).stdout
+    assert "flatten1           0 B     0.00                a view     0.0000" in table
+    assert "a view (flatten, identity) moves nothing: 0 B" in " ".join(table.split())
+
+
+def test_a_timed_view_has_its_measured_time_and_zero_bytes_per_second() -> None:
+    from convcalc.core.roofline import view_roofline, with_time
+    from tests.test_roofline import CPU_LIKE
+
+    # a view timed at 2.5 us: 0 FLOPs and 0 B in 2.5e-6 s -> 0 FLOP/s, 0 B/s; bound 0 s, so 0
+    roof = with_time(view_roofline(0, CPU_LIKE), 2.5e-6)
+    assert (roof.bytes_moved, roof.time_lower_bound_s, roof.time_s) == (0, 0.0, 2.5e-6)
+    assert (roof.achieved_bytes_per_s, roof.fraction_of_bound) == (0.0, 0.0)
+    assert roof.bytes_formula == "a view of its input: no traffic, 0 B"

@@ -109,6 +109,9 @@ class LayerRoofline:
     flops: int = 0
     bytes_formula: str = ""
     intensity_formula: str = ""
+    #: a view of its input (flatten of a contiguous tensor, identity): it moves nothing, so
+    #: its bytes are 0 (JSON's ``view``: true, present only then)
+    view: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The per-layer ``roofline`` object of the JSON report (timed fields only if timed)."""
@@ -118,6 +121,8 @@ class LayerRoofline:
             "bound": self.bound,
             "time_lower_bound_s": self.time_lower_bound_s,
         }
+        if self.view:
+            data["view"] = True
         if self.time_s is not None:
             data["time_s"] = self.time_s
             data["achieved_flops_per_s"] = self.achieved_flops_per_s
@@ -178,6 +183,16 @@ def layer_roofline(
         flops=flops,
         bytes_formula=bytes_formula,
         intensity_formula=intensity_formula,
+    )
+
+
+def view_roofline(flops: int, peaks: Peaks) -> LayerRoofline:
+    """A layer whose output is a view of its input (flatten, identity): no bytes move, so its
+    bytes, intensity and time lower bound are 0 (memory-bound, as every zero-FLOP layer)."""
+    return replace(
+        layer_roofline(flops, 0, 0, 0, 1, peaks),
+        bytes_formula="a view of its input: no traffic, 0 B",
+        view=True,
     )
 
 

@@ -86,6 +86,28 @@ def with_peaks(options: Options | None, dtype: str) -> Options | None:
     return options if peaks is None else replace(options, peaks=peaks)
 
 
+#: the shape kinds whose output is a view of (or is) their input: flatten (torch's flatten of
+#: a contiguous tensor is a view) and identity; dropout is not (training mode writes a mask)
+VIEW_KINDS = ("flatten", "identity")
+
+
+def _is_view(layer: LayerReport) -> bool:
+    from convcalc.kinds.shape import ShapeSpec
+
+    return isinstance(layer.spec, ShapeSpec) and layer.spec.kind in VIEW_KINDS
+
+
+def _view_roofline(layer: LayerReport, peaks: Any) -> Any:
+    """A view's roofline: 0 bytes moved (``core.roofline.view_roofline``), with the measured
+    time's achieved rates where timed."""
+    from convcalc.core.roofline import view_roofline, with_time
+
+    roof = view_roofline(layer.flops.formula or 0, peaks)
+    if layer.latency_ms is not None and layer.latency_ms > 0:
+        roof = with_time(roof, layer.latency_ms * 1e-3)
+    return roof
+
+
 def _layer_roofline(layer: LayerReport, extra_inputs: int, peaks: Any, calls: int = 1) -> Any:
     """One layer's roofline by formula: FLOPs its formula's, bytes from its formula's shapes
     and parameters at the dtype's width; with a measured latency, the achieved rates. A
@@ -97,6 +119,8 @@ def _layer_roofline(layer: LayerReport, extra_inputs: int, peaks: Any, calls: in
         return None
     if layer.output_shape.formula is None:
         return None
+    if _is_view(layer):
+        return _view_roofline(layer, peaks)
     width = DTYPE_BYTES.get(peaks.dtype, 4)
     elements = math.prod(layer.input_shape) * calls
     roof = layer_roofline(

@@ -1061,6 +1061,13 @@ def _seconds(value: float | None) -> str:
     return "—" if value is None else f"{value * 1e3:,.4f}"
 
 
+def _view_caption(report: Report) -> str:
+    """The caption's word on views, where a layer is one (else nothing: the captions before)."""
+    if any(x.roofline is not None and x.roofline.view for x in report.layers):
+        return "; a view (flatten, identity) moves nothing: 0 B, its bound 0 (JSON: memory)"
+    return ""
+
+
 def roofline_table(report: Report) -> Group:
     """Per layer: bytes moved, intensity, bound, the time lower bound; with --time the
     measured time, the achieved rates and the fraction of the bound; the total and the top
@@ -1075,6 +1082,7 @@ def roofline_table(report: Report) -> Group:
         "minimum traffic); intensity: formula FLOPs / bytes; bound: compute at or above the "
         "ridge, memory below; bound ms: max(FLOPs / peak FLOP/s, bytes / peak B/s)"
         + ("; of bound: bound time / measured time (1 = at the roofline)" if timed else "")
+        + _view_caption(report)
         + ".",
         caption_justify="left",
     )
@@ -1093,7 +1101,7 @@ def roofline_table(report: Report) -> Group:
             layer.name,
             human_bytes(roof.bytes_moved),
             f"{roof.intensity:,.2f}",
-            Text(roof.bound, style=style),
+            Text("a view" if roof.view else roof.bound, style=style),
             _seconds(roof.time_lower_bound_s),
         ]
         if timed:
