@@ -147,3 +147,65 @@ def test_a_timed_view_has_its_measured_time_and_zero_bytes_per_second() -> None:
     assert (roof.bytes_moved, roof.time_lower_bound_s, roof.time_s) == (0, 0.0, 2.5e-6)
     assert (roof.achieved_bytes_per_s, roof.fraction_of_bound) == (0.0, 0.0)
     assert roof.bytes_formula == "a view of its input: no traffic, 0 B"
+
+
+# --- a measured time that beats the bound ---------------------------------------------------
+
+
+def test_a_time_beating_the_bound_is_named_and_kept() -> None:
+    from convcalc.core.roofline import Peaks, given_peaks, layer_roofline, with_time
+    from convcalc.engine.roofline import beaten_note
+
+    given = given_peaks(100, 5, "cpu", "float32", 2)
+    measured = Peaks(1e11, 5e9, "cpu", "float32", 2, True, "measured: ...")
+    # ReLU on 1x16x16x16: 4,096 in + 4,096 out = 8,192 elements * 4 = 32,768 B = 32.00 KiB;
+    # bound 32,768 B / 5e9 B/s = 6.5536e-6 s = 0.0066 ms; measured 5e-6 s: 6.5536 / 5 = 131%
+    relu = with_time(layer_roofline(0, 4096, 0, 4096, 4, given), 5e-6)
+    assert relu.fraction_of_bound == 6.5536e-6 / 5e-6  # the number is kept, not capped
+    head = "measured 0.0050 ms beats the roofline's bound 0.0066 ms (131% of bound): "
+    assert beaten_note(relu, measured) == head + (
+        "its 32.00 KiB moved fit in cache, and the bound assumes DRAM bandwidth (the peak, "
+        "5.0 GB/s, is a copy larger than the caches)"
+    )
+    assert beaten_note(relu, given) == head + (
+        "its 32.00 KiB moved may fit in cache (the bound assumes DRAM bandwidth), or the peak "
+        "given, 5.0 GB/s, is low"
+    )
+    # at or below the bound, or not timed: nothing to explain
+    assert beaten_note(with_time(relu, 6.5536e-6), given) is None
+    assert beaten_note(with_time(relu, 1e-5), given) is None
+    assert beaten_note(layer_roofline(0, 4096, 0, 4096, 4, given), given) is None
+    # compute-bound: 1e6 FLOPs, 100 elements (400 B): 2,500 FLOP/B >= 20; bound 1e6 / 1e11 =
+    # 1e-5 s; measured 8e-6 s: 125%, 1e6 / 8e-6 = 125.0 GFLOP/s
+    mm = with_time(layer_roofline(1_000_000, 50, 0, 50, 4, given), 8e-6)
+    assert mm.bound == "compute"
+    assert beaten_note(mm, measured) == (
+        "measured 0.0080 ms beats the roofline's bound 0.0100 ms (125% of bound): it ran at "
+        "125.0 GFLOP/s, above the FLOP/s peak (100.0 GFLOP/s, torch.mm's best at one size): "
+        "the peak is low for this kernel"
+    )
+
+
+def test_a_timed_stack_notes_the_layers_that_beat_the_bound(monkeypatch) -> None:
+    from convcalc.core.report import Report
+    from convcalc.engine import roofline as engine_roofline
+
+    # every layer "measured" at a nanosecond: each beats its bound, and each says so
+    real = engine_roofline.with_roofline
+
+    def fast(report: Report, nodes, inputs, peaks):  # type: ignore[no-untyped-def]
+        from dataclasses import replace
+
+        timed = replace(report, layers=tuple(replace(x, latency_ms=1e-6) for x in report.layers))
+        return real(timed, nodes, inputs, peaks)
+
+    monkeypatch.setattr("convcalc.engine.network.with_roofline", fast)
+    from convcalc import library
+
+    measure = library.Measure(roofline=True, peak_gflops=100, peak_gbps=20)
+    result = library.stack("relu", input="1,3,8,8", measure=measure)
+    (layer,) = result.layers
+    # 192 in + 192 out = 384 * 4 = 1,536 B; bound 1,536 / 2e10 = 7.68e-8 s; measured 1e-9 s
+    assert layer.roofline.fraction_of_bound == 7.68e-8 / 1e-9
+    assert layer.notes[-1].startswith("measured 0.0000 ms beats the roofline's bound")
+    assert "its 1.50 KiB moved may fit in cache" in layer.notes[-1]

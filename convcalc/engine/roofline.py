@@ -208,6 +208,44 @@ def roofline_total(layers: Sequence[LayerReport], peaks: Any) -> dict[str, Any]:
     return data
 
 
+def beaten_note(roof: Any, peaks: Any) -> str | None:
+    """Why a measured time beat the time lower bound (fraction of the bound above 1), or None:
+    a memory-bound layer's bytes fit in cache while the bandwidth peak is DRAM's; a
+    compute-bound one ran above the FLOP/s peak. The numbers are kept: this only names it."""
+    from convcalc.core.formulas import human_bytes
+
+    fraction = getattr(roof, "fraction_of_bound", None)
+    if fraction is None or fraction <= 1 or roof.time_s is None:
+        return None
+    head = (
+        f"measured {roof.time_s * 1e3:,.4f} ms beats the roofline's bound "
+        f"{roof.time_lower_bound_s * 1e3:,.4f} ms ({fraction:.0%} of bound): "
+    )
+    moved, bandwidth = human_bytes(roof.bytes_moved), f"{peaks.bytes_per_s / 1e9:,.1f} GB/s"
+    if roof.bound == "memory" and peaks.measured:
+        return head + (
+            f"its {moved} moved fit in cache, and the bound assumes DRAM bandwidth (the peak, "
+            f"{bandwidth}, is a copy larger than the caches)"
+        )
+    if roof.bound == "memory":
+        return head + (
+            f"its {moved} moved may fit in cache (the bound assumes DRAM bandwidth), or the "
+            f"peak given, {bandwidth}, is low"
+        )
+    peak = "torch.mm's best at one size" if peaks.measured else "as given"
+    return head + (
+        f"it ran at {(roof.achieved_flops_per_s or 0) / 1e9:,.1f} GFLOP/s, above the "
+        f"FLOP/s peak ({peaks.flops_per_s / 1e9:,.1f} GFLOP/s, {peak}): the peak is low "
+        "for this kernel"
+    )
+
+
+def with_beaten_notes(layer: LayerReport, peaks: Any) -> LayerReport:
+    """``layer`` with ``beaten_note``'s note added where its measured time beat the bound."""
+    note = None if layer.roofline is None else beaten_note(layer.roofline, peaks)
+    return layer if note is None else replace(layer, notes=layer.notes + (note,))
+
+
 def peaks_notes(peaks: Any) -> tuple[str, ...]:
     """The report's note on its peaks: their caveat (measured under load), if any."""
     caveat = getattr(peaks, "caveat", None)
@@ -225,6 +263,7 @@ def with_roofline(
         replace(layer, roofline=_layer_roofline(layer, len(node.inputs) - 1, peaks))
         for layer, node in zip(report.layers, nodes)
     )
+    layers = tuple(with_beaten_notes(layer, peaks) for layer in layers)
     total = replace(report.total, roofline=roofline_total(layers, peaks))
     sources = {
         **report.sources,
@@ -323,7 +362,7 @@ def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
         roof = _calls_roofline(layer, peaks)
         if roof is None:
             roof = _layer_roofline(layer, 0, peaks, int(match.group(1)) if match else 1)
-        roofed.append(replace(layer, roofline=roof))
+        roofed.append(with_beaten_notes(replace(layer, roofline=roof), peaks))
     notes += peaks_notes(peaks)
     latencies = [x.latency_ms for x in roofed]
     total = replace(
