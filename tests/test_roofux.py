@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from rich.cells import cell_len
+
 PEAKS = ("--peak-gflops", "100", "--peak-gbps", "20")
 
 
@@ -209,3 +212,44 @@ def test_a_timed_stack_notes_the_layers_that_beat_the_bound(monkeypatch) -> None
     assert layer.roofline.fraction_of_bound == 7.68e-8 / 1e-9
     assert layer.notes[-1].startswith("measured 0.0000 ms beats the roofline's bound")
     assert "its 1.50 KiB moved may fit in cache" in layer.notes[-1]
+
+
+# --- draw roofline at any width -------------------------------------------------------------
+
+DRAWN = "conv k3 out32; dw k3; pw out64; maxpool k2; dw k3; pw out128"
+
+
+@pytest.mark.parametrize("columns", [60, 80, 120])
+def test_draw_roofline_fits_the_width_with_every_name_and_number(cli, golden, columns) -> None:
+    # the new-user trial, at COLUMNS=80: the legend showed the mark, FLOP/B, bound and GFLOP/s
+    # columns as '…' and cut the names ('dw1.d…'); at 60 the plot wrapped and the roof broke
+    args = ("draw", "roofline", DRAWN, "--input", "1,3,64,64", *PEAKS)
+    result = cli(*args, env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(cell_len(line) for line in lines) <= columns
+    assert "…" not in result.stdout
+    # every plot row (the roofs' rows too) is whole: the axis bar, then the plot
+    plot = [line for line in lines if "|" in line and not line.startswith("roof")]
+    assert len(plot) == 18 and all(line[17] == "|" for line in plot)
+    assert any("=" in line for line in plot) and any("/" in line for line in plot)
+    words = set(result.stdout.split())
+    points = cli.json(*args)["points"]
+    assert len(points) == 8
+    for point in points:
+        assert point["name"] in words, point["name"]  # whole, never shortened
+        assert f"{point['intensity']:,.2f}" in words
+        value = point["achieved_flops_per_s"] or point["attainable_flops_per_s"]
+        assert f"{value / 1e9:,.2f}" in words
+    golden(f"draw_roofline_{columns}.txt", result.stdout)
+
+
+def test_draw_roofline_too_narrow_says_so(cli) -> None:
+    # the plot needs 18 columns of axis and 16 of plot: 34; at 30 it is not drawn, and said
+    args = ("draw", "roofline", "conv k3 out32; dw k3", "--input", "1,3,64,64", *PEAKS)
+    result = cli(*args, env={"COLUMNS": "30"})
+    assert result.exit_code == 0, result.stderr
+    assert max(cell_len(line) for line in result.stdout.splitlines()) <= 30
+    text = " ".join(result.stdout.split())
+    assert "(the plot is not drawn: it needs 34 columns, the output has 30;" in text
+    assert "dw1.depthwise" in text and "dw1.pointwise" in text  # the legend still names them

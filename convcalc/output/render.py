@@ -1565,9 +1565,75 @@ def roofline_chart(picture: Any, names: list[str], width: int = 64, height: int 
     text.append(" " * 17 + "+" + "-" * width + "\n")
     left, right = f"{x_low:g}", f"{x_high:g} FLOP/B"
     text.append(" " * 18 + left + " " * max(1, width - len(left) - len(right)) + right)
+    return Group(text, Text(), _chart_caption(picture, cells), Text(), _roofline_legend(legend))
+
+
+#: the chart's widest plot (characters), and its narrowest: below it the plot is not drawn
+PLOT_WIDTH, PLOT_MIN = 64, 16
+#: the characters left of the plot: the axis labels and the axis
+PLOT_MARGIN = 18
+
+
+class RooflineChart:
+    """``roofline_chart`` drawn to the console's width: the plot ``PLOT_WIDTH`` characters
+    wide where it fits, narrower down to ``PLOT_MIN`` (the roof lines never wrap), and below
+    that a line saying it is not drawn and why; the legend folds (``FoldingLegend``)."""
+
+    def __init__(self, picture: Any, names: list[str], height: int = 18) -> None:
+        self.picture, self.names, self.height = picture, names, height
+
+    def __rich_console__(self, console: Console, options: Any) -> Iterator[Any]:
+        width = min(PLOT_WIDTH, options.max_width - PLOT_MARGIN)
+        if width >= PLOT_MIN:
+            yield roofline_chart(self.picture, self.names, width, self.height)
+            return
+        chart = roofline_chart(self.picture, self.names, PLOT_MIN, self.height)
+        yield Text(
+            f"(the plot is not drawn: it needs {PLOT_MARGIN + PLOT_MIN} columns, the output "
+            f"has {options.max_width}; widen the terminal or COLUMNS, or use --format json)"
+        )
+        yield from chart.renderables[1:]
+
+
+def _chart_caption(picture: Any, cells: Any) -> Text:
+    return Text(
+        f"roofs: / memory ({picture.bytes_per_s / 1e9:,.1f} GB/s × intensity), = compute "
+        f"({picture.flops_per_s / 1e9:,.1f} GFLOP/s); they meet at the ridge, "
+        f"{picture.ridge:,.2f} FLOP/B. Log-log. Yellow: memory-bound; cyan: compute-bound."
+        + (
+            f" {SHARED_CELL_MARK}: a cell several layers land on (the legend names them)."
+            if any(mark == SHARED_CELL_MARK for _, mark, _ in cells)
+            else ""
+        )
+    )
+
+
+class FoldingLegend:
+    """The roofline legend: a table (mark, layer, FLOP/B, bound, GFLOP/s, drawn) where it fits
+    the console's width; where it does not, each layer folded: its mark and name on a line of
+    their own, then its numbers and how it is drawn, indented, wrapped at spaces. No number is
+    cut and no name shortened at any width."""
+
+    def __init__(self, table: Table, rows: list[tuple[Text, str, str, str]]) -> None:
+        self.table, self.rows = table, rows
+
+    def __rich_console__(self, console: Console, options: Any) -> Iterator[Any]:
+        natural, _ = _natural_widths(console, options, self.table)
+        if natural <= options.max_width:
+            yield self.table
+            return
+        from rich.padding import Padding
+
+        for mark, name, numbers, drawn in self.rows:
+            yield Text.assemble(mark, " ", name, overflow="fold")
+            yield Padding(Text(f"{numbers}; {drawn}", overflow="fold"), (0, 0, 0, 4))
+
+
+def _roofline_legend(legend: list[tuple[str, str, Any, str]]) -> FoldingLegend:
     table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
     for column_name in ("", "layer", "FLOP/B", "bound", "GFLOP/s", "drawn"):
         table.add_column(column_name, no_wrap=True)
+    rows = []
     for mark, name, point, drawn in legend:
         value = point.achieved_flops_per_s or point.attainable_flops_per_s
         table.add_row(
@@ -1578,21 +1644,19 @@ def roofline_chart(picture: Any, names: list[str], width: int = 64, height: int 
             f"{value / 1e9:,.2f}",
             drawn,
         )
-    caption = Text(
-        f"roofs: / memory ({picture.bytes_per_s / 1e9:,.1f} GB/s × intensity), = compute "
-        f"({picture.flops_per_s / 1e9:,.1f} GFLOP/s); they meet at the ridge, "
-        f"{ridge:,.2f} FLOP/B. Log-log. Yellow: memory-bound; cyan: compute-bound."
-        + (
-            f" {SHARED_CELL_MARK}: a cell several layers land on (the legend names them)."
-            if any(mark == SHARED_CELL_MARK for _, mark, _ in cells)
-            else ""
+        rows.append(
+            (
+                Text(mark, style="bold yellow" if point.bound == "memory" else "bold cyan"),
+                name,
+                f"{point.intensity:,.2f} FLOP/B, {point.bound}, {value / 1e9:,.2f} GFLOP/s",
+                drawn,
+            )
         )
-    )
-    return Group(text, Text(), caption, Text(), table)
+    return FoldingLegend(table, rows)
 
 
 def roofline_renderable(title: str, peaks: Any, picture: Any, names: list[str]) -> Group:
     """``draw roofline``: the title, the device's peaks, the chart and its legend."""
     return Group(
-        Text(title, style="bold"), device_line(peaks), Text(), roofline_chart(picture, names)
+        Text(title, style="bold"), device_line(peaks), Text(), RooflineChart(picture, names)
     )
