@@ -253,3 +253,25 @@ def test_draw_roofline_too_narrow_says_so(cli) -> None:
     text = " ".join(result.stdout.split())
     assert "(the plot is not drawn: it needs 34 columns, the output has 30;" in text
     assert "dw1.depthwise" in text and "dw1.pointwise" in text  # the legend still names them
+
+
+def test_timings_taken_on_a_loaded_machine_say_so(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch runs as many threads as cores here: one other runnable process (load 1.0 on 2
+    # cores, 2 threads) makes a parallel operator wait for the scheduler (ms, not µs)
+    from convcalc.measure import calibrate
+
+    assert calibrate.timing_caveat([0.3, 0.9], cores=2, threads=2) is None
+    assert calibrate.timing_caveat([0.3, 1.0], cores=2, threads=2) == (
+        "timed while the load average was 1.0 on 2 cores, torch running 2 threads: other "
+        "processes shared the cores, so these times may be inflated; time again on a quiet "
+        "machine"
+    )
+    assert calibrate.timing_caveat([2.5], cores=4, threads=2) is None  # two idle cores left
+    assert calibrate.timing_caveat([None], cores=2, threads=2) is None  # no load average
+    args = ("conv", "--in", "2", "--out", "2", "-k", "1", "--size", "4", "--time")
+    monkeypatch.setattr(calibrate, "_load_average", lambda: 9.0)
+    busy = json.loads(cli(*args, "--json").stdout)["timing"]["load_caveat"]
+    assert busy.startswith("timed while the load average was 9.0 on ")
+    assert f"timing: {busy}" in " ".join(cli(*args).stdout.split())
+    monkeypatch.setattr(calibrate, "_load_average", lambda: 0.0)
+    assert "load_caveat" not in json.loads(cli(*args, "--json").stdout)["timing"]

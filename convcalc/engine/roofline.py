@@ -328,9 +328,11 @@ def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
     timing = report.timing
     notes = list(report.notes)
     if options.time:
+        from convcalc.measure.calibrate import load_average, timing_caveat
         from convcalc.measure.model_run import time_modules
 
         started = __import__("time").perf_counter()
+        load_before = load_average()
         times, timing_notes, settings = time_modules(
             model,
             [(layer.name, tuple(layer.input_shape)) for layer in layers],
@@ -356,6 +358,9 @@ def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
             "scope": "each module with a row, alone on zeros of its real input shape; "
             "container modules are not timed (their children are)",
         }
+        caveat = timing_caveat([load_before, load_average()])
+        if caveat and options.device == "cpu" and "skipped" not in timing:
+            timing["load_caveat"] = caveat
     roofed = []
     for layer in layers:
         match = re.fullmatch(r".* \(×(\d+)\)", layer.name)

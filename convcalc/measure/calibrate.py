@@ -148,6 +148,29 @@ def busy_caveat(loads: Sequence[float | None], cores: int | None = None) -> str 
     )
 
 
+def timing_caveat(
+    loads: Sequence[float | None], cores: int | None = None, threads: int | None = None
+) -> str | None:
+    """The caveat of CPU timings taken while the highest of ``loads`` left fewer idle cores
+    than torch's ``threads`` (load ≥ cores − threads + 1: another process held a core an
+    operator's threads wait for; a parallel operator then waits for the scheduler), or None."""
+    known = [load for load in loads if load is not None]
+    cores = cores or os.cpu_count() or 1
+    threads = threads or torch.get_num_threads()
+    if not known or max(known) < max(cores - threads, 0) + 1:
+        return None
+    return (
+        f"timed while the load average was {max(known):.1f} on {cores} cores, torch running "
+        f"{threads} threads: other processes shared the cores, so these times may be "
+        "inflated; time again on a quiet machine"
+    )
+
+
+def load_average() -> float | None:
+    """The 1-minute load average, or None where the platform has none."""
+    return _load_average()
+
+
 # --- peaks --------------------------------------------------------------------------------
 
 

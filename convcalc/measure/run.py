@@ -262,9 +262,10 @@ def measure_graph(
         latency: list[tuple[float, int, float] | None] = [None] * len(layers)
         timing: dict[str, Any] | None = None
         if extras.time and device == "cpu":
-            from convcalc.measure.calibrate import device_model
+            from convcalc.measure.calibrate import device_model, load_average, timing_caveat
 
             started = time.perf_counter()
+            load_before = load_average()
             settings: dict[str, Any] = {}
             for index, (node, layer) in enumerate(zip(nodes, layers)):
                 # each layer alone on its real input shape: warm-up runs first, a device
@@ -288,6 +289,9 @@ def measure_graph(
                 "synchronized": settings.get("synchronized"),
                 "cudnn_benchmark": settings.get("cudnn_benchmark"),
             }
+            caveat = timing_caveat([load_before, load_average()]) if time_device == "cpu" else None
+            if caveat:
+                timing["load_caveat"] = caveat
         elif extras.time:
             timing = {
                 "device": time_device,

@@ -892,6 +892,8 @@ def _notes(report: Report) -> Text:
                 "not a property of the layer\n",
                 style="dim",
             )
+            if timing.get("load_caveat"):
+                lines.append(f"timing: {timing['load_caveat']}\n", style="yellow")
     lines.append("measured by:\n", style="dim")
     for key, source in report.sources.items():
         lines.append(f"  {key.replace('_', ' ')}: {source}\n", style="dim")
