@@ -1,0 +1,106 @@
+"""`convcalc model`'s input handling (the modelin pass): a repeated --input, --kwargs values the
+constructor cannot take, the JSON keys on meta, each command's --format choices, and where a
+user's forward failed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from convcalc import analyze_module
+from convcalc.errors import SpecError
+
+TWO = """
+import torch
+from torch import nn
+
+
+class Two(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(1, 8, 3, padding=1)
+
+    def forward(self, x, y):
+        return self.a(x) + self.b(y)
+
+
+class Net(nn.Module):
+    def __init__(self, width=1, name="net"):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8 * width, 3)
+        self.tag = name
+
+    def forward(self, x):
+        return self.c(x)
+
+
+class Bad(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        y = self.c(x)
+        return helper(y)
+
+
+def helper(y):
+    raise ValueError("boom in forward")
+"""
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    path = tmp_path / "twomodels.py"
+    path.write_text(TWO, encoding="utf-8")
+    return path
+
+
+class Two(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(1, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.a(x) + self.b(y)
+
+
+def test_a_repeated_input_is_refused_not_dropped(cli, models: Path) -> None:
+    # before: the last --input won, and the model failed on it ("missing 1 required
+    # positional argument") as though the first had never been given
+    result = cli("model", f"{models}:Two", "--input", "1,3,8,8", "--input", "1,1,8,8")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "error: --input is given 2 times (1,3,8,8, 1,1,8,8): convcalc model runs the model's "
+        "forward on one input tensor, so give --input once\n"
+    )
+
+
+def test_one_input_still_runs(cli, models: Path) -> None:
+    # conv 3->8, 3x3, no padding, on 1x3x8x8: output 1x8x6x6; params 8*3*9 + 8 = 224
+    data = cli.json("model", f"{models}:Net", "--input", "1,3,8,8")
+    assert data["input_shape"] == [1, 3, 8, 8]
+    assert data["total"]["params"] == 224
+
+
+def test_several_inputs_in_the_api_are_one_short_line() -> None:
+    # before: the message was the repr of both tensors, values and all (dozens of lines)
+    with pytest.raises(SpecError) as raised:
+        analyze_module(Two(), input=(torch.zeros(1, 3, 4, 4), torch.zeros(1, 1, 4, 4)))  # type: ignore[arg-type]
+    message = str(raised.value)
+    assert "\n" not in message and "0." not in message
+    assert message == (
+        "input (a Tensor of shape (1, 3, 4, 4), a Tensor of shape (1, 1, 4, 4)) gives 2 "
+        "inputs: a model is run on one input tensor, given as one shape of positive integers "
+        "like (1, 3, 224, 224)"
+    )
+    with pytest.raises(SpecError, match=r"^input \(\(1, 3, 4, 4\), \(1, 1, 4, 4\)\) gives 2"):
+        analyze_module(Two(), input=((1, 3, 4, 4), (1, 1, 4, 4)))  # type: ignore[arg-type]
+    with pytest.raises(SpecError, match=r"^input \(1, -3, 4\) must be one shape"):
+        analyze_module(Two(), input=(1, -3, 4))
