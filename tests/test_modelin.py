@@ -104,3 +104,56 @@ def test_several_inputs_in_the_api_are_one_short_line() -> None:
         analyze_module(Two(), input=((1, 3, 4, 4), (1, 1, 4, 4)))  # type: ignore[arg-type]
     with pytest.raises(SpecError, match=r"^input \(1, -3, 4\) must be one shape"):
         analyze_module(Two(), input=(1, -3, 4))
+
+
+def test_kwargs_text_for_a_number_names_the_key(cli, models: Path) -> None:
+    # before: "error: ...Net() failed: TypeError: not all arguments converted during string
+    # formatting" (width='abc' * 8 reached Conv2d as out_channels), naming no --kwargs key.
+    # Net's width has no annotation: the text is passed through (a default does not forbid a
+    # string), and the failure leads with the key, the text and what the default suggests
+    result = cli("model", f"{models}:Net", "--input", "1,3,8,8", "--kwargs", "width=abc")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: --kwargs width=abc (text; width's default is 1, an integer): {models}:Net() "
+        "failed: TypeError: not all arguments converted during string formatting\n"
+    )
+    # an annotated parameter (Conv2d's out_channels: int) is refused before the class runs
+    result = cli(
+        "model",
+        "torch.nn:Conv2d",
+        "--input",
+        "1,3,8,8",
+        "--kwargs",
+        "in_channels=3,out_channels=abc,kernel_size=3",
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --kwargs out_channels=abc: torch.nn:Conv2d's out_channels takes an integer, "
+        "not the text 'abc'\n"
+    )
+
+
+def test_kwargs_text_passes_where_a_string_is_taken(cli, models: Path) -> None:
+    # Conv2d's padding is int | str: padding=same is passed through as the string "same";
+    # 3->4, 3x3 'same' on 1x3x8x8: 1x4x8x8, params 4*3*9 + 4 = 112
+    data = cli.json(
+        "model",
+        "torch.nn:Conv2d",
+        "--input",
+        "1,3,8,8",
+        "--kwargs",
+        "in_channels=3,out_channels=4,kernel_size=3,padding=same",
+    )
+    assert data["total"]["params"] == 112
+    assert data["total"]["output_shape"] == [1, 4, 8, 8]
+    # Net's name has a string default: text is what it takes
+    assert cli.json("model", f"{models}:Net", "--input", "1,3,8,8", "--kwargs", "name=x")
+
+
+def test_kwargs_unknown_key_is_named(cli, models: Path) -> None:
+    # before: "Net.__init__() got an unexpected keyword argument 'depth'" from the call
+    result = cli("model", f"{models}:Net", "--input", "1,3,8,8", "--kwargs", "depth=2")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: --kwargs depth=2: {models}:Net takes no argument 'depth' (it takes: width, name)\n"
+    )
