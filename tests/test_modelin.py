@@ -157,3 +157,65 @@ def test_kwargs_unknown_key_is_named(cli, models: Path) -> None:
     assert result.stderr == (
         f"error: --kwargs depth=2: {models}:Net takes no argument 'depth' (it takes: width, name)\n"
     )
+
+
+#: dicts keyed by the data (operator or module names, each step's seconds), not the schema
+DATA_KEYED = ("uncounted_ops.", "by_module", "outputs", "seconds", "count_warnings")
+
+
+def _paths(data: object, prefix: str = "") -> set[str]:
+    """Every key's dotted path (lists: their first item, as ``[]``)."""
+    found: set[str] = set()
+    if isinstance(data, dict):
+        for key, value in data.items():
+            path = f"{prefix}{key}"
+            found.add(path)
+            if not any(part in path for part in DATA_KEYED):
+                found |= _paths(value, f"{path}.")
+    elif isinstance(data, list) and data:
+        found |= _paths(data[0], f"{prefix}[].")
+    return found
+
+
+def _missing(path: str, data: object) -> bool:
+    """Whether ``path`` is absent from ``data`` (a null on the way counts as present: the
+    figure is there, not measured)."""
+    node = data
+    for part in path.split("."):
+        if node is None:
+            return False
+        if part == "[]":
+            node = node[0] if isinstance(node, list) and node else None
+            continue
+        if not isinstance(node, dict) or part not in node:
+            return True
+        node = node[part]
+    return False
+
+
+class Small(nn.Module):
+    """conv -> dropout -> linear: rows, an unrowed module saving for backward, a flatten."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.drop = nn.Dropout(0.1)
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.drop(torch.relu(self.conv(x))), 1))
+
+
+def test_meta_json_has_every_key_of_the_cpu_json() -> None:
+    # before: meta dropped peak_inference and saved_for_backward (rows and total), the
+    # training step, optimizer, receptive_field_of and the memory sources
+    cpu = analyze_module(Small(), (1, 3, 8, 8)).to_dict()
+    meta = analyze_module(Small(), (1, 3, 8, 8), measure_on="meta").to_dict()
+    missing = sorted(path for path in _paths(cpu) if _missing(path, meta))
+    assert missing == []
+    assert meta["total"]["memory_bytes"]["peak_inference"] is None
+    assert meta["total"]["formula"]["memory_bytes"]["training_step"] is None
+    assert meta["layers"][0]["memory_bytes"]["saved_for_backward"] is None
+    assert meta["sources"]["memory_peak_inference"].startswith("not measured: --measure-on meta")
+    # and the CPU run's values are numbers (the comparison is not of nulls to nulls)
+    assert isinstance(cpu["total"]["memory_bytes"]["peak_inference"], int)
