@@ -219,3 +219,50 @@ def test_meta_json_has_every_key_of_the_cpu_json() -> None:
     assert meta["sources"]["memory_peak_inference"].startswith("not measured: --measure-on meta")
     # and the CPU run's values are numbers (the comparison is not of nulls to nulls)
     assert isinstance(cpu["total"]["memory_bytes"]["peak_inference"], int)
+
+
+#: each command's --format choices, as README's "Output formats and scripting" lists them
+FORMATS = {
+    **{
+        command: "table|json|jsonl|csv|markdown"
+        for command in (
+            "conv",
+            "dw",
+            "pw",
+            "group",
+            "dilated",
+            "transpose",
+            "tconv",
+            "gdconv",
+            "compare",
+            "stack",
+            "model",
+            "solve",
+        )
+    },
+    "batch": "jsonl|csv|json",
+    **{
+        f"draw {command}": "table|json"
+        for command in ("conv", "dw", "dilated", "transpose", "tconv", "stack", "roofline")
+    },
+}
+
+
+def test_each_command_lists_its_own_formats(cli) -> None:
+    # before: README said every command takes table|json|jsonl|csv|markdown; batch refuses
+    # table and markdown, draw refuses jsonl, csv and markdown
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert "Every command takes `--format" not in readme
+    assert "`batch` writes\n`jsonl|csv|json`" in readme
+    assert "each `draw` command\n`table|json`" in readme
+    import re
+
+    for command, formats in FORMATS.items():
+        result = cli(*command.split(), "--help", env={"COLUMNS": "200"})
+        assert result.exit_code == 0, command
+        shown = re.search(r"--format <([^>]+)>", result.stdout)
+        assert shown is not None and shown.group(1) == formats, command
+    for command, refused in (("batch", "table"), ("draw conv", "csv")):
+        result = cli(*command.split(), "--format", refused, input="")
+        assert result.exit_code == 2, command
+        assert result.stderr.startswith(f"error: --format '{refused}' must be one of "), command
