@@ -823,7 +823,7 @@ def _model_input_error(input: Any) -> str:
             f"input {shown} gives {len(input)} inputs: a model is run on one input tensor, "
             "given as one shape of positive integers like (1, 3, 224, 224)"
         )
-    return f"input {shown} must be one shape of positive integers (N, C, ...)"
+    return f"input {shown} must be positive integers (N, C, ...): one shape"
 
 
 # --- sweeps ------------------------------------------------------------------------------------

@@ -102,7 +102,10 @@ def test_several_inputs_in_the_api_are_one_short_line() -> None:
     )
     with pytest.raises(SpecError, match=r"^input \(\(1, 3, 4, 4\), \(1, 1, 4, 4\)\) gives 2"):
         analyze_module(Two(), input=((1, 3, 4, 4), (1, 1, 4, 4)))  # type: ignore[arg-type]
-    with pytest.raises(SpecError, match=r"^input \(1, -3, 4\) must be one shape"):
+    with pytest.raises(
+        SpecError,
+        match=r"^input \(1, -3, 4\) must be positive integers \(N, C, \.\.\.\): one shape$",
+    ):
         analyze_module(Two(), input=(1, -3, 4))
 
 
@@ -115,8 +118,11 @@ def test_kwargs_text_for_a_number_names_the_key(cli, models: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr == (
         f"error: --kwargs width=abc (text; width's default is 1, an integer): {models}:Net() "
-        "failed: TypeError: not all arguments converted during string formatting\n"
+        "failed: TypeError: not all arguments converted during string formatting (at "
+        f"{models}:19 in __init__)\n"
     )
+    # line 19 of TWO: Net's "self.c = nn.Conv2d(3, 8 * width, 3)", where 'abc' * 8 reached torch
+    assert TWO.splitlines()[19 - 1] == "        self.c = nn.Conv2d(3, 8 * width, 3)"
     # an annotated parameter (Conv2d's out_channels: int) is refused before the class runs
     result = cli(
         "model",
@@ -266,3 +272,31 @@ def test_each_command_lists_its_own_formats(cli) -> None:
         result = cli(*command.split(), "--format", refused, input="")
         assert result.exit_code == 2, command
         assert result.stderr.startswith(f"error: --format '{refused}' must be one of "), command
+
+
+def test_a_failing_forward_names_the_users_line(cli, models: Path, monkeypatch) -> None:
+    # before: "error: the model failed on input 1x3x8x8: ValueError: boom in forward", with no
+    # file or line, and CONVCALC_DEBUG=1 printed the same line only. The last frame outside
+    # torch and convcalc is helper() in the model's file: TWO's line 37 (the file starts with
+    # an empty line; "raise ValueError" is the last line)
+    monkeypatch.chdir(models.parent)
+    line = TWO.splitlines().index('    raise ValueError("boom in forward")') + 1
+    assert line == 37
+    expected = (
+        "error: the model failed on input 1x3x8x8: ValueError: boom in forward "
+        f"(at twomodels.py:{line} in helper)\n"
+    )
+    result = cli("model", "twomodels.py:Bad", "--input", "1,3,8,8", env={"CONVCALC_DEBUG": ""})
+    assert result.exit_code == 2
+    assert result.stderr == expected
+    debug = cli("model", "twomodels.py:Bad", "--input", "1,3,8,8", env={"CONVCALC_DEBUG": "1"})
+    assert debug.exit_code == 2
+    assert debug.stderr.startswith("Traceback (most recent call last):\n")
+    assert f'twomodels.py", line {line}, in helper\n' in debug.stderr
+    assert debug.stderr.endswith("ValueError: boom in forward\n" + expected)
+    # an error torch raises on the model's behalf: the model's line that called torch
+    # (Net's forward, "return self.c(x)": line 23)
+    wrong = cli("model", "twomodels.py:Net", "--input", "1,4,8,8", env={"CONVCALC_DEBUG": ""})
+    assert wrong.exit_code == 2
+    assert wrong.stderr.endswith(" (at twomodels.py:23 in forward)\n")
+    assert TWO.splitlines()[23 - 1] == "        return self.c(x)"

@@ -13,7 +13,8 @@ class ExitStatus(IntEnum):
     #: an expectation failed, measured and formula disagree under --strict, solve found no
     #: setting, or the output could not be written (a full disk)
     CHECK_FAILED = 1
-    #: invalid input: a bad option, spec or file (one line on stderr, nothing on stdout)
+    #: invalid input: a bad option, spec or file (one line on stderr, nothing on stdout; a
+    #: model's own code failing: CONVCALC_DEBUG=1 prints its traceback first)
     INVALID_INPUT = 2
     #: convcalc itself failed: a bug (one line on stderr; CONVCALC_DEBUG=1 shows the traceback)
     INTERNAL_ERROR = 3

@@ -165,3 +165,36 @@ def user_code() -> Iterator[None]:
 def first_line(error: BaseException | Warning) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def where_raised(error: BaseException) -> str:
+    """Where a user's code raised ``error``: `` (at FILE:LINE in FUNCTION)`` of the last frame
+    of its traceback outside torch, convcalc and the standard library (the model's own
+    file: its forward, or the torch call it made), the file relative to the working directory
+    where it lies under it; empty where no frame is the user's."""
+    import os
+    import sysconfig
+    import traceback
+    from pathlib import Path
+
+    import convcalc
+
+    outside = tuple(
+        str(Path(root).resolve()) + os.sep
+        for root in (
+            Path(torch.__file__).parent,
+            Path(convcalc.__file__).parent,
+            sysconfig.get_paths()["stdlib"],
+        )
+    )
+    frames = traceback.extract_tb(error.__traceback__)
+    for frame in reversed(frames):
+        name = frame.filename
+        if name.startswith("<"):  # <frozen importlib._bootstrap>, <string>
+            continue
+        resolved = str(Path(name).resolve())
+        if resolved.startswith(outside):
+            continue
+        shown = os.path.relpath(resolved) if resolved.startswith(os.getcwd() + os.sep) else name
+        return f" (at {shown}:{frame.lineno} in {frame.name})"
+    return ""
