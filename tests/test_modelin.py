@@ -300,3 +300,21 @@ def test_a_failing_forward_names_the_users_line(cli, models: Path, monkeypatch) 
     assert wrong.exit_code == 2
     assert wrong.stderr.endswith(" (at twomodels.py:23 in forward)\n")
     assert TWO.splitlines()[23 - 1] == "        return self.c(x)"
+
+
+class Raises(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("bad input")
+
+
+def test_the_api_keeps_where_beside_the_message() -> None:
+    # the message stays as it was (tests/test_model.py pins it); where it raised is
+    # SpecError.where, the error itself its __cause__ (the CLI's line ends with where)
+    with pytest.raises(SpecError) as raised:
+        analyze_module(Raises(), (1, 3))
+    assert raised.value.message == "the model failed on input 1x3: ValueError: bad input"
+    import inspect
+
+    line = inspect.getsourcelines(Raises.forward)[1] + 1  # its "raise ValueError" line
+    assert raised.value.where.endswith(f"test_modelin.py:{line} in forward)")
+    assert isinstance(raised.value.__cause__, ValueError)

@@ -54,8 +54,8 @@ def message_of(error: BaseException) -> str:
 
     if isinstance(error, CheckFailed):
         return "\n".join(error.lines)
-    if isinstance(error, ConvcalcError):
-        return f"error: {error}"
+    if isinstance(error, ConvcalcError):  # a user's code failing: where (SpecError.where)
+        return f"error: {error}{getattr(error, 'where', '')}"
     if _is(error, "ClickException"):  # click's usage errors (Typer's vendored click)
         text = error.format_message()  # type: ignore[attr-defined]
         match = re.match(_CHOICE, text)

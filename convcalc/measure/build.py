@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from convcalc.core.spec import Ints, Node
+from convcalc.errors import SpecError
 from convcalc.kinds import ConvSpec, LayerSpec, TorchKit, kind_of
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -198,3 +199,12 @@ def where_raised(error: BaseException) -> str:
         shown = os.path.relpath(resolved) if resolved.startswith(os.getcwd() + os.sep) else name
         return f" (at {shown}:{frame.lineno} in {frame.name})"
     return ""
+
+
+def user_error(field: str, message: str, error: BaseException) -> SpecError:
+    """The :class:`SpecError` of a user's code failing with ``error``: ``where`` it raised
+    (:func:`where_raised`; the CLI's line ends with it), to be raised ``from error`` (its
+    traceback: CONVCALC_DEBUG=1)."""
+    failed = SpecError(field, message)
+    failed.where = where_raised(error)
+    return failed

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from convcalc.errors import SpecError
-from convcalc.measure.build import first_line, user_code, where_raised
+from convcalc.measure.build import first_line, user_code, user_error
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit")
 
@@ -208,10 +208,10 @@ def load_model(
             "model", f"importing {module_name} called sys.exit({leaving.code!r})"
         ) from None
     except Exception as error:  # whatever the user's module raises while importing
-        raise SpecError(  # from error: CONVCALC_DEBUG=1 prints its traceback
+        raise user_error(  # from error: CONVCALC_DEBUG=1 prints its traceback
             "model",
-            f"cannot import {module_name}: {type(error).__name__}: {first_line(error)}"
-            + where_raised(error),
+            f"cannot import {module_name}: {type(error).__name__}: {first_line(error)}",
+            error,
         ) from error
     return _instantiate(module, module_name, attr, target, dict(kwargs or {}), notes)
 
@@ -294,11 +294,10 @@ def _instantiate(
         raise SpecError("model", f"{target}() called sys.exit({leaving.code!r})") from None
     except Exception as error:
         failed = f"{target}() failed: {type(error).__name__}: {first_line(error)}"
-        failed += where_raised(error)
         lead = _suspect_text(found, kwargs)
         if lead:  # from error: CONVCALC_DEBUG=1 prints its traceback
-            raise SpecError("kwargs", lead + failed) from error
-        raise SpecError("model", failed + _text_kwargs_note(kwargs)) from error
+            raise user_error("kwargs", lead + failed, error) from error
+        raise user_error("model", failed + _text_kwargs_note(kwargs), error) from error
     if not isinstance(built, nn.Module):
         raise SpecError("model", f"{target}() returned {type(built).__name__}, not an nn.Module")
     return built.eval()
