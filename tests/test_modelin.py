@@ -109,7 +109,8 @@ def test_several_inputs_in_the_api_are_one_short_line() -> None:
         analyze_module(Two(), input=(1, -3, 4))
 
 
-def test_kwargs_text_for_a_number_names_the_key(cli, models: Path) -> None:
+def test_kwargs_text_for_a_number_names_the_key(cli, models: Path, monkeypatch) -> None:
+    monkeypatch.chdir(models.parent)  # where it raised: shown relative to the working directory
     # before: "error: ...Net() failed: TypeError: not all arguments converted during string
     # formatting" (width='abc' * 8 reached Conv2d as out_channels), naming no --kwargs key.
     # Net's width has no annotation: the text is passed through (a default does not forbid a
@@ -119,7 +120,7 @@ def test_kwargs_text_for_a_number_names_the_key(cli, models: Path) -> None:
     assert result.stderr == (
         f"error: --kwargs width=abc (text; width's default is 1, an integer): {models}:Net() "
         "failed: TypeError: not all arguments converted during string formatting (at "
-        f"{models}:19 in __init__)\n"
+        "twomodels.py:19 in __init__)\n"
     )
     # line 19 of TWO: Net's "self.c = nn.Conv2d(3, 8 * width, 3)", where 'abc' * 8 reached torch
     assert TWO.splitlines()[19 - 1] == "        self.c = nn.Conv2d(3, 8 * width, 3)"
