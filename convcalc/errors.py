@@ -14,6 +14,10 @@ class SpecError(ConvcalcError, ValueError):
     the caller spelt it (``--groups`` on the command line).
     """
 
+    #: where a user's own code raised the error behind this one (`` (at mynet.py:25 in
+    #: forward)``; its ``__cause__``): the CLI's one line ends with it; empty otherwise
+    where: str = ""
+
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field

@@ -776,7 +776,7 @@ def model(
     if isinstance(input, str) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input
     ):
-        raise SpecError("input", f"input {input!r} must be positive integers (N, C, ...)")
+        raise SpecError("input", _model_input_error(input))
     if not isinstance(module, str) and not hasattr(module, "named_modules"):
         raise SpecError("module", f"module {module!r} must be an nn.Module or 'package.mod:Attr'")
     if plain(measure_on) not in ("cpu", "meta"):
@@ -794,6 +794,36 @@ def model(
 
 
 analyze_module = model
+
+
+def _shape_text(value: Any) -> str:
+    """A short text of one given input: a tensor or array by its shape (never its values), a
+    sequence as written, anything else by its type."""
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"a {type(value).__name__} of shape {tuple(int(v) for v in shape)}"
+    if isinstance(value, list | tuple) and len(value) <= 8:
+        return "(" + ", ".join(_shape_text(v) for v in value) + ")"
+    if isinstance(value, int | str | float) or value is None:
+        return repr(value)[:40]
+    return f"a {type(value).__name__}"
+
+
+def _model_input_error(input: Any) -> str:
+    """The one line refusing a model's ``input`` that is not one shape of positive integers:
+    shapes, never tensors' values; several inputs named as such (a model takes one)."""
+    shown = _shape_text(input)
+    several = (
+        isinstance(input, list | tuple)
+        and len(input) > 1
+        and all(isinstance(v, list | tuple) or hasattr(v, "shape") for v in input)
+    )
+    if several:
+        return (
+            f"input {shown} gives {len(input)} inputs: a model is run on one input tensor, "
+            "given as one shape of positive integers like (1, 3, 224, 224)"
+        )
+    return f"input {shown} must be positive integers (N, C, ...): one shape"
 
 
 # --- sweeps ------------------------------------------------------------------------------------

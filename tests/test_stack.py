@@ -302,6 +302,16 @@ def test_model_totals_equal_the_models_own_and_fvcores(cli) -> None:
     assert report["agree"] is True
 
 
+def _at(path: Path, line: int, function: str) -> str:
+    """Where a user's code raised, as the CLI's line ends (measure.build.where_raised): the
+    file relative to the working directory where it lies under it."""
+    import os
+
+    resolved = str(path.resolve())
+    shown = os.path.relpath(resolved) if resolved.startswith(os.getcwd() + os.sep) else path
+    return f" (at {shown}:{line} in {function})"
+
+
 MODEL_ERRORS = [
     (
         ["model", "nosuchmodule_xyz:Net"],
@@ -314,13 +324,16 @@ MODEL_ERRORS = [
     ),
     (
         ["model", f"{DATA / 'mynet.py'}:broken"],
-        f"error: {DATA / 'mynet.py'}:broken() failed: ValueError: nope\n",
+        # (at its line 17, `raise ValueError("nope")` in broken(): added by the modelin pass)
+        f"error: {DATA / 'mynet.py'}:broken() failed: ValueError: nope"
+        f"{_at(DATA / 'mynet.py', 17, 'broken')}\n",
     ),
     (
         ["model", f"{DATA / 'mynet.py'}:Net", "--input", "1,4,32,32"],
         "error: the model failed on input 1x4x32x32: RuntimeError: Given groups=1, weight of size "
         "[16, 3, 3, 3], expected input[1, 4, 32, 32] to have 3 channels, but got 4 channels "
-        "instead\n",
+        # (at its line 13, the forward's call of the stem: added by the modelin pass)
+        f"instead{_at(DATA / 'mynet.py', 13, 'forward')}\n",
     ),
     (["model", "mynet"], "error: 'mynet' must be MODULE:ATTR, like mypkg.nets:ResNet\n"),
 ]

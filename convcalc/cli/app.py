@@ -124,6 +124,8 @@ class ConvcalcGroup(TyperGroup):
         except BaseException as error:  # every way out: one line, the status of the table
             if os.environ.get("CONVCALC_DEBUG") and exit_status(error) == ExitStatus.INTERNAL_ERROR:
                 raise
+            if os.environ.get("CONVCALC_DEBUG"):
+                _user_traceback(error)
             if type(error).__name__ == "NoArgsIsHelpError":  # bare `convcalc`: the help
                 sys.stdout.write(error.format_message())  # type: ignore[attr-defined]
                 sys.exit(int(ExitStatus.OK))
@@ -139,6 +141,25 @@ class ConvcalcGroup(TyperGroup):
                     pass
             sys.exit(int(status))
         sys.exit(result if isinstance(result, int) else int(ExitStatus.OK))
+
+
+def _user_traceback(error: BaseException) -> None:
+    """CONVCALC_DEBUG=1: the traceback of what a user's code raised (a model's forward, its
+    import or constructor: the error the one line is made of, its ``__cause__``) before it."""
+    cause = error.__cause__
+    if cause is None or _is_convcalc_error(cause):
+        return
+    import contextlib
+    import traceback
+
+    with contextlib.suppress(OSError, ValueError):
+        traceback.print_exception(cause, file=sys.stderr, chain=False)
+
+
+def _is_convcalc_error(error: BaseException) -> bool:
+    from convcalc.errors import ConvcalcError
+
+    return isinstance(error, ConvcalcError)
 
 
 def _ascii_where_needed() -> None:

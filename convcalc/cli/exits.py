@@ -13,7 +13,8 @@ class ExitStatus(IntEnum):
     #: an expectation failed, measured and formula disagree under --strict, solve found no
     #: setting, or the output could not be written (a full disk)
     CHECK_FAILED = 1
-    #: invalid input: a bad option, spec or file (one line on stderr, nothing on stdout)
+    #: invalid input: a bad option, spec or file (one line on stderr, nothing on stdout; a
+    #: model's own code failing: CONVCALC_DEBUG=1 prints its traceback first)
     INVALID_INPUT = 2
     #: convcalc itself failed: a bug (one line on stderr; CONVCALC_DEBUG=1 shows the traceback)
     INTERNAL_ERROR = 3
@@ -53,8 +54,8 @@ def message_of(error: BaseException) -> str:
 
     if isinstance(error, CheckFailed):
         return "\n".join(error.lines)
-    if isinstance(error, ConvcalcError):
-        return f"error: {error}"
+    if isinstance(error, ConvcalcError):  # a user's code failing: where (SpecError.where)
+        return f"error: {error}{getattr(error, 'where', '')}"
     if _is(error, "ClickException"):  # click's usage errors (Typer's vendored click)
         text = error.format_message()  # type: ignore[attr-defined]
         match = re.match(_CHOICE, text)

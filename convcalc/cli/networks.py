@@ -182,17 +182,18 @@ def model(
         ),
     ],
     input_shape: Annotated[
-        str,
+        list[str],
         typer.Option(
             "--input",
             metavar="N,C,H[,W...]",
             rich_help_panel=INPUT,
             help="The input to run the model on: any shape of rank 2 or more (4,64 for an MLP, "
             "1,16,64 for a transformer on N,L,E); the receptive field is measured where a "
-            "convolution or pooling ran.",
+            "convolution or pooling ran. One input tensor: the model's forward takes one "
+            "(--input given twice is refused).",
             show_default=True,
         ),
-    ] = "1,3,224,224",
+    ] = ["1,3,224,224"],  # noqa: B006  (typer's default, never mutated)
     kwargs: Annotated[
         str | None,
         typer.Option(
@@ -238,11 +239,12 @@ def model(
     check_output(output)
     from convcalc.core.grammar import parse_model_input
 
-    shape = parse_model_input(input_shape, "--input")
+    text = one_input(input_shape)
+    shape = parse_model_input(text, "--input")
     if min(shape) < 1:
         from convcalc.errors import SpecError
 
-        raise SpecError("input", f"--input {input_shape} must be positive integers (N, C, ...)")
+        raise SpecError("input", f"--input {text} must be positive integers (N, C, ...)")
     measure = Measure(
         time=time,
         device=device,
@@ -256,3 +258,17 @@ def model(
         target, shape, dtype=dtype, kwargs=kwargs, measure_on=measure_on.value, measure=measure
     )
     emit(report, output)
+
+
+def one_input(given: list[str]) -> str:
+    """The one --input of ``convcalc model``: a repeated --input is refused, never silently
+    dropped (the model's forward is run on one input tensor)."""
+    if len(given) > 1:
+        from convcalc.errors import SpecError
+
+        raise SpecError(
+            "input",
+            f"--input is given {len(given)} times ({', '.join(given)}): convcalc model runs the "
+            "model's forward on one input tensor, so give --input once",
+        )
+    return given[0]

@@ -473,6 +473,10 @@ class Report:
     model: ModelFigures | None = None
     #: --roofline (or --time): the device's peaks the layers' roofline figures are on
     device: Peaks | None = None
+    #: JSON keys written as null where this run did not make them (``model --measure-on
+    #: meta``: the memory figures a CPU run has), so that no key disappears by mode: dotted
+    #: paths, ``layers[].`` for every layer (:func:`_fill_nulls`)
+    null_keys: tuple[str, ...] = ()
 
     @property
     def agree(self) -> bool:
@@ -530,7 +534,7 @@ class Report:
         return self.get(path)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "convcalc_version": __version__,
             "command": self.command,
             "input_shape": list(self.input.shape),
@@ -550,6 +554,7 @@ class Report:
             **(self.model.to_dict(self.strict_problems) if self.model is not None else {}),
             **self.extra,
         }
+        return _fill_nulls(data, self.null_keys) if self.null_keys else data
 
 
 @dataclass(frozen=True)
@@ -611,6 +616,31 @@ EXACT_STEP_KEYS = (
     "output",
 )
 BOUND_STEP_KEYS = ("transient", "total")
+
+
+def _fill_nulls(data: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    """``data`` with each dotted path of ``paths`` set to None where it is missing
+    (``total.memory_bytes.peak_inference``; ``layers[].memory_bytes.saved_for_backward`` in
+    every layer). A path is followed through dicts only: one whose parent is not a dict (a
+    memory figure that is null itself) is left as it is."""
+    for path in paths:
+        _fill_null(data, path.split("."))
+    return data
+
+
+def _fill_null(node: Any, parts: list[str]) -> None:
+    head, rest = parts[0], parts[1:]
+    if head.endswith("[]"):
+        items = node.get(head[:-2]) if isinstance(node, dict) else None
+        for item in items if isinstance(items, list) else []:
+            _fill_null(item, rest)
+        return
+    if not isinstance(node, dict):
+        return
+    if not rest:
+        node.setdefault(head, None)
+    elif head in node:
+        _fill_null(node[head], rest)
 
 
 def _memory_pairs(saved: Pair[int] | None, peak: Pair[int] | None) -> dict[str, Pair[Any]]:

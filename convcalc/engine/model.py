@@ -76,11 +76,42 @@ def analyze_model(
     if device == "meta" and options.time:
         raise SpecError("time", "--time runs the model: it does not go with --measure-on meta")
     report = model_report(run, tuple(input_shape), dtype)
+    if device == "meta":
+        report = _meta_keys(report)
     if device != "meta":
         report = with_model_memory(
             report, run.model, tuple(input_shape), dtype, options, once=run.memory
         )
     return with_model_roofline(report, run.model, options)
+
+
+#: the JSON keys a CPU run of a model has and a meta run does not make (the memory figures
+#: of the counted forward, the field's layer): null on meta, for keys never disappear by mode
+META_NULL_KEYS = tuple(
+    [
+        f"layers[].{side}.{key}"
+        for side in ("memory_bytes", "memory_bytes_formula")
+        for key in ("saved_for_backward", "peak_inference")
+    ]
+    + [
+        f"total.{side}memory_bytes.{key}"
+        for side in ("", "formula.")
+        for key in ("saved_for_backward", "peak_inference", "training_step")
+    ]
+    + ["total.optimizer", "total.receptive_field_of", "saved_for_backward_outside_rows"]
+)
+
+#: the memory sources a CPU run names, on meta
+META_MEMORY_SOURCE = "not measured: --measure-on meta runs no arithmetic (--measure-on cpu does)"
+
+
+def _meta_keys(report: Report) -> Report:
+    """A meta run's report with the keys a CPU run's JSON has: null where not measured, and
+    the memory figures' sources saying why."""
+    sources = dict(report.sources)
+    for key in ("saved_for_backward", "peak_inference", "training_step"):
+        sources.setdefault(f"memory_{key}", META_MEMORY_SOURCE)
+    return replace(report, sources=sources, null_keys=META_NULL_KEYS)
 
 
 def _model_input(shape: tuple[int, ...], dtype: str) -> InputSpec:

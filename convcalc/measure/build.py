@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from convcalc.core.spec import Ints, Node
+from convcalc.errors import SpecError
 from convcalc.kinds import ConvSpec, LayerSpec, TorchKit, kind_of
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -165,3 +166,45 @@ def user_code() -> Iterator[None]:
 def first_line(error: BaseException | Warning) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def where_raised(error: BaseException) -> str:
+    """Where a user's code raised ``error``: `` (at FILE:LINE in FUNCTION)`` of the last frame
+    of its traceback outside torch, convcalc and the standard library (the model's own
+    file: its forward, or the torch call it made), the file relative to the working directory
+    where it lies under it; empty where no frame is the user's."""
+    import os
+    import sysconfig
+    import traceback
+    from pathlib import Path
+
+    import convcalc
+
+    outside = tuple(
+        str(Path(root).resolve()) + os.sep
+        for root in (
+            Path(torch.__file__).parent,
+            Path(convcalc.__file__).parent,
+            sysconfig.get_paths()["stdlib"],
+        )
+    )
+    frames = traceback.extract_tb(error.__traceback__)
+    for frame in reversed(frames):
+        name = frame.filename
+        if name.startswith("<"):  # <frozen importlib._bootstrap>, <string>
+            continue
+        resolved = str(Path(name).resolve())
+        if resolved.startswith(outside):
+            continue
+        shown = os.path.relpath(resolved) if resolved.startswith(os.getcwd() + os.sep) else name
+        return f" (at {shown}:{frame.lineno} in {frame.name})"
+    return ""
+
+
+def user_error(field: str, message: str, error: BaseException) -> SpecError:
+    """The :class:`SpecError` of a user's code failing with ``error``: ``where`` it raised
+    (:func:`where_raised`; the CLI's line ends with it), to be raised ``from error`` (its
+    traceback: CONVCALC_DEBUG=1)."""
+    failed = SpecError(field, message)
+    failed.where = where_raised(error)
+    return failed

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from convcalc.errors import SpecError
-from convcalc.measure.build import first_line, user_code
+from convcalc.measure.build import first_line, user_code, user_error
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit")
 
@@ -208,9 +208,11 @@ def load_model(
             "model", f"importing {module_name} called sys.exit({leaving.code!r})"
         ) from None
     except Exception as error:  # whatever the user's module raises while importing
-        raise SpecError(
-            "model", f"cannot import {module_name}: {type(error).__name__}: {first_line(error)}"
-        ) from None
+        raise user_error(  # from error: CONVCALC_DEBUG=1 prints its traceback
+            "model",
+            f"cannot import {module_name}: {type(error).__name__}: {first_line(error)}",
+            error,
+        ) from error
     return _instantiate(module, module_name, attr, target, dict(kwargs or {}), notes)
 
 
@@ -284,15 +286,121 @@ def _instantiate(
     if not callable(found):
         raise SpecError("model", f"{target} is neither an nn.Module nor a class or factory")
     kwargs = _no_downloads(found, target, kwargs, notes)
+    _check_kwargs(found, target, kwargs)
     try:
         with user_code():
             built = found(**kwargs)
     except SystemExit as leaving:
         raise SpecError("model", f"{target}() called sys.exit({leaving.code!r})") from None
     except Exception as error:
-        raise SpecError(
-            "model", f"{target}() failed: {type(error).__name__}: {first_line(error)}"
-        ) from None
+        failed = f"{target}() failed: {type(error).__name__}: {first_line(error)}"
+        lead = _suspect_text(found, kwargs)
+        if lead:  # from error: CONVCALC_DEBUG=1 prints its traceback
+            raise user_error("kwargs", lead + failed, error) from error
+        raise user_error("model", failed + _text_kwargs_note(kwargs), error) from error
     if not isinstance(built, nn.Module):
         raise SpecError("model", f"{target}() returned {type(built).__name__}, not an nn.Module")
     return built.eval()
+
+
+#: the annotation or default type a --kwargs value must be read as, by its name
+_NUMBERS = {"int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _expected(parameter: inspect.Parameter) -> str | None:
+    """What a parameter takes, where its annotation says it is a number or a flag and never a
+    string (``width: int = 1``); None where it may be a string (``padding: int | str``) or
+    no annotation says."""
+    annotation = parameter.annotation
+    if annotation is not inspect.Parameter.empty:  # annotated: only what it says
+        name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        return _NUMBERS.get(str(name).strip())
+    return None
+
+
+def _default_kind(parameter: inspect.Parameter) -> str | None:
+    """What an unannotated parameter's default suggests it takes (a number or a flag): a
+    hint only, for the default does not forbid a string."""
+    if parameter.annotation is not inspect.Parameter.empty:
+        return None
+    default = parameter.default
+    if isinstance(default, bool):
+        return _NUMBERS["bool"]
+    if isinstance(default, int):
+        return _NUMBERS["int"]
+    if isinstance(default, float):
+        return _NUMBERS["float"]
+    return None
+
+
+def _check_kwargs(found: Any, target: str, kwargs: dict[str, Any]) -> None:
+    """A --kwargs value read as text (not a number, None or a flag) for a parameter whose
+    annotation says it is a number or a flag, and a name the factory does not take: one line
+    naming the key, before the factory runs on it. Text is passed through where the
+    parameter may take a string (``norm="bn"``, ``padding="same"``) or no annotation says
+    (the factory's failure then names the text: :func:`_suspect_text`)."""
+    try:
+        parameters = inspect.signature(found).parameters
+    except (TypeError, ValueError):
+        return
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    for key, value in kwargs.items():
+        parameter = parameters.get(key)
+        if parameter is None or parameter.kind in (
+            parameter.POSITIONAL_ONLY,
+            parameter.VAR_POSITIONAL,
+        ):
+            if open_ended:
+                continue
+            takes = ", ".join(
+                name
+                for name, p in parameters.items()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "self"
+            )
+            raise SpecError(
+                "kwargs",
+                f"--kwargs {key}={_shown(value)}: {target} takes no argument {key!r} "
+                f"(it takes: {takes or 'none'})",
+            )
+        if not isinstance(value, str):
+            continue
+        expected = _expected(parameter)
+        if expected is not None:
+            raise SpecError(
+                "kwargs",
+                f"--kwargs {key}={value}: {target}'s {key} takes {expected}, not the text "
+                f"{value!r}",
+            )
+
+
+def _suspect_text(found: Any, kwargs: dict[str, Any]) -> str:
+    """The lead of a factory's failure where one --kwargs value was read as text for an
+    unannotated parameter whose default is a number or a flag (``width=abc``, default 1):
+    ``"--kwargs width=abc (text; width's default is 1, an integer): "``; else empty."""
+    try:
+        parameters = inspect.signature(found).parameters
+    except (TypeError, ValueError):
+        return ""
+    for key, value in kwargs.items():
+        parameter = parameters.get(key)
+        if isinstance(value, str) and parameter is not None:
+            kind = _default_kind(parameter)
+            if kind is not None:
+                return (
+                    f"--kwargs {key}={value} (text; {key}'s default is "
+                    f"{parameter.default!r}, {kind}): "
+                )
+    return ""
+
+
+def _shown(value: Any) -> str:
+    return "None" if value is None else str(value)
+
+
+def _text_kwargs_note(kwargs: dict[str, Any]) -> str:
+    """Where a factory failed and --kwargs passed some values as text: which (a value that is
+    not a number, None or true/false is passed as a string)."""
+    texts = [f"{key}={value!r}" for key, value in kwargs.items() if isinstance(value, str)]
+    if not texts:
+        return ""
+    return f" (--kwargs passed {', '.join(texts)} as text)"

@@ -893,11 +893,14 @@ def count_model(
     except SpecError:
         raise
     except Exception as error:  # whatever the user's forward raises
+        from convcalc.measure.build import user_error
+
         shown = ", ".join("x".join(map(str, s)) for s in _shapes(args)) or "no tensors"
-        raise SpecError(
+        raise user_error(  # from error: CONVCALC_DEBUG=1 prints its traceback
             "input",
             f"the model failed on input {shown}: {type(error).__name__}: {_first_line(error)}",
-        ) from None
+            error,
+        ) from error
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for handle in handles:
