@@ -152,15 +152,16 @@ def test_a_model_field_wider_than_its_input_is_grown_into() -> None:
 
 
 def test_a_model_field_past_the_largest_input_says_at_least() -> None:
-    # 40 3x3 convs: 81 positions; the input grows 4 -> 8 -> 16 -> 32 (three doublings) and the
-    # field still reaches the border: 32 is reported, with a note that it is at least that
+    # 140 3x3 convs: 281 positions; the input grows 4 -> 8 -> ... -> 256 (six doublings) and
+    # the field still reaches the border: 256 is reported, with a note that it is at least that
     from convcalc import library
 
-    report = library.model(_convs(40), input=(1, 1, 4, 4))
-    assert report.total.receptive_field.measured == (32, 32)
+    report = library.model(_convs(140), input=(1, 1, 4, 4))
+    assert report.total.receptive_field.measured == (256, 256)
     assert (
-        "the model's receptive field, 32x32, reaches the border of the largest input tried "
-        "(32x32; the input is doubled at most 3 times): the field is at least this" in report.notes
+        "the model's receptive field, 256x256, reaches the border of the largest input tried "
+        "(256x256; the input is doubled at most 6 times): the field is at least this"
+        in report.notes
     )
     # a lower bound, in every format: JSON's flag, the table's and markdown's total cell
     import io
@@ -168,15 +169,16 @@ def test_a_model_field_past_the_largest_input_says_at_least() -> None:
     from convcalc.output.formats import write
 
     assert report.to_dict()["receptive_field_at_least"] is True
-    for fmt, cell in (("table", "≥ 32×32"), ("markdown", "| ≥ 32×32 |")):
+    for fmt, cell in (("table", "≥ 256×256"), ("markdown", "| ≥ 256×256 |")):
         out = io.StringIO()
         write(report, fmt, out, no_color=True)
         assert [line for line in out.getvalue().splitlines() if cell in line], fmt
 
 
 def test_the_probe_stops_growing_at_its_memory_limit() -> None:
-    # 40 3x3 convs on 4x4: cut at every size; a 1-byte limit stops the growth before 8x8, the
-    # default (1 GiB) lets it reach 32x32, where the doubling limit stops it.
+    # 40 3x3 convs on 4x4 (a field of 81): a 1-byte limit stops the growth before 8x8; three
+    # doublings at most stop it at 32x32; the defaults (1 GiB, six doublings) reach 128x128,
+    # where the field is whole.
     # Held at 4x4, in float64 (40·log10 9 > 30 decades of gradient): per conv the zero-padded
     # 6x6 input its window sum saves (288 B), and the last conv's 4x4 output, kept (128 B):
     # 40·288 + 128 = 11,648 B; at 8x8, four times the elements: 46,592 B = 45.50 KiB
@@ -187,9 +189,12 @@ def test_the_probe_stops_growing_at_its_memory_limit() -> None:
     assert tight.limit == "at 8x8 the probe would hold about 45.50 KiB, over its 1 B limit"
     assert tight.dtype == "float64"
     assert tight.receptive_field == (4, 4)
+    three = model_fields(_convs(40), (1, 1, 4, 4), every_layer=False, max_growth=3)
+    assert three.sizes_tried == ((4, 4), (8, 8), (16, 16), (32, 32))
+    assert three.limit == "the input is doubled at most 3 times"
     roomy = model_fields(_convs(40), (1, 1, 4, 4), every_layer=False)
-    assert roomy.sizes_tried == ((4, 4), (8, 8), (16, 16), (32, 32))
-    assert roomy.limit == "the input is doubled at most 3 times"
+    assert roomy.sizes_tried[-1] == (128, 128) and roomy.limit == ""
+    assert roomy.receptive_field == (81, 81)
 
 
 def test_the_probe_keeps_only_the_open_layers_outputs_when_grown(
@@ -226,3 +231,26 @@ def test_held_counts_the_storages_a_run_leaves_alive() -> None:
         del gone
     assert held.held() == 5000
     assert c.untyped_storage().nbytes() == 4000 and b.numel() == 250
+
+
+def test_expect_and_get_on_a_lower_bound_field_say_so(cli, tmp_path: Any) -> None:
+    # 140 3x3 convs on 4x4: the true field is 281, the probe stops at 256 (six doublings).
+    # "<= 300" would pass on 256 and is wrong about nothing known: not checkable (exit 1);
+    # ">= 200" is proven by the bound; ">= 300" is not known either way: not checkable
+    net = tmp_path / "deep.py"
+    net.write_text(
+        "import torch.nn as nn\n"
+        "def Deep():\n"
+        "    return nn.Sequential(*[nn.Conv2d(1, 1, 3, padding=1) for _ in range(140)])\n"
+    )
+    args = ("model", f"{net}:Deep", "--input", "1,1,4,4")
+    shown = cli(*args, "--expect", "total.receptive_field.0<=300")
+    assert shown.exit_code == 1
+    assert shown.stderr.startswith(
+        "expectation not checkable: total.receptive_field.0 <= 300, got 256, a lower bound"
+    )
+    assert cli(*args, "--expect", "total.receptive_field.0>=200").exit_code == 0
+    assert cli(*args, "--expect", "total.receptive_field.0>=300").exit_code == 1
+    got = cli(*args, "--get", "total.receptive_field.0")
+    assert (got.exit_code, got.stdout) == (0, "256\n")
+    assert "note: total.receptive_field.0 is a lower bound" in got.stderr

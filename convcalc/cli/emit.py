@@ -42,13 +42,23 @@ def emit(result: Any, output: OutputOptions) -> None:
         result = result.with_conventions()
     failures: list[str] = []
     if output.get or output.expect:  # core.query only then (start-up: docs/benchmarks.md)
-        from convcalc.core.query import check_all, format_value, get_path, parse_expectation
+        from convcalc.core.query import (
+            check_all,
+            format_value,
+            get_path,
+            lower_bound_note,
+            parse_expectation,
+        )
 
         data = result.to_dict()
         failures = check_all(data, [parse_expectation(text) for text in output.expect])
         values = [get_path(data, path) for path in output.get]
         if output.get:
             sys.stdout.write("".join(format_value(value) + "\n" for value in values))
+            for path in output.get:
+                note = lower_bound_note(data, path)
+                if note:
+                    sys.stderr.write(f"note: {note}\n")
     if not output.get:
         write(result, output.fmt.value, no_color=output.no_color, detail=output.detail)
     sys.stdout.flush()

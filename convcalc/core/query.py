@@ -143,12 +143,41 @@ class Expectation:
                 f"cannot be compared with {json_word(self.expected)} by {self.op}",
             )
         met = OPERATORS[self.op](actual, self.expected)
+        if _lower_bound(data, self.path):
+            # a model's field cut by the largest input tried: only "at least" is known, which
+            # proves > and >= where they hold and nothing else
+            if met and self.op in (">", ">="):
+                return None
+            return (
+                f"expectation not checkable: {self.path} {self.op} {json_word(self.expected)}, "
+                f"got {json_word(found)}, a lower bound (receptive_field_at_least: the field "
+                "reached the border of the largest input the probe tried; see the notes)"
+            )
         if met:
             return None
         return (
             f"expectation failed: {self.path} {self.op} {json_word(self.expected)}, "
             f"got {_as_found(data, walked, found)}"
         )
+
+
+def _lower_bound(data: Any, path: str) -> bool:
+    """Whether ``path`` reads a model's receptive field that is only a lower bound."""
+    return (
+        isinstance(data, dict)
+        and data.get("receptive_field_at_least") is True
+        and path.split(".")[:2] == ["total", "receptive_field"]
+    )
+
+
+def lower_bound_note(data: Any, path: str) -> str | None:
+    """``--get``'s stderr note where ``path`` reads a lower bound (stdout keeps the value)."""
+    if not _lower_bound(data, path):
+        return None
+    return (
+        f"{path} is a lower bound: the field reached the border of the largest input the "
+        "probe tried (receptive_field_at_least)"
+    )
 
 
 def _as_found(data: Any, walked: Sequence[str], value: Any) -> str:

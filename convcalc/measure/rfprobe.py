@@ -1134,7 +1134,7 @@ def model_fields(
     model: nn.Module,
     input_shape: Ints,
     *,
-    max_growth: int = 3,
+    max_growth: int = 6,
     max_elements: int = 1 << 24,
     max_bytes: int = PROBE_BYTES,
     period_limit: int = 4,
