@@ -201,3 +201,13 @@ def test_cli_names_the_op_with_no_rule_and_strict_exits_1(cli, tmp_path) -> None
     assert any("_trilinear" in p for p in data["strict_problems"])
     strict = cli("model", f"{net}:Net", "--input", "2,8", "--strict")
     assert strict.exit_code == 1
+    # no pair disagrees: agree stays true, and the op is a warning (JSON's list, stderr), which
+    # --strict fails on by name (it said "measured and formula disagree", warnings empty)
+    warning = (
+        "aten._trilinear (1 calls): not counted, and convcalc has no rule for it (it may do "
+        "multiply-adds that no total here holds)"
+    )
+    assert data["agree"] is True and data["warnings"] == [warning]
+    assert f"warning: {warning}\n" in result.stderr
+    assert strict.stderr.endswith(f"--strict: {warning}\n")
+    assert "disagree" not in strict.stderr

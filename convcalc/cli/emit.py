@@ -71,8 +71,16 @@ def emit(result: Any, output: OutputOptions) -> None:
             + ", ".join(result.disagreements)
             + _larger_storage(result)
         )
+    if output.strict:  # work no rule counts: no disagreement, but a total known to be short
+        failures += [f"--strict: {w}" for w in _no_rule(result)]
     if failures:
         raise CheckFailed(failures)
+
+
+def _no_rule(result: Any) -> list[str]:
+    from convcalc.core.report import NO_RULE
+
+    return [w for w in getattr(result, "warnings", ()) if NO_RULE in w]
 
 
 def _larger_storage(result: Any) -> str:

@@ -452,6 +452,11 @@ class ModelFigures:
         }
 
 
+#: how an operator that carries compute and that no rule counts is named in a model's count
+#: warnings (measure.opcount): a warning and a --strict problem, not a disagreement
+NO_RULE = "not counted, and convcalc has no rule for it"
+
+
 @dataclass(frozen=True)
 class Report:
     """What ``convcalc conv`` (and later presets and stacks) prints, as data."""
@@ -493,8 +498,10 @@ class Report:
         # a total that differs on its own (a model's parameters beyond its layers' formulas);
         # one that only sums the layers' differences is named by them already
         found += [f"total: {name}" for name in self.total.disagreements if name not in named]
-        # operators torch counts and convcalc does not (a user's model): never silent
-        found += list(self.model.count_warnings) if self.model is not None else []
+        # operators torch counts and convcalc does not (a user's model): never silent. One that
+        # neither counts (no rule) is no disagreement: a warning, and --strict fails on it
+        if self.model is not None:
+            found += [w for w in self.model.count_warnings if NO_RULE not in w]
         return found
 
     def with_conventions(self) -> Report:

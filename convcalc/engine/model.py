@@ -11,7 +11,7 @@ from typing import Any
 from convcalc import kinds
 from convcalc.core.memo import held
 from convcalc.core.memory import Memory, summary_memory
-from convcalc.core.report import LayerReport, Pair, Report, Total
+from convcalc.core.report import NO_RULE, LayerReport, Pair, Report, Total
 from convcalc.core.spec import DTYPE_BYTES, InputSpec, Ints
 from convcalc.engine.memory import with_model_memory
 from convcalc.engine.plan import Options
@@ -611,6 +611,7 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
         receptive_field_at_least=run.receptive_field_at_least,
     )
     report = Report(
+        warnings=tuple(w for w in count.warnings if NO_RULE in w),
         command="model",
         input=_model_input(input_shape, dtype),
         layers=tuple(layers),

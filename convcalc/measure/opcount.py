@@ -45,6 +45,7 @@ from torch.utils.flop_counter import flop_registry
 
 from convcalc.core import opformulas
 from convcalc.core.formulas import MUL, Derived, group, shape_text
+from convcalc.core.report import NO_RULE
 from convcalc.errors import MeasurementError, SpecError
 from convcalc.kinds import ConvSpec, LayerSpec, LinearSpec
 from convcalc.measure.models import spec_of
@@ -1006,8 +1007,7 @@ def _result(
     }
     for op, n in no_rule.items():
         warnings_.append(
-            f"{op} ({n} calls): not counted, and convcalc has no rule for it (it may do "
-            "multiply-adds that no total here holds)"
+            f"{op} ({n} calls): {NO_RULE} (it may do multiply-adds that no total here holds)"
         )
     result_modules: list[ModuleCount] = []
     for name in order:
