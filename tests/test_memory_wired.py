@@ -193,6 +193,8 @@ def test_fit_largest_batches() -> None:
     fit = report.to_dict()["total"]["fit"]
     assert fit["memory_limit_bytes"] == 67_108_864
     assert (fit["max_batch_training"], fit["max_batch_inference"]) == (197, 468)
+    # what the training batch leaves out is said beside it (a real loss adds its own tensors)
+    assert fit["not_counted"].startswith("the loss's own tensors (about one output's size")
     by_dtype = {e["dtype"]: e for e in fit["by_dtype"]}
     assert by_dtype["int8"]["max_batch_training"] is None
     checked = by_dtype["float32"]["checked"]["inference_peak"]

@@ -324,7 +324,15 @@ def _fit(
         "max_batch_training": main["max_batch_training"],
         "max_batch_inference": main["max_batch_inference"],
         "by_dtype": by_dtype,
+        "not_counted": LOSS_NOT_COUNTED,
     }
+
+
+#: what the training step (and so --fit's training batch) leaves out: the loss's own tensors
+LOSS_NOT_COUNTED = (
+    "the loss's own tensors (about one output's size more a sample for MSE, two for "
+    "cross-entropy) and the targets"
+)
 
 
 def meta_statistics_bytes(nodes: Sequence[Node], dtype: str) -> int:

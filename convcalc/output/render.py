@@ -550,7 +550,14 @@ def _memory_rows(table: Table, layer: LayerReport | None, total: Total | None) -
                 + (f", {group(training)} training" if training is not None else ""),
                 "largest batch whose inference (weights + peak)"
                 + (" and whose training step" if training is not None else "")
-                + f" fit {group(total.fit['memory_limit_bytes'])} B",
+                + f" fit {group(total.fit['memory_limit_bytes'])} B"
+                + (
+                    f"; not counted: {total.fit['not_counted']}"
+                    if training is not None
+                    and total.fit.get("not_counted")
+                    and entry is total.fit["by_dtype"][0]
+                    else ""
+                ),
                 "",
             )
 
