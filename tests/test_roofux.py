@@ -49,13 +49,17 @@ def _loaded(monkeypatch, load: float) -> None:
 def test_busy_caveat_by_hand() -> None:
     from convcalc.measure.calibrate import busy_caveat
 
-    # 4.1 > 2 cores: busy; 2.0 is not more than 2; no load average known: nothing said
-    assert busy_caveat([1.0, 4.1], cores=2) == (
+    # torch's 2 threads on 2 cores: busy from a load of 1 (one other runnable process holds a
+    # core the matmul's threads wait for; a new-user trial cached 68 GFLOP/s at load 1.64,
+    # against 181 quiet); 4 cores leave 2 idle up to a load of 3; no load average: nothing said
+    assert busy_caveat([1.0, 4.1], cores=2, threads=2) == (
         "measured while the load average was 4.1 on 2 cores: the peaks may be low; "
         "--recalibrate on a quiet machine"
     )
-    assert busy_caveat([2.0, 2.0], cores=2) is None
-    assert busy_caveat([None, None], cores=2) is None
+    assert busy_caveat([0.5, 1.64], cores=2, threads=2) is not None
+    assert busy_caveat([0.9, 0.5], cores=2, threads=2) is None
+    assert busy_caveat([2.9], cores=4, threads=2) is None
+    assert busy_caveat([None, None], cores=2, threads=2) is None
 
 
 def test_peaks_measured_under_load_say_so_and_are_not_cached(tmp_path, monkeypatch) -> None:

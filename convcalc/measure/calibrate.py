@@ -135,12 +135,16 @@ def _load_average() -> float | None:
         return None
 
 
-def busy_caveat(loads: Sequence[float | None], cores: int | None = None) -> str | None:
-    """The caveat of a CPU calibration when the highest of ``loads`` exceeds the cores, or None
-    (a quiet machine, or no load average known)."""
+def busy_caveat(
+    loads: Sequence[float | None], cores: int | None = None, threads: int | None = None
+) -> str | None:
+    """The caveat of a CPU calibration when the highest of ``loads`` left fewer idle cores than
+    torch's ``threads`` (load ≥ cores − threads + 1, as :func:`timing_caveat`: the matmul runs
+    on every thread), or None (a quiet machine, or no load average known)."""
     known = [load for load in loads if load is not None]
     cores = cores or os.cpu_count() or 1
-    if not known or max(known) <= cores:
+    threads = threads or torch.get_num_threads()
+    if not known or max(known) < max(cores - threads, 0) + 1:
         return None
     return (
         f"measured while the load average was {max(known):.1f} on {cores} cores: the peaks "
