@@ -61,6 +61,8 @@ def test_lstm_model_row_counts_its_matrix_products(cli, tmp_path) -> None:
     assert "5,734,400" in table.stdout
     lines = " ".join(table.stdout.split()).split("note")
     assert not [n for n in lines if n.startswith(": not counted (elementwise") and "rnn" in n]
+    # a module with no closed form says so in the formulas' lines (it printed "rnn: params ")
+    assert "  rnn: no closed form (measured only)\n" in table.stdout
     # the row's operators add up every weight's entry: the LSTM's two layers, two calls
     assert "no closed form for this module's work (aten.mkldnn_rnn_layer ×2)" in " ".join(
         table.stdout.split()

@@ -786,6 +786,10 @@ def _formula_lines(report: Report) -> Text:
     lines.append("formulas, instantiated:\n", style="dim")
     for layer in report.layers:
         text = layer.formula_text
+        if layer.params.formula is None and not text.get("params"):
+            # a module convcalc has no closed form for (a user's LSTM): said, not left blank
+            lines.append(f"  {layer.name}: no closed form (measured only)\n", style="dim")
+            continue
         parts = [f"params {text.get('params', '')}"]
         if layer.macs.formula:
             parts.append(f"MACs {text.get('macs', '')}")
