@@ -251,6 +251,24 @@ def test_expect_and_get_on_a_lower_bound_field_say_so(cli, tmp_path: Any) -> Non
     )
     assert cli(*args, "--expect", "total.receptive_field.0>=200").exit_code == 0
     assert cli(*args, "--expect", "total.receptive_field.0>=300").exit_code == 1
+    # what the bound decides, axis by axis: "< 100" fails whatever the field is, "!= 100"
+    # holds; ">= 100x9999" is proven on one axis only (it passed, comparing the first)
+    failed = cli(*args, "--expect", "total.receptive_field.0<100")
+    assert failed.exit_code == 1 and failed.stderr.startswith("expectation failed: ")
+    assert cli(*args, "--expect", "total.receptive_field.0!=100").exit_code == 0
+    both = cli(*args, "--expect", "total.receptive_field>=100x9999")
+    assert both.exit_code == 1 and both.stderr.startswith("expectation not checkable: ")
+    assert cli(*args, "--expect", "total.receptive_field>=100x100").exit_code == 0
     got = cli(*args, "--get", "total.receptive_field.0")
     assert (got.exit_code, got.stdout) == (0, "256\n")
     assert "note: total.receptive_field.0 is a lower bound" in got.stderr
+
+
+def test_expect_orders_shapes_axis_by_axis(cli) -> None:
+    # a 3x3 conv's field 3x3: ">= 1x9999" fails (Python's tuples compared only the first axis)
+    args = ("conv", "--in", "3", "--out", "8", "-k", "3", "--formula-only")
+    assert cli(*args, "--expect", "total.receptive_field>=1x9999").exit_code == 1
+    assert cli(*args, "--expect", "total.receptive_field>=3x3").exit_code == 0
+    assert cli(*args, "--expect", "total.receptive_field<4x4").exit_code == 0
+    wrong = cli(*args, "--expect", "total.receptive_field>=1x1x1")
+    assert wrong.exit_code == 2 and "a different length" in wrong.stderr

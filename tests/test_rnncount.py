@@ -213,3 +213,25 @@ def test_cli_names_the_op_with_no_rule_and_strict_exits_1(cli, tmp_path) -> None
     assert f"warning: {warning}\n" in result.stderr
     assert strict.stderr.endswith(f"--strict: {warning}\n")
     assert "disagree" not in strict.stderr
+
+
+def test_a_packed_sequence_is_data_movement_not_work_without_a_rule(cli, tmp_path) -> None:
+    # pack_padded_sequence / pad_packed_sequence reorder data: zero cost, so --strict passes
+    # (they were filed under "no rule", and --strict failed on an ordinary packed LSTM)
+    net = tmp_path / "pack.py"
+    net.write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.lstm = nn.LSTM(16, 32, batch_first=True)\n"
+        "    def forward(self, x):\n"
+        "        p = pack_padded_sequence(x, torch.tensor([5, 3]), batch_first=True)\n"
+        "        return pad_packed_sequence(self.lstm(p)[0], batch_first=True)[0]\n"
+    )
+    data = json.loads(cli("model", f"{net}:Net", "--input", "2,5,16", "--json").stdout)
+    assert data["uncounted_ops"]["no_rule"] == {}
+    assert "aten._pack_padded_sequence" in data["uncounted_ops"]["zero_cost"]
+    assert cli("model", f"{net}:Net", "--input", "2,5,16", "--strict").exit_code == 0

@@ -88,6 +88,12 @@ def test_a_file_system_refusing_the_picture_is_bad_input(cli, tmp_path: Path) ->
     assert bad.exit_code == 2 and not fresh.exists()
     assert cli("draw", "conv", "--size", "8", "--svg", str(kept)).exit_code == 0
     assert kept.read_text().startswith("<svg")
+    # a link to a file not yet there stays a link; the drawing lands in its target (the check
+    # once removed the link: it read a dangling link as no file)
+    link = tmp_path / "link.svg"
+    link.symlink_to(tmp_path / "target.svg")
+    assert cli("draw", "conv", "--size", "8", "--svg", str(link)).exit_code == 0
+    assert link.is_symlink() and (tmp_path / "target.svg").read_text().startswith("<svg")
 
 
 @pytest.mark.parametrize(

@@ -141,7 +141,7 @@ def _check_writable(svg: str | None, html: str | None) -> None:
         path = Path(target).expanduser()
         if not os.access(parent, os.W_OK) or path.is_dir():
             raise SpecError(option, f"{option} {target}: cannot write there")
-        existed = path.exists()
+        existed = os.path.lexists(path)  # a dangling link too: it is kept, not replaced
         try:  # opened for appending, so nothing it holds is lost; a new file is removed again
             with path.open("a"):
                 pass

@@ -142,16 +142,26 @@ class Expectation:
                 f"--expect {self.text}: {self.path} is {_as_found(data, walked, found)}, which "
                 f"cannot be compared with {json_word(self.expected)} by {self.op}",
             )
-        met = OPERATORS[self.op](actual, self.expected)
+        bound = (
+            " a lower bound (receptive_field_at_least: the field reached the border of the "
+            "largest input the probe tried; see the notes)"
+        )
         if _lower_bound(data, self.path):
-            # a model's field cut by the largest input tried: only "at least" is known, which
-            # proves > and >= where they hold and nothing else
-            if met and self.op in (">", ">="):
+            # a model's field cut by the largest input tried: only "at least" is known
+            verdict = _bound_verdict(self.op, actual, self.expected)
+            if verdict is True:
                 return None
+            word = "failed" if verdict is False else "not checkable"
             return (
-                f"expectation not checkable: {self.path} {self.op} {json_word(self.expected)}, "
-                f"got {json_word(found)}, a lower bound (receptive_field_at_least: the field "
-                "reached the border of the largest input the probe tried; see the notes)"
+                f"expectation {word}: {self.path} {self.op} {json_word(self.expected)}, "
+                f"got {json_word(found)},{bound}"
+            )
+        met = _compare(self.op, actual, self.expected)
+        if met is None:
+            raise SpecError(
+                "expect",
+                f"--expect {self.text}: {self.path} is {json_word(found)}, which cannot be "
+                f"compared with {json_word(self.expected)} by {self.op} (a different length)",
             )
         if met:
             return None
@@ -159,6 +169,41 @@ class Expectation:
             f"expectation failed: {self.path} {self.op} {json_word(self.expected)}, "
             f"got {_as_found(data, walked, found)}"
         )
+
+
+_ORDERING = ("<", "<=", ">", ">=")
+
+
+def _compare(op: str, actual: Any, expected: Any) -> bool | None:
+    """``actual op expected``; shapes and fields (tuples) ordered axis by axis, every axis
+    holding (``41x41 >= 1x9999`` is false; Python's tuples compare only the first axis that
+    differs), None for tuples of different lengths."""
+    if op in _ORDERING and isinstance(actual, tuple) and isinstance(expected, tuple):
+        if len(actual) != len(expected):
+            return None
+        return all(OPERATORS[op](a, e) for a, e in zip(actual, expected))
+    return OPERATORS[op](actual, expected)
+
+
+def _bound_verdict(op: str, low: Any, expected: Any) -> bool | None:
+    """What a lower bound ``low`` on the true value decides of ``true op expected``, axis by
+    axis: True (holds whatever the true value), False (fails whatever it is), None (unknown)."""
+    lows = low if isinstance(low, tuple) else (low,)
+    wants = expected if isinstance(expected, tuple) else (expected,)
+    if len(lows) != len(wants) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in (*lows, *wants)
+    ):
+        return None
+    pairs = list(zip(lows, wants))
+    if op in (">=", ">"):
+        return True if all(OPERATORS[op](lo, e) for lo, e in pairs) else None
+    if op == "<=" or op in ("=", "=="):
+        return False if any(lo > e for lo, e in pairs) else None
+    if op == "<":
+        return False if any(lo >= e for lo, e in pairs) else None
+    if op == "!=":
+        return True if any(lo > e for lo, e in pairs) else None
+    return None
 
 
 def _lower_bound(data: Any, path: str) -> bool:

@@ -328,6 +328,9 @@ ZERO_COST = frozenset(
         "embedding",
         "diagonal",
         "roll",
+        # a packed sequence's order and its undoing (nn.utils.rnn): data moved, nothing computed
+        "_pack_padded_sequence",
+        "_pad_packed_sequence",
         "flip",
         "repeat",
         "pixel_shuffle",
