@@ -158,7 +158,9 @@ def run_model(
             )
         if field is not None and not single:
             where = count.output_names[0] if count.output_names else "0"
-            of = f"output {where}: {of}"
+            # the probe's "output" is the first tensor itself: named once ("output seg", not
+            # "output seg: output"); a layer inside keeps its name after it
+            of = f"output {where}" if of == "output" else f"output {where}: {of}"
     else:
         notes.append(
             "the model's receptive field is not measured: the probe reads the input as "
