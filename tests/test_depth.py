@@ -169,7 +169,11 @@ def test_a_model_field_past_the_largest_input_says_at_least() -> None:
     from convcalc.output.formats import write
 
     assert report.to_dict()["receptive_field_at_least"] is True
-    for fmt, cell in (("table", "≥ 256×256"), ("markdown", "| ≥ 256×256 |")):
+    for fmt, cell in (
+        ("table", "≥ 256×256"),
+        ("markdown", "| ≥ 256×256 |"),
+        ("table", "note: the model's receptive field, at least 256×256, is measured by autograd"),
+    ):
         out = io.StringIO()
         write(report, fmt, out, no_color=True)
         assert [line for line in out.getvalue().splitlines() if cell in line], fmt

@@ -839,6 +839,12 @@ def _larger_storage(report: Report, figure: str) -> str:
     )
 
 
+def _at_least(report: Report) -> str:
+    """``"at least "`` before a model's field that is a lower bound, else nothing."""
+    at_least = report.model is not None and report.model.receptive_field_at_least
+    return "at least " if at_least else ""
+
+
 def _notes(report: Report) -> Text:
     lines = Text()
     for names, note in _grouped_notes(report):
@@ -867,8 +873,9 @@ def _notes(report: Report) -> Text:
         pass  # not measured: the notes say why
     elif report.command == "model":
         lines.append(
-            f"note: the model's receptive field, {_value(report.total.receptive_field.measured)}"
-            f", is measured by autograd from {report.total.receptive_field_of}; convcalc has no "
+            f"note: the model's receptive field, {_at_least(report)}"
+            f"{_value(report.total.receptive_field.measured)}, is measured by autograd from "
+            f"{report.total.receptive_field_of}; convcalc has no "
             "formula for an arbitrary model's graph\n",
             style="yellow",
         )
