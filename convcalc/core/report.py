@@ -269,8 +269,8 @@ class Total:
                 values[key] = pair.formula if use_formula else pair.measured
         return values
 
-    @property
-    def disagreements(self) -> list[str]:
+    def _figure_pairs(self) -> dict[str, Pair[Any]]:
+        """The total's figures, each measured beside its formula (train FLOPs where asked)."""
         pairs: dict[str, Pair[Any]] = {
             "params": self.params,
             "macs": self.macs,
@@ -281,21 +281,16 @@ class Total:
         }
         if self.train_flops is not None:
             pairs["train_flops"] = self.train_flops
-        pairs.update(self.memory_pairs)
+        return pairs
+
+    @property
+    def disagreements(self) -> list[str]:
+        pairs = {**self._figure_pairs(), **self.memory_pairs}
         return [name for name, pair in pairs.items() if not pair.agree]
 
     def _sided_pairs(self) -> dict[str, Pair[Any]]:
         """The total's figures whose measured side falls back on the formula's (``_values``)."""
-        pairs: dict[str, Pair[Any] | None] = {
-            "params": self.params,
-            "macs": self.macs,
-            "flops": self.flops,
-            "output_shape": self.output_shape,
-            "receptive_field": self.receptive_field,
-            "memory_bytes": self.memory,
-            "train_flops": self.train_flops,
-        }
-        return {k: p for k, p in pairs.items() if p is not None and p.formula is not None}
+        return {k: p for k, p in self._figure_pairs().items() if p.formula is not None}
 
     @property
     def by_formula(self) -> list[str]:

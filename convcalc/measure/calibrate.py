@@ -135,19 +135,31 @@ def _load_average() -> float | None:
         return None
 
 
-def busy_caveat(
-    loads: Sequence[float | None], cores: int | None = None, threads: int | None = None
-) -> str | None:
-    """The caveat of a CPU calibration when the highest of ``loads`` left fewer idle cores than
-    torch's ``threads`` (load ≥ cores − threads + 1, as :func:`timing_caveat`: the matmul runs
-    on every thread), or None (a quiet machine, or no load average known)."""
+def _busy(
+    loads: Sequence[float | None], cores: int | None, threads: int | None
+) -> tuple[float, int, int] | None:
+    """The highest of ``loads``, the cores and torch's threads, when that load left fewer idle
+    cores than the threads (load ≥ cores − threads + 1: another process held a core an
+    operator's threads wait for, and a parallel operator then waits for the scheduler); None
+    on a quiet machine, or where no load average is known."""
     known = [load for load in loads if load is not None]
     cores = cores or os.cpu_count() or 1
     threads = threads or torch.get_num_threads()
     if not known or max(known) < max(cores - threads, 0) + 1:
         return None
+    return max(known), cores, threads
+
+
+def busy_caveat(
+    loads: Sequence[float | None], cores: int | None = None, threads: int | None = None
+) -> str | None:
+    """The caveat of a CPU calibration measured while busy (:func:`_busy`: the matmul runs on
+    every thread), or None."""
+    busy = _busy(loads, cores, threads)
+    if busy is None:
+        return None
     return (
-        f"measured while the load average was {max(known):.1f} on {cores} cores: the peaks "
+        f"measured while the load average was {busy[0]:.1f} on {busy[1]} cores: the peaks "
         "may be low; --recalibrate on a quiet machine"
     )
 
@@ -155,16 +167,13 @@ def busy_caveat(
 def timing_caveat(
     loads: Sequence[float | None], cores: int | None = None, threads: int | None = None
 ) -> str | None:
-    """The caveat of CPU timings taken while the highest of ``loads`` left fewer idle cores
-    than torch's ``threads`` (load ≥ cores − threads + 1: another process held a core an
-    operator's threads wait for; a parallel operator then waits for the scheduler), or None."""
-    known = [load for load in loads if load is not None]
-    cores = cores or os.cpu_count() or 1
-    threads = threads or torch.get_num_threads()
-    if not known or max(known) < max(cores - threads, 0) + 1:
+    """The caveat of CPU timings taken while busy (:func:`_busy`), or None."""
+    busy = _busy(loads, cores, threads)
+    if busy is None:
         return None
+    load, cores, threads = busy
     return (
-        f"timed while the load average was {max(known):.1f} on {cores} cores, torch running "
+        f"timed while the load average was {load:.1f} on {cores} cores, torch running "
         f"{threads} threads: other processes shared the cores, so these times may be "
         "inflated; time again on a quiet machine"
     )
