@@ -12,34 +12,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import callgrind  # noqa: E402
 
 
 def instructions(specs: int, tree: Path, formula_only: bool) -> int:
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "callgrind.out"
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            str(HERE / "batch_cpu.py"),
-            "--specs",
-            str(specs),
-            *(["--formula-only"] if formula_only else []),
-        ]
-        env = {**os.environ, "PYTHONPATH": str(tree)}
-        subprocess.run(command, env=env, check=True, capture_output=True)
-        match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
-        if match is None:
-            raise SystemExit("no instruction count in callgrind's output")
-        return int(match.group(1))
+    command = [sys.executable, str(HERE / "batch_cpu.py"), "--specs", str(specs)]
+    command += ["--formula-only"] if formula_only else []
+    return callgrind.instructions(command, {**os.environ, "PYTHONPATH": str(tree)})
 
 
 def main() -> None:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import callgrind  # noqa: E402
 
 LAYER = ["conv", "--in", "64", "--out", "256", "-k", "3", "-p", "1", "--formula-only"]
 #: (label, arguments after the interpreter, the goal as a ratio to the baseline or None)
@@ -37,18 +39,6 @@ COMMANDS: list[tuple[str, list[str], float | None]] = [
 ]
 
 
-def count(arguments: list[str], env: dict[str, str]) -> int:
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "callgrind.out"
-        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-        command += [sys.executable, *arguments]
-        subprocess.run(command, env=env, check=True, capture_output=True)
-        match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
-        if match is None:
-            raise SystemExit("no instruction count in callgrind's output")
-        return int(match.group(1))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", type=Path, help="a convcalc source tree (PYTHONPATH)")
@@ -61,7 +51,9 @@ def main() -> None:
     baseline = 0
     for label, arguments, goal in COMMANDS:
         subprocess.run([sys.executable, *arguments], env=env, capture_output=True)  # warm
-        counted = min(count(arguments, env) for _ in range(args.repeat))
+        counted = min(
+            callgrind.instructions([sys.executable, *arguments], env) for _ in range(args.repeat)
+        )
         baseline = baseline or counted
         ratio = counted / baseline
         verdict = "" if goal is None else f"  goal {goal}x: {'met' if ratio <= goal else 'NOT met'}"
