@@ -243,3 +243,40 @@ def test_gru_model_total_by_formula(cli, tmp_path) -> None:
     data = json.loads(result.stdout)
     # GRU_MACS 4,300,800 + conv and fc 154,880 = 4,455,680
     assert data["total"]["formula"]["macs"] == GRU_MACS + CONV_FC
+
+
+PACKED_NET = (
+    "import torch\n"
+    "from torch import nn\n"
+    "from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence\n"
+    "class Net(nn.Module):\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.lstm = nn.LSTM(16, 32, batch_first=True, bidirectional=True)\n"
+    "        self.cell = nn.LSTMCell(16, 8)\n"
+    "    def forward(self, x):\n"
+    "        self.cell(x[:, 0])\n"
+    "        self.cell(x[:, 1])\n"
+    "        p = pack_padded_sequence(x, torch.tensor([5, 3]), batch_first=True)\n"
+    "        return pad_packed_sequence(self.lstm(p)[0], batch_first=True)[0]\n"
+)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_packed_lstm_and_a_cell_called_twice_agree(cli, tmp_path, device: str) -> None:
+    net = tmp_path / "pack.py"
+    net.write_text(PACKED_NET)
+    result = cli("model", f"{net}:Net", "--input", "2,5,16", "--measure-on", device, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    rows = {layer["name"].split()[0]: layer for layer in data["layers"]}
+    # cell: two calls on (2, 16): 2·(2·4·8·(16 + 8)) = 2·1,536 = 3,072; h' 2×8 each call
+    assert rows["cell"]["macs"] == {"measured": 3_072, "formula": 3_072}
+    assert rows["cell"]["call_output_shapes"]["formula"] == [[2, 8], [2, 8]]
+    # lstm on packed lengths 5 + 3: 8 rows · 2 directions · 4·32·(16 + 32) = 8·12,288 = 98,304;
+    # output: the packed data, 8×(2·32); params 2·(4·32·48 + 2·4·32) = 2·6,400 = 12,800
+    assert rows["lstm"]["macs"] == {"measured": 98_304, "formula": 98_304}
+    assert rows["lstm"]["output_shape"] == {"measured": [8, 64], "formula": [8, 64]}
+    assert rows["lstm"]["params"] == {"measured": 12_800, "formula": 12_800}
+    assert "no formula" in rows["lstm"]["formula_text"]["output_shape"]
+    assert data["total"]["formula"]["macs"] == 101_376 and data["agree"] is True
