@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from convcalc._dataclass import dataclass
 from convcalc.core.formulas import MUL, Derived, group, shape_text
 from convcalc.core.spec import InputSpec, Ints
 from convcalc.errors import SpecError
@@ -269,3 +270,192 @@ def einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> Derived[int]:
 def flops_of(mac: Derived[int]) -> Derived[int]:
     """Two FLOPs per MAC."""
     return Derived(2 * mac.value, f"2{MUL}{group(mac.value)} = {group(2 * mac.value)}")
+
+
+# --- recurrent modules: nn.LSTM / nn.GRU / nn.RNN and their cells -------------------------------
+
+#: gates of each recurrent mode (torch's ``RNNBase.mode``; a cell's type without "Cell")
+RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1, "RNN": 1}
+#: what recurrent formulas leave out, said in their text
+RECURRENT_NOT_COUNTED = (
+    "the gates' elementwise arithmetic (sigmoid, tanh, the cell update) and bias additions "
+    "are not MACs: not counted"
+)
+
+
+@dataclass(frozen=True)
+class RecurrentHyper:
+    """What an ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN`` (``cell``: an ``nn.LSTMCell``, ``GRUCell``
+    or ``RNNCell``) states: enough for its closed forms. Plain numbers, read off the module."""
+
+    #: "LSTM", "GRU", "RNN_TANH" or "RNN_RELU" (a cell: "LSTM", "GRU" or "RNN")
+    mode: str
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    #: LSTM's proj_size (0: none): h is projected to proj_size by w_hr
+    proj_size: int = 0
+    bias: bool = True
+    batch_first: bool = False
+    cell: bool = False
+
+    @property
+    def gates(self) -> int:
+        return RECURRENT_GATES[self.mode]
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def out_size(self) -> int:
+        """The size of h (and of each direction's output): proj_size, else hidden_size."""
+        return self.proj_size or self.hidden_size
+
+    def layer_input(self, layer: int) -> int:
+        """Layer 0 reads input_size; a later layer both directions' h of the layer below."""
+        return self.input_size if layer == 0 else self.directions * self.out_size
+
+
+def _layer_groups(hyper: RecurrentHyper) -> list[tuple[str, int, int]]:
+    """(label, how many layers, input size): layer 0, and the later layers together (they
+    all read directions·out_size)."""
+    groups = [("layer 0", 1, hyper.input_size)]
+    later = hyper.num_layers - 1
+    if later == 1:
+        groups.append(("layer 1", 1, hyper.layer_input(1)))
+    elif later > 1:
+        groups.append((f"layers 1–{later}", later, hyper.layer_input(1)))
+    return groups
+
+
+def _times(count: int, directions: int) -> tuple[int, str]:
+    """How many (layer, direction) copies a group holds, and its ``N×`` prefix ('' for 1)."""
+    copies = count * directions
+    return copies, (f"{copies}{MUL}" if copies > 1 else "")
+
+
+def recurrent_params(hyper: RecurrentHyper) -> Derived[int]:
+    """Parameters per layer and direction: ``w_ih`` gates·H·in, ``w_hh`` gates·H·out (out =
+    proj_size, else H), with bias ``b_ih`` and ``b_hh`` 2·gates·H, with proj_size ``w_hr``
+    proj·H; ``in`` is input_size for layer 0, directions·out for later layers."""
+    g, h, p = hyper.gates, hyper.hidden_size, hyper.proj_size
+    out = hyper.out_size
+    value = 0
+    pieces = []
+    for label, count, width in _layer_groups(hyper):
+        one = g * h * (width + out) + (2 * g * h if hyper.bias else 0) + p * h
+        copies, prefix = _times(count, hyper.directions)
+        value += copies * one
+        text = f"{g}{MUL}{h}{MUL}({width} + {out})"
+        if hyper.bias:
+            text += f" + bias 2{MUL}{g}{MUL}{h}"
+        if p:
+            text += f" + w_hr {p}{MUL}{h}"
+        pieces.append(f"{label}: {prefix}({text})" if prefix else f"{label}: {text}")
+    if hyper.cell:
+        return Derived(value, f"{pieces[0].split(': ', 1)[1]} = {group(value)}")
+    return Derived(value, f"{' + '.join(pieces)} = {group(value)}")
+
+
+def recurrent_rows(
+    hyper: RecurrentHyper, input_shape: Sequence[int], packed: bool = False
+) -> Derived[int]:
+    """The (time step, batch row) pairs one call runs, from its input's shape: (T, B, I), (B,
+    T, I) with batch_first, unbatched (T, I); packed data (ΣB_t, I), whose first axis is the sum
+    of the sequences' lengths; a cell's (B, I) or unbatched (I)."""
+    shape = tuple(input_shape)
+    if not shape or shape[-1] != hyper.input_size:
+        raise SpecError(
+            "input",
+            f"a recurrent module with input_size={hyper.input_size} cannot take "
+            f"{shape_text(shape)}",
+        )
+    if hyper.cell:
+        if len(shape) not in (1, 2):
+            raise SpecError(
+                "input", f"a recurrent cell takes (B, I) or (I), not {shape_text(shape)}"
+            )
+        rows = shape[0] if len(shape) == 2 else 1
+        return Derived(rows, f"{rows} (batch rows)" if len(shape) == 2 else "1 (unbatched)")
+    if packed:
+        if len(shape) != 2:
+            raise SpecError("input", f"packed data is (ΣB_t, I), not {shape_text(shape)}")
+        return Derived(
+            shape[0], f"{shape[0]} (packed: ΣB_t, the sum of the lengths, the data's first axis)"
+        )
+    if len(shape) == 2:
+        return Derived(shape[0], f"{shape[0]} (unbatched: time steps)")
+    if len(shape) != 3:
+        raise SpecError(
+            "input", f"a recurrent module takes (T, B, I) or (T, I), not {shape_text(shape)}"
+        )
+    steps, batch = (shape[1], shape[0]) if hyper.batch_first else (shape[0], shape[1])
+    rows = steps * batch
+    return Derived(rows, f"{steps}{MUL}{batch} = {group(rows)} (time steps{MUL}batch)")
+
+
+def recurrent_macs(
+    hyper: RecurrentHyper, input_shape: Sequence[int], packed: bool = False
+) -> Derived[int]:
+    """MACs of one call: every (time step, batch row) pair meets every layer's and direction's
+    weights once: gates·H·(in + out) (w_ih and w_hh), + proj·H (w_hr) with proj_size; FLOPs
+    are 2·MACs (:func:`flops_of`)."""
+    rows = recurrent_rows(hyper, input_shape, packed)
+    g, h, p, out = hyper.gates, hyper.hidden_size, hyper.proj_size, hyper.out_size
+    per_row = 0
+    pieces = []
+    for label, count, width in _layer_groups(hyper):
+        one = g * h * (width + out) + p * h
+        copies, prefix = _times(count, hyper.directions)
+        per_row += copies * one
+        text = f"{g}{MUL}{h}{MUL}({width} + {out})" + (f" + {p}{MUL}{h}" if p else "")
+        pieces.append(f"{label}: {prefix}({text})" if prefix else f"{label}: {text}")
+    value = rows.value * per_row
+    body = pieces[0].split(": ", 1)[1] if hyper.cell else " + ".join(pieces)
+    shown = (
+        f"rows {rows.shown} {MUL} [{body} = {group(per_row)}] = {group(value)} "
+        f"({RECURRENT_NOT_COUNTED})"
+    )
+    return Derived(value, shown, {"rows": rows.shown, "per_row": group(per_row)})
+
+
+def recurrent_outputs(
+    hyper: RecurrentHyper, input_shape: Sequence[int], packed: bool = False
+) -> Derived[tuple[Ints, ...]]:
+    """The output tensors' shapes of one call. A module: output (T, B, D·out) ((B, T, D·out)
+    with batch_first; (T, D·out) unbatched), h_n (L·D, B, out) and for an LSTM c_n (L·D, B, H).
+    Packed: the output's data (ΣB_t, D·out) only: h_n's batch is the number of sequences, which
+    the packed data's shape does not hold (it is a value of batch_sizes). A cell: h' (B, H) (and
+    c' for an LSTMCell); (H) unbatched."""
+    recurrent_rows(hyper, input_shape, packed)  # checks the input
+    shape = tuple(input_shape)
+    h, out = hyper.hidden_size, hyper.out_size
+    lstm = hyper.mode == "LSTM"
+    if hyper.cell:
+        state = (*shape[:-1], h)
+        shapes: tuple[Ints, ...] = (state, state) if lstm else (state,)
+        return Derived(shapes, f"h' {shape_text(state)}" + (" and c' likewise" if lstm else ""))
+    width = hyper.directions * out
+    layers = hyper.num_layers * hyper.directions
+    if packed:
+        data = (shape[0], width)
+        return Derived(
+            (data,),
+            f"packed data {shape[0]}{MUL}{width} (D{MUL}out = {hyper.directions}{MUL}{out}); "
+            "h_n's batch is the number of sequences, not a shape of the packed input: "
+            "no formula for it",
+        )
+    output = (*shape[:-1], width)
+    batch = () if len(shape) == 2 else ((shape[0],) if hyper.batch_first else (shape[1],))
+    h_n = (layers, *batch, out)
+    c_n = (layers, *batch, h)
+    shapes = (output, h_n, c_n) if lstm else (output, h_n)
+    shown = (
+        f"output {shape_text(output)} (D{MUL}out = {hyper.directions}{MUL}{out}), "
+        f"h_n {shape_text(h_n)} (L{MUL}D = {hyper.num_layers}{MUL}{hyper.directions})"
+    )
+    if lstm:
+        shown += f", c_n {shape_text(c_n)}"
+    return Derived(shapes, shown)

@@ -265,6 +265,11 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         params_pair = Pair(run.subtree_params.get(module.name, module.params), params_formula.value)
         if a.bias_kv:
             formula = None  # the source grows by one position: no closed form here
+    elif module.recurrent is not None:
+        from convcalc.core.opformulas import recurrent_params
+
+        hyper = _recurrent_hyper_items(module.recurrent)
+        params_pair = Pair(module.params, recurrent_params(module.recurrent).value)
     else:
         params_pair = Pair(module.params, None)  # type: ignore[arg-type]
         convs = [c for c in run.count.conv_calls if c.module == module.name]
@@ -289,6 +294,13 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
             module.attention.bias,
             module.attention.bias_kv,
         ).shown
+    recurrent_outs = _recurrent_outputs(module)
+    if module.recurrent is not None:
+        from convcalc.core.opformulas import recurrent_params
+
+        texts["params"] = recurrent_params(module.recurrent).shown
+        if recurrent_outs is not None:
+            texts["output_shape"] = recurrent_outs[0].shown
     notes = list(module.notes)
     if formula is None:
         notes.append(
@@ -300,16 +312,32 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         math.prod(first), [math.prod(out_shape or ())], params_pair.measured or 0, width
     )
     unknown_calls: dict[str, Any] = {}
+    # a recurrent module's output shapes and torchsummary's memory by formula (its first output
+    # tensor, as on the measured side)
+    recurrent_shapes = None if recurrent_outs is None else tuple(d.value[0] for d in recurrent_outs)
+    recurrent_memory: Memory | None = (
+        None
+        if recurrent_shapes is None or params_pair.formula is None
+        else summary_memory(
+            math.prod(first), [math.prod(recurrent_shapes[0])], params_pair.formula, width
+        )
+    )
     if module.calls > 1:
         unknown_calls["call_input_shapes"] = tuple(calls)
         if call_outs is not None:
             unknown_memory = _every_call(unknown_memory, call_outs, width)
             unknown_calls["call_output_shapes"] = Pair(call_outs, None)
+            if recurrent_shapes is not None and recurrent_memory is not None:
+                recurrent_memory = _every_call(recurrent_memory, recurrent_shapes, width)
+                unknown_calls["call_output_shapes"] = Pair(call_outs, recurrent_shapes)
     report = LayerReport(
         name=name,
         spec=ModuleSpec(module.type, module.name, hyper),
         input_shape=first,
-        output_shape=Pair(out_shape, None),  # type: ignore[arg-type]
+        output_shape=Pair(
+            out_shape,
+            None if recurrent_shapes is None else recurrent_shapes[0],  # type: ignore[arg-type]
+        ),
         params=params_pair,
         macs=Pair(module.macs, None if formula is None else formula.value),  # type: ignore[arg-type]
         flops=Pair(module.flops, None if formula is None else 2 * formula.value),  # type: ignore[arg-type]
@@ -317,7 +345,7 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         receptive_field=Pair(None, ()),
         memory=Pair(
             unknown_memory,
-            None,  # type: ignore[arg-type]
+            recurrent_memory,  # type: ignore[arg-type]
         ),
         formula_text=texts,
         notes=tuple(notes),
@@ -337,6 +365,44 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         attention_calls=_attention_calls(module),
     )
     return report, figures
+
+
+def _recurrent_hyper_items(hyper: Any) -> tuple[tuple[str, Any], ...]:
+    """What a recurrent module's row states (its spec in JSON, its name in the table), as
+    torch's repr does: input_size and hidden_size, and each other hyper-parameter its closed
+    forms read where it is not torch's default (num_layers 1, bidirectional False, proj_size 0,
+    bias True, batch_first False)."""
+    items: list[tuple[str, Any]] = [
+        ("input_size", hyper.input_size),
+        ("hidden_size", hyper.hidden_size),
+    ]
+    others = (
+        ("num_layers", hyper.num_layers, 1),
+        ("bidirectional", hyper.bidirectional, False),
+        ("proj_size", hyper.proj_size, 0),
+        ("bias", hyper.bias, True),
+        ("batch_first", hyper.batch_first, False),
+    )
+    items += [(key, value) for key, value, default in others if value != default]
+    return tuple(items)
+
+
+def _recurrent_outputs(module: Any) -> list[Any] | None:
+    """Each call's output shapes by formula (:func:`convcalc.core.opformulas.recurrent_outputs`)
+    of a recurrent module; None for other modules, or where a call had no tensor input."""
+    from convcalc.core.opformulas import recurrent_outputs
+    from convcalc.measure.opcount import recurrent_packed
+
+    hyper = module.recurrent
+    if hyper is None or not module.call_inputs or not all(module.call_inputs):
+        return None
+    try:
+        return [
+            recurrent_outputs(hyper, inputs[0], not hyper.cell and recurrent_packed(inputs))
+            for inputs in module.call_inputs
+        ]
+    except SpecError:
+        return None  # a subclass whose forward reshapes its input: no closed form
 
 
 def _call_outputs(module: Any, run: Any) -> tuple[tuple[int, ...], ...] | None:

@@ -572,6 +572,8 @@ class ModuleCount:
     spec: LayerSpec | None = None
     attention: AttentionHyper | None = None
     notes: tuple[str, ...] = ()
+    #: what an nn.LSTM / GRU / RNN or a recurrent cell states (None for other modules)
+    recurrent: opformulas.RecurrentHyper | None = None
 
 
 @dataclass(frozen=True)
@@ -1046,6 +1048,7 @@ def _result(
                 module.in_proj_bias is not None,
                 module.bias_k is not None,
             )
+        recurrent_of = recurrent_hyper(module)
         macs_total = sum(o.macs for o in own)
         flops_total = sum(o.flops for o in own)
         shapes_in = call_inputs[name]
@@ -1069,6 +1072,7 @@ def _result(
                 spec=spec,
                 attention=attention,
                 notes=tuple(module_notes),
+                recurrent=recurrent_of,
             )
         )
     total_macs = sum(v[1] for v in counter.counts.values())
@@ -1099,8 +1103,45 @@ def _result(
 # --- the closed form of a module, from what it states ------------------------------------------
 
 
+def recurrent_hyper(module: Any) -> opformulas.RecurrentHyper | None:
+    """The hyper-parameters an nn.LSTM / GRU / RNN (or LSTMCell / GRUCell / RNNCell) states,
+    as plain numbers for the closed forms (never its weights' shapes, which the measured rule
+    reads); None for other modules, or a subclass with a mode convcalc does not know."""
+    if isinstance(module, nn.RNNBase):
+        if module.mode not in opformulas.RECURRENT_GATES:
+            return None
+        return opformulas.RecurrentHyper(
+            module.mode,
+            int(module.input_size),
+            int(module.hidden_size),
+            int(module.num_layers),
+            bool(module.bidirectional),
+            int(getattr(module, "proj_size", 0) or 0),
+            bool(module.bias),
+            bool(module.batch_first),
+        )
+    cells = ((nn.LSTMCell, "LSTM"), (nn.GRUCell, "GRU"), (nn.RNNCell, "RNN"))
+    for cls, mode in cells:
+        if isinstance(module, cls):
+            return opformulas.RecurrentHyper(
+                mode,
+                int(module.input_size),
+                int(module.hidden_size),
+                bias=bool(module.bias),
+                cell=True,
+            )
+    return None
+
+
+def recurrent_packed(inputs: Sequence[Shape]) -> bool:
+    """Whether a recurrent module's call received a PackedSequence: its flattened inputs are
+    the packed data (ΣB_t, I) and batch_sizes (T,), a 1-D tensor no other input of an nn.LSTM /
+    GRU / RNN is (h_0 and c_0 are 2-D or 3-D)."""
+    return len(inputs) >= 2 and len(inputs[0]) == 2 and len(inputs[1]) == 1
+
+
 def module_formula(module: ModuleCount) -> Derived[int] | None:
-    """MACs of a conv, linear or multi-head attention module by closed form
+    """MACs of a conv, linear, multi-head attention or recurrent module by closed form
     (:mod:`convcalc.opformulas`), summed over its calls, from its spec and its input shapes;
     None for other modules. A convolution fed by run-time padding (F.pad in forward) gets its
     formula from the padded input it really received, and the text says so."""
@@ -1151,6 +1192,15 @@ def module_formula(module: ModuleCount) -> Derived[int] | None:
                     hyper.vdim,
                 )
             )
+    elif module.recurrent is not None:
+        for inputs in module.call_inputs:
+            if not inputs:
+                return None
+            packed = not module.recurrent.cell and recurrent_packed(inputs)
+            try:
+                parts.append(opformulas.recurrent_macs(module.recurrent, inputs[0], packed))
+            except SpecError:
+                return None  # a subclass whose forward reshapes its input: no closed form
     else:
         return None
     if not parts:
