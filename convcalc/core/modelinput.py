@@ -202,3 +202,20 @@ def model_inputs(
             seen.add(item.name)
             keyword = item
     return tuple(items)
+
+
+def several_shown(entries: Any, default: str) -> str | None:
+    """The header line's text of a model's inputs (JSON's ``inputs``: dicts of name, shape,
+    dtype), ``x``-separated like ``1×3×32×32, mask=1×128:bool``; None where the report has
+    one input of ``default``'s dtype (the line shows ``input_shape`` as before)."""
+    if not entries:
+        return None
+    plain = len(entries) == 1 and entries[0]["name"] is None and entries[0]["dtype"] == default
+    if plain:
+        return None
+    return ", ".join(
+        (f"{e['name']}=" if e["name"] else "")
+        + "×".join(map(str, e["shape"]))
+        + (f":{e['dtype']}" if e["dtype"] != default else "")
+        for e in entries
+    )

@@ -62,6 +62,8 @@ CSV_COLUMNS = (
     "time_s",
     "achieved_flops_per_s",
     "fraction_of_bound",
+    # a model's every input (appended), on its total row: 1x3x32x32;mask=1x128:bool
+    "inputs",
 )
 
 
@@ -190,6 +192,7 @@ def flat_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "version": version,
                 "name": "total",
                 "input_shape": _shape(report["input_shape"]),
+                "inputs": _inputs_csv(report.get("inputs")),
                 "output_shape": _shape(total["output_shape"]),
                 "output_shape_formula": _shape(formula.get("output_shape")),
                 "params": total["params"],
@@ -338,6 +341,25 @@ def md_code(text: str) -> str:
     return f"`{text}`"
 
 
+def _inputs_csv(entries: Any) -> str | None:
+    """CSV's ``inputs``: a model's every input, ``;``-separated, each ``[name=]shape:dtype``."""
+    if not entries:
+        return None
+    return ";".join(
+        (f"{e['name']}=" if e["name"] else "") + _shape(e["shape"]) + f":{e['dtype']}"
+        for e in entries
+    )
+
+
+def _inputs_shown(report: dict[str, Any], shape: str) -> str:
+    """Markdown's header input: every input of a model's forward where it takes several,
+    integer or keyword ones (``inputs``), else ``input_shape``."""
+    from convcalc.core.modelinput import several_shown
+
+    several = several_shown(report.get("inputs"), report["dtype"])
+    return f"inputs {md_escape(several)}" if several is not None else f"input {shape}"
+
+
 def markdown(data: dict[str, Any]) -> str:
     """A Markdown table per report (per version of a comparison), fit for a README or a PR."""
     parts: list[str] = []
@@ -346,7 +368,7 @@ def markdown(data: dict[str, Any]) -> str:
         if version:
             title += f" — {version}"
         shape = "×".join(map(str, report["input_shape"]))
-        parts.append(f"**{title}** on input {shape} ({report['dtype']})\n")
+        parts.append(f"**{title}** on {_inputs_shown(report, shape)} ({report['dtype']})\n")
         head = [
             "layer",
             "op",
