@@ -789,9 +789,7 @@ def model(
 
     if inputs is not None:
         if input is not None:
-            raise SpecError(
-                "input", "give input= (one shape) or inputs= (every input), not both"
-            )
+            raise SpecError("input", "give input= (one shape) or inputs= (every input), not both")
         return analyze_model(
             module,
             (),
@@ -825,7 +823,6 @@ def _model_device(module: Any, measure_on: str) -> str:
             "measure_on", f"--measure-on {plain(measure_on)!r} must be cpu or meta for a model"
         )
     return plain(measure_on)
-
 
 
 analyze_module = model

@@ -89,9 +89,7 @@ def _name(text: str, shown: str, source: str) -> str:
     if not name:
         raise SpecError("input", f"{source} {shown}: the name before '=' is empty")
     if not name.isidentifier():
-        raise SpecError(
-            "input", f"{source} {shown}: the name {name!r} must be a Python identifier"
-        )
+        raise SpecError("input", f"{source} {shown}: the name {name!r} must be a Python identifier")
     return name
 
 
@@ -161,9 +159,7 @@ def model_inputs(
     if isinstance(given, Mapping):
         for key, value in given.items():
             item = _from_value(value, source)
-            items.append(
-                ModelInput(item.shape, item.dtype, _name(str(key), f"{key}=...", source))
-            )
+            items.append(ModelInput(item.shape, item.dtype, _name(str(key), f"{key}=...", source)))
     elif isinstance(given, str) or not isinstance(given, Sequence):
         raise SpecError(
             "input",

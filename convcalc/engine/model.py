@@ -107,9 +107,7 @@ def _with_inputs(report: Report, inputs: tuple[ModelInput, ...], dtype: str) -> 
     def counted(memory: Memory | None) -> Memory | None:
         if memory is None:
             return None
-        return replace(
-            memory, input=input_bytes, total=memory.total - memory.input + input_bytes
-        )
+        return replace(memory, input=input_bytes, total=memory.total - memory.input + input_bytes)
 
     total = replace(
         total,

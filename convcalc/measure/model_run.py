@@ -217,8 +217,7 @@ def _field_probe(model: nn.Module, inputs: tuple[ModelInput, ...]) -> tuple[Any,
     others = "the other inputs zeros (batch 1 where their first axis is the batch)"
     return Bound(model, inputs, number), (
         f"the model's receptive field is of its input {label} "
-        f"({'x'.join(map(str, item.shape))}): the first floating input with spatial axes; "
-        + others
+        f"({'x'.join(map(str, item.shape))}): the first floating input with spatial axes; " + others
     )
 
 
