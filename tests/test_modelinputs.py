@@ -165,7 +165,8 @@ def test_the_headers_show_every_input(cli, nets: Path) -> None:
     markdown = cli(*args, "--format", "markdown").stdout
     assert markdown.startswith("**convcalc model** on inputs 2×10:int64, mask=2×10:bool (float32)")
     lines = cli(*args, "--format", "csv").stdout.splitlines()
-    assert lines[0].endswith(",inputs") and lines[-1].endswith(",2x10:int64;mask=2x10:bool")
+    # the total row's input_shape cell: every input (a layer row's: its own input)
+    assert lines[-1].startswith("total,,,total,,2x10:int64;mask=2x10:bool,2x10x16,")
 
 
 @pytest.mark.parametrize(

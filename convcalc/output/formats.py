@@ -62,8 +62,6 @@ CSV_COLUMNS = (
     "time_s",
     "achieved_flops_per_s",
     "fraction_of_bound",
-    # a model's every input (appended), on its total row: 1x3x32x32;mask=1x128:bool
-    "inputs",
 )
 
 
@@ -191,8 +189,7 @@ def flat_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "kind": "total",
                 "version": version,
                 "name": "total",
-                "input_shape": _shape(report["input_shape"]),
-                "inputs": _inputs_csv(report.get("inputs")),
+                "input_shape": _inputs_csv(report) or _shape(report["input_shape"]),
                 "output_shape": _shape(total["output_shape"]),
                 "output_shape_formula": _shape(formula.get("output_shape")),
                 "params": total["params"],
@@ -341,9 +338,14 @@ def md_code(text: str) -> str:
     return f"`{text}`"
 
 
-def _inputs_csv(entries: Any) -> str | None:
-    """CSV's ``inputs``: a model's every input, ``;``-separated, each ``[name=]shape:dtype``."""
-    if not entries:
+def _inputs_csv(report: dict[str, Any]) -> str | None:
+    """The total row's ``input_shape`` cell of a model whose forward takes several, integer or
+    keyword inputs (JSON's ``inputs``): every input, ``;``-separated, each
+    ``[name=]shape:dtype``; None (the cell is ``input_shape``) for one input of ``dtype``."""
+    entries = report.get("inputs")
+    if not entries or (
+        len(entries) == 1 and entries[0]["name"] is None and entries[0]["dtype"] == report["dtype"]
+    ):
         return None
     return ";".join(
         (f"{e['name']}=" if e["name"] else "") + _shape(e["shape"]) + f":{e['dtype']}"
