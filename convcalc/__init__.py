@@ -19,6 +19,7 @@ from convcalc.errors import ConvcalcError, MeasurementError, SpecError
 __all__ = [
     "ConvcalcError",
     "MeasurementError",
+    "ModelInput",
     "SpecError",
     "__version__",
     "analyze",
@@ -26,6 +27,7 @@ __all__ = [
     "analyze_stack",
     "held",
     "merge",
+    "model",
     "resume",
     "sweep",
 ]
@@ -36,4 +38,12 @@ def __getattr__(name: str) -> Any:
         from convcalc import library
 
         return getattr(library, name)
+    if name == "model":  # a user's model (analyze_module)
+        from convcalc import library
+
+        return library.model
+    if name == "ModelInput":  # one input of a model's forward: model(m, inputs=[...])
+        from convcalc.core.modelinput import ModelInput
+
+        return ModelInput
     raise AttributeError(f"module 'convcalc' has no attribute {name!r}")

@@ -15,7 +15,7 @@ arguments as the caller spells them: Python names by default, the CLI passes its
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -759,8 +759,9 @@ def analyze_stack(
 
 def model(
     module: Any,
-    input: Sequence[int] = (1, 3, 224, 224),
+    input: Sequence[int] | None = None,
     *,
+    inputs: Sequence[Any] | Mapping[str, Any] | None = None,
     dtype: str = "float32",
     kwargs: str | None = None,
     measure_on: str = "cpu",
@@ -770,27 +771,58 @@ def model(
     (with ``kwargs`` like ``"num_classes=10"``; pretrained weights are never downloaded),
     ``"file.py:Attr"``, ``"timm:NAME"``, a TorchScript or an ONNX file. ``measure_on="meta"``
     counts on torch's meta device (shapes only: no receptive field). ``measure``: its
-    time, device, min run time and roofline fields apply (--time, --roofline)."""
+    time, device, min run time and roofline fields apply (--time, --roofline).
+
+    ``input``: the shape of the one float tensor forward takes (default (1, 3, 224, 224)).
+    ``inputs`` (instead of ``input``): every argument of forward, in order, each a shape
+    (a float tensor in ``dtype``), a ``(shape, dtype)`` pair (``((1, 128), "int64")``;
+    dtypes float32, float16, bfloat16, int64, int32, bool, or torch's dtype objects), a
+    :class:`ModelInput` (``ModelInput((1, 128), "bool", name="mask")`` is passed as
+    ``mask=``), or the command line's text (``"mask=1,128:bool"``); or a dict of keyword
+    inputs (``{"x": (1, 3, 32, 32), "mask": ((1, 128), "bool")}``). Positional inputs come
+    before keyword ones, each keyword once. Integer and boolean inputs are zeros (a valid
+    index of any embedding; forward's control flow reading them sees zeros). ``input_shape``
+    in the report is the first input's; JSON's ``inputs`` lists them all. The CLI's repeated
+    ``--input`` is this."""
+    from convcalc.core.modelinput import model_inputs
     from convcalc.engine import analyze_model
 
+    if inputs is not None:
+        if input is not None:
+            raise SpecError("input", "give input= (one shape) or inputs= (every input), not both")
+        return analyze_model(
+            module,
+            (),
+            dtype=plain(dtype),
+            kwargs=kwargs,
+            device=_model_device(module, measure_on),
+            options=None if measure is None else measure.options(),
+            inputs=model_inputs(inputs, "inputs"),
+        )
+    input = (1, 3, 224, 224) if input is None else input
     if isinstance(input, str) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input
     ):
         raise SpecError("input", _model_input_error(input))
+    return analyze_model(
+        module,
+        tuple(input),
+        dtype=plain(dtype),
+        kwargs=kwargs,
+        device=_model_device(module, measure_on),
+        options=None if measure is None else measure.options(),
+    )
+
+
+def _model_device(module: Any, measure_on: str) -> str:
+    """``measure_on`` of :func:`model`, checked with its module."""
     if not isinstance(module, str) and not hasattr(module, "named_modules"):
         raise SpecError("module", f"module {module!r} must be an nn.Module or 'package.mod:Attr'")
     if plain(measure_on) not in ("cpu", "meta"):
         raise SpecError(
             "measure_on", f"--measure-on {plain(measure_on)!r} must be cpu or meta for a model"
         )
-    return analyze_model(
-        module,
-        tuple(input),
-        dtype=plain(dtype),
-        kwargs=kwargs,
-        device=plain(measure_on),
-        options=None if measure is None else measure.options(),
-    )
+    return plain(measure_on)
 
 
 analyze_module = model
@@ -820,8 +852,8 @@ def _model_input_error(input: Any) -> str:
     )
     if several:
         return (
-            f"input {shown} gives {len(input)} inputs: a model is run on one input tensor, "
-            "given as one shape of positive integers like (1, 3, 224, 224)"
+            f"input {shown} gives {len(input)} inputs: input= is the shape of one input "
+            "tensor, like (1, 3, 224, 224); a forward of several takes inputs=[shape, ...]"
         )
     return f"input {shown} must be positive integers (N, C, ...): one shape"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -185,12 +185,14 @@ def model(
         list[str],
         typer.Option(
             "--input",
-            metavar="N,C,H[,W...]",
+            metavar="[NAME=]N,C,H[,W...][:DTYPE]",
             rich_help_panel=INPUT,
-            help="The input to run the model on: any shape of rank 2 or more (4,64 for an MLP, "
+            help="An input to run the model on: any shape of rank 2 or more (4,64 for an MLP, "
             "1,16,64 for a transformer on N,L,E); the receptive field is measured where a "
-            "convolution or pooling ran. One input tensor: the model's forward takes one "
-            "(--input given twice is refused).",
+            "convolution or pooling ran. Repeat it for a forward of several inputs, one per "
+            "argument in order; :DTYPE (int64, int32, bool, float32, float16, bfloat16; "
+            "default --dtype) for token ids or a mask (integers are zeros); NAME= passes it "
+            "by keyword: --input 1,128:int64 --input mask=1,128:bool.",
             show_default=True,
         ),
     ] = ["1,3,224,224"],  # noqa: B006  (typer's default, never mutated)
@@ -239,12 +241,15 @@ def model(
     check_output(output)
     from convcalc.core.grammar import parse_model_input
 
-    text = one_input(input_shape)
-    shape = parse_model_input(text, "--input")
-    if min(shape) < 1:
-        from convcalc.errors import SpecError
+    inputs = several_inputs(input_shape)
+    shape: tuple[int, ...] | None = None
+    if inputs is None:
+        text = input_shape[0]
+        shape = parse_model_input(text, "--input")
+        if min(shape) < 1:
+            from convcalc.errors import SpecError
 
-        raise SpecError("input", f"--input {text} must be positive integers (N, C, ...)")
+            raise SpecError("input", f"--input {text} must be positive integers (N, C, ...)")
     measure = Measure(
         time=time,
         device=device,
@@ -255,20 +260,23 @@ def model(
         progress=progress_line,
     )
     report = library.model(
-        target, shape, dtype=dtype, kwargs=kwargs, measure_on=measure_on.value, measure=measure
+        target,
+        shape,
+        inputs=inputs,
+        dtype=dtype,
+        kwargs=kwargs,
+        measure_on=measure_on.value,
+        measure=measure,
     )
     emit(report, output)
 
 
-def one_input(given: list[str]) -> str:
-    """The one --input of ``convcalc model``: a repeated --input is refused, never silently
-    dropped (the model's forward is run on one input tensor)."""
-    if len(given) > 1:
-        from convcalc.errors import SpecError
+def several_inputs(given: list[str]) -> Any:
+    """``convcalc model``'s --input values as ``library.model(inputs=...)`` takes them (each
+    one argument of forward, in order; checked by core.modelinput), or None for one plain
+    shape (``library.model``'s ``input``)."""
+    if len(given) == 1 and not any(mark in given[0] for mark in ":="):
+        return None
+    from convcalc.core.modelinput import model_inputs, parse_input
 
-        raise SpecError(
-            "input",
-            f"--input is given {len(given)} times ({', '.join(given)}): convcalc model runs the "
-            "model's forward on one input tensor, so give --input once",
-        )
-    return given[0]
+    return model_inputs([parse_input(text, "--input") for text in given], "--input")

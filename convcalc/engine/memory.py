@@ -405,6 +405,7 @@ def with_model_memory(
     options: Options,
     *,
     once: Any = None,
+    inputs: Any = None,
 ) -> Report:
     """A user's model: saved for backward, the inference peak and (for a model whose
     torchsummary total is at most MODEL_TRAINING_MAX_BYTES) one training step, measured on a
@@ -421,7 +422,9 @@ def with_model_memory(
 
     summary = report.total.memory.measured
     small = summary is not None and summary.total <= MODEL_TRAINING_MAX_BYTES and options.train
-    found = model_memory(model, once, input_shape, dtype, options.optimizer, training_step=small)
+    found = model_memory(
+        model, once, input_shape, dtype, options.optimizer, training_step=small, inputs=inputs
+    )
     saved_layers, peak_layers = _by_module(found)
     layers = [
         replace(

@@ -11,6 +11,7 @@ from typing import Any
 from convcalc import kinds
 from convcalc.core.memo import held
 from convcalc.core.memory import Memory, summary_memory
+from convcalc.core.modelinput import FILL_NOTE, ModelInput, inputs_text
 from convcalc.core.report import NO_RULE, LayerReport, Pair, Report, Total
 from convcalc.core.spec import DTYPE_BYTES, InputSpec, Ints
 from convcalc.engine.memory import with_model_memory
@@ -49,6 +50,7 @@ def analyze_model(
     device: str = "cpu",
     receptive_field: bool = True,
     options: Options | None = None,
+    inputs: tuple[ModelInput, ...] | None = None,
 ) -> Report:
     """A user's own network: a target string (``pkg.mod:Attr`` with ``kwargs`` like
     ``"num_classes=10"``, ``file.py:Attr``, ``timm:NAME``, a TorchScript or ONNX file) or an
@@ -56,7 +58,11 @@ def analyze_model(
     torch's dispatch level (every operator counted by a rule or named as not counted, each
     counted one attributed to the innermost module running it), and every module that did
     counted work or that a layer kind knows is set beside its closed form on the input it
-    really received. ``receptive_field=False`` skips the autograd probe of the whole model."""
+    really received. ``receptive_field=False`` skips the autograd probe of the whole model.
+    ``inputs``: the forward's arguments, checked (core.modelinput.model_inputs: several,
+    integer or keyword ones); ``input_shape`` is then the first one's."""
+    if inputs is not None:
+        input_shape = inputs[0].shape
     if len(input_shape) < 2:
         raise SpecError("input", "--input needs at least N,C (like 1,3,224,224)")
     if device not in ("cpu", "meta"):
@@ -71,18 +77,53 @@ def analyze_model(
         device=device,
         receptive_field=receptive_field,
         memory=dtype if device != "meta" else None,
+        inputs=inputs,
     )
     options = options or Options()
     if device == "meta" and options.time:
         raise SpecError("time", "--time runs the model: it does not go with --measure-on meta")
     report = model_report(run, tuple(input_shape), dtype)
+    report = _with_inputs(report, inputs or (ModelInput(tuple(input_shape)),), dtype)
     if device == "meta":
         report = _meta_keys(report)
     if device != "meta":
         report = with_model_memory(
-            report, run.model, tuple(input_shape), dtype, options, once=run.memory
+            report, run.model, tuple(input_shape), dtype, options, once=run.memory, inputs=inputs
         )
     return with_model_roofline(report, run.model, options)
+
+
+def _with_inputs(report: Report, inputs: tuple[ModelInput, ...], dtype: str) -> Report:
+    """JSON's ``inputs`` (every argument of forward, in order: name, shape, dtype) and, for a
+    forward of several inputs or of integer ones, torchsummary's input bytes (both sides) as
+    the sum of every input's own bytes; the note on integer inputs' zeros."""
+    extra = {**report.extra, "inputs": [item.to_dict(dtype) for item in inputs]}
+    plain = len(inputs) == 1 and inputs[0].dtype_or(dtype) == dtype
+    if plain:
+        return replace(report, extra=extra)
+    total = report.total
+    input_bytes = sum(item.nbytes(dtype) for item in inputs)
+
+    def counted(memory: Memory | None) -> Memory | None:
+        if memory is None:
+            return None
+        return replace(memory, input=input_bytes, total=memory.total - memory.input + input_bytes)
+
+    total = replace(
+        total,
+        memory=Pair(counted(total.memory.measured), counted(total.memory.formula)),  # type: ignore[arg-type]
+    )
+    notes = list(report.notes)
+    if len(inputs) > 1:
+        notes.append(
+            f"the model's forward takes {len(inputs)} inputs ("
+            + inputs_text(inputs, dtype)
+            + "): input_shape is the first one's; every input: inputs in JSON; the memory's "
+            "input bytes are every input's, each in its own dtype"
+        )
+    if any(not item.floating for item in inputs):
+        notes.append(FILL_NOTE)
+    return replace(report, total=total, extra=extra, notes=tuple(notes))
 
 
 #: the JSON keys a CPU run of a model has and a meta run does not make (the memory figures

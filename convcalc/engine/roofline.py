@@ -316,6 +316,16 @@ def roofline_why(versions: Sequence[tuple[str, Report]]) -> str:
     )
 
 
+def _model_inputs(report: Report) -> Any:
+    """A model's inputs as the report holds them (JSON's ``inputs``), for --time's root row."""
+    from convcalc.core.modelinput import ModelInput
+
+    given = report.extra.get("inputs")
+    if not given:
+        return None
+    return tuple(ModelInput(tuple(i["shape"]), i["dtype"], i["name"]) for i in given)
+
+
 def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
     """A user's model on the roofline: every row with a formula (FLOPs, parameters, output
     shape), by formula; with --time each row's module timed alone on its real input shape."""
@@ -338,6 +348,7 @@ def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
             [(layer.name, tuple(layer.input_shape)) for layer in layers],
             options.device,
             options.min_run_time,
+            _model_inputs(report),
         )
         layers = [
             replace(

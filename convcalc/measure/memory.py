@@ -492,6 +492,7 @@ def measure_peak_inference(
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
     *,
     innermost: bool = False,
+    also: Sequence[torch.Tensor] = (),
 ) -> PeakMeasurement:
     """Live activation bytes during ``forward(module, x)`` under ``torch.no_grad()``: the
     input (held by the caller) and every op output until it is freed. Parameters and buffers
@@ -502,6 +503,8 @@ def measure_peak_inference(
     current = [""]
     tracker = _LiveTracker(_state_ids(module), current)
     tracker.register(x)
+    for other in also:  # a forward's other inputs (measure.modelargs), live throughout too
+        tracker.register(other)
     if innermost:
         tracker.inner = [""]
     try:
@@ -778,11 +781,14 @@ def measure_model_memory(
     training_step: bool = True,
     peak: PeakMeasurement | None = None,
     saved: SavedMeasurement | None = None,
+    inputs: Sequence[Any] | None = None,
 ) -> ModelMemory:
     """A user's model measured on a copy (its mode, parameters and buffers are left alone):
     saved for backward (training mode, data needing no grad), the inference peak (eval mode),
     and with ``training_step`` one real step with ``optimizer``. ``peak``/``saved``: already
-    measured (measure.modelpass: by the counted forward), not measured again."""
+    measured (measure.modelpass: by the counted forward), not measured again. ``inputs``: the
+    forward's arguments (core.modelinput.ModelInput: several, integer or keyword ones; each
+    counted in the peak), else one float input of ``input_shape``."""
     import copy
 
     if saved is not None and peak is not None and not training_step:
@@ -794,6 +800,10 @@ def measure_model_memory(
     except Exception as error:  # noqa: BLE001  (the user's module)
         reason = f"not measured: the model could not be copied ({first_line(error)})"
         return ModelMemory(None, None, None, dict.fromkeys(("saved", "peak", "step"), reason))
+    if inputs is not None:
+        return _model_memory_of_inputs(
+            model, twin, inputs, dtype, optimizer, training_step, peak, saved
+        )
     x = make_input(InputSpec(input_shape[0], input_shape[1], tuple(input_shape[2:]), dtype))
     # the passes draw random numbers (dropout in training mode, the step's data): the user's
     # random state is left as it was
@@ -818,6 +828,53 @@ def measure_model_memory(
                 f"{str(first).removeprefix('torch.')}: cast to {dtype} it failed ({why})"
             )
             return replace(again, sources={key: text + note for key, text in again.sources.items()})
+    return found
+
+
+def _model_memory_of_inputs(
+    model: nn.Module,
+    twin: nn.Module,
+    inputs: Sequence[Any],
+    dtype: str,
+    optimizer: str,
+    training_step: bool,
+    peak: PeakMeasurement | None,
+    saved: SavedMeasurement | None,
+) -> ModelMemory:
+    """:func:`measure_model_memory` of a forward taking several, integer or keyword inputs
+    (measure.modelargs): floats seeded normal values in ``dtype`` (or their own), integers and
+    booleans zeros; every input is live from the start of the peak. A model failing in
+    ``dtype`` is measured again in its own float dtype, as one input's is."""
+    import copy
+
+    from convcalc.measure.modelargs import make_args
+
+    def measured(module: nn.Module, float_dtype: torch.dtype) -> ModelMemory:
+        made = make_args(inputs, "cpu", float_dtype, random=True)
+        first = made.tensors[0]
+
+        def forward(m: nn.Module, _: torch.Tensor) -> Any:
+            return made.call(m)
+
+        with torch.random.fork_rng(devices=[]):
+            return _model_memory(
+                module, first, optimizer, training_step, peak, saved, forward, made.tensors[1:]
+            )
+
+    found = measured(twin, TORCH_DTYPES[dtype])
+    own = _own_dtypes(model)
+    if found.saved is None and found.peak is None and own and own != {TORCH_DTYPES[dtype]}:
+        first = next(
+            t.dtype for t in (*model.parameters(), *model.buffers()) if t.dtype.is_floating_point
+        )
+        why = found.sources.get("peak", "").removeprefix("not measured: ")
+        again = measured(copy.deepcopy(model), first)
+        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in own))
+        note = (
+            f"; in the model's own dtypes ({names}), the float inputs in "
+            f"{str(first).removeprefix('torch.')}: cast to {dtype} it failed ({why})"
+        )
+        return replace(again, sources={key: text + note for key, text in again.sources.items()})
     return found
 
 
@@ -851,6 +908,8 @@ def _model_memory(
     training_step: bool,
     peak: PeakMeasurement | None = None,
     saved: SavedMeasurement | None = None,
+    forward: Callable[[nn.Module, torch.Tensor], Any] | None = None,
+    also: Sequence[torch.Tensor] = (),
 ) -> ModelMemory:
     sources: dict[str, str] = {}
     step = None
@@ -860,7 +919,7 @@ def _model_memory(
             sources["saved"] = saved.source
         else:
             try:
-                saved = measure_saved(twin.train(), x, innermost=True)
+                saved = measure_saved(twin.train(), x, forward=forward, innermost=True)
                 sources["saved"] = saved.source + "; training mode, the data needing no grad"
             except Exception as error:  # noqa: BLE001  (the user's code)
                 sources["saved"] = f"not measured: {first_line(error)}"
@@ -868,13 +927,15 @@ def _model_memory(
             sources["peak"] = peak.source
         else:
             try:
-                peak = measure_peak_inference(twin.eval(), x, innermost=True)
+                peak = measure_peak_inference(
+                    twin.eval(), x, forward=forward, innermost=True, also=also
+                )
                 sources["peak"] = peak.source + "; eval mode"
             except Exception as error:  # noqa: BLE001
                 sources["peak"] = f"not measured: {first_line(error)}"
         if training_step:
             try:
-                step = measure_training_step(twin.train(), x, optimizer)
+                step = measure_training_step(twin.train(), x, optimizer, forward)
                 sources["step"] = "one real step on the CPU: " + "; ".join(
                     f"{key}: {text}" for key, text in step.sources.items()
                 )

@@ -20,10 +20,12 @@ import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 
+from convcalc.core.modelinput import ModelInput
 from convcalc.core.spec import Ints
 from convcalc.errors import SpecError
 from convcalc.kinds import LayerSpec
 from convcalc.measure.build import first_line, user_code
+from convcalc.measure.modelargs import Bound, field_input
 from convcalc.measure.opcount import CountResult, _tensors, count_model
 from convcalc.measure.probes import model_receptive_field_why, probe_receptive_field
 
@@ -92,12 +94,15 @@ def run_model(
     device: str = "cpu",
     receptive_field: bool = True,
     memory: str | None = None,
+    inputs: tuple[ModelInput, ...] | None = None,
 ) -> ModelRun:
     """Load ``target`` (a target string, see :func:`~convcalc.measure.loaders.load_target`, or
     an ``nn.Module``), count one forward pass on zeros of ``input_shape`` on ``device`` ("cpu";
     "meta": shapes only), and probe the receptive field of its first output tensor. With
     ``memory`` (a dtype name), the counted forward also measures the memory figures it can for
-    that dtype (:func:`_count`)."""
+    that dtype (:func:`_count`). ``inputs``: the forward's arguments (several, integer or
+    keyword ones; ``input_shape`` is then the first one's): the field is of the first floating
+    input with spatial axes (:func:`_field_probe`)."""
     from convcalc.measure.loaders import load_target
 
     seconds: dict[str, float] = {}
@@ -116,11 +121,12 @@ def run_model(
     seconds["load"] = time.perf_counter() - start
     start = time.perf_counter()
     once = None
+    example: Any = tuple(input_shape) if inputs is None else tuple(inputs)
     with _call_outputs(model) as call_outputs:
         if memory is None or device != "cpu":
-            count = count_model(model, tuple(input_shape), device)
+            count = count_model(model, example, device)
         else:
-            count, once = _count(model, tuple(input_shape), memory, call_outputs)
+            count, once = _count(model, example, memory, call_outputs)
     seconds["count"] = time.perf_counter() - start
     own: dict[str, int] = {}
     subtree: dict[str, int] = {}
@@ -139,12 +145,19 @@ def run_model(
         notes.append("the model's receptive field needs a real run: not measured on meta")
     elif not spatial_geometry(count):
         notes.append(NO_SPATIAL_GEOMETRY)
-    elif len(input_shape) >= 3:
+    elif inputs is not None and _bound(inputs) and _field_probe(model, inputs)[0] is None:
+        notes.append(_field_probe(model, inputs)[1])
+    elif len(input_shape) >= 3 or (inputs is not None and _bound(inputs)):
         single = len(count.output_shapes) == 1 and count.output_names == ("",)
         probe = model if single else _FirstTensor(model)
+        probe_shape = tuple(input_shape)
+        if inputs is not None and _bound(inputs):
+            probe, which = _field_probe(model, inputs)
+            probe_shape = inputs[field_input(inputs) or 0].shape
+            notes.append(which)
         try:
             with user_code():
-                field, of, why = model_receptive_field_why(probe, tuple(input_shape))
+                field, of, why = model_receptive_field_why(probe, probe_shape)
             if field is None:
                 notes.append(f"the model's receptive field was not measured: {why}")
             elif why:
@@ -183,6 +196,31 @@ def run_model(
     )
 
 
+def _bound(inputs: tuple[ModelInput, ...]) -> bool:
+    """Whether the forward takes more than one positional float tensor: several inputs, an
+    integer one, a keyword one (the probe then runs the model through measure.modelargs.Bound)."""
+    return len(inputs) > 1 or not inputs[0].floating or inputs[0].name is not None
+
+
+def _field_probe(model: nn.Module, inputs: tuple[ModelInput, ...]) -> tuple[Any, str]:
+    """The module the receptive-field probe runs for a model of several inputs (the model
+    called with the field's input alone varying: modelargs.Bound), and the note saying which
+    input the field belongs to; (None, why) where no input has a field."""
+    number = field_input(inputs)
+    if number is None:
+        return None, (
+            "the model's receptive field is not measured: no floating input has spatial axes "
+            "(N, C, spatial...); integer and boolean inputs (token ids, masks) have no field"
+        )
+    item = inputs[number]
+    label = f"{item.name}=" if item.name else f"{number}" if number else "0 (the first)"
+    others = "the other inputs zeros (batch 1 where their first axis is the batch)"
+    return Bound(model, inputs, number), (
+        f"the model's receptive field is of its input {label} "
+        f"({'x'.join(map(str, item.shape))}): the first floating input with spatial axes; " + others
+    )
+
+
 @contextlib.contextmanager
 def _call_outputs(model: nn.Module) -> Iterator[dict[str, list[tuple[int, ...]]]]:
     """While it lasts, every call of one of ``model``'s modules (named as the count names
@@ -210,7 +248,7 @@ def _call_outputs(model: nn.Module) -> Iterator[dict[str, list[tuple[int, ...]]]
 
 def _count(
     model: nn.Module,
-    input_shape: Ints,
+    input_shape: Any,
     dtype: str,
     call_outputs: dict[str, list[tuple[int, ...]]] | None = None,
 ) -> tuple[CountResult, Any]:
@@ -268,12 +306,15 @@ def time_modules(
     rows: list[tuple[str, tuple[int, ...]]],
     device: str = "cpu",
     min_run_time: float = 0.2,
+    inputs: tuple[ModelInput, ...] | None = None,
 ) -> tuple[list[tuple[float, int, float] | None], list[str], dict[str, object]]:
     """Each row's module (``name`` as the model report names it: ``"(model)"`` for the root,
     ``" (×N)"`` for a module called N times) timed alone on zeros of its first call's input
     shape, in its parameters' dtype (calibrate.time_layer: warm-up, synchronise on CUDA/MPS).
     A module called N times: one call's time × N (its IQR too). Returns (seconds, runs, IQR
-    seconds) or None per row, a note per module not timed, and how the timing was done."""
+    seconds) or None per row, a note per module not timed, and how the timing was done.
+    ``inputs``: the model's own (several, integer or keyword ones): the root's row is timed on
+    all of them (zeros), as the count ran it."""
     import copy
     import re
 
@@ -295,11 +336,14 @@ def time_modules(
         if not dtype.is_floating_point:
             dtype = torch.float32
         target = module if device == "cpu" else copy.deepcopy(module)
+        given = [torch.zeros(shape, dtype=dtype)]
+        if module is model and inputs is not None and _bound(inputs):
+            target, given = _Keywords.of(target, inputs, dtype)
         try:
             with user_code():
                 timed = time_layer(
                     target,
-                    [torch.zeros(shape, dtype=dtype)],
+                    given,
                     device=device,
                     min_run_time=min_run_time,
                 )
@@ -315,3 +359,26 @@ def time_modules(
         if calls > 1:
             notes.append(f"{name}: timed one call, × {calls} calls")
     return results, notes, settings
+
+
+class _Keywords(nn.Module):
+    """A model taking keyword inputs called positionally (calibrate.time_layer passes its
+    inputs by position): the last ``len(names)`` tensors go by those names."""
+
+    def __init__(self, model: nn.Module, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = names
+
+    def forward(self, *tensors: torch.Tensor) -> Any:
+        cut = len(tensors) - len(self.names)
+        return self.model(*tensors[:cut], **dict(zip(self.names, tensors[cut:])))
+
+    @staticmethod
+    def of(
+        model: nn.Module, inputs: tuple[ModelInput, ...], dtype: torch.dtype
+    ) -> tuple[nn.Module, list[torch.Tensor]]:
+        from convcalc.measure.modelargs import make_args
+
+        made = make_args(inputs, "cpu", dtype)
+        return _Keywords(model, tuple(made.kwargs)), made.tensors

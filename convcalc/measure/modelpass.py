@@ -306,9 +306,11 @@ def model_memory(
     optimizer: str = "adam",
     *,
     training_step: bool = True,
+    inputs: Any = None,
 ) -> Any:
     """:func:`convcalc.measure.memory.measure_model_memory` (on a copy of the model) with what
-    the counted forward already measured (``once``) not measured again."""
+    the counted forward already measured (``once``) not measured again. ``inputs``: the
+    forward's arguments (core.modelinput.ModelInput), where not one float tensor."""
     from convcalc.measure.memory import measure_model_memory
 
     return measure_model_memory(
@@ -317,6 +319,7 @@ def model_memory(
         dtype,
         optimizer,
         training_step=training_step,
+        inputs=inputs,
         peak=once.peak if once is not None else None,
         saved=once.saved if once is not None else None,
     )

@@ -791,6 +791,22 @@ def _inputs(
     raise SpecError("input", f"cannot make inputs of {type(example_inputs).__name__}")
 
 
+def _args_and_kwargs(
+    example_inputs: Any, device: str, dtype: torch.dtype
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The forward's positional and keyword arguments: a tuple of
+    :class:`~convcalc.core.modelinput.ModelInput` (several inputs, integer ones, keyword ones:
+    measure.modelargs), else what :func:`_inputs` makes (no keywords)."""
+    from convcalc.core.modelinput import ModelInput
+
+    if isinstance(example_inputs, tuple) and any(isinstance(v, ModelInput) for v in example_inputs):
+        from convcalc.measure.modelargs import make_args
+
+        made = make_args(example_inputs, device, dtype)
+        return made.args, made.kwargs
+    return _inputs(example_inputs, device, dtype), {}
+
+
 def _on_device(model: nn.Module, device: str) -> nn.Module:
     tensors = [*model.parameters(), *model.buffers()]
     if all(t.device.type == device for t in tensors):
@@ -832,7 +848,7 @@ def count_model(
     if device not in ("cpu", "meta"):
         raise SpecError("device", f"device must be cpu or meta, not {device!r}")
     model = _on_device(model, device).eval()
-    args = _inputs(example_inputs, device, own_dtype(model))
+    args, kwargs = _args_and_kwargs(example_inputs, device, own_dtype(model))
     names: dict[int, str] = {}
     for name, module in model.named_modules():
         names.setdefault(id(module), name)
@@ -890,10 +906,12 @@ def count_model(
         with (
             torch.no_grad(),
             counter,
-            within.running(model, args) if within is not None else contextlib.nullcontext(),
+            within.running(model, (*args, *kwargs.values()))
+            if within is not None
+            else contextlib.nullcontext(),
             _user_code(),
         ):
-            output = model(*args)
+            output = model(*args, **kwargs)
     except SystemExit as leaving:
         raise SpecError("model", f"the model called sys.exit({leaving.code!r})") from None
     except SpecError:
@@ -901,7 +919,7 @@ def count_model(
     except Exception as error:  # whatever the user's forward raises
         from convcalc.measure.build import user_error
 
-        shown = ", ".join("x".join(map(str, s)) for s in _shapes(args)) or "no tensors"
+        shown = ", ".join("x".join(map(str, s)) for s in _shapes((args, kwargs))) or "no tensors"
         raise user_error(  # from error: CONVCALC_DEBUG=1 prints its traceback
             "input",
             f"the model failed on input {shown}: {type(error).__name__}: {_first_line(error)}",

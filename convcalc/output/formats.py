@@ -189,7 +189,7 @@ def flat_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "kind": "total",
                 "version": version,
                 "name": "total",
-                "input_shape": _shape(report["input_shape"]),
+                "input_shape": _inputs_csv(report) or _shape(report["input_shape"]),
                 "output_shape": _shape(total["output_shape"]),
                 "output_shape_formula": _shape(formula.get("output_shape")),
                 "params": total["params"],
@@ -338,6 +338,30 @@ def md_code(text: str) -> str:
     return f"`{text}`"
 
 
+def _inputs_csv(report: dict[str, Any]) -> str | None:
+    """The total row's ``input_shape`` cell of a model whose forward takes several, integer or
+    keyword inputs (JSON's ``inputs``): every input, ``;``-separated, each
+    ``[name=]shape:dtype``; None (the cell is ``input_shape``) for one input of ``dtype``."""
+    entries = report.get("inputs")
+    if not entries or (
+        len(entries) == 1 and entries[0]["name"] is None and entries[0]["dtype"] == report["dtype"]
+    ):
+        return None
+    return ";".join(
+        (f"{e['name']}=" if e["name"] else "") + _shape(e["shape"]) + f":{e['dtype']}"
+        for e in entries
+    )
+
+
+def _inputs_shown(report: dict[str, Any], shape: str) -> str:
+    """Markdown's header input: every input of a model's forward where it takes several,
+    integer or keyword ones (``inputs``), else ``input_shape``."""
+    from convcalc.core.modelinput import several_shown
+
+    several = several_shown(report.get("inputs"), report["dtype"])
+    return f"inputs {md_escape(several)}" if several is not None else f"input {shape}"
+
+
 def markdown(data: dict[str, Any]) -> str:
     """A Markdown table per report (per version of a comparison), fit for a README or a PR."""
     parts: list[str] = []
@@ -346,7 +370,7 @@ def markdown(data: dict[str, Any]) -> str:
         if version:
             title += f" — {version}"
         shape = "×".join(map(str, report["input_shape"]))
-        parts.append(f"**{title}** on input {shape} ({report['dtype']})\n")
+        parts.append(f"**{title}** on {_inputs_shown(report, shape)} ({report['dtype']})\n")
         head = [
             "layer",
             "op",

@@ -926,8 +926,19 @@ def _title(report: Report) -> Text:
         title.append(f"  {report.title}")
     if len(report.layers) == 1 and report.command not in ("stack", "model"):
         title.append(f"  {report.layers[0].spec.describe()}")
-    title.append(f"  on input {shape_text(report.input.shape)} ({report.input.dtype})")
+    title.append(_on_input(report))
     return title
+
+
+def _on_input(report: Report) -> str:
+    """The title's input: every input of a model's forward where it takes several, integer or
+    keyword ones (JSON's ``inputs``), else the one input's shape."""
+    from convcalc.core.modelinput import several_shown
+
+    several = several_shown(report.extra.get("inputs"), report.input.dtype)
+    if several is not None:
+        return f"  on inputs {several} ({report.input.dtype})"
+    return f"  on input {shape_text(report.input.shape)} ({report.input.dtype})"
 
 
 def _verdict(agree: bool) -> Text:
