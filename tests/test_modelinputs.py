@@ -3,6 +3,7 @@ repeated, NAME=SHAPE:DTYPE; ``convcalc.model(inputs=...)``)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +242,27 @@ def test_python_inputs_forms() -> None:
     same = convcalc.model(nn.Conv2d(3, 4, 3), inputs=[(1, 3, 8, 8)]).to_dict()
     assert one["total"] == same["total"] and one["inputs"] == same["inputs"]
     assert one["notes"] == same["notes"]
+
+
+def test_a_padding_mask_is_data_movement_and_strict_passes(cli, tmp_path) -> None:
+    # nn.TransformerEncoder given src_key_padding_mask fills the masked scores in place
+    # (aten.masked_fill_): a fill, no arithmetic. It was filed under "no rule", so --strict
+    # failed on any transformer run with a padding mask
+    net = tmp_path / "masked.py"
+    net.write_text(
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.emb = nn.Embedding(50, 16)\n"
+        "        layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)\n"
+        "        self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)\n"
+        "    def forward(self, tokens, mask):\n"
+        "        return self.enc(self.emb(tokens), src_key_padding_mask=mask)\n"
+    )
+    args = ("model", f"{net}:Net", "--input", "2,6:int64", "--input", "mask=2,6:bool")
+    data = json.loads(cli(*args, "--json").stdout)
+    assert data["uncounted_ops"]["no_rule"] == {}
+    assert "aten.masked_fill_" in data["uncounted_ops"]["zero_cost"]
+    strict = cli(*args, "--strict")
+    assert strict.exit_code == 0, strict.stderr

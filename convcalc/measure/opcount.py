@@ -346,6 +346,12 @@ ZERO_COST = frozenset(
         "sym_stride",
         "sym_numel",
         "masked_fill",
+        # the in-place fill a padding mask takes (nn.MultiheadAttention's key_padding_mask)
+        "masked_fill_",
+        "index_fill",
+        "index_fill_",
+        "masked_scatter",
+        "masked_scatter_",
         "where",
         "bernoulli_",
         # the in-place and unsafe twins of the views above, and other copies (a GRU's cell
