@@ -151,7 +151,9 @@ def test_the_cli_writes_the_cache_and_the_library_does_not(tmp_path: Path) -> No
 #: what `convcalc conv ... --formula-only` must not load: torch and its kin (never, by formula),
 #: the sources (yaml), and convcalc's modules of other paths, made lazy for start-up: the query
 #: (--get/--expect), the roofline (--roofline/--time), the inline grammar (stacks), csv
-#: (--format csv). (difflib is not listed: Typer's click loads it for every command.)
+#: (--format csv), the engine's jobs of other commands (engine/__init__.py imports each name on
+#: first use: a user's model, the presets of compare/group/dilated). (difflib is not listed:
+#: Typer's click loads it for every command.)
 NOT_LOADED = (
     "torch",
     "fvcore",
@@ -165,6 +167,8 @@ NOT_LOADED = (
     "convcalc.core.grammar",
     "convcalc.core.solve",
     "convcalc.core.picture",
+    "convcalc.engine.model",
+    "convcalc.engine.presets",
 )
 
 #: main leaves by os._exit (no interpreter teardown): the module list is written on the way out,
