@@ -152,7 +152,8 @@ def test_the_cli_writes_the_cache_and_the_library_does_not(tmp_path: Path) -> No
 #: the sources (yaml), and convcalc's modules of other paths, made lazy for start-up: the query
 #: (--get/--expect), the roofline (--roofline/--time), the inline grammar (stacks), csv
 #: (--format csv), the engine's jobs of other commands (engine/__init__.py imports each name on
-#: first use: a user's model, the presets of compare/group/dilated). (difflib is not listed:
+#: first use: a user's model, the presets of compare/group/dilated), the other kinds (each loaded
+#: on use: kinds/__init__.py). (difflib is not listed:
 #: Typer's click loads it for every command.)
 NOT_LOADED = (
     "torch",
@@ -169,6 +170,12 @@ NOT_LOADED = (
     "convcalc.core.picture",
     "convcalc.engine.model",
     "convcalc.engine.presets",
+    "convcalc.kinds.pool",
+    "convcalc.kinds.adaptive_pool",
+    "convcalc.kinds.linear",
+    "convcalc.kinds.norm",
+    "convcalc.kinds.activation",
+    "convcalc.kinds.shape",
 )
 
 #: main leaves by os._exit (no interpreter teardown): the module list is written on the way out,
@@ -278,3 +285,33 @@ def test_the_collector_is_as_it_was_after_the_cli_is_imported(before: bool) -> N
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == str(before)
+
+
+KINDS_ON_USE = (
+    "import sys\n"
+    "import convcalc.kinds as k\n"
+    "from convcalc.core import memory_model\n"
+    "print(sorted(n for n in sys.modules if n.startswith('convcalc.kinds.')))\n"
+    "from convcalc.kinds import build_pool\n"
+    "print(sorted(n for n in sys.modules if n.startswith('convcalc.kinds.')))\n"
+    "spec = build_pool(kind='max', dims=2, channels=3)\n"
+    "print(k.kind_of(spec).spec_type.__name__, k.is_pool(spec), k.is_norm(spec))\n"
+    "print([kind.spec_type.__name__ for kind in k.KINDS])\n"
+    "print(memory_model.INPLACE_SAVES_OUTPUT == k.activation.INPLACE_SAVES_OUTPUT)\n"
+    "print(k.LayerSpec.__args__[0].__name__, len(k.LayerSpec.__args__))\n"
+)
+
+
+def test_kinds_load_on_use(tmp_path: Path) -> None:
+    """kinds/__init__.py: the conv kind alone at import; a name of another kind loads its module
+    (and only it), KINDS all of them in the registry's order; kind_of finds a kind loaded later."""
+    lines = _run(KINDS_ON_USE, tmp_path).splitlines()
+    assert lines[0] == "['convcalc.kinds.base', 'convcalc.kinds.conv']"
+    assert lines[1] == "['convcalc.kinds.base', 'convcalc.kinds.conv', 'convcalc.kinds.pool']"
+    assert lines[2] == "PoolSpec True False"
+    assert lines[3] == (
+        "['ConvSpec', 'PoolSpec', 'AdaptivePoolSpec', 'LinearSpec', 'NormSpec', 'ActSpec',"
+        " 'ShapeSpec']"
+    )
+    assert lines[4] == "True"
+    assert lines[5] == "ConvSpec 7"

@@ -13,10 +13,10 @@ from convcalc._version import __version__
 from convcalc.core.cumulative import Cumulative, fraction_text
 from convcalc.core.memory import Memory
 from convcalc.core.spec import InputSpec, Ints
-from convcalc.kinds import LayerSpec
 
 if TYPE_CHECKING:  # annotations only: the roofline module loads with --roofline (start-up)
     from convcalc.core.roofline import LayerRoofline, Peaks
+    from convcalc.kinds import LayerSpec  # its kinds load on use (start-up)
 
 T = TypeVar("T")
 
