@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import marshal
 import os
 import subprocess
 import sys
@@ -315,3 +316,52 @@ def test_kinds_load_on_use(tmp_path: Path) -> None:
     )
     assert lines[4] == "True"
     assert lines[5] == "ConvSpec 7"
+
+
+#: the buckets of the file, and those this process unmarshalled
+BUCKETS = (
+    "from convcalc import _dataclass\n"
+    "import convcalc.core.spec\n"
+    "print(sorted(_dataclass._read()))\n"
+    "print(sorted(_dataclass._tables))\n"
+)
+
+
+def test_a_run_opens_only_its_modules_buckets(tmp_path: Path) -> None:
+    """The table is kept per defining module: a process unmarshals the buckets of the classes it
+    makes, and a save writes the buckets it did not open back as they were."""
+    _run(MAKE, tmp_path)  # the report's classes and those of the modules it imports
+    (path,) = (tmp_path / "convcalc").iterdir()
+    before = path.read_bytes()
+    written, opened = (eval(line) for line in _run(BUCKETS, tmp_path).splitlines())
+    assert {"convcalc.core.report", "convcalc.core.spec", "convcalc.core.memory"} <= set(written)
+    assert opened == ["convcalc.core.spec"]  # core.spec's classes only: not the report's
+    # a class compiled in a new bucket: the file gains it, every other bucket's bytes unchanged
+    _run(
+        "from convcalc import _dataclass\n"
+        "@_dataclass.dataclass\n"
+        "class Fresh:\n"
+        "    a: int\n"
+        "_dataclass.save()\n",
+        tmp_path,
+    )
+    after = _dataclass._header()
+    assert before.startswith(after) and path.read_bytes().startswith(after)
+    old = marshal.loads(before[len(after) :])
+    new = marshal.loads(path.read_bytes()[len(after) :])
+    assert set(new) == set(old) | {"__main__"}
+    assert all(new[name] == entry for name, entry in old.items())
+    assert new["__main__"][0] == 3  # Fresh's three texts (__init__, __repr__, __eq__: not frozen)
+
+
+def test_too_many_entries_keep_this_runs_buckets_only(tmp_path: Path) -> None:
+    _run(MAKE, tmp_path)
+    _run(
+        "from convcalc import _dataclass\n"
+        "_dataclass.MOST_ENTRIES = 0\n"
+        "import convcalc.core.spec\n"
+        "_dataclass._compiled.add(('convcalc.core.spec', ''))\n"  # as if it compiled a class
+        "_dataclass.save()\n",
+        tmp_path,
+    )
+    assert _run(BUCKETS, tmp_path).splitlines()[0] == "['convcalc.core.spec']"
