@@ -154,7 +154,8 @@ def test_the_cli_writes_the_cache_and_the_library_does_not(tmp_path: Path) -> No
 #: (--get/--expect), the roofline (--roofline/--time), the inline grammar (stacks), csv
 #: (--format csv), the engine's jobs of other commands (engine/__init__.py imports each name on
 #: first use: a user's model, the presets of compare/group/dilated), the other kinds (each loaded
-#: on use: kinds/__init__.py). (difflib is not listed:
+#: on use: kinds/__init__.py), the result types of model and compare (core/report.py re-exports
+#: them). (difflib is not listed:
 #: Typer's click loads it for every command.)
 NOT_LOADED = (
     "torch",
@@ -177,6 +178,8 @@ NOT_LOADED = (
     "convcalc.kinds.norm",
     "convcalc.kinds.activation",
     "convcalc.kinds.shape",
+    "convcalc.core.model_report",
+    "convcalc.core.comparison",
 )
 
 #: main leaves by os._exit (no interpreter teardown): the module list is written on the way out,
@@ -365,3 +368,13 @@ def test_too_many_entries_keep_this_runs_buckets_only(tmp_path: Path) -> None:
         tmp_path,
     )
     assert _run(BUCKETS, tmp_path).splitlines()[0] == "['convcalc.core.spec']"
+
+
+def test_the_report_module_still_names_the_model_and_compare_types() -> None:
+    from convcalc.core import report
+
+    for name, module in report._ELSEWHERE.items():
+        cls = getattr(report, name)
+        assert cls.__module__ == f"convcalc.core.{module}" and cls.__name__ == name
+    with pytest.raises(AttributeError):
+        report.NoSuchType  # noqa: B018
