@@ -15,12 +15,17 @@ and compiles only what is not there. The classes are the standard library's in e
 
 The table is a marshal file in convcalc's cache directory (``$XDG_CACHE_HOME/convcalc``, as
 the roofline's peaks), named by the interpreter (``dataclasses-cpython-311.marshal``) and
-headed by its bytecode magic number: another Python ignores it. It is read once, at the first
-class; a missing, unreadable or foreign file is an empty table. Only the command-line entry
-point writes it (:func:`save`, at exit, when a class was compiled: the first run, or after an
-upgrade), never the library, so importing convcalc writes nothing. Deleting the file is always
-safe. The file is written for this user alone (0600) and read only when this user owns it and
-nobody else may write it, so a shared cache directory cannot hand convcalc code to run.
+headed by its bytecode magic number: another Python ignores it. It is kept in buckets, one per
+module defining the classes (``cls.__module__``; a library's classes imported under
+:func:`kept` go to the bucket it names): ``{bucket: (entries, marshal bytes of {text: code})}``.
+The file is read once, at the first class, and a bucket's code is unmarshalled at its first
+class, so a command pays for its own modules' classes only, not for every class of every
+command this user has run. A missing, unreadable or foreign file is an empty table. Only the
+command-line entry point writes it (:func:`save`, at exit, when a class was compiled: the
+first run, or after an upgrade), never the library, so importing convcalc writes nothing.
+Deleting the file is always safe. The file is written for this user alone (0600) and read
+only when this user owns it and nobody else may write it, so a shared cache directory cannot
+hand convcalc code to run.
 ``CONVCALC_NO_CODE_CACHE=1`` turns the table off (nothing read, nothing written).
 (PYTHONDONTWRITEBYTECODE is about ``__pycache__`` and is not consulted: like the peaks, this is
 convcalc's own cache.)
@@ -32,7 +37,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from types import CodeType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
 _T = TypeVar("_T")
 
@@ -45,25 +50,29 @@ else:
         """:func:`dataclasses.dataclass`, its generated methods' code taken from the table."""
 
         def wrap(cls: Any) -> Any:
-            with kept():
+            with kept(cls.__module__):
                 return dataclasses.dataclass(**options)(cls)
 
         return wrap if cls is None else wrap(cls)
 
 
 @contextlib.contextmanager
-def kept() -> Iterator[None]:
-    """While it lasts, every standard ``@dataclass`` takes its generated code from the table:
-    convcalc's own (:func:`dataclass`), and a library's imported meanwhile (Rich's Column,
-    Row, ConsoleOptions...: output/render.py imports Rich under it), which are the standard
-    library's classes just the same."""
+def kept(bucket: str = "") -> Iterator[None]:
+    """While it lasts, every standard ``@dataclass`` takes its generated code from the table's
+    ``bucket``: convcalc's own (:func:`dataclass`, in its module's bucket), and a library's
+    imported meanwhile (Rich's Column, Row, ConsoleOptions...: output/render.py imports Rich
+    under it, in its own bucket), which are the standard library's classes just the same."""
     import dataclasses
 
+    global _bucket
     previous = dataclasses.__dict__.get("exec")
+    outer = _bucket
+    _bucket = bucket
     dataclasses.exec = _exec  # type: ignore[attr-defined]
     try:
         yield
     finally:
+        _bucket = outer
         if previous is None:
             dataclasses.__dict__.pop("exec", None)
         else:
@@ -71,14 +80,17 @@ def kept() -> Iterator[None]:
 
 
 #: the file's format; with the interpreter's magic number, the file's first bytes
-FORMAT = b"convcalc dataclass code 1\n"
-#: more entries than this (classes edited during development): rewritten with this run's only
-#: (convcalc's own classes generate about 600 texts)
+FORMAT = b"convcalc dataclass code 2\n"
+#: more entries than this in all (classes edited during development): rewritten with this run's
+#: buckets and entries only (convcalc's own classes generate about 600 texts)
 MOST_ENTRIES = 1000
 
-_table: dict[str, Any] | None = None  # generated text -> its code object, once read
-_compiled: set[str] = set()  # texts compiled in this process (not yet in the file)
-_used: set[str] = set()  # texts this process asked for
+#: the file's buckets as read: bucket -> (its entries, marshal bytes of its table); None until read
+_file: dict[str, Any] | None = None
+_tables: dict[str, dict[str, Any]] = {}  # bucket -> generated text -> code, once unmarshalled
+_compiled: set[tuple[str, str]] = set()  # (bucket, text) compiled in this process, not in the file
+_used: set[tuple[str, str]] = set()  # (bucket, text) this process asked for
+_bucket = ""  # the bucket of the class being made (kept())
 
 
 def cache_file() -> str:
@@ -136,6 +148,7 @@ def _trusted(handle: Any) -> bool:
 
 
 def _read() -> dict[str, Any]:
+    """The file's buckets, each still marshalled (:func:`_table_of` unmarshals one)."""
     import marshal
 
     if not enabled():
@@ -148,24 +161,54 @@ def _read() -> dict[str, Any]:
         header = _header()
         if not data.startswith(header):
             return {}
-        table = marshal.loads(data[len(header) :])
+        buckets = marshal.loads(memoryview(data)[len(header) :])
     except Exception:  # missing, unreadable, truncated: compile as dataclasses would
         return {}
-    return table if isinstance(table, dict) else {}
+    return buckets if isinstance(buckets, dict) else {}
+
+
+def _table_of(bucket: str) -> dict[str, Any]:
+    """A bucket's table, unmarshalled at its first class (an empty one where there is none)."""
+    import marshal
+
+    global _file
+    if _file is None:
+        _file = _read()
+    loaded: Any = None
+    entry = _file.get(bucket)
+    if _whole(entry):
+        try:
+            loaded = marshal.loads(entry[1])
+        except Exception:  # a damaged bucket: compile as dataclasses would
+            loaded = None
+    table: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
+    _tables[bucket] = table
+    return table
+
+
+def _whole(entry: Any) -> TypeGuard[tuple[int, bytes]]:
+    """Whether a bucket as read is one (its entries, its marshal bytes)."""
+    return (
+        type(entry) is tuple
+        and len(entry) == 2
+        and type(entry[0]) is int
+        and type(entry[1]) is bytes
+    )
 
 
 def _exec(source: Any, globals: Any = None, locals: Any = None) -> None:
     """``exec`` as ``dataclasses`` calls it, the text's code object taken from the table."""
-    global _table
     if isinstance(source, str):
-        if _table is None:
-            _table = _read()
-        code = _table.get(source)
+        bucket = _bucket
+        table = _tables.get(bucket)
+        if table is None:
+            table = _table_of(bucket)
+        code = table.get(source)
         if type(code) is not CodeType:
             code = compile(source, "<string>", "exec", dont_inherit=True)
-            _table[source] = code
-            _compiled.add(source)
-        _used.add(source)
+            table[source] = code
+            _compiled.add((bucket, source))
+        _used.add((bucket, source))
         source = code
     if globals is None:  # exec's own default: the caller's namespace
         frame = sys._getframe(1)
@@ -178,14 +221,29 @@ def _exec(source: Any, globals: Any = None, locals: Any = None) -> None:
 def save() -> None:
     """Write the table if this process compiled anything new (the CLI calls this at exit).
     Written whole to a temporary file and renamed: processes running at once each leave a
-    complete file. Any failure is ignored: the table only saves time."""
-    if not _compiled or _table is None or not enabled():
+    complete file. The buckets this process did not open are written back as they were read.
+    Any failure is ignored: the table only saves time."""
+    if not _compiled or not enabled():
         return
     import contextlib
     import marshal
     import os
 
-    table = _table if len(_table) <= MOST_ENTRIES else {text: _table[text] for text in _used}
+    read = _file or {}
+    buckets = {name: entry for name, entry in read.items() if name not in _tables and _whole(entry)}
+    total = sum(entry[0] for entry in buckets.values()) + sum(map(len, _tables.values()))
+    if total > MOST_ENTRIES:  # this run's buckets and entries only
+        used: dict[str, dict[str, Any]] = {}
+        for bucket, text in _used:
+            used.setdefault(bucket, {})[text] = _tables[bucket][text]
+        buckets = {name: (len(table), marshal.dumps(table)) for name, table in used.items()}
+    else:
+        for name, table in _tables.items():
+            unchanged = read.get(name)
+            if _whole(unchanged) and not any(bucket == name for bucket, _ in _compiled):
+                buckets[name] = unchanged  # nothing new in it: its bytes as read
+            elif table:
+                buckets[name] = (len(table), marshal.dumps(table))
     path = cache_file()
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
@@ -193,7 +251,7 @@ def save() -> None:
         # this user's alone (0600): _read trusts nothing else
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
-            handle.write(_header() + marshal.dumps(table))
+            handle.write(_header() + marshal.dumps(buckets))
         os.replace(temporary, path)
         _compiled.clear()
     except Exception:

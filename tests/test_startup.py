@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import marshal
 import os
 import subprocess
 import sys
@@ -151,7 +152,11 @@ def test_the_cli_writes_the_cache_and_the_library_does_not(tmp_path: Path) -> No
 #: what `convcalc conv ... --formula-only` must not load: torch and its kin (never, by formula),
 #: the sources (yaml), and convcalc's modules of other paths, made lazy for start-up: the query
 #: (--get/--expect), the roofline (--roofline/--time), the inline grammar (stacks), csv
-#: (--format csv). (difflib is not listed: Typer's click loads it for every command.)
+#: (--format csv), the engine's jobs of other commands (engine/__init__.py imports each name on
+#: first use: a user's model, the presets of compare/group/dilated), the other kinds (each loaded
+#: on use: kinds/__init__.py), the result types of model and compare (core/report.py re-exports
+#: them). (difflib is not listed:
+#: Typer's click loads it for every command.)
 NOT_LOADED = (
     "torch",
     "fvcore",
@@ -165,6 +170,16 @@ NOT_LOADED = (
     "convcalc.core.grammar",
     "convcalc.core.solve",
     "convcalc.core.picture",
+    "convcalc.engine.model",
+    "convcalc.engine.presets",
+    "convcalc.kinds.pool",
+    "convcalc.kinds.adaptive_pool",
+    "convcalc.kinds.linear",
+    "convcalc.kinds.norm",
+    "convcalc.kinds.activation",
+    "convcalc.kinds.shape",
+    "convcalc.core.model_report",
+    "convcalc.core.comparison",
 )
 
 #: main leaves by os._exit (no interpreter teardown): the module list is written on the way out,
@@ -199,7 +214,8 @@ def test_formula_only_loads_only_its_path(tmp_path: Path, output: list[str]) -> 
     loaded = set(json.loads(done.stderr.rpartition("MODULES ")[2]))
     assert "convcalc.engine" in loaded  # the test sees the run's modules
     assert ("rich.console" in loaded) == (not output)  # Rich's console for the table only
-    assert ("json" in loaded) == bool(output)  # and json for JSON only (output/formats.py)
+    # and json for neither: JSON is written by output/formats.json_text (json.dumps's text)
+    assert "json" not in loaded
     # a network without a fractional stride never loads fractions (core/cumulative.py): JSON
     # does not; the table does, as Rich's table (rich._ratio) imports it
     assert ("fractions" in loaded) == (not output)
@@ -274,3 +290,120 @@ def test_the_collector_is_as_it_was_after_the_cli_is_imported(before: bool) -> N
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == str(before)
+
+
+KINDS_ON_USE = (
+    "import sys\n"
+    "import convcalc.kinds as k\n"
+    "from convcalc.core import memory_model\n"
+    "print(sorted(n for n in sys.modules if n.startswith('convcalc.kinds.')))\n"
+    "from convcalc.kinds import build_pool\n"
+    "print(sorted(n for n in sys.modules if n.startswith('convcalc.kinds.')))\n"
+    "spec = build_pool(kind='max', dims=2, channels=3)\n"
+    "print(k.kind_of(spec).spec_type.__name__, k.is_pool(spec), k.is_norm(spec))\n"
+    "print([kind.spec_type.__name__ for kind in k.KINDS])\n"
+    "print(memory_model.INPLACE_SAVES_OUTPUT == k.activation.INPLACE_SAVES_OUTPUT)\n"
+    "print(k.LayerSpec.__args__[0].__name__, len(k.LayerSpec.__args__))\n"
+)
+
+
+def test_kinds_load_on_use(tmp_path: Path) -> None:
+    """kinds/__init__.py: the conv kind alone at import; a name of another kind loads its module
+    (and only it), KINDS all of them in the registry's order; kind_of finds a kind loaded later."""
+    lines = _run(KINDS_ON_USE, tmp_path).splitlines()
+    assert lines[0] == "['convcalc.kinds.base', 'convcalc.kinds.conv']"
+    assert lines[1] == "['convcalc.kinds.base', 'convcalc.kinds.conv', 'convcalc.kinds.pool']"
+    assert lines[2] == "PoolSpec True False"
+    assert lines[3] == (
+        "['ConvSpec', 'PoolSpec', 'AdaptivePoolSpec', 'LinearSpec', 'NormSpec', 'ActSpec',"
+        " 'ShapeSpec']"
+    )
+    assert lines[4] == "True"
+    assert lines[5] == "ConvSpec 7"
+
+
+#: the buckets of the file, and those this process unmarshalled
+BUCKETS = (
+    "from convcalc import _dataclass\n"
+    "import convcalc.core.spec\n"
+    "print(sorted(_dataclass._read()))\n"
+    "print(sorted(_dataclass._tables))\n"
+)
+
+
+def test_a_run_opens_only_its_modules_buckets(tmp_path: Path) -> None:
+    """The table is kept per defining module: a process unmarshals the buckets of the classes it
+    makes, and a save writes the buckets it did not open back as they were."""
+    _run(MAKE, tmp_path)  # the report's classes and those of the modules it imports
+    (path,) = (tmp_path / "convcalc").iterdir()
+    before = path.read_bytes()
+    written, opened = (eval(line) for line in _run(BUCKETS, tmp_path).splitlines())
+    assert {"convcalc.core.report", "convcalc.core.spec", "convcalc.core.memory"} <= set(written)
+    assert opened == ["convcalc.core.spec"]  # core.spec's classes only: not the report's
+    # a class compiled in a new bucket: the file gains it, every other bucket's bytes unchanged
+    _run(
+        "from convcalc import _dataclass\n"
+        "@_dataclass.dataclass\n"
+        "class Fresh:\n"
+        "    a: int\n"
+        "_dataclass.save()\n",
+        tmp_path,
+    )
+    after = _dataclass._header()
+    assert before.startswith(after) and path.read_bytes().startswith(after)
+    old = marshal.loads(before[len(after) :])
+    new = marshal.loads(path.read_bytes()[len(after) :])
+    assert set(new) == set(old) | {"__main__"}
+    assert all(new[name] == entry for name, entry in old.items())
+    assert new["__main__"][0] == 3  # Fresh's three texts (__init__, __repr__, __eq__: not frozen)
+
+
+def test_too_many_entries_keep_this_runs_buckets_only(tmp_path: Path) -> None:
+    _run(MAKE, tmp_path)
+    _run(
+        "from convcalc import _dataclass\n"
+        "_dataclass.MOST_ENTRIES = 0\n"
+        "import convcalc.core.spec\n"
+        "_dataclass._compiled.add(('convcalc.core.spec', ''))\n"  # as if it compiled a class
+        "_dataclass.save()\n",
+        tmp_path,
+    )
+    assert _run(BUCKETS, tmp_path).splitlines()[0] == "['convcalc.core.spec']"
+
+
+def test_the_report_module_still_names_the_model_and_compare_types() -> None:
+    from convcalc.core import report
+
+    for name, module in report._ELSEWHERE.items():
+        cls = getattr(report, name)
+        assert cls.__module__ == f"convcalc.core.{module}" and cls.__name__ == name
+    with pytest.raises(AttributeError):
+        report.NoSuchType  # noqa: B018
+
+
+#: the most objects a young collection walked while the app was imported, and whether a list
+#: frozen before it is frozen after it (no generation holds it)
+YOUNG = (
+    "import gc\n"
+    "walked = [0]\n"
+    "def seen(phase, info):\n"
+    "    if phase == 'start' and info['generation'] == 0:\n"
+    "        walked[0] = max(walked[0], len(gc.get_objects(0)))\n"
+    "gc.callbacks.append(seen)\n"
+    "mine = []\n"
+    "if FREEZE:\n"
+    "    gc.freeze()\n"
+    "import convcalc.cli.app\n"
+    "gc.callbacks.clear()\n"
+    "print(walked[0], any(o is mine for o in gc.get_objects()))\n"
+)
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_the_apps_imports_join_the_oldest_generation(tmp_path: Path, freeze: bool) -> None:
+    """cli/app.py: Typer's and click's objects are not left young (the first young collection
+    after the import walked all ~16,000 of them); objects another program froze stay frozen."""
+    walked, unfrozen = _run(f"FREEZE = {freeze}\n" + YOUNG, tmp_path).split()
+    assert unfrozen == str(not freeze)  # frozen stays frozen; otherwise in a generation
+    if not freeze:
+        assert int(walked) < 3000

@@ -28,6 +28,14 @@ try:
     from convcalc.cli.exits import ExitStatus, Interrupted, OutputClosed, exit_status, message_of
 finally:
     if _collecting:
+        # what these imports made lives as long as the process: it joins the oldest generation
+        # as a whole (gc.freeze then gc.unfreeze: lists spliced, nothing walked), so the first
+        # young collection after this does not walk its ~16,000 objects (~5.6M instructions,
+        # ~2% of a formula-only run). Not when something else froze objects: unfreeze would
+        # hand back theirs too
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
         gc.enable()
 
 #: every command: the module of its family, and its one-line help (``convcalc --help``)

@@ -4,10 +4,14 @@ table mode, a ``warnings`` list in JSON). Pure: formulas only, no torch."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from convcalc.core.cumulative import Cumulative
 from convcalc.core.spec import InputSpec, Node, axis_note
-from convcalc.kinds import LayerSpec, geometry, kind_of
+from convcalc.kinds import geometry, kind_of
+
+if TYPE_CHECKING:  # an annotation: naming every kind loads them all (start-up)
+    from convcalc.kinds import LayerSpec
 
 
 def layer_warnings(name: str, spec: LayerSpec, layer_input: InputSpec) -> list[str]:

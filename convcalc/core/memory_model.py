@@ -52,7 +52,7 @@ import functools
 import math
 import re
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convcalc._dataclass import dataclass
 from convcalc.core.formulas import MUL, Derived, group, human_bytes, shape_text
@@ -61,20 +61,24 @@ from convcalc.core.saved import INDEX_BYTES, LayerIO, LayerSaved, SavedPart, par
 from convcalc.core.spec import InputSpec, Ints, Node
 from convcalc.errors import SpecError
 from convcalc.kinds import (
-    ActSpec,
-    AdaptivePoolSpec,
     ConvSpec,
-    LayerSpec,
-    LinearSpec,
-    NormSpec,
-    PoolSpec,
-    ShapeSpec,
     figures,
+    is_activation,
+    is_adaptive_pool,
+    is_linear,
+    is_norm,
+    is_pool,
+    is_shape,
     kind_of,
     output_spec,
 )
 from convcalc.kinds import conv as conv_kind
-from convcalc.kinds.activation import INPLACE_SAVES_COPY, INPLACE_SAVES_OUTPUT, SAVES_OUTPUT
+
+if TYPE_CHECKING:  # the other kinds load on use (start-up): tested with kinds.is_* here
+    from convcalc.kinds import LayerSpec
+    from convcalc.kinds.activation import INPLACE_SAVES_COPY as INPLACE_SAVES_COPY
+    from convcalc.kinds.activation import INPLACE_SAVES_OUTPUT as INPLACE_SAVES_OUTPUT
+    from convcalc.kinds.activation import SAVES_OUTPUT as SAVES_OUTPUT
 
 #: bytes per element; int8 only for inference (weights and activations)
 WIDTHS: dict[str, int] = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
@@ -96,6 +100,23 @@ __all__ = [  # the per-layer types and sets live with the kinds and in core.save
 ]
 
 
+def _inplace_kinds() -> frozenset[str]:
+    """The activations torch runs in place (the activation kind's sets)."""
+    from convcalc.kinds import activation
+
+    return activation.INPLACE_SAVES_OUTPUT | activation.INPLACE_SAVES_COPY
+
+
+def __getattr__(name: str) -> Any:
+    """The activation kind's sets, kept importable from here (``__all__``) and loaded with
+    that kind on first use (start-up)."""
+    if name in ("INPLACE_SAVES_COPY", "INPLACE_SAVES_OUTPUT", "SAVES_OUTPUT"):
+        from convcalc.kinds import activation
+
+        return getattr(activation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # --- one layer ------------------------------------------------------------------------------
 
 
@@ -115,7 +136,7 @@ def _is_alias(node: Node, training: bool, inplace: bool) -> bool:
     spec = node.spec
     if inplace:
         return True
-    if isinstance(spec, ShapeSpec):
+    if is_shape(spec):
         if spec.kind == "add":
             return len(node.inputs) == 1  # a sum of one tensor is that tensor
         return spec.kind in ("flatten", "identity") or (spec.kind == "dropout" and not training)
@@ -140,25 +161,26 @@ def figures_params(spec: LayerSpec) -> int:
 def _in_channels(spec: LayerSpec) -> int:
     if isinstance(spec, ConvSpec):
         return spec.in_channels
-    if isinstance(spec, LinearSpec):
+    if is_linear(spec):
         return spec.in_features
-    return spec.channels
+    # linear returned above (a TypeGuard does not narrow the rest): the other kinds have channels
+    return spec.channels  # type: ignore[union-attr]
 
 
 def _param_tensors(spec: LayerSpec) -> int:
     """How many parameter tensors a layer has (Adam keeps one ``step`` per tensor)."""
-    if isinstance(spec, (ConvSpec, LinearSpec)):
+    if isinstance(spec, ConvSpec) or is_linear(spec):
         return 2 if spec.bias else 1
-    if isinstance(spec, NormSpec):
+    if is_norm(spec):
         return 2 if spec.affine else 0
-    if isinstance(spec, ActSpec):
+    if is_activation(spec):
         return 1 if spec.kind == "prelu" else 0
     return 0
 
 
 def _buffer_bytes(spec: LayerSpec, width: int) -> int:
     """Batch norm's running mean and variance (the dtype's width) and num_batches_tracked."""
-    if isinstance(spec, NormSpec):
+    if is_norm(spec):
         return 2 * spec.channels * width + INDEX_BYTES
     return 0
 
@@ -193,9 +215,7 @@ def _check_inplace(nodes: Sequence[Node], inplace: Collection[int]) -> None:
         if not 0 <= index < len(nodes):
             raise SpecError("inplace", f"inplace: no layer {index} (0..{len(nodes) - 1})")
         spec = nodes[index].spec
-        if not (
-            isinstance(spec, ActSpec) and spec.kind in INPLACE_SAVES_OUTPUT | INPLACE_SAVES_COPY
-        ):
+        if not (is_activation(spec) and spec.kind in _inplace_kinds()):
             raise SpecError(
                 "inplace",
                 f"inplace: layer {index} ({spec.describe()}) has no in-place version in torch",
@@ -406,9 +426,9 @@ def inference_workspace(spec: LayerSpec, io: LayerIO) -> Derived[int]:
         copy = conv_padded_copy(spec, io.inputs[0])
         if copy is not None:
             return _derived(part("new", f"{copy[0]} padded copy", copy[1], io.width))
-    if isinstance(spec, (PoolSpec, AdaptivePoolSpec)) and spec.kind == "max":
+    if (is_pool(spec) or is_adaptive_pool(spec)) and spec.kind == "max":
         return _derived(part("new", "int64 indices", io.output, INDEX_BYTES))
-    if isinstance(spec, ShapeSpec) and spec.kind == "add" and len(io.inputs) > 2:
+    if is_shape(spec) and spec.kind == "add" and len(io.inputs) > 2:
         return _derived(part("new", "partial sum", io.output, io.width))
     return Derived(0, "0")
 
@@ -635,7 +655,7 @@ def _backward_transient(
             copy = conv_padded_copy(spec, shape)
             if copy is not None:
                 work = math.prod(copy[1]) * width
-        elif isinstance(spec, ActSpec) and spec.kind == "prelu":
+        elif is_activation(spec) and spec.kind == "prelu":
             work = size(node.inputs[0])
         own = size(k) if k != last else 0  # the last node's output gradient is the seed
         value = seed + pending + own + made + extra + work

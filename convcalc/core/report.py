@@ -13,10 +13,14 @@ from convcalc._version import __version__
 from convcalc.core.cumulative import Cumulative, fraction_text
 from convcalc.core.memory import Memory
 from convcalc.core.spec import InputSpec, Ints
-from convcalc.kinds import LayerSpec
 
 if TYPE_CHECKING:  # annotations only: the roofline module loads with --roofline (start-up)
+    from convcalc.core.comparison import Comparison as Comparison
+    from convcalc.core.model_report import ModelFigures as ModelFigures
+    from convcalc.core.model_report import ModuleFigures as ModuleFigures
+    from convcalc.core.model_report import ModuleSpec as ModuleSpec
     from convcalc.core.roofline import LayerRoofline, Peaks
+    from convcalc.kinds import LayerSpec  # its kinds load on use (start-up)
 
 T = TypeVar("T")
 
@@ -44,28 +48,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Memory):
         return value.to_dict()
     return value
-
-
-@dataclass(frozen=True)
-class ModuleSpec:
-    """A module of a user's model that no layer kind knows but that did counted work (an
-    attention block, a module calling matmul or a functional conv): the spec of its row."""
-
-    type: str
-    name: str = ""
-    #: what the module states that its closed form uses (embed_dim, num_heads...)
-    hyper: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def op(self) -> str:
-        return "module"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"op": self.op, "type": self.type, **dict(self.hyper)}
-
-    def describe(self) -> str:
-        inner = ", ".join(f"{k}={v}" for k, v in self.hyper)
-        return f"{self.type}({inner})"
 
 
 @dataclass(frozen=True)
@@ -363,90 +345,6 @@ class Total:
         return measured
 
 
-@dataclass(frozen=True)
-class ModuleFigures:
-    """One module of a user's model that ran, as the dispatch-level count saw it: what each
-    tool's conventions are computed from (``core.conventions.model_conventions``)."""
-
-    name: str
-    type: str
-    calls: int
-    #: the layer kind's op (conv, linear, batchnorm...), "attention", or "" (none)
-    op: str
-    #: MACs of the operators it ran itself, by convcalc's rules on the dispatched shapes
-    macs: int
-    #: bias additions of its conv / linear (formula, every call), 0 elsewhere
-    bias_adds: int
-    #: its own parameters (children excluded)
-    params: int
-    #: elements of its first input and of its output, summed over calls
-    input_elements: int
-    output_elements: int
-    #: counted operators it ran: aten name -> calls
-    ops: dict[str, int] = field(default_factory=dict)
-    #: a conv / linear: weights × output positions (torchinfo's rule), summed over calls
-    weight_positions: int = 0
-    #: the first dimension of its output (torchinfo multiplies a linear's parameters by it)
-    batch: int = 0
-    #: a conv / linear with bias: its out channels / features (0 without bias)
-    bias_size: int = 0
-    #: an nn.MultiheadAttention: per call, what ptflops' hook reads of its positional query,
-    #: key and value (batch, qlen, klen, vlen, qdim, kdim, vdim) and of the module (heads,
-    #: in_proj_bias 0/1); empty otherwise
-    attention_calls: tuple[dict[str, int], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "type": self.type,
-            "calls": self.calls,
-            "op": self.op,
-            "macs": self.macs,
-            "bias_adds": self.bias_adds,
-            "params": self.params,
-            "input_elements": self.input_elements,
-            "output_elements": self.output_elements,
-            "ops": dict(self.ops),
-            "weight_positions": self.weight_positions,
-            "batch": self.batch,
-            "bias_size": self.bias_size,
-            "attention_calls": [dict(call) for call in self.attention_calls],
-        }
-
-
-@dataclass(frozen=True)
-class ModelFigures:
-    """What ``model`` reports beyond the layers: the dispatch-level count of the whole forward."""
-
-    #: "zero_cost" (shape and copy operators), "arithmetic" (add, softmax, relu... that
-    #: convcalc does not count) and "no_rule" (any other: convcalc has no rule for it and does
-    #: not know it to be elementwise; each is a count warning): aten name -> calls
-    uncounted_ops: dict[str, dict[str, int]]
-    #: ``dict{out: 2×21×32×32, aux: 2×21×32×32}``
-    output_structure: str
-    #: place in the output (``""`` for a lone tensor, a dict key, ``"1.0"``) -> shape
-    outputs: dict[str, Ints]
-    #: operators torch's counter counts and convcalc does not (or counts differently)
-    count_warnings: tuple[str, ...]
-    modules: tuple[ModuleFigures, ...] = ()
-    #: wall-clock seconds of each step of the measurement
-    seconds: dict[str, float] = field(default_factory=dict)
-    #: the model's receptive field (``total.receptive_field``) is a lower bound: it still
-    #: reached the border of the largest input the probe tried (a note says why no larger one)
-    receptive_field_at_least: bool = False
-
-    def to_dict(self, strict_problems: list[str]) -> dict[str, Any]:
-        return {
-            "uncounted_ops": {k: dict(v) for k, v in self.uncounted_ops.items()},
-            "output_structure": self.output_structure,
-            "outputs": {k: list(v) for k, v in self.outputs.items()},
-            "strict_problems": list(strict_problems),
-            "modules": [m.to_dict() for m in self.modules],
-            "measure_seconds": {k: round(v, 4) for k, v in self.seconds.items()},
-            "receptive_field_at_least": self.receptive_field_at_least,
-        }
-
-
 #: how an operator that carries compute and that no rule counts is named in a model's count
 #: warnings (measure.opcount): a warning and a --strict problem, not a disagreement
 NO_RULE = "not counted, and convcalc has no rule for it"
@@ -559,54 +457,6 @@ class Report:
         return _fill_nulls(data, self.null_keys) if self.null_keys else data
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """Standard, grouped and depthwise-separable versions of one layer, side by side."""
-
-    input: InputSpec
-    versions: tuple[tuple[str, Report], ...]
-    ratios: dict[str, dict[str, Any]]
-    theory_text: dict[str, str]
-    #: --roofline: one line naming the bound of each version, and why (engine.roofline_why)
-    why: str = ""
-
-    @property
-    def agree(self) -> bool:
-        return all(report.agree for _, report in self.versions)
-
-    @property
-    def disagreements(self) -> list[str]:
-        return [f"{name}: {found}" for name, r in self.versions for found in r.disagreements]
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(w for _, r in self.versions for w in r.warnings))
-
-    def with_conventions(self) -> Comparison:
-        from dataclasses import replace
-
-        return replace(self, versions=tuple((n, r.with_conventions()) for n, r in self.versions))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "convcalc_version": __version__,
-            "command": "compare",
-            "input_shape": list(self.input.shape),
-            "dtype": self.input.dtype,
-            "versions": [
-                {
-                    "name": name,
-                    **report.to_dict(),
-                    "ratio_to_standard": self.ratios[name],
-                    "theory": self.theory_text[name],
-                }
-                for name, report in self.versions
-            ],
-            "agree": self.agree,
-            **({"roofline_why": self.why} if self.why else {}),
-        }
-
-
 #: the parts of a training step measured == formula is claimed for; ``transient`` (and so
 #: ``total``) is an upper bound by formula, shown beside the measurement as "bound"
 EXACT_STEP_KEYS = (
@@ -664,3 +514,24 @@ def _add_memory_keys(data: dict[str, Any], saved: Pair[int] | None, peak: Pair[i
             data["memory_bytes"][key] = pair.measured
         if isinstance(data.get("memory_bytes_formula"), dict):
             data["memory_bytes_formula"][key] = pair.formula
+
+
+#: the result types of other commands, in their own modules (start-up: `conv` does not make
+#: them), importable from here as before: name -> its module
+_ELSEWHERE = {
+    "ModuleSpec": "model_report",
+    "ModuleFigures": "model_report",
+    "ModelFigures": "model_report",
+    "Comparison": "comparison",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"convcalc.core.{module}"), name)
+    globals()[name] = value
+    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convcalc import kinds
 from convcalc.core.advice import network_warnings
@@ -19,7 +19,10 @@ from convcalc.engine.memory import check_memory_options, with_memory
 from convcalc.engine.plan import MEASURE_ON, Options, RunPlan, check_fits_here, plan_run
 from convcalc.engine.roofline import resolve_peaks, with_roofline
 from convcalc.errors import SpecError
-from convcalc.kinds import ConvSpec, LayerSpec
+from convcalc.kinds import ConvSpec
+
+if TYPE_CHECKING:  # an annotation: naming every kind loads them all (start-up)
+    from convcalc.kinds import LayerSpec
 
 
 def analyze_chain(

@@ -6,14 +6,16 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convcalc import kinds
 from convcalc._dataclass import dataclass
 from convcalc.core import formulas
 from convcalc.core.spec import InputSpec
 from convcalc.errors import SpecError
-from convcalc.kinds import LayerSpec
+
+if TYPE_CHECKING:  # an annotation: naming every kind loads them all (start-up)
+    from convcalc.kinds import LayerSpec
 
 #: Real CPU runs are kept to this much float32 tensor data (input, outputs, parameters) ...
 REAL_RUN_MAX_BYTES = 256 * 2**20

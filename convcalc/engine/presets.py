@@ -13,10 +13,12 @@ from convcalc.core.spec import InputSpec, Labels
 from convcalc.engine.network import analyze_chain
 from convcalc.engine.plan import Options
 from convcalc.engine.roofline import roofline_why, with_peaks
-from convcalc.kinds import ConvSpec, LayerSpec
+from convcalc.kinds import ConvSpec
 
 if TYPE_CHECKING:  # imported where compare uses it: a single layer's run does not load fractions
     from fractions import Fraction
+
+    from convcalc.kinds import LayerSpec
 
 
 def _presets() -> Any:

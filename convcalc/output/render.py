@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from convcalc import _dataclass
 
-with _dataclass.kept():  # Rich's dataclasses' generated code kept between runs too
+with _dataclass.kept(__name__):  # Rich's dataclasses' generated code kept between runs too
     from rich import box
     from rich.cells import cell_len
     from rich.console import Console, Group
