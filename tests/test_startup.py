@@ -214,8 +214,7 @@ def test_formula_only_loads_only_its_path(tmp_path: Path, output: list[str]) -> 
     loaded = set(json.loads(done.stderr.rpartition("MODULES ")[2]))
     assert "convcalc.engine" in loaded  # the test sees the run's modules
     assert ("rich.console" in loaded) == (not output)  # Rich's console for the table only
-    # and json for neither: JSON is written by output/formats.json_text (json.dumps's text)
-    assert "json" not in loaded
+    assert ("json" in loaded) == bool(output)  # and json for JSON only (output/formats.py)
     # a network without a fractional stride never loads fractions (core/cumulative.py): JSON
     # does not; the table does, as Rich's table (rich._ratio) imports it
     assert ("fractions" in loaded) == (not output)

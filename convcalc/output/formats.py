@@ -80,15 +80,15 @@ def write(
 
         render_table(report, stream, no_color=no_color, detail=detail)
         return
+    import json
+
     data = report.to_dict()
     if data.get("command") == "solve":
         _write_solution(data, fmt, stream)
         return
     if fmt == "json":
-        stream.write(json_text(data) + "\n")
+        stream.write(json.dumps(data, indent=2) + "\n")
     elif fmt == "jsonl":
-        import json
-
         for row in jsonl_rows(data):
             stream.write(json.dumps(row) + "\n")
     elif fmt == "csv":
@@ -531,92 +531,13 @@ SOLUTION_COLUMNS = (
 )
 
 
-class _NotPlain(Exception):
-    """A value :func:`json_text` leaves to the json module."""
-
-
-def json_text(data: Any) -> str:
-    """``json.dumps(data, indent=2)``: the same text, written without importing the json
-    package (its decoder and scanner compile regular expressions at import: ~5 M instructions
-    of a ~320 M start-up, docs/benchmarks.md). A report's ``to_dict()`` is a tree of dicts with
-    str keys, lists, str, int, float, bool and None, which this writes as json's own encoder
-    does (its ``indent`` path: ``,`` between items, ``": "`` after keys, strings through the
-    same C escape, floats by ``float.__repr__``, NaN and Infinity as json writes them); any
-    other value (a subclass, a non-str key, an object) is handed to ``json.dumps`` itself."""
-    escape: Callable[[str], str] | None
-    try:
-        from _json import encode_basestring_ascii as escape
-    except ImportError:  # an interpreter without json's C accelerator
-        escape = None
-    if escape is not None:
-        parts: list[str] = []
-        try:
-            _json_parts(data, parts, "\n", escape)
-        except (_NotPlain, RecursionError):
-            pass
-        else:
-            return "".join(parts)
+def _write_solution(data: dict[str, Any], fmt: str, stream: IO[str]) -> None:
     import json
 
-    return json.dumps(data, indent=2)
-
-
-def _json_parts(value: Any, out: list[str], newline: str, escape: Callable[[str], str]) -> None:
-    kind = type(value)
-    if kind is str:
-        out.append(escape(value))
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif kind is int:
-        out.append(int.__repr__(value))
-    elif kind is float:
-        if value != value:
-            out.append("NaN")
-        elif value in (float("inf"), float("-inf")):
-            out.append("Infinity" if value > 0 else "-Infinity")
-        else:
-            out.append(float.__repr__(value))
-    elif kind is list or kind is tuple:
-        if not value:
-            out.append("[]")
-            return
-        inner = newline + "  "
-        out.append("[")
-        for item in value:
-            out.append(inner)
-            _json_parts(item, out, inner, escape)
-            out.append(",")
-        out[-1] = newline + "]"
-    elif kind is dict:
-        if not value:
-            out.append("{}")
-            return
-        inner = newline + "  "
-        out.append("{")
-        for key, item in value.items():
-            if type(key) is not str:
-                raise _NotPlain
-            out.append(inner)
-            out.append(escape(key))
-            out.append(": ")
-            _json_parts(item, out, inner, escape)
-            out.append(",")
-        out[-1] = newline + "}"
-    else:
-        raise _NotPlain
-
-
-def _write_solution(data: dict[str, Any], fmt: str, stream: IO[str]) -> None:
     rows = solution_rows(data)
     if fmt == "json":
-        stream.write(json_text(data) + "\n")
+        stream.write(json.dumps(data, indent=2) + "\n")
     elif fmt == "jsonl":
-        import json
-
         for row in rows:
             stream.write(json.dumps(row) + "\n")
     elif fmt == "csv":
