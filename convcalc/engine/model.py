@@ -654,13 +654,13 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
             "parameters held by two modules whose tied parameter convcalc has no closed form "
             f"for: {', '.join(untied)}; the total has no parameter formula"
         )
-    extra: dict[str, Any] = {}
-    if by_formula or tied:
-        extra["params_outside_rows"] = _params_outside_rows(
-            run, by_formula, tied, rows_params, formula_params
+    extra: dict[str, Any] = {
+        "params_outside_rows": _params_outside_rows(
+            run, by_formula, tied, rows_params, formula_params, not (uncovered or untied)
         )
-        if not uncovered and not untied:
-            notes.append(_params_total_note(run, by_formula, tied, rows_params, formula_params))
+    }
+    if (by_formula or tied) and not uncovered and not untied:
+        notes.append(_params_total_note(run, by_formula, tied, rows_params, formula_params))
     if uncovered:
         listed = ", ".join(
             f"{name or '(model)'} ({n:,})" for name, n in list(uncovered.items())[:5]
@@ -815,6 +815,7 @@ def _params_outside_rows(
     tied: list[tuple[str, str, Derived[int]]],
     rows_params: int,
     total: int,
+    complete: bool,
 ) -> dict[str, Any]:
     """JSON's ``params_outside_rows``: the modules with parameters and no row whose parameters
     have a closed form (embeddings, norms, PReLU), each measured (its own parameters) beside
@@ -836,7 +837,8 @@ def _params_outside_rows(
             {"parameter": where, "same_as": first, "formula": d.value, "formula_text": d.shown}
             for where, first, d in tied
         ],
-        "total_formula": total,
+        # null where some parameters have no closed form (named in the notes)
+        "total_formula": total if complete else None,
     }
 
 
