@@ -137,12 +137,12 @@ def test_attention_block_counts_projections_and_both_products() -> None:
     assert data["total"]["macs"] == 16_960
     assert data["total"]["formula"]["macs"] == 16_960
     assert data["total"]["flops"] == data["total"]["formula"]["flops"] == 2 * 16_960
-    # the model's 1,088 + 32 (LayerNorm) + 544; LayerNorm has no formula: no total formula
+    # the model's 1,088 + 32 (LayerNorm(16): weight 16 + bias 16) + 544 = 1,664; the
+    # LayerNorm's closed form 2·16 = 32 completes the total's formula
     assert data["total"]["params"] == 1_664
-    assert data["total"]["formula"]["params"] is None
-    assert any(
-        "32 parameters sit in modules" in note and "norm (32)" in note for note in data["notes"]
-    )
+    assert data["total"]["formula"]["params"] == 1_664
+    assert not any("sit in modules" in note for note in data["notes"])
+    assert any("norms norm 2·16 = 32" in note for note in data["notes"])
     assert "aten.softmax" in data["uncounted_ops"]["arithmetic"] or (
         "aten._softmax" in data["uncounted_ops"]["arithmetic"]
     )

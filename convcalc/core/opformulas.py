@@ -459,3 +459,80 @@ def recurrent_outputs(
     if lstm:
         shown += f", c_n {shape_text(c_n)}"
     return Derived(shapes, shown)
+
+
+# --- parameters of modules with no MACs (embeddings, norms, PReLU) ---------------------------
+
+#: the kinds :class:`ParamHyper` states, and the group each is named under in a total's text
+PARAM_KINDS = {
+    "Embedding": "embeddings",
+    "EmbeddingBag": "embeddings",
+    "LayerNorm": "norms",
+    "RMSNorm": "norms",
+    "GroupNorm": "norms",
+    "InstanceNorm": "norms",
+    "BatchNorm": "norms",
+    "PReLU": "PReLU",
+}
+
+
+@dataclass(frozen=True)
+class ParamHyper:
+    """What a module with parameters and no counted work states about them: plain numbers read
+    off the module (never its parameters' shapes), enough for :func:`module_params`.
+
+    ``sizes``: Embedding / EmbeddingBag (num_embeddings, embedding_dim); LayerNorm / RMSNorm
+    normalized_shape; GroupNorm (num_channels,); InstanceNorm / BatchNorm (num_features,);
+    PReLU (num_parameters,). ``affine``: elementwise_affine (LayerNorm, RMSNorm) or affine
+    (GroupNorm, InstanceNorm, BatchNorm); ``bias``: whether the affine part has a bias."""
+
+    kind: str
+    sizes: tuple[int, ...]
+    affine: bool = True
+    bias: bool = True
+
+
+def module_params(hyper: ParamHyper) -> Derived[int]:
+    """Parameters of an embedding, a norm or a PReLU, from its hyper-parameters (torch 2.13):
+
+    * ``nn.Embedding`` / ``nn.EmbeddingBag``: ``num_embeddings·embedding_dim`` (padding_idx,
+      max_norm, sparse and EmbeddingBag's mode change no count; per_sample_weights are an
+      input, not a parameter);
+    * ``nn.LayerNorm``: ``prod(normalized_shape)·(1 + bias)`` when elementwise_affine, else 0;
+    * ``nn.RMSNorm``: ``prod(normalized_shape)`` when elementwise_affine (a weight, no bias);
+    * ``nn.GroupNorm``: ``C·(1 + bias)`` when affine; ``nn.InstanceNorm*`` and
+      ``nn.BatchNorm*`` likewise with num_features (running statistics are buffers);
+    * ``nn.PReLU``: ``num_parameters``."""
+    kind, sizes = hyper.kind, hyper.sizes
+    if kind not in PARAM_KINDS:
+        raise SpecError("module", f"no parameter formula for a {kind}")
+    size = math.prod(sizes)
+    shown = _prod_text(sizes)
+    if kind in ("Embedding", "EmbeddingBag", "PReLU"):
+        return Derived(size, f"{shown} = {group(size)}" if len(sizes) > 1 else group(size))
+    if not hyper.affine:
+        return Derived(0, "0 (no affine parameters)")
+    if kind == "RMSNorm" or not hyper.bias:
+        return Derived(size, f"{shown} = {group(size)}" if len(sizes) > 1 else group(size))
+    return Derived(2 * size, f"2{MUL}{shown} = {group(2 * size)}")
+
+
+def linear_param(in_features: int, out_features: int, which: str) -> Derived[int] | None:
+    """One parameter of an ``nn.Linear`` by name: weight ``out·in``, bias ``out``."""
+    if which == "weight":
+        return Derived(in_features * out_features, f"{out_features}{MUL}{in_features}")
+    if which == "bias":
+        return Derived(out_features, str(out_features))
+    return None
+
+
+def module_param(hyper: ParamHyper, which: str) -> Derived[int] | None:
+    """One parameter of a module :func:`module_params` knows, by name (``weight``, ``bias``):
+    what a tied parameter held by two modules counts once (None: not one of its parameters)."""
+    size = math.prod(hyper.sizes)
+    norm = "Norm" in hyper.kind
+    if which == "weight" and (not norm or hyper.affine):
+        return Derived(size, _prod_text(hyper.sizes))
+    if which == "bias" and norm and hyper.affine and hyper.bias and hyper.kind != "RMSNorm":
+        return Derived(size, _prod_text(hyper.sizes))
+    return None

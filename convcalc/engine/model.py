@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convcalc import kinds
 from convcalc.core.memo import held
@@ -19,6 +19,9 @@ from convcalc.engine.plan import Options
 from convcalc.engine.roofline import resolve_peaks, with_model_roofline
 from convcalc.errors import SpecError
 from convcalc.kinds import ConvSpec
+
+if TYPE_CHECKING:
+    from convcalc.core.formulas import Derived
 
 
 def _keeping_modes(analyze: Callable[..., Report]) -> Callable[..., Report]:
@@ -630,12 +633,34 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
         for layer in layers
         if getattr(layer.spec, "op", "") == "module" and layer.params.formula is not None
     ]
-    uncovered = {
+    outside = {
         name: n
         for name, n in run.own_params.items()
         if name not in covered and not any(name.startswith(f"{b}.") or not b for b in blocks)
     }
+    # embeddings, norms and PReLU outside the rows: their parameters by closed form
+    from convcalc.core.opformulas import module_params
+
+    hypers = getattr(run, "param_hypers", {})
+    by_formula = {name: module_params(hypers[name]) for name in outside if name in hypers}
+    uncovered = {name: n for name, n in outside.items() if name not in by_formula}
     formula_params = sum(x.params.formula for x in layers if x.params.formula is not None)
+    rows_params = formula_params
+    formula_params += sum(d.value for d in by_formula.values())
+    tied, untied = _tied_params(getattr(run, "shared_params", ()), layers, hypers, outside)
+    formula_params -= sum(d.value for _, _, d in tied)
+    if untied:
+        notes.append(
+            "parameters held by two modules whose tied parameter convcalc has no closed form "
+            f"for: {', '.join(untied)}; the total has no parameter formula"
+        )
+    extra: dict[str, Any] = {
+        "params_outside_rows": _params_outside_rows(
+            run, by_formula, tied, rows_params, formula_params, not (uncovered or untied)
+        )
+    }
+    if (by_formula or tied) and not uncovered and not untied:
+        notes.append(_params_total_note(run, by_formula, tied, rows_params, formula_params))
     if uncovered:
         listed = ", ".join(
             f"{name or '(model)'} ({n:,})" for name, n in list(uncovered.items())[:5]
@@ -671,7 +696,7 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
     outputs = {name: shape for name, shape in zip(count.output_names, count.output_shapes)}
     first_out = count.output_shapes[0]
     total = Total(
-        params=Pair(count.params, None if uncovered else formula_params),  # type: ignore[arg-type]
+        params=Pair(count.params, None if uncovered or untied else formula_params),  # type: ignore[arg-type]
         macs=Pair(
             count.total_macs,
             sum(x.macs.formula for x in layers) if whole else None,  # type: ignore[arg-type]
@@ -692,7 +717,7 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
             ),
             # no formula where some parameters have none (the params total is null too)
             None  # type: ignore[arg-type]
-            if uncovered or any(x.output_shape.formula is None for x in layers)
+            if uncovered or untied or any(x.output_shape.formula is None for x in layers)
             else summary_memory(
                 math.prod(input_shape),
                 [n for x in layers for n in _row_output_elements(x, "formula")] or [0],
@@ -750,5 +775,100 @@ def model_report(run: Any, input_shape: tuple[int, ...], dtype: str) -> Report:
         title=run.title,
         notes=tuple(dict.fromkeys(notes)),
         model=figures,
+        extra=extra,
     )
     return report
+
+
+def _tied_params(
+    shared: Any, layers: list[LayerReport], hypers: dict[str, Any], outside: dict[str, int]
+) -> tuple[list[tuple[str, str, Derived[int]]], list[str]]:
+    """A parameter two modules hold (tied embedding and output weights): the model's measured
+    total counts it once, each holder's formula once more. Per holding after the first whose
+    holder the formula side counts (a row, or a module outside the rows with a formula): the
+    parameter's closed form from that holder's hyper-parameters, subtracted once; where convcalc
+    has none (a conv's weight, a parameter inside an attention block's row), the holding is
+    named as uncovered instead (the total then has no formula)."""
+    from convcalc.core.opformulas import linear_param, module_param
+
+    rows = {layer.spec.name: layer for layer in layers}
+    tied: list[tuple[str, str, Derived[int]]] = []
+    untied: list[str] = []
+    for holder, which, first in shared:
+        where = f"{holder}.{which}" if holder else which
+        found: Derived[int] | None = None
+        row = rows.get(holder)
+        if row is not None and isinstance(row.spec, kinds.LinearSpec):
+            found = linear_param(row.spec.in_features, row.spec.out_features, which)
+        elif holder in hypers and holder in outside:
+            found = module_param(hypers[holder], which)
+        if found is None:
+            untied.append(f"{where} (the same as {first})")
+        else:
+            tied.append((where, first, found))
+    return tied, untied
+
+
+def _params_outside_rows(
+    run: Any,
+    by_formula: dict[str, Derived[int]],
+    tied: list[tuple[str, str, Derived[int]]],
+    rows_params: int,
+    total: int,
+    complete: bool,
+) -> dict[str, Any]:
+    """JSON's ``params_outside_rows``: the modules with parameters and no row whose parameters
+    have a closed form (embeddings, norms, PReLU), each measured (its own parameters) beside
+    its formula, and the tied parameters the formula side counts once."""
+    hypers = run.param_hypers
+    return {
+        "rows_formula": rows_params,
+        "by_module": [
+            {
+                "name": name,
+                "type": hypers[name].kind,
+                "measured": run.own_params.get(name, 0),
+                "formula": derived.value,
+                "formula_text": derived.shown,
+            }
+            for name, derived in by_formula.items()
+        ],
+        "tied": [
+            {"parameter": where, "same_as": first, "formula": d.value, "formula_text": d.shown}
+            for where, first, d in tied
+        ],
+        # null where some parameters have no closed form (named in the notes)
+        "total_formula": total if complete else None,
+    }
+
+
+def _params_total_note(
+    run: Any,
+    by_formula: dict[str, Derived[int]],
+    tied: list[tuple[str, str, Derived[int]]],
+    rows_params: int,
+    total: int,
+) -> str:
+    """The total parameter formula as text: the rows' formulas, then each group of modules
+    outside the rows (embeddings, norms, PReLU), then the tied parameters counted once."""
+    from convcalc.core.formulas import MUL
+    from convcalc.core.opformulas import PARAM_KINDS
+
+    groups: dict[str, list[tuple[str, Derived[int]]]] = {}
+    for name, derived in by_formula.items():
+        groups.setdefault(PARAM_KINDS[run.param_hypers[name].kind], []).append((name, derived))
+    parts = [f"the rows' {rows_params:,}"]
+    for label, members in groups.items():
+        texts: dict[str, list[str]] = {}
+        for name, derived in members:
+            texts.setdefault(derived.shown.rsplit(" = ", 1)[0], []).append(name)
+        value = sum(d.value for _, d in members)
+        shown = " + ".join(
+            f"{len(names)}{MUL}{text}" if len(names) > 1 else f"{names[0]} {text}"
+            for text, names in texts.items()
+        )
+        parts.append(f"{label} {shown} = {value:,}")
+    text = " + ".join(parts)
+    for where, first, derived in tied:
+        text += f" − {where} {derived.shown} (the same parameter as {first}: counted once)"
+    return f"params: the total's formula is {text} = {total:,}"

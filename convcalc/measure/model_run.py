@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 
+from convcalc.core import opformulas
 from convcalc.core.modelinput import ModelInput
 from convcalc.core.spec import Ints
 from convcalc.errors import SpecError
@@ -57,6 +58,13 @@ class ModelRun:
     #: calls in the counted forward, in order (() where a call returned no tensor): a module
     #: called several times (a U-Net's one pool) has one per call (:func:`_call_outputs`)
     call_outputs: dict[str, tuple[tuple[int, ...], ...]] = field(default_factory=dict)
+    #: per module with parameters and no counted work that convcalc has a parameter formula
+    #: for (an embedding, a norm, PReLU): its hyper-parameters, plain numbers (param_hyper)
+    param_hypers: dict[str, opformulas.ParamHyper] = field(default_factory=dict)
+    #: a parameter held by more than one module (tied weights): (module, its name for the
+    #: parameter, where the model first holds it: "emb.weight"), one per holding after the
+    #: first. The model's parameters count it once; own_params count it in each holder
+    shared_params: tuple[tuple[str, str, str], ...] = ()
 
 
 #: the note where no convolution or pooling ran (an MLP, a transformer on (N, L, E))
@@ -130,10 +138,22 @@ def run_model(
     seconds["count"] = time.perf_counter() - start
     own: dict[str, int] = {}
     subtree: dict[str, int] = {}
+    hypers: dict[str, opformulas.ParamHyper] = {}
+    first_held: dict[int, str] = {}
+    shared: list[tuple[str, str, str]] = []
     for name, module in model.named_modules():
         mine = sum(p.numel() for p in module.parameters(recurse=False))
         if mine:
             own[name] = mine
+            hyper = param_hyper(module)
+            if hyper is not None:
+                hypers[name] = hyper
+        for which, param in module.named_parameters(recurse=False):
+            where = f"{name}.{which}" if name else which
+            if id(param) in first_held:
+                shared.append((name, which, first_held[id(param)]))
+            else:
+                first_held[id(param)] = where
         subtree[name] = sum(p.numel() for p in module.parameters())
     field: Ints | None = None
     of = ""
@@ -193,7 +213,52 @@ def run_model(
         once,
         receptive_field_at_least=at_least,
         call_outputs={name: tuple(shapes) for name, shapes in call_outputs.items()},
+        param_hypers=hypers,
+        shared_params=tuple(shared),
     )
+
+
+#: the parameters each module param_hyper knows holds, by name (a subclass holding any other,
+#: a user's own nn.Parameter, gets no formula: its parameters stay named as uncovered)
+_PARAM_NAMES = {"weight", "bias"}
+
+
+def param_hyper(module: nn.Module) -> opformulas.ParamHyper | None:
+    """What an nn.Embedding, EmbeddingBag, LayerNorm, RMSNorm, GroupNorm, InstanceNorm*,
+    BatchNorm* or PReLU states about its parameters, as plain numbers for
+    :func:`convcalc.core.opformulas.module_params` (whether a bias exists is read as
+    ``module.bias is not None``, as torch 2.13 registers None for bias=False); None for any
+    other module, or one holding a parameter other than weight and bias."""
+    names = {which for which, _ in module.named_parameters(recurse=False)}
+    if not names <= _PARAM_NAMES:
+        return None
+    has_bias = getattr(module, "bias", None) is not None
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        kind = "EmbeddingBag" if isinstance(module, nn.EmbeddingBag) else "Embedding"
+        return opformulas.ParamHyper(kind, (int(module.num_embeddings), int(module.embedding_dim)))
+    if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+        kind = "LayerNorm" if isinstance(module, nn.LayerNorm) else "RMSNorm"
+        return opformulas.ParamHyper(
+            kind,
+            tuple(int(n) for n in module.normalized_shape),
+            bool(module.elementwise_affine),
+            has_bias,
+        )
+    if isinstance(module, nn.GroupNorm):
+        return opformulas.ParamHyper(
+            "GroupNorm", (int(module.num_channels),), bool(module.affine), has_bias
+        )
+    if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+        return opformulas.ParamHyper(
+            "InstanceNorm", (int(module.num_features),), bool(module.affine), has_bias
+        )
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return opformulas.ParamHyper(
+            "BatchNorm", (int(module.num_features),), bool(module.affine), has_bias
+        )
+    if isinstance(module, nn.PReLU):
+        return opformulas.ParamHyper("PReLU", (int(module.num_parameters),))
+    return None
 
 
 def _bound(inputs: tuple[ModelInput, ...]) -> bool:
