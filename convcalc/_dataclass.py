@@ -17,7 +17,9 @@ The table is a marshal file in convcalc's cache directory (``$XDG_CACHE_HOME/con
 the roofline's peaks), named by the interpreter (``dataclasses-cpython-311.marshal``) and
 headed by its bytecode magic number: another Python ignores it. It is kept in buckets, one per
 module defining the classes (``cls.__module__``; a library's classes imported under
-:func:`kept` go to the bucket it names): ``{bucket: (entries, marshal bytes of {text: code})}``.
+:func:`kept` go to the bucket it names): ``{bucket: (entries, marshal bytes of {text: code},
+their CRC-32)}``; a bucket whose checksum does not match is not read (marshal trusts its bytes:
+a damaged code object could crash the interpreter).
 The file is read once, at the first class, and a bucket's code is unmarshalled at its first
 class, so a command pays for its own modules' classes only, not for every class of every
 command this user has run. A missing, unreadable or foreign file is an empty table. Only the
@@ -80,12 +82,13 @@ def kept(bucket: str = "") -> Iterator[None]:
 
 
 #: the file's format; with the interpreter's magic number, the file's first bytes
-FORMAT = b"convcalc dataclass code 2\n"
+FORMAT = b"convcalc dataclass code 3\n"
 #: more entries than this in all (classes edited during development): rewritten with this run's
 #: buckets and entries only (convcalc's own classes generate about 600 texts)
 MOST_ENTRIES = 1000
 
-#: the file's buckets as read: bucket -> (its entries, marshal bytes of its table); None until read
+#: the file's buckets as read: bucket -> (its entries, marshal bytes of its table, their CRC-32);
+#: None until read
 _file: dict[str, Any] | None = None
 _tables: dict[str, dict[str, Any]] = {}  # bucket -> generated text -> code, once unmarshalled
 _compiled: set[tuple[str, str]] = set()  # (bucket, text) compiled in this process, not in the file
@@ -176,7 +179,9 @@ def _table_of(bucket: str) -> dict[str, Any]:
         _file = _read()
     loaded: Any = None
     entry = _file.get(bucket)
-    if _whole(entry):
+    # marshal trusts its bytes: a damaged code object can crash the interpreter, so a bucket
+    # whose checksum differs from the one written with it is never unmarshalled
+    if _whole(entry) and _checksum(entry[1]) == entry[2]:
         try:
             loaded = marshal.loads(entry[1])
         except Exception:  # a damaged bucket: compile as dataclasses would
@@ -186,14 +191,30 @@ def _table_of(bucket: str) -> dict[str, Any]:
     return table
 
 
-def _whole(entry: Any) -> TypeGuard[tuple[int, bytes]]:
-    """Whether a bucket as read is one (its entries, its marshal bytes)."""
+def _whole(entry: Any) -> TypeGuard[tuple[int, bytes, int]]:
+    """Whether a bucket as read is one (its entries, its marshal bytes, their checksum)."""
     return (
         type(entry) is tuple
-        and len(entry) == 2
+        and len(entry) == 3
         and type(entry[0]) is int
         and type(entry[1]) is bytes
+        and type(entry[2]) is int
     )
+
+
+def _checksum(data: bytes) -> int:
+    """CRC-32 of a bucket's bytes: a flipped bit (a failing disk, a stray write) is caught
+    before marshal reads them. Not a defence against a hostile file: :func:`_trusted` is."""
+    import zlib
+
+    return zlib.crc32(data)
+
+
+def _bucket_entry(table: dict[str, Any]) -> tuple[int, bytes, int]:
+    import marshal
+
+    data = marshal.dumps(table)
+    return (len(table), data, _checksum(data))
 
 
 def _exec(source: Any, globals: Any = None, locals: Any = None) -> None:
@@ -236,14 +257,14 @@ def save() -> None:
         used: dict[str, dict[str, Any]] = {}
         for bucket, text in _used:
             used.setdefault(bucket, {})[text] = _tables[bucket][text]
-        buckets = {name: (len(table), marshal.dumps(table)) for name, table in used.items()}
+        buckets = {name: _bucket_entry(table) for name, table in used.items()}
     else:
         for name, table in _tables.items():
             unchanged = read.get(name)
             if _whole(unchanged) and not any(bucket == name for bucket, _ in _compiled):
                 buckets[name] = unchanged  # nothing new in it: its bytes as read
             elif table:
-                buckets[name] = (len(table), marshal.dumps(table))
+                buckets[name] = _bucket_entry(table)
     path = cache_file()
     temporary = f"{path}.{os.getpid()}.tmp"
     try:

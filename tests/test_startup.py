@@ -330,6 +330,27 @@ BUCKETS = (
 )
 
 
+def test_a_damaged_bucket_is_compiled_again_not_run(tmp_path: Path) -> None:
+    """marshal trusts its bytes: a flipped bit inside a code object made every later run crash
+    (exit 139, a new-user trial) or call a generated __init__ with the wrong arguments (exit 3).
+    Each bucket carries its CRC-32; one that does not match is compiled again, as without a
+    cache, and the file is written whole again."""
+    _run(MAKE, tmp_path)
+    (path,) = (tmp_path / "convcalc").iterdir()
+    header = _dataclass._header()
+    buckets = marshal.loads(path.read_bytes()[len(header) :])
+    entries, data, checksum = buckets["convcalc.core.report"]
+    # flip one bit in the middle of the bucket's code: what a failing disk does
+    damaged = bytearray(data)
+    damaged[len(damaged) // 2] ^= 0b1000
+    buckets["convcalc.core.report"] = (entries, bytes(damaged), checksum)
+    path.write_bytes(header + marshal.dumps(buckets))
+    assert int(_run(MAKE, tmp_path)) == entries  # that bucket's classes compiled again
+    repaired = marshal.loads(path.read_bytes()[len(header) :])
+    assert repaired["convcalc.core.report"] == (entries, data, checksum)
+    assert int(_run(MAKE, tmp_path)) == 0
+
+
 def test_a_run_opens_only_its_modules_buckets(tmp_path: Path) -> None:
     """The table is kept per defining module: a process unmarshals the buckets of the classes it
     makes, and a save writes the buckets it did not open back as they were."""
