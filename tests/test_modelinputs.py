@@ -266,3 +266,21 @@ def test_a_padding_mask_is_data_movement_and_strict_passes(cli, tmp_path) -> Non
     assert "aten.masked_fill_" in data["uncounted_ops"]["zero_cost"]
     strict = cli(*args, "--strict")
     assert strict.exit_code == 0, strict.stderr
+
+
+def test_inputs_too_big_for_this_machine_are_bad_input_not_a_crash(cli, monkeypatch) -> None:
+    # torch's allocator raised inside convcalc's own input making: exit 3 ("please report
+    # it"). 1·99,999,999,999 int64 elements = 799,999,999,992 B = 745.06 GiB
+    from convcalc.engine import plan
+
+    monkeypatch.setattr(plan, "physical_memory_bytes", lambda: 16 * 2**30)
+    args = ("model", "torch.nn:Embedding", "--kwargs", "num_embeddings=10,embedding_dim=4")
+    result = cli(*args, "--input", "1,99999999999:int64")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (
+        "error: --input 1x99999999999:int64: its tensors alone need 745.06 GiB, more than this "
+        "machine's 16.00 GiB of memory: --measure-on meta counts the model on torch's meta "
+        "device\n"
+    )
+    meta = cli(*args, "--input", "1,99999999999:int64", "--measure-on", "meta", "--json")
+    assert meta.exit_code == 0, meta.stderr

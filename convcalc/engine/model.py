@@ -42,6 +42,24 @@ def _keeping_modes(analyze: Callable[..., Report]) -> Callable[..., Report]:
     return kept
 
 
+def _check_inputs_fit(inputs: Sequence[ModelInput], dtype: str) -> None:
+    """Inputs whose tensors alone exceed this machine's memory do not fit a real run: said
+    before torch tries to allocate them (its allocator's error reached the user as an internal
+    error, exit 3), with the way that does count them."""
+    from convcalc.core.formulas import human_bytes
+    from convcalc.engine.plan import physical_memory_bytes
+
+    need = sum(entry.nbytes(dtype) for entry in inputs)
+    memory = physical_memory_bytes()
+    if memory is not None and need > memory:
+        raise SpecError(
+            "input",
+            f"--input {inputs_text(inputs, dtype)}: its tensors alone need {human_bytes(need)}, "
+            f"more than this machine's {human_bytes(memory)} of memory: --measure-on meta counts "
+            "the model on torch's meta device",
+        )
+
+
 @held()
 @_keeping_modes
 def analyze_model(
@@ -71,6 +89,8 @@ def analyze_model(
     if device not in ("cpu", "meta"):
         raise SpecError("device", f"device must be cpu or meta, not {device!r}")
     resolve_peaks(options or Options(), dtype)  # bad peaks or device: before the model runs
+    if device == "cpu":
+        _check_inputs_fit(inputs or (ModelInput(tuple(input_shape)),), dtype)
     from convcalc.measure.model_run import run_model
 
     run = run_model(
