@@ -232,6 +232,10 @@ def param_hyper(module: nn.Module) -> opformulas.ParamHyper | None:
     names = {which for which, _ in module.named_parameters(recurse=False)}
     if not names <= _PARAM_NAMES:
         return None
+    # these hold a weight alone: a subclass's own bias is a parameter no formula here counts
+    weight_only = (nn.Embedding, nn.EmbeddingBag, nn.RMSNorm, nn.PReLU)
+    if "bias" in names and isinstance(module, weight_only):
+        return None
     has_bias = getattr(module, "bias", None) is not None
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
         kind = "EmbeddingBag" if isinstance(module, nn.EmbeddingBag) else "Embedding"
