@@ -326,6 +326,32 @@ def _model_inputs(report: Report) -> Any:
     return tuple(ModelInput(tuple(i["shape"]), i["dtype"], i["name"]) for i in given)
 
 
+def _model_total_latency(layers: Sequence[LayerReport]) -> tuple[float | None, str | None]:
+    """A timed model's total latency and what it is. The root's row ``(model)`` is timed as
+    the whole forward on all the model's inputs, so it contains every other row's time: where
+    it was timed the total is that whole-forward time (adding the rows would count the children
+    twice); without a root row, the rows' times summed (each module alone). None (and why)
+    where a row the total needs was not timed."""
+    root = next((x for x in layers if x.name == "(model)"), None)
+    if root is not None:
+        if root.latency_ms is None:
+            return None, (
+                "no total latency: the root's row (model) (the whole forward) was not timed, "
+                "and the other rows' sum would leave out its own work"
+            )
+        return root.latency_ms, (
+            "total latency is the (model) row's: the whole forward timed at once on all the "
+            "model's inputs; it contains the other rows (each also timed alone), so they are "
+            "not added to it (the roofline total's time sums the rows with a roofline)"
+        )
+    latencies = [x.latency_ms for x in layers]
+    if not latencies or any(x is None for x in latencies):
+        return None, None
+    return sum(x for x in latencies if x is not None), (
+        "total latency is the rows' times summed (each module timed alone)"
+    )
+
+
 def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
     """A user's model on the roofline: every row with a formula (FLOPs, parameters, output
     shape), by formula; with --time each row's module timed alone on its real input shape."""
@@ -380,13 +406,14 @@ def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
             roof = _layer_roofline(layer, 0, peaks, int(match.group(1)) if match else 1)
         roofed.append(with_beaten_notes(replace(layer, roofline=roof), peaks))
     notes += peaks_notes(peaks)
-    latencies = [x.latency_ms for x in roofed]
+    latency, latency_note = _model_total_latency(roofed) if options.time else (None, None)
+    if latency_note:
+        notes.append(f"timing: {latency_note}")
+        timing = {**(timing or {}), "total_latency": latency_note}
     total = replace(
         report.total,
         roofline=roofline_total(roofed, peaks),
-        latency_ms=sum(x for x in latencies if x is not None)
-        if options.time and latencies and all(x is not None for x in latencies)
-        else None,
+        latency_ms=latency,
         timing_requested=options.time,
     )
     sources = {
