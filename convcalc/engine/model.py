@@ -190,6 +190,7 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
     if module.calls > 1:
         name = f"{name} (×{module.calls})"
     first = calls[0] if calls else ()
+    positional = _positional_input_shapes(module)
     if spec is not None and calls and (len(first) >= 2):
         texts: dict[str, str] = {}
         per_call = []
@@ -266,6 +267,7 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
             ),
             formula_text=texts,
             notes=module.notes,
+            positional_input_shapes=positional,
             **call_fields,
         )
         positions = sum(
@@ -393,6 +395,7 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         ),
         formula_text=texts,
         notes=tuple(notes),
+        positional_input_shapes=positional,
         **unknown_calls,
     )
     figures = ModuleFigures(
@@ -409,6 +412,16 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         attention_calls=_attention_calls(module),
     )
     return report, figures
+
+
+def _positional_input_shapes(module: Any) -> tuple[tuple[int, ...], ...]:
+    """The shapes of a module's first call's positional inputs where each positional argument
+    was one tensor (their count is the call's arity); empty where some argument was not a lone
+    tensor (a tuple of tensors, a number), whose layout the shapes alone do not give back."""
+    if not module.call_inputs or not module.call_arities:
+        return ()
+    shapes = tuple(tuple(s) for s in module.call_inputs[0])
+    return shapes if len(shapes) == module.call_arities[0] else ()
 
 
 def _recurrent_hyper_items(hyper: Any) -> tuple[tuple[str, Any], ...]:
