@@ -166,6 +166,24 @@ def mha_macs(
     return Derived(value, f"{shown} = {group(value)} ({ATTENTION_NOT_COUNTED})", parts)
 
 
+def mha_bias_adds(
+    batch: int, target_length: int, source_length: int, embed_dim: int, bias: bool = True
+) -> Derived[int]:
+    """Bias additions of ``nn.MultiheadAttention``: each projection adds its E-long bias at
+    every position it projects: q ``B·L·E``, k ``B·S·E``, v ``B·S·E`` (in_proj_bias, E each
+    whatever kdim and vdim are) and out ``B·L·E`` (out_proj.bias); 0 with bias=False.
+    add_bias_kv's rows are appended to key and value, not added: not counted."""
+    if not bias:
+        return Derived(0, "0 (bias=False)")
+    b, length, source, e = batch, target_length, source_length, embed_dim
+    value = b * (2 * length + 2 * source) * e
+    shown = (
+        f"q {b}{MUL}{length}{MUL}{e} + k {b}{MUL}{source}{MUL}{e} + v {b}{MUL}{source}{MUL}{e}"
+        f" + out {b}{MUL}{length}{MUL}{e} = {group(value)}"
+    )
+    return Derived(value, shown)
+
+
 def mha_params(
     embed_dim: int,
     kdim: int | None = None,

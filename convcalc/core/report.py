@@ -94,6 +94,10 @@ class LayerReport:
     #: ``output_shape`` is the first call's on both sides. Empty / None for one call
     call_input_shapes: tuple[Ints, ...] = ()
     call_output_shapes: Pair[tuple[Ints, ...]] | None = None
+    #: a module of a user's model: the shape of each positional input of its first call, where
+    #: every positional argument was one tensor (query, key, value of an attention); empty
+    #: otherwise. What --time times the module alone on (zeros of each); not in the JSON
+    positional_input_shapes: tuple[Ints, ...] = ()
 
     @property
     def gflops_per_s(self) -> float | None:

@@ -210,6 +210,7 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
     if module.calls > 1:
         name = f"{name} (×{module.calls})"
     first = calls[0] if calls else ()
+    positional = _positional_input_shapes(module)
     if spec is not None and calls and (len(first) >= 2):
         texts: dict[str, str] = {}
         per_call = []
@@ -286,6 +287,7 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
             ),
             formula_text=texts,
             notes=module.notes,
+            positional_input_shapes=positional,
             **call_fields,
         )
         positions = sum(
@@ -366,6 +368,14 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         if recurrent_outs is not None:
             texts["output_shape"] = recurrent_outs[0].shown
     notes = list(module.notes)
+    bias_adds = _attention_bias_adds(module)
+    if bias_adds is not None:
+        texts["bias_adds"] = bias_adds.shown
+        if module.bias_adds != bias_adds.value:
+            notes.append(
+                f"bias additions: its dispatched operators did {module.bias_adds:,}, the "
+                f"closed form says {bias_adds.value:,} (the row shows the closed form's)"
+            )
     if formula is None:
         notes.append(
             "no closed form for this module's work ("
@@ -405,7 +415,7 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         params=params_pair,
         macs=Pair(module.macs, None if formula is None else formula.value),  # type: ignore[arg-type]
         flops=Pair(module.flops, None if formula is None else 2 * formula.value),  # type: ignore[arg-type]
-        bias_adds=0,
+        bias_adds=0 if bias_adds is None else bias_adds.value,
         receptive_field=Pair(None, ()),
         memory=Pair(
             unknown_memory,
@@ -413,6 +423,7 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         ),
         formula_text=texts,
         notes=tuple(notes),
+        positional_input_shapes=positional,
         **unknown_calls,
     )
     figures = ModuleFigures(
@@ -429,6 +440,44 @@ def _model_layer(module: Any, run: Any, dtype: str) -> tuple[LayerReport, Any] |
         attention_calls=_attention_calls(module),
     )
     return report, figures
+
+
+def _attention_bias_adds(module: Any) -> Any:
+    """An nn.MultiheadAttention's bias additions by closed form (opformulas.mha_bias_adds),
+    every call, from each call's query and key shapes; None for other modules or a call
+    without query and key."""
+    from convcalc.core.formulas import Derived
+    from convcalc.core.opformulas import mha_bias_adds
+
+    hyper = module.attention
+    if hyper is None or not module.call_inputs:
+        return None
+    parts = []
+    for inputs in module.call_inputs:
+        if len(inputs) < 2:
+            return None
+        query, key = inputs[0], inputs[1]
+        if len(query) == 2:
+            batch, length, source = 1, query[0], key[0]
+        elif hyper.batch_first:
+            batch, length, source = query[0], query[1], key[1]
+        else:
+            batch, length, source = query[1], query[0], key[0]
+        parts.append(mha_bias_adds(batch, length, source, hyper.embed_dim, hyper.bias))
+    if len(parts) == 1:
+        return parts[0]
+    value = sum(p.value for p in parts)
+    return Derived(value, f"{len(parts)} calls: {value:,}")
+
+
+def _positional_input_shapes(module: Any) -> tuple[tuple[int, ...], ...]:
+    """The shapes of a module's first call's positional inputs where each positional argument
+    was one tensor (their count is the call's arity); empty where some argument was not a lone
+    tensor (a tuple of tensors, a number), whose layout the shapes alone do not give back."""
+    if not module.call_inputs or not module.call_arities:
+        return ()
+    shapes = tuple(tuple(s) for s in module.call_inputs[0])
+    return shapes if len(shapes) == module.call_arities[0] else ()
 
 
 def _recurrent_hyper_items(hyper: Any) -> tuple[tuple[str, Any], ...]:

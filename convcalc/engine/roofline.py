@@ -371,7 +371,10 @@ def with_model_roofline(report: Report, model: Any, options: Options) -> Report:
         load_before = load_average()
         times, timing_notes, settings = time_modules(
             model,
-            [(layer.name, tuple(layer.input_shape)) for layer in layers],
+            [
+                (layer.name, layer.positional_input_shapes or (tuple(layer.input_shape),))
+                for layer in layers
+            ],
             options.device,
             options.min_run_time,
             _model_inputs(report),

@@ -372,14 +372,17 @@ def layer_receptive_field(spec: LayerSpec, input_shape: Ints) -> Ints:
 
 def time_modules(
     model: nn.Module,
-    rows: list[tuple[str, tuple[int, ...]]],
+    rows: list[tuple[str, tuple[tuple[int, ...], ...]]],
     device: str = "cpu",
     min_run_time: float = 0.2,
     inputs: tuple[ModelInput, ...] | None = None,
 ) -> tuple[list[tuple[float, int, float] | None], list[str], dict[str, object]]:
     """Each row's module (``name`` as the model report names it: ``"(model)"`` for the root,
-    ``" (×N)"`` for a module called N times) timed alone on zeros of its first call's input
-    shape, in its parameters' dtype (calibrate.time_layer: warm-up, synchronise on CUDA/MPS).
+    ``" (×N)"`` for a module called N times) timed alone on zeros of its first call's positional
+    input shapes (each row gives them: one, or several for a module such as an attention taking
+    query, key and value; keyword arguments are not recorded, so the module's defaults stand
+    for them, and a note says so), in its parameters' dtype (calibrate.time_layer: warm-up,
+    synchronise on CUDA/MPS).
     A module called N times: one call's time × N (its IQR too). Returns (seconds, runs, IQR
     seconds) or None per row, a note per module not timed, and how the timing was done.
     ``inputs``: the model's own (several, integer or keyword ones): the root's row is timed on
@@ -393,11 +396,11 @@ def time_modules(
     results: list[tuple[float, int, float] | None] = []
     notes: list[str] = []
     settings: dict[str, object] = {}
-    for name, shape in rows:
+    for name, shapes in rows:
         match = re.fullmatch(r"(.*) \(×(\d+)\)", name)
         base, calls = (match.group(1), int(match.group(2))) if match else (name, 1)
         module = modules.get("" if base == "(model)" else base)
-        if module is None or not shape:
+        if module is None or not shapes or not shapes[0]:
             results.append(None)
             notes.append(f"{name}: not timed (no module of that name takes one tensor)")
             continue
@@ -405,7 +408,7 @@ def time_modules(
         if not dtype.is_floating_point:
             dtype = torch.float32
         target = module if device == "cpu" else copy.deepcopy(module)
-        given = [torch.zeros(shape, dtype=dtype)]
+        given = [torch.zeros(shape, dtype=dtype) for shape in shapes]
         if module is model and inputs is not None and _bound(inputs):
             target, given = _Keywords.of(target, inputs, dtype)
         try:
@@ -419,7 +422,7 @@ def time_modules(
         except Exception as error:  # a module that takes more than one tensor, an embedding
             results.append(None)
             notes.append(
-                f"{name}: not timed alone on zeros of {tuple(shape)} "
+                f"{name}: not timed alone on zeros of {_shapes_text(shapes)} "
                 f"({type(error).__name__}: {first_line(error)})"
             )
             continue
@@ -427,7 +430,18 @@ def time_modules(
         settings = timed.settings()
         if calls > 1:
             notes.append(f"{name}: timed one call, × {calls} calls")
+        if len(given) > 1 and module is not model:
+            notes.append(
+                f"{name}: timed alone on zeros of its {len(given)} positional inputs "
+                f"{_shapes_text(shapes)}; keyword arguments its caller passed (masks, "
+                "need_weights...) are not recorded, so it ran with its defaults for them"
+            )
     return results, notes, settings
+
+
+def _shapes_text(shapes: tuple[tuple[int, ...], ...]) -> str:
+    """``(1, 16, 64)``, or ``(1, 16, 64), (1, 16, 64)`` for several inputs."""
+    return ", ".join(str(tuple(shape)) for shape in shapes)
 
 
 class _Keywords(nn.Module):

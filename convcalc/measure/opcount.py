@@ -141,6 +141,30 @@ def _native_mha(args: Sequence[Any], out: Any) -> int:
     return projections + 2 * batch * heads * length * source * head
 
 
+def _bias_adds(packet: Any, args: Sequence[Any], out: Any) -> int:
+    """Bias additions one dispatched operator did, read from its operands: ``addmm(bias, x, w)``
+    adds its 1-D bias to every output element; the fused ``_native_multi_head_attention``
+    (query, key, value, E, heads, qkv_weight, qkv_bias, proj_weight, proj_bias, ...) adds
+    qkv_bias's E-long thirds at each query, key and value position and proj_bias at each query
+    position. 0 for other operators (a convolution's bias stays with its formula)."""
+    if packet is aten.addmm:
+        bias = args[0]
+        return _numel(out.shape) if isinstance(bias, torch.Tensor) and bias.dim() == 1 else 0
+    if packet is aten._native_multi_head_attention:
+        query, key, value = args[0], args[1], args[2]
+        qkv_bias = args[6] if len(args) > 6 else None
+        proj_bias = args[8] if len(args) > 8 else None
+        total = 0
+        if isinstance(qkv_bias, torch.Tensor):
+            third = _numel(qkv_bias.shape) // 3
+            rows = sum(_numel(t.shape[:-1]) for t in (query, key, value))
+            total += rows * third
+        if isinstance(proj_bias, torch.Tensor):
+            total += _numel(query.shape[:-1]) * _numel(proj_bias.shape)
+        return total
+    return 0
+
+
 def _rows(data: Any) -> int:
     # the (time step, batch) pairs a recurrent kernel runs: its input holds one input_size-long
     # row per pair, laid out (T, B, I), (B, T, I), unbatched (T, I) or packed (ΣB_t, I)
@@ -570,6 +594,9 @@ class ModuleCount:
     call_inputs: tuple[tuple[Shape, ...], ...] = ()
     #: how many positional arguments (tensors or not) each call had
     call_arities: tuple[int, ...] = ()
+    #: bias additions its own dispatched operators did, every call (addmm's 1-D bias, the fused
+    #: attention's qkv and out biases: opcount._bias_adds); convolutions' not read here
+    bias_adds: int = 0
     #: per call: (input shape, padding) the module's first convolution operator really received
     conv_received: tuple[tuple[Shape, Shape] | None, ...] = ()
     #: a lazy module (nn.LazyConv2d...) that this run materialised
@@ -646,6 +673,8 @@ class _OpCounter(TorchDispatchMode):
         self.convs: list[ConvCall] = []
         #: module name -> how many positional arguments each of its calls had
         self.arities: dict[str, list[int]] = {}
+        #: module name -> bias additions its dispatched operators did (_bias_adds)
+        self.bias_adds: dict[str, int] = {}
 
     def _owner(self, args: Sequence[Any], indexes: tuple[int, ...]) -> str | None:
         for index in indexes:
@@ -671,6 +700,9 @@ class _OpCounter(TorchDispatchMode):
             return out
         rule, weight_args = entry
         macs = rule(args, out)
+        biased = _bias_adds(packet, args, out)
+        if biased:
+            self.bias_adds[self.stack[-1]] = self.bias_adds.get(self.stack[-1], 0) + biased
         formula = torch_flop_formula(packet)
         flops = int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
         if formula is None and packet in RECURRENT_PACKETS:
@@ -1091,6 +1123,7 @@ def _result(
                 inclusive_flops=inclusive.get(name, [0, 0])[1],
                 call_inputs=tuple(shapes_in),
                 call_arities=tuple(counter.arities.get(name, ())),
+                bias_adds=counter.bias_adds.get(name, 0),
                 conv_received=tuple(received),
                 lazy=name in lazy,
                 spec=spec,
