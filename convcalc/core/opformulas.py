@@ -131,6 +131,16 @@ def sdpa_macs(
     return Derived(value, shown, parts)
 
 
+def mha_sizes(query: Ints, key: Ints, batch_first: bool) -> tuple[int, int, int]:
+    """(batch, query length, source length) of one nn.MultiheadAttention call, from the shapes
+    of its query and key: unbatched (L, E), batch-first (N, L, E) or sequence-first (L, N, E)."""
+    if len(query) == 2:
+        return 1, query[0], key[0]
+    if batch_first:
+        return query[0], query[1], key[1]
+    return query[1], query[0], key[0]
+
+
 def mha_macs(
     batch: int,
     target_length: int,

@@ -447,7 +447,7 @@ def _attention_bias_adds(module: Any) -> Any:
     every call, from each call's query and key shapes; None for other modules or a call
     without query and key."""
     from convcalc.core.formulas import Derived
-    from convcalc.core.opformulas import mha_bias_adds
+    from convcalc.core.opformulas import mha_bias_adds, mha_sizes
 
     hyper = module.attention
     if hyper is None or not module.call_inputs:
@@ -456,13 +456,7 @@ def _attention_bias_adds(module: Any) -> Any:
     for inputs in module.call_inputs:
         if len(inputs) < 2:
             return None
-        query, key = inputs[0], inputs[1]
-        if len(query) == 2:
-            batch, length, source = 1, query[0], key[0]
-        elif hyper.batch_first:
-            batch, length, source = query[0], query[1], key[1]
-        else:
-            batch, length, source = query[1], query[0], key[0]
+        batch, length, source = mha_sizes(inputs[0], inputs[1], hyper.batch_first)
         parts.append(mha_bias_adds(batch, length, source, hyper.embed_dim, hyper.bias))
     if len(parts) == 1:
         return parts[0]

@@ -1231,13 +1231,7 @@ def module_formula(module: ModuleCount) -> Derived[int] | None:
         for inputs in module.call_inputs:
             if len(inputs) < 2:
                 return None
-            query, key = inputs[0], inputs[1]
-            if len(query) == 2:
-                batch, length, source = 1, query[0], key[0]
-            elif hyper.batch_first:
-                batch, length, source = query[0], query[1], key[1]
-            else:
-                batch, length, source = query[1], query[0], key[0]
+            batch, length, source = opformulas.mha_sizes(inputs[0], inputs[1], hyper.batch_first)
             parts.append(
                 opformulas.mha_macs(
                     batch,
