@@ -9,6 +9,7 @@ from dataclasses import field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from convcalc._dataclass import dataclass
+from convcalc._lazy import exports
 from convcalc._version import __version__
 from convcalc.core.cumulative import Cumulative, fraction_text
 from convcalc.core.memory import Memory
@@ -530,12 +531,4 @@ _ELSEWHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _ELSEWHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f"convcalc.core.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = exports(__name__, "convcalc.core", _ELSEWHERE)

@@ -17,7 +17,9 @@ runs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from convcalc._lazy import exports
 
 if TYPE_CHECKING:
     from convcalc.engine.memory import (
@@ -107,15 +109,7 @@ _SUBMODULE: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _SUBMODULE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = exports(__name__, __name__, _SUBMODULE)
 
 
 __all__ = [
